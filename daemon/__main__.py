@@ -1,0 +1,5 @@
+import sys
+
+from gimp_draggan.cli import main
+
+sys.exit(main())

@@ -1,0 +1,40 @@
+"""`gimp-draggan` command line: one argparse subcommand per module in `gimp_draggan.commands`.
+
+Command modules import torch and friends inside their `run` functions, so `--help`, `ping`
+and the like start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Each module defines `register(subparsers)`, which adds its parser(s) with `func` set.
+COMMAND_MODULES = (
+    "models",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gimp-draggan",
+        description="DragGAN point-drag editing: daemon, command line and tools.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"gimp_draggan.commands.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
