@@ -32,9 +32,9 @@ class EditRequest:
     height: int
     pixels: bytes                   # RGBA, row-major, DEPTHS[depth] bytes per channel.
     depth: str                      # "u8" | "u16" | "f32"
-    pairs: list[tuple[Point, Point]]  # ((handle_x, handle_y), (target_x, target_y)) in layer pixels.
+    pairs: list[tuple[Point, Point]]  # ((handle_x, handle_y), (target_x, target_y)), layer px.
     model: str                      # Registry name (the daemon accepts names only) or a file (CLI).
-    mask: bytes | None = None       # width*height u8, 255 = may move; None = the whole crop may move.
+    mask: bytes | None = None       # width*height u8, 255 = may move; None = all may move.
     params: EditParams = field(default_factory=EditParams)
     session: str | None = None      # Re-use an inverted crop (see gimp_draggan.sessions).
 

@@ -30,7 +30,9 @@ LRELU_GAIN = math.sqrt(2.0)
 
 def _check_shape(t: torch.Tensor, shape: list[int | None], name: str) -> None:
     """Raise ValueError unless ``t`` has ``shape`` (None = any size)."""
-    ok = t.ndim == len(shape) and all(s is None or s == d for s, d in zip(shape, t.shape))
+    ok = t.ndim == len(shape) and all(
+        s is None or s == d for s, d in zip(shape, t.shape, strict=False)
+    )
     if not ok:
         raise ValueError(f"{name}: expected shape {shape}, got {list(t.shape)}")
 
@@ -282,7 +284,7 @@ class SynthesisBlock(nn.Module):
 
 @dataclass(frozen=True)
 class SynthesisOutput:
-    img: torch.Tensor | None        # [N, img_channels, R, R] in [-1, 1] (roughly), None if not rendered.
+    img: torch.Tensor | None        # [N, img_channels, R, R], about [-1, 1]; None if not rendered.
     feature: torch.Tensor | None    # [N, C, r, r] output of the requested block, or None.
 
 
@@ -292,7 +294,7 @@ class SynthesisNetwork(nn.Module):
         w_dim: int,
         img_resolution: int,
         img_channels: int = 3,
-        channel_base: int = 32768,      # Channels at resolution R: min(channel_base // R, channel_max).
+        channel_base: int = 32768,      # Channels at res R: min(channel_base // R, channel_max).
         channel_max: int = 512,
         conv_clamp: float | None = 256,
     ) -> None:
