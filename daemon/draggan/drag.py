@@ -1,0 +1,549 @@
+"""DragGAN drag engine: motion supervision + point tracking on a StyleGAN2 w+ latent.
+
+Pan et al., "Drag Your GAN" (SIGGRAPH 2023). One step of a `DragSession`:
+
+1. synthesise the features F of one block (the 6th, 128 px, for models of 128 px and more) from
+   the current w+, stopping right after that block; F is "bilinearly resized to the image size";
+2. point tracking: each handle moves to the pixel in the r2 square around it whose feature is the
+   nearest (L2) to the handle's *initial* feature;
+3. stop if every handle is within the stop distance of its target;
+4. motion supervision: for each handle q still more than 1 px from its target, L1 between the
+   detached features at the pixels of the r1 disc around q and the features sampled bilinearly at
+   those pixels + d (d the unit vector towards the target); plus lambda * L1 between F and the
+   initial F0 outside the movable region when a mask is given; one Adam step on the first
+   `num_optimised_ws` vectors of w+.
+
+Tracking (2) uses the forward pass of the step that follows the update it measures, as the
+official code does, so one forward serves both. Speed, without changing the maths:
+- the generator's parameters are read through detached views: no parameter gradients, no flags
+  changed on the caller's generator, no graph kept beyond a step;
+- synthesis stops after the feature block and never runs a ToRGB layer;
+- layers fed by the fixed part of w+ use weights modulated once at the start;
+- the resized feature map is never materialised for supervision or tracking: the few resized
+  pixels needed are gathered from the block's output with precomputed bilinear tables (exactly
+  what `F.interpolate` computes); only the mask term resizes the whole map.
+
+Layouts: features ``[1, C, r, r]``; images ``[1, C, H, W]`` in [-1, 1]; w+ ``[1, num_ws, w_dim]``;
+points are ``(x, y)`` pixels of the model resolution, x = column, y = row.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import torch
+import torch.nn.functional as F
+
+from gimp_draggan.draggan.networks import (
+    LRELU_GAIN,
+    Generator,
+    SynthesisLayer,
+    modulated_conv2d,
+    to_uint8,
+)
+
+REFERENCE_RES = 512  # The paper's radii and stop distance are given for 512 px images.
+OFFICIAL_FEATURE_RES = 128  # The official code's feature_idx=5: output of the 6th block.
+SMALL_MODEL_FEATURE_FRACTION = 2  # Below 128 px: the block at half the image size (see DESIGN).
+
+Point = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class DragParams:
+    """Drag settings. Radii and stop distance are in pixels of a 512 px image (the paper's)."""
+
+    r1: float = 3.0                 # Motion-supervision disc radius.
+    r2: float = 12.0                # Tracking half-window.
+    stop_distance: float = 2.0      # Done when every handle is this close (never under 2 px).
+    mask_lambda: float = 20.0       # Weight of the fixed-region term (official GUI).
+    lr: float = 2e-3                # Adam learning rate on the latent (paper; GUI uses 1e-3).
+    max_steps: int = 200            # Optimiser steps per `run` unless the caller says otherwise.
+    num_optimised_ws: int = 6       # Only the first N vectors of w+ move.
+    feature_res: int | None = None  # Feature block resolution; None = `default_feature_res`.
+
+    def validate(self) -> None:
+        for name in ("r1", "r2", "stop_distance", "lr"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"DragParams.{name} must be a positive number, got {value}")
+        if not (math.isfinite(self.mask_lambda) and self.mask_lambda >= 0):
+            raise ValueError(f"DragParams.mask_lambda must be >= 0, got {self.mask_lambda}")
+        if self.max_steps < 0:
+            raise ValueError(f"DragParams.max_steps must be >= 0, got {self.max_steps}")
+        if self.num_optimised_ws < 1:
+            raise ValueError(
+                f"DragParams.num_optimised_ws must be >= 1, got {self.num_optimised_ws}"
+            )
+
+
+@dataclass(frozen=True)
+class PixelRadii:
+    """The radii in pixels of one resolution."""
+
+    r1: int          # Disc: pixels strictly closer than r1 to the handle.
+    r2: int          # Tracking window: the (2*r2+1)^2 square, clipped to the image.
+    stop: float      # Stop distance.
+
+
+def pixel_radii(params: DragParams, resolution: int) -> PixelRadii:
+    """Scale the 512-px radii as the official code does: r = round(r * H / 512).
+
+    Python's round (half to even), as the official code. Below ~170 px that rounds r1 to 0 or 1
+    (an empty or one-pixel disc), so r1 and r2 are at least 2 (a deliberate difference).
+    """
+    scale = resolution / REFERENCE_RES
+    return PixelRadii(
+        r1=max(round(params.r1 * scale), 2),
+        r2=max(round(params.r2 * scale), 2),
+        stop=max(params.stop_distance * scale, 2.0),
+    )
+
+
+def default_feature_res(img_resolution: int) -> int:
+    """The official 6th block (128 px) when the model has it, else half the image size."""
+    if img_resolution >= OFFICIAL_FEATURE_RES:
+        return OFFICIAL_FEATURE_RES
+    return max(img_resolution // SMALL_MODEL_FEATURE_FRACTION, 4)
+
+
+@dataclass(frozen=True)
+class StepReport:
+    step: int                       # Optimiser steps done by the session so far.
+    points: list[Point]             # Handles as tracked on the features this step used.
+    distances: list[float]          # Handle-target distances, pixels.
+    loss: float | None              # None when the step found every handle done.
+    optimised: bool                 # False: converged, no optimiser step taken.
+    step_seconds: float
+    elapsed: float                  # Seconds since this `run` began.
+    preview: torch.Tensor | None = None  # uint8 [H, W, C] on the CPU, when due.
+
+
+@dataclass(frozen=True)
+class DragResult:
+    ws: torch.Tensor                # Final w+ [1, num_ws, w_dim], detached, on the CPU.
+    image: torch.Tensor             # Final image [1, C, H, W] in [-1, 1], on the CPU.
+    points: list[Point]             # Final handles, tracked on the final image's features.
+    distances: list[float]
+    steps: int                      # Optimiser steps done by the session in total.
+    converged: bool                 # Every handle within the stop distance.
+    cancelled: bool                 # `should_stop` ended the run.
+    reports: list[StepReport] = field(default_factory=list)  # This run's steps.
+
+
+# ----------------------------------------------------------------------------------------------
+# Resized-feature sampling without materialising the resized map.
+
+
+class FeatureGrid:
+    """Reads pixels of ``F.interpolate(feat, (H, W), mode="bilinear", align_corners=False)``.
+
+    Per output row/column: the two source indices and the weight of the second, exactly as
+    PyTorch computes them, so any set of resized pixels is a gather of 4 feature pixels.
+    """
+
+    def __init__(self, feature_res: int, image_res: int, device: torch.device) -> None:
+        self.feature_res = feature_res
+        self.image_res = image_res
+        scale = feature_res / image_res
+        src = ((torch.arange(image_res, dtype=torch.float64) + 0.5) * scale - 0.5).clamp(min=0)
+        lo = src.floor().long()
+        self.lo = lo.to(device)
+        self.hi = (lo + 1).clamp(max=feature_res - 1).to(device)
+        self.lam = (src - lo).to(torch.float32).to(device)
+
+    def _rows(self, feat: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        lam = self.lam[ys].reshape(1, 1, -1, 1)
+        return (1 - lam) * feat[:, :, self.lo[ys]] + lam * feat[:, :, self.hi[ys]]
+
+    def window(self, feat: torch.Tensor, x0: int, x1: int, y0: int, y1: int) -> torch.Tensor:
+        """Resized pixels of rows y0..y1 and columns x0..x1 (inclusive): ``[C, ny, nx]``."""
+        dev = feat.device
+        xs = torch.arange(x0, x1 + 1, device=dev)
+        ys = torch.arange(y0, y1 + 1, device=dev)
+        lam = self.lam[xs]
+        cols = (1 - lam) * feat[..., self.lo[xs]] + lam * feat[..., self.hi[xs]]  # [1, C, r, nx]
+        return self._rows(cols, ys)[0]
+
+    def pixels(self, feat: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        """Resized pixels at integer ``(xs, ys)`` (long ``[K]``): ``[C, K]``."""
+        f = feat[0]
+        wx = self.lam[xs]
+        wy = self.lam[ys]
+        lx, hx, ly, hy = self.lo[xs], self.hi[xs], self.lo[ys], self.hi[ys]
+        top = (1 - wx) * f[:, ly, lx] + wx * f[:, ly, hx]
+        bottom = (1 - wx) * f[:, hy, lx] + wx * f[:, hy, hx]
+        return (1 - wy) * top + wy * bottom
+
+    def bilinear(self, feat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Bilinear sample of the resized map at float ``(x, y)`` ``[K]``, clamped to the border
+        (``grid_sample(..., align_corners=True, padding_mode="border")``): ``[C, K]``."""
+        last = self.image_res - 1
+        x = x.clamp(0, last)
+        y = y.clamp(0, last)
+        x0 = x.floor().long().clamp(max=max(last - 1, 0))
+        y0 = y.floor().long().clamp(max=max(last - 1, 0))
+        x1 = (x0 + 1).clamp(max=last)
+        y1 = (y0 + 1).clamp(max=last)
+        ax = x - x0
+        ay = y - y0
+        return (
+            (1 - ay) * ((1 - ax) * self.pixels(feat, x0, y0) + ax * self.pixels(feat, x1, y0))
+            + ay * ((1 - ax) * self.pixels(feat, x0, y1) + ax * self.pixels(feat, x1, y1))
+        )
+
+    def full(self, feat: torch.Tensor) -> torch.Tensor:
+        """The whole resized map ``[1, C, H, W]``."""
+        size = (self.image_res, self.image_res)
+        return F.interpolate(feat, size=size, mode="bilinear", align_corners=False)
+
+
+def track_handles(
+    grid: FeatureGrid,
+    feat: torch.Tensor,         # [1, C, r, r], detached.
+    refs: torch.Tensor,         # [P, C] initial feature of each handle.
+    handles: list[tuple[int, int]],
+    radius: int,
+) -> list[tuple[int, int]]:
+    """Move each handle to its reference's nearest neighbour (L2) in the clipped square window.
+
+    Ties go to the first pixel in row-major order, as ``argmin`` (and the official code) does.
+    """
+    last = grid.image_res - 1
+    moved = []
+    for (x, y), ref in zip(handles, refs, strict=True):
+        x0, x1 = max(x - radius, 0), min(x + radius, last)
+        y0, y1 = max(y - radius, 0), min(y + radius, last)
+        win = grid.window(feat, x0, x1, y0, y1)                     # [C, ny, nx]
+        dist = (win - ref.reshape(-1, 1, 1)).square().sum(dim=0)    # [ny, nx]
+        idx = int(dist.reshape(-1).argmin())
+        nx = x1 - x0 + 1
+        moved.append((x0 + idx % nx, y0 + idx // nx))
+    return moved
+
+
+def disc_offsets(radius: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer offsets ``(dx, dy)`` strictly closer than ``radius`` to the origin."""
+    r = torch.arange(-radius, radius + 1, device=device)
+    dy, dx = torch.meshgrid(r, r, indexing="ij")
+    keep = dx.square() + dy.square() < radius * radius
+    return dx[keep], dy[keep]
+
+
+def motion_loss(
+    grid: FeatureGrid,
+    feat: torch.Tensor,          # [1, C, r, r] with a graph to the latent.
+    handles: list[tuple[int, int]],
+    targets: list[Point],
+    disc: tuple[torch.Tensor, torch.Tensor],
+) -> torch.Tensor:
+    """Sum over handles more than 1 px from their target of
+    mean |F(p + d) - sg(F(p))| over channels and the disc pixels p inside the image."""
+    last = grid.image_res - 1
+    loss = feat.new_zeros(())
+    for (x, y), (tx, ty) in zip(handles, targets, strict=True):
+        dist = math.hypot(tx - x, ty - y)
+        if dist <= 1:
+            continue
+        px, py = disc[0] + x, disc[1] + y
+        inside = (px >= 0) & (px <= last) & (py >= 0) & (py <= last)
+        px, py = px[inside], py[inside]
+        src = grid.pixels(feat, px, py).detach()
+        moved = grid.bilinear(
+            feat, px.to(feat.dtype) + (tx - x) / dist, py.to(feat.dtype) + (ty - y) / dist
+        )
+        loss = loss + (moved - src).abs().mean()
+    return loss
+
+
+# ----------------------------------------------------------------------------------------------
+# Synthesis up to the feature block, with the fixed part of w+ folded into the weights.
+
+
+class _Layer:
+    """One SynthesisLayer read through detached tensors; its w index is fixed or optimised."""
+
+    def __init__(self, layer: SynthesisLayer, w_index: int, fixed_w: torch.Tensor | None) -> None:
+        self.w_index = w_index
+        self.up = layer.up
+        self.padding = layer.padding
+        self.clamp = layer.conv_clamp
+        self.filter = layer.resample_filter
+        self.bias = layer.bias.detach().reshape(1, -1, 1, 1)
+        self.noise = None
+        if layer.use_noise:
+            self.noise = (layer.noise_const * layer.noise_strength).detach()
+        aff = layer.affine
+        self.affine_w = (aff.weight.detach() * aff.weight_gain).t()
+        self.affine_b = aff.bias.detach()
+        if aff.bias_gain != 1:
+            self.affine_b = self.affine_b * aff.bias_gain
+        self.weight = layer.weight.detach()
+        self.unit_styles: torch.Tensor | None = None
+        if fixed_w is not None:
+            # Modulate and demodulate once; the forward then convolves with styles of 1.
+            with torch.no_grad():
+                styles = self._styles(fixed_w)
+                w = self.weight.unsqueeze(0) * styles.reshape(1, 1, -1, 1, 1)
+                w = w * (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt().reshape(1, -1, 1, 1, 1)
+            self.weight = w[0]
+            self.unit_styles = torch.ones_like(styles)
+
+    def _styles(self, w: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(self.affine_b.unsqueeze(0), w, self.affine_w)
+
+    def __call__(self, x: torch.Tensor, w_opt: torch.Tensor) -> torch.Tensor:
+        if self.unit_styles is None:
+            styles, demod = self._styles(w_opt[:, self.w_index]), True
+        else:
+            styles, demod = self.unit_styles, False
+        x = modulated_conv2d(
+            x, self.weight, styles, noise=self.noise, up=self.up, padding=self.padding,
+            resample_filter=self.filter, demodulate=demod,
+        )
+        x = F.leaky_relu(x + self.bias, 0.2) * LRELU_GAIN
+        if self.clamp is not None:
+            x = x.clamp(-self.clamp, self.clamp)
+        return x
+
+
+class FeatureSynthesis:
+    """``w_opt [1, N, w_dim]`` -> output of block ``feature_res`` ``[1, C, r, r]``, same maths as
+    ``G.synthesis.run(cat(w_opt, ws_fixed), feature_res=...)`` without ToRGB or later blocks."""
+
+    def __init__(self, G: Generator, ws_fixed: torch.Tensor, feature_res: int) -> None:
+        synth = G.synthesis
+        n_opt = synth.num_ws - ws_fixed.shape[1]
+        self.const = synth.block(4).const.detach().unsqueeze(0)
+        self.layers: list[_Layer] = []
+        idx = 0
+        for res in synth.block_resolutions:
+            block = synth.block(res)
+            convs = [block.conv1] if block.in_channels == 0 else [block.conv0, block.conv1]
+            for layer in convs:
+                fixed = ws_fixed[:, idx - n_opt] if idx >= n_opt else None
+                self.layers.append(_Layer(layer, idx, fixed))
+                idx += 1
+            if res == feature_res:
+                break
+
+    def __call__(self, w_opt: torch.Tensor) -> torch.Tensor:
+        x = self.const
+        for layer in self.layers:
+            x = layer(x, w_opt)
+        return x
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation.
+
+
+def _as_points(points: Sequence[Point] | torch.Tensor, name: str, res: int) -> list[Point]:
+    t = torch.as_tensor(points, dtype=torch.float64).cpu()
+    if t.ndim != 2 or t.shape[1] != 2:
+        raise ValueError(f"{name}: expected a list of (x, y) points, got shape {list(t.shape)}")
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name}: points must be finite numbers (found NaN or inf): {t.tolist()}")
+    for i, (x, y) in enumerate(t.tolist()):
+        if not (0 <= x <= res - 1 and 0 <= y <= res - 1):
+            raise ValueError(
+                f"{name}[{i}] = ({x:g}, {y:g}) is outside the {res}x{res} image; "
+                f"x and y must be in [0, {res - 1}]"
+            )
+    return [(float(x), float(y)) for x, y in t.tolist()]
+
+
+def _as_mask(mask: torch.Tensor, res: int, device: torch.device) -> torch.Tensor | None:
+    """[H, W] in [0, 1], 1 = may move -> the fixed-region weight [1, 1, H, W], None if all 1."""
+    mask = torch.as_tensor(mask)
+    if tuple(mask.shape) != (res, res):
+        raise ValueError(
+            f"mask: expected shape [{res}, {res}] (the model resolution, [H, W]), "
+            f"got {list(mask.shape)}"
+        )
+    mask = mask.to(device=device, dtype=torch.float32)
+    if not torch.isfinite(mask).all() or mask.min() < 0 or mask.max() > 1:
+        raise ValueError("mask: values must be finite and in [0, 1] (1 = may move)")
+    if mask.max() == 0:
+        raise ValueError("mask: no pixel may move (all 0); mark the movable region with 1")
+    if mask.min() == 1:
+        return None
+    return (1 - mask).reshape(1, 1, res, res)
+
+
+# ----------------------------------------------------------------------------------------------
+# The session.
+
+
+class DragSession:
+    """A drag in progress: latent, handles, optimiser state. `run` may be called again after a
+    cancel or `max_steps`: it goes on from where it stopped."""
+
+    def __init__(
+        self,
+        G: Generator,
+        ws: torch.Tensor,                               # [1, num_ws, w_dim] start latent.
+        handles: Sequence[Point] | torch.Tensor,        # [P] of (x, y).
+        targets: Sequence[Point] | torch.Tensor,        # [P] of (x, y).
+        mask: torch.Tensor | None = None,               # [H, W], 1 = may move; None = all.
+        params: DragParams | None = None,
+    ) -> None:
+        params = params or DragParams()
+        params.validate()
+        synth = G.synthesis
+        res = synth.img_resolution
+        if tuple(ws.shape) != (1, synth.num_ws, synth.w_dim):
+            raise ValueError(
+                f"ws: expected shape [1, {synth.num_ws}, {synth.w_dim}], got {list(ws.shape)}"
+            )
+        if not torch.isfinite(ws).all():
+            raise ValueError("ws: latent contains NaN or inf")
+        if params.num_optimised_ws > synth.num_ws:
+            raise ValueError(
+                f"DragParams.num_optimised_ws = {params.num_optimised_ws} exceeds the model's "
+                f"num_ws = {synth.num_ws}"
+            )
+        feature_res = params.feature_res or default_feature_res(res)
+        if feature_res not in synth.block_resolutions:
+            raise ValueError(
+                f"DragParams.feature_res = {feature_res} is not a block resolution of this "
+                f"model: {synth.block_resolutions}"
+            )
+        hs = _as_points(handles, "handles", res)
+        ts = _as_points(targets, "targets", res)
+        if not hs:
+            raise ValueError("no handle/target pairs: give at least one")
+        if len(hs) != len(ts):
+            raise ValueError(f"{len(hs)} handles but {len(ts)} targets: give them in pairs")
+        rounded = [(round(x), round(y)) for x, y in hs]
+        for i, ((x, y), (tx, ty)) in enumerate(zip(rounded, ts, strict=True)):
+            if math.hypot(tx - x, ty - y) < 1e-6:
+                raise ValueError(f"pair {i}: handle ({x}, {y}) is already on its target")
+
+        self.G = G
+        self.params = params
+        self.radii = pixel_radii(params, res)
+        self.resolution = res
+        self.feature_res = feature_res
+        self.device = next(G.parameters()).device
+        n = params.num_optimised_ws
+        ws = ws.detach().to(device=self.device, dtype=torch.float32)
+        self.w_opt = ws[:, :n].clone().requires_grad_(True)
+        self.ws_fixed = ws[:, n:].clone()
+        self.optimizer = torch.optim.Adam([self.w_opt], lr=params.lr)
+        self.handles: list[tuple[int, int]] = rounded
+        self.targets: list[Point] = ts
+        self.steps = 0
+        self._tracked = True  # Handles belong to the current latent.
+
+        self.synthesis = FeatureSynthesis(G, self.ws_fixed, feature_res)
+        self.grid = FeatureGrid(feature_res, res, self.device)
+        self.disc = disc_offsets(self.radii.r1, self.device)
+        with torch.no_grad():
+            f0 = self.synthesis(self.w_opt)
+            xs = torch.tensor([x for x, _ in rounded], device=self.device)
+            ys = torch.tensor([y for _, y in rounded], device=self.device)
+            self.refs = self.grid.pixels(f0, xs, ys).t().contiguous()   # [P, C]
+            self.fixed = None if mask is None else _as_mask(mask, res, self.device)
+            self.f0_fixed = None
+            if self.fixed is not None and params.mask_lambda > 0:
+                self.f0_fixed = self.grid.full(f0) * self.fixed
+
+    @property
+    def ws(self) -> torch.Tensor:
+        """The current w+ ``[1, num_ws, w_dim]`` (detached)."""
+        return torch.cat([self.w_opt.detach(), self.ws_fixed], dim=1)
+
+    def distances(self) -> list[float]:
+        pairs = zip(self.handles, self.targets, strict=True)
+        return [math.hypot(tx - x, ty - y) for (x, y), (tx, ty) in pairs]
+
+    def converged(self) -> bool:
+        return all(d <= self.radii.stop for d in self.distances())
+
+    def loss(self, feat: torch.Tensor) -> torch.Tensor:
+        """Motion supervision + mask term on features ``[1, C, r, r]`` at the current handles."""
+        loss = motion_loss(self.grid, feat, self.handles, self.targets, self.disc)
+        if self.f0_fixed is not None:
+            fixed = self.grid.full(feat) * self.fixed
+            loss = loss + self.params.mask_lambda * (fixed - self.f0_fixed).abs().mean()
+        return loss
+
+    def step(self, elapsed_from: float | None = None) -> StepReport:
+        """Forward to the feature block, track, then (unless done) one optimiser step."""
+        t0 = time.perf_counter()
+        with torch.enable_grad():
+            feat = self.synthesis(self.w_opt)
+            if not self._tracked:
+                self.handles = track_handles(
+                    self.grid, feat.detach(), self.refs, self.handles, self.radii.r2
+                )
+                self._tracked = True
+            points = [(float(x), float(y)) for x, y in self.handles]
+            distances = self.distances()
+            loss_value = None
+            if not self.converged():
+                loss = self.loss(feat)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                loss_value = float(loss.detach())
+                self.steps += 1
+                self._tracked = False
+        t1 = time.perf_counter()
+        return StepReport(
+            step=self.steps, points=points, distances=distances, loss=loss_value,
+            optimised=loss_value is not None, step_seconds=t1 - t0,
+            elapsed=t1 - (t0 if elapsed_from is None else elapsed_from),
+        )
+
+    @torch.no_grad()
+    def render(self, track: bool = True) -> torch.Tensor:
+        """The image of the current latent ``[1, C, H, W]``; with ``track``, the handles move
+        to it (otherwise the next step tracks them)."""
+        out = self.G.synthesis.run(self.ws, noise_mode="const", feature_res=self.feature_res)
+        assert out.img is not None and out.feature is not None
+        if track and not self._tracked:
+            self.handles = track_handles(
+                self.grid, out.feature, self.refs, self.handles, self.radii.r2
+            )
+            self._tracked = True
+        return out.img
+
+    def run(
+        self,
+        max_steps: int | None = None,                       # None = params.max_steps.
+        on_step: Callable[[StepReport], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,      # Checked before every step.
+        preview_every: int = 0,                             # 0 = no previews.
+    ) -> DragResult:
+        """Step until every handle is done, ``max_steps`` optimiser steps, or ``should_stop()``."""
+        limit = self.params.max_steps if max_steps is None else max_steps
+        if limit < 0 or preview_every < 0:
+            raise ValueError(f"max_steps ({limit}) and preview_every ({preview_every}) must be >=0")
+        start = time.perf_counter()
+        reports: list[StepReport] = []
+        cancelled = False
+        first = self.steps
+        while self.steps - first < limit:
+            if should_stop is not None and should_stop():
+                cancelled = True
+                break
+            report = self.step(elapsed_from=start)
+            if report.optimised and preview_every and report.step % preview_every == 0:
+                preview = to_uint8(self.render(track=False))[0].cpu()
+                report = replace(report, preview=preview)
+            reports.append(report)
+            if on_step is not None:
+                on_step(report)
+            if not report.optimised:
+                break
+        image = self.render().cpu()
+        return DragResult(
+            ws=self.ws.cpu(), image=image, points=[(float(x), float(y)) for x, y in self.handles],
+            distances=self.distances(), steps=self.steps,
+            converged=self.converged(), cancelled=cancelled, reports=reports,
+        )
