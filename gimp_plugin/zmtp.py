@@ -93,6 +93,8 @@ def decode_properties(data: bytes) -> dict[bytes, bytes]:
 class ZmtpDealer:
     """A DEALER socket over one TCP connection: `connect`, `send`, `recv`, `close`."""
 
+    name = "zmtp"
+
     def __init__(self, identity: bytes = b"", connect_timeout_s: float = 5.0) -> None:
         if len(identity) > 255:
             raise ValueError("a ZeroMQ identity is at most 255 bytes")
@@ -296,3 +298,10 @@ class ZmtpDealer:
                         return flags, body
             if not self._fill(deadline, what):
                 return None
+
+
+def connect(address: str, identity: bytes = b"", timeout_s: float = 5.0) -> ZmtpDealer:
+    """A connected DEALER (the transport interface); ZmtpConnectionError if no one listens."""
+    dealer = ZmtpDealer(identity, timeout_s)
+    dealer.connect(address)
+    return dealer

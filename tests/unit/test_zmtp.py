@@ -52,8 +52,8 @@ def test_multipart_roundtrip_both_ways(router):
 
 def test_identity_reaches_router(router):
     sock, address = router
-    dealer = zmtp.ZmtpDealer(identity=b"plugin-42")
-    dealer.connect(address)
+    dealer = zmtp.connect(address, identity=b"plugin-42")
+    assert dealer.name == "zmtp" and dealer.connected
     try:
         dealer.send([b"hi"])
         assert recv_router(sock) == [b"plugin-42", b"hi"]
