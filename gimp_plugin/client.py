@@ -1,0 +1,297 @@
+"""Client of the gimp-draggan daemon, for the GIMP plug-in and the command line.
+
+Standard library + `transport` only (no numpy, no torch). One request at a time per client;
+a job streams `queued` / `progress` events to a callback and ends in a `result` or a
+`DaemonError`. Lazy Pirate: no first answer within the timeout -> close the socket, reopen,
+resend (same id); still nothing -> a clear error saying how to start the daemon.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import protocol as P
+from .transport import CurveKeys, Transport, TransportUnavailable, connect
+
+Event = P.ProgressEvent | P.QueuedEvent
+EventFn = Callable[[Event], None]
+StopFn = Callable[[], bool]
+CANCEL_WAIT_S = 15.0   # After a cancel, how long to wait for the job's final reply.
+
+
+class DaemonError(Exception):
+    """An error reply (or a failure to reach the daemon): `code` for code, str() for people."""
+
+    def __init__(self, code: str, message: str, text: str | None = None) -> None:
+        super().__init__(text or P.error_sentence(code, message))
+        self.code = code
+        self.message = message
+
+
+class DaemonNotRunning(DaemonError):
+    def __init__(self, address: str) -> None:
+        start = P.SERVE_COMMAND
+        if address != P.DEFAULT_ADDRESS:
+            start += f" --bind {address}"
+        message = f"daemon not running at {address}"
+        super().__init__("not_running", message, f"{message} — start it with `{start}`")
+        self.address = address
+
+
+def tcp_refused(address: str, timeout_s: float = 0.5) -> bool:
+    """True if nothing listens at a tcp:// address (a fast answer for 'not running')."""
+    if not address.startswith("tcp://"):
+        return False
+    host, _, port = address[len("tcp://"):].rpartition(":")
+    host = host.strip("[]")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return False
+    except (ConnectionRefusedError, socket.gaierror):
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def load_curve_keys(key_dir: str) -> CurveKeys:
+    """Read `client.key_secret` and `server.key` written by `gimp-draggan keys`."""
+    client = _read_cert(os.path.join(key_dir, "client.key_secret"))
+    server = _read_cert(os.path.join(key_dir, "server.key"))
+    if "secret-key" not in client:
+        raise ValueError(f"{key_dir}/client.key_secret has no secret key; run `gimp-draggan keys`")
+    return CurveKeys(client["public-key"], client["secret-key"], server["public-key"])
+
+
+def _read_cert(path: str) -> dict[str, bytes]:
+    """The key lines of a ZeroMQ certificate file (ZPL text: `public-key = "..."`)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as exc:
+        raise ValueError(f"cannot read key file {path}: {exc}; run `gimp-draggan keys`") from None
+    keys: dict[str, bytes] = {}
+    for line in lines:
+        name, sep, value = line.strip().partition("=")
+        if sep and name.strip() in ("public-key", "secret-key"):
+            keys[name.strip()] = value.strip().strip('"').encode("ascii")
+    if "public-key" not in keys:
+        raise ValueError(f"{path} is not a gimp-draggan key file; run `gimp-draggan keys`")
+    return keys
+
+
+class Client:
+    """Talks to one daemon (or broker) address; reconnects lazily."""
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        curve: CurveKeys | None = None,
+        timeout_s: float = P.REQUEST_TIMEOUT_S,
+        retries: int = 1,
+        heartbeat_s: float = P.HEARTBEAT_INTERVAL_S,
+        silence_s: float = P.HEARTBEAT_TIMEOUT_S,
+        prefer: str | None = None,
+    ) -> None:
+        self.address = P.check_address(address or P.default_address())
+        self.curve = curve
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.heartbeat_s = heartbeat_s
+        self.silence_s = silence_s
+        self.prefer = prefer
+        self._transport: Transport | None = None
+        self._ids = itertools.count(1)
+        self._tag = f"{os.getpid()}-{secrets.token_hex(3)}"
+
+    # ---- life cycle ---------------------------------------------------------------------------
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    @property
+    def transport_name(self) -> str:
+        return self._open().name
+
+    def _open(self) -> Transport:
+        if self._transport is None:
+            if tcp_refused(self.address):
+                raise DaemonNotRunning(self.address)
+            try:
+                self._transport = connect(self.address, self.curve, prefer=self.prefer)
+            except TransportUnavailable as exc:
+                raise DaemonError("transport_missing", str(exc)) from None
+            except ConnectionRefusedError:
+                raise DaemonNotRunning(self.address) from None
+            except OSError as exc:
+                raise DaemonError("timeout", f"cannot reach {self.address}: {exc}") from None
+        return self._transport
+
+    def _new_id(self, op: str) -> str:
+        return f"{op}-{self._tag}-{next(self._ids)}"
+
+    # ---- operations ---------------------------------------------------------------------------
+    def hello(self, client: str = "gimp-draggan") -> dict[str, Any]:
+        """Versions, device, models (available/cached) and limits of the daemon."""
+        return self._request("hello", {"client": client}).header
+
+    def status(self) -> dict[str, Any]:
+        return self._request("status", {}).header
+
+    def models(self, action: str = "list", name: str | None = None,
+               on_event: EventFn | None = None) -> dict[str, Any]:
+        """List models, or download one by registry name (progress phase `download`)."""
+        fields: dict[str, Any] = {"action": action}
+        if name is not None:
+            fields["name"] = P.check_name(name)
+        return self._request("models", fields, on_event=on_event, job=action != "list").header
+
+    def drag(
+        self,
+        *,
+        pairs: list[P.Pair],
+        pixels: bytes | None = None,
+        width: int = 0,
+        height: int = 0,
+        depth: str = "u8",
+        mask: bytes | None = None,
+        model: str | None = None,
+        params: dict[str, Any] | None = None,
+        session: str | None = None,
+        seed: int | None = None,
+        on_event: EventFn | None = None,
+        should_stop: StopFn | None = None,
+    ) -> P.JobResult:
+        """Drag handles to targets on a layer (pixels) or on the model's image of `seed`."""
+        return self._job("drag", pairs, pixels, width, height, depth, mask, model, params,
+                         session, seed, on_event, should_stop)
+
+    def invert(
+        self,
+        *,
+        pixels: bytes,
+        width: int,
+        height: int,
+        depth: str = "u8",
+        mask: bytes | None = None,
+        pairs: list[P.Pair] | None = None,
+        model: str | None = None,
+        params: dict[str, Any] | None = None,
+        on_event: EventFn | None = None,
+        should_stop: StopFn | None = None,
+    ) -> P.JobResult:
+        """Invert the crop a drag with these points/mask would use; returns its session id."""
+        return self._job("invert", pairs or [], pixels, width, height, depth, mask, model,
+                         params, None, None, on_event, should_stop)
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a job this client started (inside `drag`, pass `should_stop` instead)."""
+        return bool(self._request("cancel", {"job": job_id}).header.get("found"))
+
+    # ---- machinery ----------------------------------------------------------------------------
+    def _job(self, op: str, pairs: list[P.Pair], pixels: bytes | None, width: int, height: int,
+             depth: str, mask: bytes | None, model: str | None, params: dict[str, Any] | None,
+             session: str | None, seed: int | None, on_event: EventFn | None,
+             should_stop: StopFn | None) -> P.JobResult:
+        image = None if seed is not None else P.ImageSpec(width, height, depth)
+        req = P.JobRequest(op, "local", model, list(pairs), dict(params or {}), image, pixels,
+                           mask, session, seed)
+        fields, blobs = P.job_fields(req)
+        try:  # Same checks as the daemon, before megabytes travel.
+            P.check_job(P.Message({"op": op, "id": "local", **fields}, blobs))
+        except P.ProtocolError as exc:
+            raise DaemonError(exc.code, exc.message) from None
+        reply = self._request(op, fields, blobs, on_event=on_event, should_stop=should_stop,
+                              job=True)
+        try:
+            return P.parse_result(reply)
+        except P.ProtocolError as exc:
+            raise DaemonError(exc.code, exc.message) from None
+
+    def _request(self, op: str, fields: dict[str, Any], blobs: dict[str, bytes] | None = None,
+                 *, on_event: EventFn | None = None, should_stop: StopFn | None = None,
+                 job: bool = False) -> P.Message:
+        msg_id = self._new_id(op)
+        frames = P.encode(op, msg_id, fields, blobs)
+        for attempt in range(self.retries + 1):
+            try:
+                self._open().send(frames)
+                reply = self._await(msg_id, on_event, should_stop, job)
+            except KeyboardInterrupt:
+                if job:
+                    self._abandon(msg_id)
+                raise
+            except OSError:  # The stdlib transport lost its connection: a fresh one next try.
+                reply = None
+            if reply is not None:
+                if reply.op == "error":
+                    raise DaemonError(str(reply.header.get("code", "internal")),
+                                      str(reply.header.get("message", "error")))
+                return reply
+            self.close()  # Lazy Pirate: drop the socket (and whatever it queued), reopen.
+            if attempt == self.retries and tcp_refused(self.address):
+                raise DaemonNotRunning(self.address)
+        raise DaemonError(
+            "timeout", f"no answer from the daemon at {self.address} within "
+            f"{self.timeout_s:g} s ({self.retries + 1} tries)",
+        )
+
+    def _await(self, msg_id: str, on_event: EventFn | None, should_stop: StopFn | None,
+               job: bool) -> P.Message | None:
+        """Wait for the final reply to `msg_id`; None = no first answer in time (retry)."""
+        transport = self._open()
+        start = last_heard = last_beat = time.monotonic()
+        acknowledged = cancel_sent = False
+        cancel_deadline = 0.0
+        while True:
+            now = time.monotonic()
+            if not acknowledged and now - start > self.timeout_s:
+                return None
+            if acknowledged and now - last_heard > self.silence_s:
+                self.close()
+                raise DaemonError("timeout", f"the daemon at {self.address} stopped answering "
+                                  f"({self.silence_s:g} s without a message)")
+            if cancel_sent and now > cancel_deadline:
+                self.close()
+                raise DaemonError("cancelled", "cancelled (the daemon did not confirm in time)")
+            if job and not cancel_sent and should_stop is not None and should_stop():
+                transport.send(P.encode("cancel", self._new_id("cancel"), {"job": msg_id}))
+                cancel_sent, cancel_deadline = True, now + CANCEL_WAIT_S
+            if job and acknowledged and now - last_beat >= self.heartbeat_s:
+                transport.send(P.encode("heartbeat", self._new_id("hb")))
+                last_beat = now
+            frames = transport.recv(min(0.1, self.heartbeat_s))
+            if frames is None:
+                continue
+            last_heard = time.monotonic()
+            try:
+                msg = P.decode(frames)
+            except P.ProtocolError:
+                continue  # Not ours to fix; the daemon logs its own side.
+            if msg.id != msg_id:
+                continue  # Heartbeats, cancel acks, late replies of an earlier try.
+            acknowledged = True
+            if msg.op in P.FINAL_OPS:
+                return msg
+            if on_event is not None and msg.op == "progress":
+                on_event(P.parse_progress(msg))
+            elif on_event is not None and msg.op == "queued":
+                on_event(P.QueuedEvent(int(msg.header.get("position", 0))))
+
+    def _abandon(self, msg_id: str) -> None:
+        """Best effort on Ctrl-C: tell the daemon to cancel, do not wait."""
+        if self._transport is not None:
+            self._transport.send(P.encode("cancel", self._new_id("cancel"), {"job": msg_id}))

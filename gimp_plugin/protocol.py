@@ -1,0 +1,535 @@
+"""The gimp-draggan wire protocol (version 1), shared by the daemon and the GIMP plug-in.
+
+Standard library only: GIMP's bundled Python has no numpy and maybe no pyzmq, and the installer
+copies this file next to the plug-in so both sides always agree. docs/PROTOCOL.md is the prose.
+
+A message is a list of frames: frame 0 is a JSON object (the header: `v`, `op`, `id`, ...),
+frames 1.. are raw bytes named, in order, by the header's `frames` list (pixels, mask, patch,
+preview). Nothing here unpickles, evaluates or opens anything a peer sent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+PROTOCOL_VERSION = 1
+DEFAULT_PORT = 5589
+DEFAULT_ADDRESS = f"tcp://127.0.0.1:{DEFAULT_PORT}"
+ADDRESS_ENV = "GIMP_DRAGGAN_DAEMON"
+SERVE_COMMAND = "gimp-draggan serve"
+
+# ---- limits -----------------------------------------------------------------------------------
+MAX_HEADER_BYTES = 64 * 1024          # JSON header frame.
+MAX_FRAMES = 4                        # Binary frames after the header.
+MAX_SIDE = 16384                      # Pixels per side of a layer.
+MAX_PIXELS = 64 * 1024 * 1024         # Pixels of a layer (e.g. 8192 x 8192, 8000 x 6000).
+MAX_FRAME_BYTES = 512 * 1024 * 1024   # One binary frame (so f32 layers stop at 32 Mpx).
+MAX_MESSAGE_BYTES = MAX_FRAME_BYTES + MAX_HEADER_BYTES  # ZeroMQ MAXMSGSIZE (checked per frame).
+MAX_POINTS = 16                       # Handle -> target pairs per drag.
+MAX_ID_CHARS = 64
+MAX_QUEUE_DEFAULT = 16                # Jobs waiting behind the running one.
+
+# ---- timing -----------------------------------------------------------------------------------
+HEARTBEAT_INTERVAL_S = 1.0            # Each side sends a heartbeat this often while a job is open.
+HEARTBEAT_TIMEOUT_S = 10.0            # Silence this long = the peer is gone.
+REQUEST_TIMEOUT_S = 3.0               # First answer to any request (hello, status, queued, ...).
+
+DEPTHS = {"u8": 1, "u16": 2, "f32": 4}  # Bytes per channel of RGBA pixels.
+PRESETS = ("fast", "quality")
+PHASES = ("invert", "drag", "download")
+
+REQUEST_OPS = ("hello", "drag", "invert", "cancel", "status", "models", "heartbeat")
+JOB_OPS = ("drag", "invert", "models")    # Ops that may queue behind a running job.
+# Replies: `queued`, `progress`, `heartbeat` are interim; every request except `heartbeat`
+# gets exactly one final reply: `result`, `error`, `hello`, `status`, `models` or `cancel`.
+INTERIM_OPS = ("queued", "progress", "heartbeat")
+FINAL_OPS = ("result", "error", "hello", "status", "models", "cancel")
+
+_ID_RE = re.compile(rf"^[A-Za-z0-9._:-]{{1,{MAX_ID_CHARS}}}$")
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")  # Model names: no paths, ever.
+
+# ---- errors -----------------------------------------------------------------------------------
+# Machine-readable code -> what the person should do about it.
+ERROR_HINTS: dict[str, str] = {
+    "bad_message": "The message was not valid gimp-draggan protocol; update the plug-in and "
+    "the daemon to the same version.",
+    "bad_version": "Install the same gimp-draggan version for the plug-in and the daemon.",
+    "unknown_op": "Update the plug-in and the daemon to the same version.",
+    "bad_request": "Check the points, mask and parameters and try again.",
+    "too_large": "Work on a smaller layer or selection (crop the image first).",
+    "queue_full": "The daemon is busy; wait for the running jobs to finish and try again.",
+    "unknown_session": "The daemon no longer holds that inverted photo; send the pixels again.",
+    "unknown_model": "Pick a model from `gimp-draggan models list`.",
+    "model_not_cached": "Download it first with `gimp-draggan models download NAME`.",
+    "out_of_memory": "The GPU ran out of memory; use a smaller selection or a smaller model.",
+    "cancelled": "The job was cancelled; nothing was changed.",
+    "not_found": "No such job is open for this client.",
+    "worker_lost": "The daemon running this job stopped; start it again and retry.",
+    "no_worker": "No daemon is connected to the broker; start one with "
+    "`gimp-draggan serve --broker ADDR`.",
+    "transport_missing": "Re-run the gimp-draggan installer; it puts a ZeroMQ transport next to "
+    "the plug-in.",
+    "internal": "The daemon hit an unexpected error; see its log file and report it.",
+    "not_running": f"Start it with `{SERVE_COMMAND}`.",
+    "timeout": f"The daemon did not answer; check it is running (`{SERVE_COMMAND}`) and that "
+    "the address and keys are right.",
+}
+
+
+class ProtocolError(Exception):
+    """A message that breaks the protocol; carries the error code to reply with."""
+
+    def __init__(self, code: str, message: str) -> None:
+        if code not in ERROR_HINTS:
+            raise ValueError(f"unknown error code {code!r}")
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def error_sentence(code: str, message: str) -> str:
+    """A message plus what to do, for a person."""
+    hint = ERROR_HINTS.get(code, "")
+    return f"{message.rstrip('.')}. {hint}".strip() if hint else message
+
+
+# ---- parameters -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    kind: type           # int | float | str
+    default: Any
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple[str, ...] = ()
+
+
+# Same names and defaults as gimp_draggan.edit.EditParams (a test keeps them equal).
+PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec("steps", int, 200, 0, 2000),
+    ParamSpec("lr", float, 2e-3, 1e-5, 0.1),
+    ParamSpec("mask_lambda", float, 20.0, 0.0, 1000.0),
+    ParamSpec("preset", str, "fast", choices=PRESETS),
+    ParamSpec("preview_every", int, 0, 0, 1000),
+    ParamSpec("preview_size", int, 256, 32, 1024),
+)
+PARAM_NAMES = tuple(p.name for p in PARAMS)
+
+
+def check_params(params: Any) -> dict[str, Any]:
+    """Validate a `params` object; return it with defaults filled in."""
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise ProtocolError("bad_request", "params must be a JSON object")
+    unknown = sorted(set(params) - set(PARAM_NAMES))
+    if unknown:
+        raise ProtocolError("bad_request", f"unknown parameter(s) {unknown}; known: {PARAM_NAMES}")
+    out: dict[str, Any] = {}
+    for spec in PARAMS:
+        value = params.get(spec.name, spec.default)
+        if spec.kind is str:
+            if value not in spec.choices:
+                raise ProtocolError(
+                    "bad_request", f"{spec.name} must be one of {spec.choices}, got {value!r}"
+                )
+        else:
+            if spec.kind is int and not _is_int(value):
+                raise ProtocolError("bad_request", f"{spec.name} must be an integer, got {value!r}")
+            if not _is_number(value):
+                raise ProtocolError("bad_request", f"{spec.name} must be a number, got {value!r}")
+            lo = -math.inf if spec.lo is None else spec.lo
+            hi = math.inf if spec.hi is None else spec.hi
+            if not lo <= value <= hi:
+                raise ProtocolError(
+                    "bad_request", f"{spec.name} must be in [{spec.lo}, {spec.hi}], got {value!r}"
+                )
+            value = spec.kind(value)
+        out[spec.name] = value
+    return out
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+
+
+# ---- frames -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Message:
+    """One decoded message: the header and its binary frames by name."""
+
+    header: dict[str, Any]
+    blobs: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def op(self) -> str:
+        return str(self.header["op"])
+
+    @property
+    def id(self) -> str:
+        return str(self.header["id"])
+
+
+def encode(op: str, msg_id: str, fields: dict[str, Any] | None = None,
+           blobs: dict[str, bytes] | None = None) -> list[bytes]:
+    """Build the frames of a message: header JSON + the blobs in the order given."""
+    header: dict[str, Any] = {"v": PROTOCOL_VERSION, "op": op, "id": msg_id}
+    if fields:
+        header.update(fields)
+    blobs = blobs or {}
+    if blobs:
+        header["frames"] = list(blobs)
+    data = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
+    if len(data) > MAX_HEADER_BYTES:
+        raise ProtocolError("too_large", f"header of {len(data)} bytes > {MAX_HEADER_BYTES}")
+    return [data, *blobs.values()]
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed in a header")
+
+
+def decode(frames: list[bytes]) -> Message:
+    """Parse frames into a Message, checking the framing (not the op's fields)."""
+    if not frames:
+        raise ProtocolError("bad_message", "empty message")
+    head = frames[0]
+    if len(head) > MAX_HEADER_BYTES:
+        raise ProtocolError("too_large", f"header frame of {len(head)} bytes > {MAX_HEADER_BYTES}")
+    try:
+        header = json.loads(bytes(head).decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ProtocolError("bad_message", f"header frame is not JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise ProtocolError("bad_message", "header frame must be a JSON object")
+    msg_id = header.get("id")
+    if not isinstance(msg_id, str) or not _ID_RE.match(msg_id):
+        raise ProtocolError(
+            "bad_message", f"id must be 1-{MAX_ID_CHARS} characters of [A-Za-z0-9._:-]"
+        )
+    version = header.get("v")
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            "bad_version", f"protocol version {version!r}; this side speaks {PROTOCOL_VERSION}"
+        )
+    if not isinstance(header.get("op"), str):
+        raise ProtocolError("bad_message", "op must be a string")
+    names = header.get("frames", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ProtocolError("bad_message", "frames must be a list of names")
+    if len(names) > MAX_FRAMES or len(set(names)) != len(names):
+        raise ProtocolError("bad_message", f"frames must be at most {MAX_FRAMES} distinct names")
+    if len(names) != len(frames) - 1:
+        raise ProtocolError(
+            "bad_message", f"header names {len(names)} binary frame(s), got {len(frames) - 1}"
+        )
+    return Message(header, dict(zip(names, frames[1:], strict=True)))
+
+
+def safe_id(header: Any) -> str:
+    """The header's id if it is a valid one (to address an error reply), else ''."""
+    if isinstance(header, dict):
+        value = header.get("id")
+        if isinstance(value, str) and _ID_RE.match(value):
+            return value
+    return ""
+
+
+def peek_id(frames: list[bytes]) -> str:
+    """Best-effort id of a message that failed to decode, so the error reaches its request."""
+    if not frames or len(frames[0]) > MAX_HEADER_BYTES:
+        return ""
+    try:
+        header = json.loads(bytes(frames[0]).decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return ""
+    return safe_id(header)
+
+
+def check_name(name: Any, what: str = "model") -> str:
+    """A registry name (lower-case, no path separators); never a file path."""
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ProtocolError(
+            "bad_request", f"{what} must be a registry name like 'stylegan2-ffhq-512', got {name!r}"
+        )
+    return name
+
+
+# ---- requests ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ImageSpec:
+    width: int
+    height: int
+    depth: str
+
+    @property
+    def pixel_bytes(self) -> int:
+        return self.width * self.height * 4 * DEPTHS[self.depth]
+
+    @property
+    def mask_bytes(self) -> int:
+        return self.width * self.height
+
+
+Pair = tuple[tuple[float, float], tuple[float, float]]
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """A validated `drag` or `invert` request (photo form or seed form)."""
+
+    op: str                          # "drag" | "invert"
+    id: str
+    model: str | None                # None = the daemon's default model.
+    pairs: list[Pair]
+    params: dict[str, Any]
+    image: ImageSpec | None          # Photo form: pixels follow (or a session is given).
+    pixels: bytes | None
+    mask: bytes | None               # width*height u8, 255 = may move.
+    session: str | None
+    seed: int | None                 # Seed form: the model's own image from this seed.
+
+
+def check_image(header: dict[str, Any]) -> ImageSpec:
+    """Validate `width`, `height`, `depth` of a photo request."""
+    width, height, depth = header.get("width"), header.get("height"), header.get("depth", "u8")
+    if not (_is_int(width) and _is_int(height)) or width < 1 or height < 1:
+        raise ProtocolError("bad_request", "width and height must be positive integers")
+    if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
+        raise ProtocolError(
+            "too_large",
+            f"layer {width}x{height} exceeds the limit ({MAX_SIDE} px a side, "
+            f"{MAX_PIXELS // 2**20} Mpx)",
+        )
+    if depth not in DEPTHS:
+        raise ProtocolError("bad_request", f"depth must be one of {tuple(DEPTHS)}, got {depth!r}")
+    spec = ImageSpec(width, height, depth)
+    if spec.pixel_bytes > MAX_FRAME_BYTES:
+        raise ProtocolError(
+            "too_large", f"{width}x{height} {depth} RGBA is {spec.pixel_bytes} bytes > "
+            f"{MAX_FRAME_BYTES}; use 8-bit pixels or a smaller layer",
+        )
+    return spec
+
+
+def check_pairs(raw: Any, bounds: tuple[int, int] | None, need: bool) -> list[Pair]:
+    """`pairs`: [[hx, hy, tx, ty], ...], finite, inside (width, height) when known."""
+    if raw is None:
+        raw = []
+    if not isinstance(raw, list):
+        raise ProtocolError("bad_request", "pairs must be a list of [hx, hy, tx, ty]")
+    if need and not raw:
+        raise ProtocolError("bad_request", "a drag needs at least one handle -> target pair")
+    if len(raw) > MAX_POINTS:
+        raise ProtocolError("bad_request", f"{len(raw)} pairs > the limit of {MAX_POINTS}")
+    pairs: list[Pair] = []
+    for i, item in enumerate(raw):
+        if not (isinstance(item, list) and len(item) == 4 and all(_is_number(v) for v in item)):
+            raise ProtocolError("bad_request", f"pair {i} must be four finite numbers")
+        hx, hy, tx, ty = (float(v) for v in item)
+        if bounds is not None:
+            w, h = bounds
+            for x, y in ((hx, hy), (tx, ty)):
+                if not (0 <= x <= w - 1 and 0 <= y <= h - 1):
+                    raise ProtocolError(
+                        "bad_request",
+                        f"pair {i}: point ({x:g}, {y:g}) is outside the {w}x{h} image",
+                    )
+        pairs.append(((hx, hy), (tx, ty)))
+    return pairs
+
+
+def check_job(msg: Message) -> JobRequest:
+    """Validate a `drag` / `invert` message: fields, ranges and binary frame sizes."""
+    h = msg.header
+    op = msg.op
+    model = h.get("model")
+    if model is not None:
+        check_name(model)
+    params = check_params(h.get("params"))
+    session = h.get("session")
+    if session is not None and not (isinstance(session, str) and _ID_RE.match(session)):
+        raise ProtocolError("bad_request", "session must be an id string from a previous result")
+    seed = h.get("seed")
+    unexpected = sorted(set(msg.blobs) - {"pixels", "mask"})
+    if unexpected:
+        raise ProtocolError("bad_message", f"unexpected frame(s) {unexpected}")
+    if seed is not None:
+        if op != "drag":
+            raise ProtocolError("bad_request", "the seed form exists only for drag")
+        if not _is_int(seed) or not 0 <= seed < 2**32:
+            raise ProtocolError("bad_request", "seed must be an integer in [0, 2^32)")
+        if msg.blobs or session is not None:
+            raise ProtocolError("bad_request", "a seed drag takes no pixels, mask or session")
+        pairs = check_pairs(h.get("pairs"), None, need=True)
+        return JobRequest(op, msg.id, model, pairs, params, None, None, None, None, seed)
+    image = check_image(h)
+    pixels = msg.blobs.get("pixels")
+    if pixels is None:
+        raise ProtocolError("bad_request", "a photo job needs a pixels frame")
+    if len(pixels) != image.pixel_bytes:
+        raise ProtocolError(
+            "bad_request", f"pixels frame has {len(pixels)} bytes; {image.width}x{image.height} "
+            f"RGBA {image.depth} needs {image.pixel_bytes}",
+        )
+    mask = msg.blobs.get("mask")
+    if mask is not None and len(mask) != image.mask_bytes:
+        raise ProtocolError(
+            "bad_request", f"mask frame has {len(mask)} bytes; {image.width}x{image.height} "
+            f"u8 needs {image.mask_bytes}",
+        )
+    pairs = check_pairs(h.get("pairs"), (image.width, image.height), need=op == "drag")
+    return JobRequest(op, msg.id, model, pairs, params, image, pixels, mask, session, None)
+
+
+def job_fields(req: JobRequest) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The header fields and blobs that carry `req` (the inverse of check_job)."""
+    fields: dict[str, Any] = {
+        "pairs": [[hx, hy, tx, ty] for (hx, hy), (tx, ty) in req.pairs],
+        "params": dict(req.params),
+    }
+    if req.model is not None:
+        fields["model"] = req.model
+    blobs: dict[str, bytes] = {}
+    if req.seed is not None:
+        fields["seed"] = req.seed
+    else:
+        if req.image is None or req.pixels is None:
+            raise ValueError("a photo job needs image and pixels")
+        fields.update(width=req.image.width, height=req.image.height, depth=req.image.depth)
+        blobs["pixels"] = req.pixels
+        if req.mask is not None:
+            blobs["mask"] = req.mask
+    if req.session is not None:
+        fields["session"] = req.session
+    return fields, blobs
+
+
+# ---- replies ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ProgressEvent:
+    phase: str
+    step: int
+    total: int
+    points: list[tuple[float, float]] = field(default_factory=list)
+    distances: list[float] = field(default_factory=list)
+    preview: bytes | None = None       # Small JPEG, when due.
+
+
+@dataclass(frozen=True)
+class QueuedEvent:
+    position: int                      # 1 = next to run.
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """A `result` reply. Drag: the patch and where it goes. Invert: session only (no patch)."""
+
+    session: str
+    x: int = 0
+    y: int = 0
+    width: int = 0
+    height: int = 0
+    depth: str = "u8"
+    patch: bytes = b""
+    points: list[tuple[float, float]] = field(default_factory=list)
+    distances: list[float] = field(default_factory=list)
+    steps: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def progress_frames(msg_id: str, ev: ProgressEvent) -> list[bytes]:
+    fields = {
+        "phase": ev.phase, "step": ev.step, "total": ev.total,
+        "points": [[float(x), float(y)] for x, y in ev.points],
+        "distances": [float(d) for d in ev.distances],
+    }
+    return encode("progress", msg_id, fields, {"preview": ev.preview} if ev.preview else None)
+
+
+def parse_progress(msg: Message) -> ProgressEvent:
+    h = msg.header
+    return ProgressEvent(
+        phase=str(h.get("phase", "")), step=int(h.get("step", 0)), total=int(h.get("total", 0)),
+        points=[(float(p[0]), float(p[1])) for p in h.get("points", [])],
+        distances=[float(d) for d in h.get("distances", [])],
+        preview=msg.blobs.get("preview"),
+    )
+
+
+def result_frames(msg_id: str, r: JobResult) -> list[bytes]:
+    if len(r.patch) != r.width * r.height * 4 * DEPTHS[r.depth]:
+        raise ValueError(f"patch has {len(r.patch)} bytes for {r.width}x{r.height} {r.depth}")
+    fields = {
+        "session": r.session, "x": r.x, "y": r.y, "width": r.width, "height": r.height,
+        "depth": r.depth, "points": [[float(x), float(y)] for x, y in r.points],
+        "distances": [float(d) for d in r.distances], "steps": r.steps,
+        "timings": {k: float(v) for k, v in r.timings.items()},
+    }
+    return encode("result", msg_id, fields, {"patch": r.patch} if r.patch else None)
+
+
+def parse_result(msg: Message) -> JobResult:
+    h = msg.header
+    try:
+        r = JobResult(
+            session=str(h["session"]), x=int(h["x"]), y=int(h["y"]), width=int(h["width"]),
+            height=int(h["height"]), depth=str(h["depth"]),
+            patch=bytes(msg.blobs.get("patch", b"")),
+            points=[(float(p[0]), float(p[1])) for p in h["points"]],
+            distances=[float(d) for d in h["distances"]], steps=int(h["steps"]),
+            timings={str(k): float(v) for k, v in h.get("timings", {}).items()},
+        )
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise ProtocolError("bad_message", f"malformed result reply: {exc}") from None
+    if r.depth not in DEPTHS or len(r.patch) != r.width * r.height * 4 * DEPTHS[r.depth]:
+        raise ProtocolError("bad_message", "result patch size does not match its header")
+    return r
+
+
+def error_frames(msg_id: str, code: str, message: str, **extra: Any) -> list[bytes]:
+    if code not in ERROR_HINTS:
+        raise ValueError(f"unknown error code {code!r}")
+    return encode("error", msg_id, {"code": code, "message": message,
+                                    "hint": ERROR_HINTS[code], **extra})
+
+
+# ---- addresses --------------------------------------------------------------------------------
+def default_address() -> str:
+    """$GIMP_DRAGGAN_DAEMON, else tcp://127.0.0.1:5589 (serve, ping, drag and the plug-in)."""
+    return os.environ.get(ADDRESS_ENV, "").strip() or DEFAULT_ADDRESS
+
+
+_LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+def is_loopback(address: str) -> bool:
+    """True for tcp:// on a loopback host, ipc:// and inproc:// (never leave this machine)."""
+    if address.startswith(("ipc://", "inproc://")):
+        return True
+    if not address.startswith("tcp://"):
+        return False
+    host = address[len("tcp://"):].rsplit(":", 1)[0]
+    return host in _LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def check_address(address: str) -> str:
+    """A ZeroMQ endpoint this project can use: tcp://HOST:PORT, ipc://PATH or inproc://NAME."""
+    if address.startswith(("ipc://", "inproc://")) and len(address) > 8:
+        return address
+    if address.startswith("tcp://"):
+        host, sep, port = address[len("tcp://"):].rpartition(":")
+        if sep and host and (port == "*" or (port.isdigit() and 0 < int(port) < 65536)):
+            return address
+    raise ValueError(
+        f"bad address {address!r}: use tcp://HOST:PORT (e.g. {DEFAULT_ADDRESS}) or ipc://PATH"
+    )

@@ -1,0 +1,103 @@
+"""Message transport for the client: a ZeroMQ DEALER, from pyzmq when it imports, else the
+standard-library ZMTP client in `zmtp.py` (GIMP's bundled Pythons may lack pyzmq).
+
+Both give the same small interface, so `client.py` never knows which one it got.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from . import protocol
+
+
+@dataclass(frozen=True)
+class CurveKeys:
+    """Z85-encoded CURVE keys (40 characters each) for a client of a non-loopback daemon."""
+
+    public: bytes
+    secret: bytes
+    server_public: bytes
+
+    def __post_init__(self) -> None:
+        for name in ("public", "secret", "server_public"):
+            if len(getattr(self, name)) != 40:
+                raise ValueError(f"CURVE {name} key must be 40 Z85 characters")
+
+
+class Transport(Protocol):
+    name: str
+
+    def send(self, frames: list[bytes]) -> None: ...
+
+    def recv(self, timeout_s: float) -> list[bytes] | None: ...
+
+    def close(self) -> None: ...
+
+
+class TransportUnavailable(RuntimeError):
+    """Neither pyzmq nor the fallback can serve this address/security combination."""
+
+
+class ZmqTransport:
+    """pyzmq DEALER socket; one per connection, closed with LINGER 0 (lazy-pirate style)."""
+
+    name = "pyzmq"
+
+    def __init__(self, address: str, curve: CurveKeys | None) -> None:
+        import zmq
+
+        self._zmq = zmq
+        self._ctx = zmq.Context.instance()
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)
+        if curve is not None:
+            sock.curve_publickey = curve.public
+            sock.curve_secretkey = curve.secret
+            sock.curve_serverkey = curve.server_public
+        sock.connect(address)
+        self._sock = sock
+
+    def send(self, frames: list[bytes]) -> None:
+        self._sock.send_multipart(frames, copy=len(frames) < 2 or max(map(len, frames)) < 65536)
+
+    def recv(self, timeout_s: float) -> list[bytes] | None:
+        if not self._sock.poll(max(0, int(timeout_s * 1000)), self._zmq.POLLIN):
+            return None
+        return list(self._sock.recv_multipart())
+
+    def close(self) -> None:
+        self._sock.close(linger=0)
+
+
+def have_pyzmq() -> bool:
+    try:
+        import zmq  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def connect(address: str, curve: CurveKeys | None = None, prefer: str | None = None) -> Transport:
+    """Open a DEALER to `address`: pyzmq if importable, else the stdlib ZMTP client.
+
+    `prefer` = "pyzmq" | "zmtp" forces one (tests, and the plug-in's diagnostics)."""
+    protocol.check_address(address)
+    use_zmq = have_pyzmq() if prefer is None else prefer == "pyzmq"
+    if use_zmq:
+        return ZmqTransport(address, curve)
+    if curve is not None:
+        raise TransportUnavailable(
+            "CURVE encryption needs pyzmq, which this Python cannot import; re-run the installer "
+            "(it vendors pyzmq) or use the daemon on this machine's loopback address"
+        )
+    try:
+        from . import zmtp
+    except ImportError as exc:
+        raise TransportUnavailable(
+            f"no ZeroMQ transport: pyzmq is missing and the built-in client failed to load "
+            f"({exc}); re-run the gimp-draggan installer"
+        ) from None
+    return zmtp.connect(address)
