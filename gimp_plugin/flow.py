@@ -1,0 +1,150 @@
+"""One DragGAN Drag run, from gathered inputs to the finished layer, GIMP kept behind `Host`.
+
+The entry file reads the layer, path and selection through GIMP and implements `Host` (progress
+bar, preview layer, result layer, yes/no question); everything else — reaching the daemon,
+offering to start it, the request, progress text, error sentences — happens here, testable
+without GIMP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from . import launcher, protocol, settings, texts
+from .client import Client, DaemonError
+
+Box = tuple[int, int, int, int]      # x, y, width, height in layer pixels
+
+
+class PluginError(Exception):
+    """Ends the run; str() is one sentence for the person saying what to do."""
+
+
+@dataclass(frozen=True)
+class LayerData:
+    width: int
+    height: int
+    depth: str                      # "u8" | "u16" | "f32"
+    pixels: bytes                   # RGBA, row-major
+
+    def __post_init__(self) -> None:
+        need = self.width * self.height * 4 * protocol.DEPTHS[self.depth]
+        if len(self.pixels) != need:
+            raise ValueError(f"layer pixels: {len(self.pixels)} bytes, {self.width}x"
+                             f"{self.height} {self.depth} RGBA needs {need}")
+
+
+@dataclass(frozen=True)
+class Options:
+    model: str = ""                 # "" = the daemon's default model.
+    steps: int = 200
+    mask_strength: float = 20.0     # The DragGAN mask term's weight (lambda).
+    preset: str = "fast"            # Inversion quality: "fast" | "quality".
+    preview_every: int = 10         # Drag steps between live previews; 0 = none.
+
+    def params(self) -> dict[str, Any]:
+        return {"steps": self.steps, "mask_lambda": self.mask_strength, "preset": self.preset,
+                "preview_every": self.preview_every}
+
+
+class Host(Protocol):
+    """What the flow needs from GIMP."""
+
+    interactive: bool
+
+    def progress(self, text: str, fraction: float) -> None: ...
+
+    def preview(self, jpeg: bytes, box: Box) -> None: ...
+
+    def finish(self, result: protocol.JobResult) -> None: ...
+
+    def discard(self) -> None: ...
+
+    def confirm(self, question: str) -> bool: ...
+
+
+def describe(exc: BaseException, address: str, model: str = "") -> str:
+    """Any failure of a run as one sentence for the person."""
+    if isinstance(exc, PluginError):
+        return str(exc)
+    if isinstance(exc, DaemonError):
+        return texts.error_sentence(exc.code, exc.message, address, model)
+    if isinstance(exc, launcher.LaunchError):
+        return f"Could not start the DragGAN daemon: {exc}."
+    if isinstance(exc, ConnectionError):
+        return texts.error_sentence("not_running", str(exc), address, model)
+    if isinstance(exc, ImportError):
+        return texts.error_sentence("transport_missing", str(exc), address, model)
+    return (f"DragGAN Drag failed unexpectedly ({type(exc).__name__}: {exc}). Please report it "
+            "with the output of `gimp-draggan doctor`.")
+
+
+def reach_daemon(host: Host, client: Client, config: settings.Settings,
+                 start_timeout_s: float = 120.0) -> dict[str, Any]:
+    """`hello` from the daemon; if a local one is not running, offer (interactively) to start it."""
+    try:
+        return client.hello("gimp-plugin")
+    except DaemonError as exc:
+        if exc.code not in ("not_running", "timeout"):
+            raise
+        failure = exc
+    argv = settings.serve_argv(config)
+    if not (host.interactive and protocol.is_loopback(client.address) and argv):
+        raise failure
+    shown = " ".join(argv)
+    if not host.confirm(f"The DragGAN daemon is not running at {client.address}.\n\n"
+                        f"Start it now?\n({shown})"):
+        raise failure
+    host.progress("Starting the DragGAN daemon\u2026", 0.0)
+    proc = launcher.start(argv)
+    hello: dict[str, Any] = {}
+
+    def ping() -> bool:
+        try:
+            hello.update(client.hello("gimp-plugin"))
+        except DaemonError:
+            return False
+        return True
+
+    launcher.wait_ready(proc, ping, start_timeout_s, on_wait=lambda s: host.progress(
+        f"Starting the DragGAN daemon\u2026 {s:.0f} s", 0.0))
+    return hello
+
+
+def event_handler(host: Host) -> Callable[[Any], None]:
+    """Turns the daemon's queued/progress events into GIMP progress and live previews."""
+    def on_event(event: Any) -> None:
+        if isinstance(event, protocol.QueuedEvent):
+            host.progress(texts.queued_text(event.position), 0.0)
+            return
+        host.progress(texts.progress_text(event.phase, event.step, event.total, event.distances),
+                      texts.progress_fraction(event.phase, event.step, event.total))
+        box = getattr(event, "crop", None)
+        if event.preview and box:
+            host.preview(event.preview, tuple(int(v) for v in box))
+    return on_event
+
+
+def run(host: Host, client: Client, config: settings.Settings, layer: LayerData,
+        pairs: list[protocol.Pair], mask: bytes | None, options: Options) -> protocol.JobResult:
+    """Reach the daemon, drag, hand the result to the host; on any failure the host discards
+    what it showed and a PluginError says what to do."""
+    try:
+        reach_daemon(host, client, config)
+        host.progress(texts.progress_text("invert", 0, 0), 0.0)
+        result = client.drag(pairs=pairs, pixels=layer.pixels, width=layer.width,
+                             height=layer.height, depth=layer.depth, mask=mask,
+                             model=options.model or None, params=options.params(),
+                             on_event=event_handler(host))
+        if result.depth != layer.depth:
+            raise PluginError(f"the daemon sent {result.depth} pixels for a {layer.depth} layer; "
+                              "update the daemon and the plug-in to the same version")
+        host.finish(result)
+        return result
+    except BaseException as exc:
+        host.discard()
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        raise PluginError(describe(exc, client.address, options.model)) from exc

@@ -1,0 +1,308 @@
+#!/usr/bin/env python3
+"""GIMP 3 plug-in "DragGAN Drag…" (Filters → Distorts): drag points of a photo with DragGAN.
+
+The only module that touches GIMP. It reads the layer, the path (each stroke: first anchor = handle,
+last anchor = target) and the selection (what may move), hands them to `gimp_draggan_plugin.flow`,
+which talks to the gimp-draggan daemon, and writes the answer as a new layer above the source in
+one undo group. The installer puts this file at plug-ins/gimp-draggan/gimp-draggan.py and the helper
+package beside it (plug-ins/gimp-draggan/gimp_draggan_plugin/).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import gi
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("GimpUi", "3.0")
+gi.require_version("Gegl", "0.4")
+from gi.repository import Gegl, Gimp, Gio, GLib, GObject  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+PROC_NAME = "plug-in-draggan-drag"
+HELP = (
+    "Moves parts of a photo the way DragGAN does: the picture is re-imagined so that each handle "
+    "point lands on its target, for example to turn a head, open a mouth or lift a corner of the "
+    "lips.\n\n"
+    "1. Mark the points with the Paths tool (B): click once on the part to move (handle), then "
+    "click where it should go (target). Shift+click starts another stroke = another pair "
+    "(up to 16).\n"
+    "2. Optional: select the area that may change (any selection tool); the rest stays as it is. "
+    "Without a selection the whole region around the points may change.\n"
+    "3. Run Filters \u2192 Distorts \u2192 DragGAN Drag\u2026 on the photo's layer. The result "
+    "appears as a new layer above it while the daemon works; the source layer is not changed.\n\n"
+    "Needs the gimp-draggan daemon (`gimp-draggan serve`); the plug-in offers to start a local "
+    "one."
+)
+ARG_NAMES = ("model", "max-steps", "mask-strength", "preset", "daemon-address")
+
+
+def _error(procedure, status, message):
+    return procedure.new_return_values(
+        status, GLib.Error.new_literal(GLib.quark_from_string("gimp-draggan"), message, 0))
+
+
+class GimpHost:
+    """`flow.Host` on a GIMP image: progress bar, the live result layer, questions."""
+
+    def __init__(self, image, source, name, interactive):
+        self.image = image
+        self.source = source
+        self.name = name
+        self.interactive = interactive
+        self.layer = None
+        self.box = None
+        _ok, self.src_x, self.src_y = source.get_offsets()
+
+    # -- the new layer ----------------------------------------------------------------------------
+    def _layer_at(self, box):
+        """The new layer, covering `box` (layer pixels of the source); made at the first call."""
+        if self.layer is not None and self.box != box:
+            self.image.remove_layer(self.layer)
+            self.layer = None
+        if self.layer is None:
+            x, y, width, height = box
+            layer = Gimp.Layer.new(self.image, self.name, width, height,
+                                   Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+            parent = self.source.get_parent()
+            self.image.insert_layer(layer, parent, self.image.get_item_position(self.source))
+            layer.set_offsets(self.src_x + x, self.src_y + y)
+            self.layer, self.box = layer, box
+        return self.layer
+
+    def _write(self, box, data, fmt):
+        layer = self._layer_at(box)
+        width, height = box[2], box[3]
+        buffer = layer.get_buffer()
+        buffer.set(Gegl.Rectangle.new(0, 0, width, height), fmt, data)
+        buffer.flush()
+        layer.update(0, 0, width, height)
+        Gimp.displays_flush()
+
+    # -- flow.Host ------------------------------------------------------------------------------
+    def progress(self, text, fraction):
+        Gimp.progress_set_text(text)
+        Gimp.progress_update(min(max(fraction, 0.0), 1.0))
+
+    def preview(self, jpeg, box):
+        """Show a daemon preview (a small JPEG of `box`) scaled into the new layer."""
+        fd, path = tempfile.mkstemp(suffix=".jpg", prefix="draggan-preview-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(jpeg)
+            loaded = Gimp.file_load_layer(Gimp.RunMode.NONINTERACTIVE, self.image,
+                                          Gio.File.new_for_path(path))
+        finally:
+            os.unlink(path)
+        if loaded is None:
+            return
+        try:
+            loaded.scale(box[2], box[3], False)
+            data = loaded.get_buffer().get(Gegl.Rectangle.new(0, 0, box[2], box[3]), 1.0,
+                                           "R'G'B'A u8", Gegl.AbyssPolicy.CLAMP)
+        finally:
+            loaded.delete()
+        self._write(box, data, "R'G'B'A u8")
+
+    def finish(self, result):
+        from gimp_draggan_plugin import settings
+
+        box = (result.x, result.y, result.width, result.height)
+        self._write(box, result.patch, settings.DEPTH_FORMATS[result.depth])
+
+    def discard(self):
+        if self.layer is not None:
+            self.image.remove_layer(self.layer)
+            self.layer = None
+            Gimp.displays_flush()
+
+    def confirm(self, question):
+        from gi.repository import Gtk
+
+        dialog = Gtk.MessageDialog(message_type=Gtk.MessageType.QUESTION,
+                                   buttons=Gtk.ButtonsType.YES_NO, text=question)
+        dialog.set_title("DragGAN Drag")
+        answer = dialog.run()
+        dialog.destroy()
+        return answer == Gtk.ResponseType.YES
+
+
+# -- reading the image ---------------------------------------------------------------------------
+def check_drawables(image, drawables):
+    """The one RGB(A) layer to work on, or a sentence saying what to select instead."""
+    if len(drawables) != 1:
+        return None, (f"{len(drawables)} layers are selected: select exactly one layer (the photo) "
+                      "in the Layers dialog")
+    item = drawables[0]
+    if item.is_layer_mask():
+        return None, ("a layer mask is selected: click the layer's thumbnail (not its mask) in "
+                      "the Layers dialog, then run DragGAN Drag again")
+    if item.is_channel():
+        return None, "a channel is selected: select the photo's layer in the Layers dialog"
+    if not item.is_layer():
+        return None, "select the photo's layer in the Layers dialog"
+    if item.is_group():
+        return None, ("a layer group is selected: select one layer inside it (or merge the group "
+                      "with Layer \u2192 Merge Layer Group) and run DragGAN Drag again")
+    if image.get_base_type() != Gimp.ImageBaseType.RGB:
+        return None, ("DragGAN Drag works on RGB images: use Image \u2192 Mode \u2192 RGB, then "
+                      "run it again")
+    return item, None
+
+
+def read_paths(image):
+    from gimp_draggan_plugin import points
+
+    selected = {p.get_id() for p in (image.get_selected_paths() or [])}
+    infos = []
+    for path in image.get_paths() or []:
+        strokes = []
+        for stroke_id in path.get_strokes() or []:
+            _kind, coords, _closed = path.stroke_get_points(stroke_id)
+            strokes.append(list(coords))
+        infos.append(points.PathInfo(path.get_name(), path.get_id() in selected,
+                                     path.get_visible(), strokes))
+    return infos
+
+
+def read_mask(image, layer, width, height):
+    from gimp_draggan_plugin import mask
+
+    _ok, non_empty, x1, y1, x2, y2 = Gimp.Selection.bounds(image)
+    if not non_empty:
+        return None
+    _ok, off_x, off_y = layer.get_offsets()
+    layer_rect = mask.Rect(off_x, off_y, width, height)
+    region = mask.selection_region(mask.Rect(x1, y1, x2 - x1, y2 - y1), layer_rect)
+    data = image.get_selection().get_buffer().get(
+        Gegl.Rectangle.new(region.x, region.y, region.width, region.height), 1.0, "Y u8",
+        Gegl.AbyssPolicy.NONE)
+    return mask.place_mask(bytes(data), region, layer_rect)
+
+
+def read_options(config):
+    from gimp_draggan_plugin import flow
+
+    return flow.Options(
+        model=(config.get_property("model") or "").strip(),
+        steps=int(config.get_property("max-steps")),
+        mask_strength=float(config.get_property("mask-strength")),
+        preset=config.get_property("preset"),
+    )
+
+
+# -- the procedure -------------------------------------------------------------------------------
+def run(procedure, run_mode, image, drawables, config, data):
+    try:
+        from gimp_draggan_plugin import flow, mask, points, settings, texts
+        from gimp_draggan_plugin.client import Client
+        from gimp_draggan_plugin.transport import CurveKeys
+    except ImportError as exc:
+        return _error(procedure, Gimp.PDBStatusType.EXECUTION_ERROR,
+                      f"The DragGAN plug-in is incomplete ({exc}): re-run the gimp-draggan "
+                      "installer and restart GIMP.")
+    layer, problem = check_drawables(image, drawables)
+    if problem:
+        return _error(procedure, Gimp.PDBStatusType.CALLING_ERROR, f"DragGAN Drag: {problem}.")
+
+    interactive = run_mode == Gimp.RunMode.INTERACTIVE
+    if interactive:
+        from gi.repository import GimpUi
+
+        GimpUi.init("gimp-draggan")
+        dialog = GimpUi.ProcedureDialog.new(procedure, config, "DragGAN Drag")
+        dialog.fill(list(ARG_NAMES))
+        ok = dialog.run()
+        dialog.destroy()
+        if not ok:
+            return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
+
+    width, height = layer.get_width(), layer.get_height()
+    try:
+        config_settings = settings.load(Path(HERE), config.get_property("daemon-address") or "",
+                                        os.environ)
+        options = read_options(config)
+        _ok, off_x, off_y = layer.get_offsets()
+        path = points.choose_path(read_paths(image))
+        pairs = points.to_layer(points.pairs_from_path(path), off_x, off_y, width, height)
+        selection = read_mask(image, layer, width, height)
+        if selection is not None:
+            fixed = mask.handles_fixed(selection, width, [h for h, _t in pairs])
+            if fixed:
+                numbers = ", ".join(str(i + 1) for i in fixed)
+                raise points.PointsError(
+                    f"the handle of pair {numbers} lies outside the selection, so it cannot "
+                    "move: select an area that includes the handles (or Select \u2192 None)")
+        depth = settings.depth_for(image.get_precision().value_nick)
+        pixels = layer.get_buffer().get(Gegl.Rectangle.new(0, 0, width, height), 1.0,
+                                        settings.DEPTH_FORMATS[depth], Gegl.AbyssPolicy.NONE)
+        layer_data = flow.LayerData(width, height, depth, bytes(pixels))
+    except ValueError as exc:  # PointsError, MaskError, bad settings
+        return _error(procedure, Gimp.PDBStatusType.CALLING_ERROR, f"DragGAN Drag: {exc}.")
+
+    curve = None
+    if config_settings.curve is not None:
+        curve = CurveKeys(*(k.encode("ascii") for k in config_settings.curve))
+    host = GimpHost(image, layer, texts.layer_name(len(pairs)), interactive)
+    Gimp.progress_init("DragGAN Drag")
+    image.undo_group_start()
+    try:
+        with Client(config_settings.address, curve=curve) as client:
+            flow.run(host, client, config_settings, layer_data, pairs, selection, options)
+    except flow.PluginError as exc:
+        return _error(procedure, Gimp.PDBStatusType.EXECUTION_ERROR, f"DragGAN Drag: {exc}")
+    finally:
+        image.undo_group_end()
+        Gimp.progress_end()
+    return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
+
+
+class DragGanPlugin(Gimp.PlugIn):
+    def do_set_i18n(self, name):
+        return False
+
+    def do_query_procedures(self):
+        return [PROC_NAME]
+
+    def do_create_procedure(self, name):
+        procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, run, None)
+        procedure.set_image_types("RGB*")
+        procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
+        procedure.set_menu_label("_DragGAN Drag\u2026")
+        procedure.add_menu_path("<Image>/Filters/Distorts")
+        procedure.set_documentation(
+            "Drag points of a photo with DragGAN: each path stroke moves its first point to its "
+            "last", HELP, name)
+        procedure.set_attribution("gimp-draggan contributors", "gimp-draggan contributors",
+                                  "2026")
+        flags = GObject.ParamFlags.READWRITE
+        procedure.add_string_argument(
+            "model", "_Model", "Model name from `gimp-draggan models list`; empty = the "
+            "daemon's default", "", flags)
+        procedure.add_int_argument(
+            "max-steps", "Max _steps", "Most drag steps (it stops earlier once every handle "
+            "reached its target)", 1, 2000, 200, flags)
+        procedure.add_double_argument(
+            "mask-strength", "Mask s_trength", "How firmly the unselected area is held in place "
+            "(DragGAN's mask weight; 0 = not at all)", 0.0, 1000.0, 20.0, flags)
+        presets = Gimp.Choice.new()
+        presets.add("fast", 0, "Fast", "Quick inversion of the photo (fewer steps)")
+        presets.add("quality", 1, "Quality", "Slower, more faithful inversion of the photo")
+        procedure.add_choice_argument(
+            "preset", "_Inversion", "How carefully the photo is first rebuilt by the model",
+            presets, "fast", flags)
+        procedure.add_string_argument(
+            "daemon-address", "Daemon _address", "ZeroMQ address of the gimp-draggan daemon; "
+            "empty = $GIMP_DRAGGAN_DAEMON, the installer's setting, or tcp://127.0.0.1:5589",
+            "", flags)
+        return procedure
+
+
+Gimp.main(DragGanPlugin.__gtype__, sys.argv)

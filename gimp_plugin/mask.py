@@ -1,0 +1,66 @@
+"""The image selection -> the drag mask of one layer (pure; GIMP-free).
+
+The mask has the layer's size, one byte per pixel, 255 = may move, 0 = keep; the selection's soft
+edges pass through as values in between. Parts of the layer outside the canvas are never selected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class MaskError(ValueError):
+    """The selection cannot be used as a mask; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Rect:
+    x: int
+    y: int
+    width: int
+    height: int
+
+    def intersect(self, other: Rect) -> Rect | None:
+        x0, y0 = max(self.x, other.x), max(self.y, other.y)
+        x1 = min(self.x + self.width, other.x + other.width)
+        y1 = min(self.y + self.height, other.y + other.height)
+        if x1 <= x0 or y1 <= y0:
+            return None
+        return Rect(x0, y0, x1 - x0, y1 - y0)
+
+
+def selection_region(bounds: Rect, layer: Rect) -> Rect:
+    """The part of the selection's bounding box that lies on the layer (image pixels)."""
+    region = bounds.intersect(layer)
+    if region is None:
+        raise MaskError("the selection does not touch the selected layer: select the part of the "
+                        "layer that may move (or Select \u2192 None to let the whole layer move)")
+    return region
+
+
+def place_mask(region_bytes: bytes, region: Rect, layer: Rect) -> bytes:
+    """Put the selection values read over `region` into a layer-sized mask, zeros elsewhere."""
+    if len(region_bytes) != region.width * region.height:
+        raise ValueError(f"selection bytes: {len(region_bytes)}, expected "
+                         f"{region.width}x{region.height}")
+    inside = region.intersect(layer)
+    if inside != region:
+        raise ValueError(f"region {region} is not inside layer {layer}")
+    mask = bytearray(layer.width * layer.height)
+    col = region.x - layer.x
+    for row in range(region.height):
+        start = (region.y - layer.y + row) * layer.width + col
+        mask[start:start + region.width] = region_bytes[row * region.width:(row + 1) * region.width]
+    if not any(mask):
+        raise MaskError("the selection is empty on the selected layer: select the part that may "
+                        "move (or Select \u2192 None to let the whole layer move)")
+    return bytes(mask)
+
+
+def handles_fixed(mask: bytes, layer_width: int, points: list[tuple[float, float]]) -> list[int]:
+    """Indices of handles that sit where the mask forbids any change."""
+    fixed = []
+    for index, (x, y) in enumerate(points):
+        if mask[int(y) * layer_width + int(x)] == 0:
+            fixed.append(index)
+    return fixed

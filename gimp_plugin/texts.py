@@ -1,0 +1,73 @@
+"""Words the plug-in shows a person: progress text, layer names, error sentences (pure)."""
+
+from __future__ import annotations
+
+from . import protocol
+
+PHASE_WORDS = {"invert": "Inverting", "drag": "Dragging", "download": "Downloading the model"}
+
+
+def progress_text(phase: str, step: int, total: int, distances: list[float] | None = None) -> str:
+    """"Inverting 120/300", "Dragging 35/200 — 4.2 px to go" (the farthest handle)."""
+    word = PHASE_WORDS.get(phase, phase.capitalize() or "Working")
+    text = f"{word} {step}/{total}" if total > 0 else word
+    if phase == "drag" and distances:
+        text += f" \u2014 {max(distances):.1f} px to go"
+    return text
+
+
+def progress_fraction(phase: str, step: int, total: int) -> float:
+    """Where GIMP's bar stands: inversion fills the first half, dragging the second."""
+    part = min(max(step / total, 0.0), 1.0) if total > 0 else 0.0
+    if phase == "invert":
+        return 0.5 * part
+    if phase == "drag":
+        return 0.5 + 0.5 * part
+    return part
+
+
+def layer_name(pairs: int) -> str:
+    return f"DragGAN drag ({pairs} point{'' if pairs == 1 else 's'})"
+
+
+def queued_text(position: int) -> str:
+    ahead = f"{position} job{'' if position == 1 else 's'}"
+    return f"Waiting for the daemon ({ahead} ahead)"
+
+
+def start_hint(address: str) -> str:
+    """How to start the daemon so it listens where the plug-in looks."""
+    if address == protocol.DEFAULT_ADDRESS:
+        return f"start it with `{protocol.SERVE_COMMAND}`"
+    return f"start it with `{protocol.SERVE_COMMAND} --bind {address}`"
+
+
+def not_running(address: str, detail: str = "") -> str:
+    why = f" ({detail})" if detail else ""
+    if protocol.is_loopback(address):
+        return (f"The DragGAN daemon is not running at {address}{why}: {start_hint(address)} in a "
+                "terminal (or re-run the installer with --service to start it at login), then "
+                "run DragGAN Drag again.")
+    return (f"The DragGAN daemon at {address} does not answer{why}: check that it runs on that "
+            f"machine (`{protocol.SERVE_COMMAND} --bind ...`), that the address in the dialog is "
+            "right and that the keys match.")
+
+
+def error_sentence(code: str, message: str, address: str, model: str = "") -> str:
+    """A daemon or client error as one instruction for a person."""
+    if code in ("not_running", "timeout"):
+        return not_running(address, message)
+    if code == "model_not_cached":
+        name = model or "NAME"
+        return (f"{message.rstrip('.')}. Download the model once with "
+                f"`gimp-draggan models download {name}` (or pick another model in the dialog), "
+                "then run DragGAN Drag again.")
+    if code == "out_of_memory":
+        return (f"{message.rstrip('.')}. The GPU ran out of memory: select a smaller area "
+                "around the points (Rectangle Select) or pick a smaller model, and run DragGAN "
+                "Drag again.")
+    if code == "transport_missing":
+        return (f"{message.rstrip('.')}. The plug-in's ZeroMQ transport did not load: re-run the "
+                "gimp-draggan installer (installer/install.sh, or install.ps1 on Windows) and "
+                "restart GIMP.")
+    return protocol.error_sentence(code, message)
