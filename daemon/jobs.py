@@ -1,0 +1,106 @@
+"""Jobs of the daemon and the bounded queue between the socket loop and the worker thread.
+
+The socket loop adds and cancels; the worker takes one job at a time. Positions (1 = next)
+are what a waiting client is told.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from gimp_draggan_plugin import protocol as P
+
+_serial = itertools.count(1)
+
+
+class JobError(Exception):
+    """A job failed for a reason the client can act on: `code` is a protocol error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        if code not in P.ERROR_HINTS:
+            raise ValueError(f"unknown error code {code!r}")
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Job:
+    """One queued or running request. `envelope` routes replies back to its client."""
+
+    envelope: list[bytes]
+    id: str
+    op: str                                   # "drag" | "invert" | "models"
+    request: P.JobRequest | None = None       # drag / invert
+    args: dict[str, Any] = field(default_factory=dict)  # models download: {"name": ...}
+    key: bytes = field(default_factory=lambda: str(next(_serial)).encode())
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    abandoned: bool = False                   # Its client is gone: send it nothing more.
+    sent_position: int = 0
+    progress: P.ProgressEvent | None = None   # Last progress, for `status`.
+
+    @property
+    def client(self) -> bytes:
+        return self.envelope[0] if self.envelope else b""
+
+
+class JobQueue:
+    """Bounded FIFO of waiting jobs plus the one running job; thread-safe."""
+
+    def __init__(self, max_queue: int) -> None:
+        if max_queue < 1:
+            raise ValueError("max_queue must be at least 1")
+        self.max_queue = max_queue
+        self._waiting: deque[Job] = deque()
+        self._running: Job | None = None
+        self._cond = threading.Condition()
+        self.done = 0
+
+    def put(self, job: Job) -> int:
+        """Queue `job`; return its position, or raise JobError('queue_full')."""
+        with self._cond:
+            if len(self._waiting) >= self.max_queue:
+                raise JobError(
+                    "queue_full", f"{len(self._waiting)} jobs are already waiting "
+                    f"(limit {self.max_queue})",
+                )
+            self._waiting.append(job)
+            self._cond.notify()
+            return len(self._waiting)
+
+    def take(self, timeout_s: float) -> Job | None:
+        """Worker side: the next job (now running), or None after `timeout_s`."""
+        with self._cond:
+            if not self._waiting:
+                self._cond.wait(timeout_s)
+            if not self._waiting:
+                return None
+            self._running = self._waiting.popleft()
+            return self._running
+
+    def finish(self, job: Job) -> None:
+        with self._cond:
+            if self._running is job:
+                self._running = None
+            self.done += 1
+
+    def remove(self, job: Job) -> bool:
+        """Drop a waiting job; False if it is not waiting (running or gone)."""
+        with self._cond:
+            try:
+                self._waiting.remove(job)
+            except ValueError:
+                return False
+            return True
+
+    @property
+    def running(self) -> Job | None:
+        return self._running
+
+    def waiting(self) -> list[Job]:
+        with self._cond:
+            return list(self._waiting)

@@ -1,0 +1,81 @@
+"""CURVE keys for a daemon reachable from other machines (`gimp-draggan keys`).
+
+Layout of the key dir (default: the user's config dir + gimp-draggan/keys):
+server.key / server.key_secret (the daemon's pair), client.key / client.key_secret (copy the
+client pair and server.key to each client machine), allowed_clients/*.key (the public keys the
+daemon accepts; add a file per extra client).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+KEYS_ENV = "GIMP_DRAGGAN_KEYS"
+ALLOWED = "allowed_clients"
+
+
+def default_key_dir() -> Path:
+    """$GIMP_DRAGGAN_KEYS, else <user config dir>/gimp-draggan/keys."""
+    override = os.environ.get(KEYS_ENV)
+    if override:
+        return Path(override)
+    home = Path.home()
+    if sys.platform == "darwin":
+        base = home / "Library" / "Application Support"
+    elif os.name == "nt":
+        base = Path(os.environ.get("APPDATA") or home / "AppData" / "Roaming")
+    else:
+        base = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
+    return base / "gimp-draggan" / "keys"
+
+
+@dataclass(frozen=True)
+class ServerKeys:
+    public: bytes
+    secret: bytes
+    allowed_dir: Path
+
+
+def make_keys(key_dir: Path, force: bool = False) -> list[Path]:
+    """Create the server pair, one client pair and allowed_clients/client.key; return the files."""
+    import zmq.auth
+
+    server_secret = key_dir / "server.key_secret"
+    if server_secret.exists() and not force:
+        raise FileExistsError(
+            f"{server_secret} exists; keep it (clients already trust it) or pass --force"
+        )
+    key_dir.mkdir(parents=True, exist_ok=True)
+    allowed = key_dir / ALLOWED
+    allowed.mkdir(exist_ok=True)
+    files: list[Path] = []
+    for name in ("server", "client"):
+        public, secret = zmq.auth.create_certificates(str(key_dir), name)
+        os.chmod(secret, 0o600)
+        files += [Path(public), Path(secret)]
+    shutil.copyfile(key_dir / "client.key", allowed / "client.key")
+    files.append(allowed / "client.key")
+    return files
+
+
+def load_server_keys(key_dir: Path) -> ServerKeys:
+    """The daemon's pair and the allowed client keys; ValueError says what is missing."""
+    import zmq.auth
+
+    secret_file = key_dir / "server.key_secret"
+    allowed = key_dir / ALLOWED
+    if not secret_file.is_file():
+        raise ValueError(f"no server key in {key_dir}: run `gimp-draggan keys --dir {key_dir}`")
+    if not allowed.is_dir() or not any(allowed.glob("*.key")):
+        raise ValueError(
+            f"no allowed client keys in {allowed}: copy each client's .key file there "
+            "(`gimp-draggan keys` puts one in)"
+        )
+    public, secret = zmq.auth.load_certificate(str(secret_file))
+    if secret is None:
+        raise ValueError(f"{secret_file} holds no secret key; re-run `gimp-draggan keys --force`")
+    return ServerKeys(public, secret, allowed)

@@ -1,0 +1,56 @@
+"""Daemon logging: a rotating file in the user's state/log dir, and stderr.
+
+Log dir: $GIMP_DRAGGAN_LOG_DIR, else $XDG_STATE_HOME/gimp-draggan/log (~/.local/state/...) on
+Linux, ~/Library/Logs/gimp-draggan on macOS, %LOCALAPPDATA%\\gimp-draggan\\Logs on Windows.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import sys
+from pathlib import Path
+
+LOG_ENV = "GIMP_DRAGGAN_LOG_DIR"
+LOGGER = "gimp_draggan"
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def log_dir() -> Path:
+    override = os.environ.get(LOG_ENV)
+    if override:
+        return Path(override)
+    home = Path.home()
+    if sys.platform == "darwin":
+        return home / "Library" / "Logs" / "gimp-draggan"
+    if os.name == "nt":
+        base = os.environ.get("LOCALAPPDATA") or str(home / "AppData" / "Local")
+        return Path(base) / "gimp-draggan" / "Logs"
+    state = os.environ.get("XDG_STATE_HOME") or str(home / ".local" / "state")
+    return Path(state) / "gimp-draggan" / "log"
+
+
+def setup_logging(name: str, verbose: bool = False) -> Path | None:
+    """Log `gimp_draggan.*` to <log dir>/<name>.log (5 x 2 MB) and stderr; return the file."""
+    root = logging.getLogger(LOGGER)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(logging.Formatter(_FORMAT))
+    root.addHandler(stderr)
+    path = log_dir() / f"{name}.log"
+    root.propagate = False
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.handlers.RotatingFileHandler(
+            path, maxBytes=2_000_000, backupCount=5, encoding="utf-8"
+        )
+    except OSError as exc:
+        root.warning("cannot write the log file %s (%s); logging to stderr only", path, exc)
+        return None
+    file_handler.setFormatter(logging.Formatter(_FORMAT))
+    root.addHandler(file_handler)
+    return path
