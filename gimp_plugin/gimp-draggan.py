@@ -92,24 +92,27 @@ class GimpHost:
         Gimp.progress_update(min(max(fraction, 0.0), 1.0))
 
     def preview(self, jpeg, box):
-        """Show a daemon preview (a small JPEG of `box`) scaled into the new layer."""
+        """Show a daemon preview (a small JPEG of `box`) scaled into the new layer.
+
+        The JPEG is opened as a separate, never displayed image, so the photo's own image and its
+        undo history see only the pixels written into the new layer."""
         fd, path = tempfile.mkstemp(suffix=".jpg", prefix="draggan-preview-")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(jpeg)
-            loaded = Gimp.file_load_layer(Gimp.RunMode.NONINTERACTIVE, self.image,
-                                          Gio.File.new_for_path(path))
+            shown = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(path))
         finally:
             os.unlink(path)
-        if loaded is None:
+        if shown is None:
             return
         try:
-            loaded.scale(box[2], box[3], False)
-            data = loaded.get_buffer().get(Gegl.Rectangle.new(0, 0, box[2], box[3]), 1.0,
-                                           "R'G'B'A u8", Gegl.AbyssPolicy.CLAMP)
+            shown.scale(box[2], box[3])
+            data = shown.get_layers()[0].get_buffer().get(
+                Gegl.Rectangle.new(0, 0, box[2], box[3]), 1.0, "R'G'B'A u8",
+                Gegl.AbyssPolicy.CLAMP)
         finally:
-            loaded.delete()
-        self._write(box, data, "R'G'B'A u8")
+            shown.delete()
+        self._write(box, bytes(data), "R'G'B'A u8")
 
     def finish(self, result):
         from gimp_draggan_plugin import settings

@@ -1,0 +1,264 @@
+"""The plug-in's pure helpers: paths -> pairs, selection -> mask, words, settings (no GIMP)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from gimp_draggan_plugin import launcher, mask, points, protocol, settings, texts
+
+
+def stroke(*anchors_xy):
+    """A stroke as GIMP gives it: control, anchor, control per point (lineto stores it thrice)."""
+    out = []
+    for x, y in anchors_xy:
+        out += [x - 1, y - 1, x, y, x + 1, y + 1]
+    return out
+
+
+# ---- points -------------------------------------------------------------------------------------
+def test_first_anchor_is_handle_last_is_target():
+    path = points.PathInfo("p", True, True, [stroke((10, 12), (15, 15), (30, 20)),
+                                            stroke((5, 6), (7, 9))])
+    assert points.pairs_from_path(path) == [((10.0, 12.0), (30.0, 20.0)), ((5.0, 6.0), (7.0, 9.0))]
+
+
+def test_anchors_use_indices_2_and_3_of_each_group():
+    coords = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
+    assert points.anchors(coords) == [(2.0, 3.0), (8.0, 9.0)]
+
+
+def test_bad_coordinate_count():
+    with pytest.raises(points.PointsError, match="multiple of 6"):
+        points.anchors([1, 2, 3, 4, 5])
+
+
+def test_single_point_stroke_says_how_to_draw():
+    path = points.PathInfo("drag", True, True, [stroke((1, 1), (2, 2)), stroke((3, 3))])
+    with pytest.raises(points.PointsError, match=r"stroke 2 of path 'drag'.*Paths tool \(B\)"):
+        points.pairs_from_path(path)
+
+
+def test_path_without_strokes():
+    with pytest.raises(points.PointsError, match="no strokes"):
+        points.pairs_from_path(points.PathInfo("empty", True, True, []))
+
+
+def test_choose_selected_path_first():
+    a = points.PathInfo("newest", False, True, [])
+    b = points.PathInfo("chosen", True, False, [])
+    assert points.choose_path([a, b]).name == "chosen"
+
+
+def test_choose_most_recent_visible_without_selection():
+    hidden = points.PathInfo("hidden", False, False, [])
+    recent = points.PathInfo("recent", False, True, [])
+    older = points.PathInfo("older", False, True, [])
+    assert points.choose_path([hidden, recent, older]).name == "recent"
+
+
+def test_no_path_message_names_the_paths_tool():
+    with pytest.raises(points.PointsError, match=r"no path.*Paths tool \(B\).*handle.*target"):
+        points.choose_path([])
+
+
+def test_only_hidden_paths():
+    with pytest.raises(points.PointsError, match="none is selected or visible"):
+        points.choose_path([points.PathInfo("h", False, False, [])])
+
+
+def test_two_selected_paths_are_ambiguous():
+    paths = [points.PathInfo("a", True, True, []), points.PathInfo("b", True, True, [])]
+    with pytest.raises(points.PointsError, match="2 paths are selected"):
+        points.choose_path(paths)
+
+
+def test_to_layer_subtracts_offsets():
+    pairs = [((110.0, 52.0), (120.5, 60.0))]
+    assert points.to_layer(pairs, 100, 50, 40, 30) == [((10.0, 2.0), (20.5, 10.0))]
+
+
+def test_points_outside_layer_named():
+    pairs = [((10.0, 10.0), (12.0, 12.0)), ((5.0, 5.0), (70.0, 5.0))]
+    with pytest.raises(points.PointsError, match=r"target of pair 2 at \(70, 5\) lies outside the "
+                                                 r"layer \(x 0\.\.63, y 0\.\.47\)"):
+        points.to_layer(pairs, 0, 0, 64, 48)
+
+
+def test_point_left_of_offset_layer():
+    with pytest.raises(points.PointsError, match="handle of pair 1"):
+        points.to_layer([((9.0, 20.0), (15.0, 20.0))], 10, 10, 20, 20)
+
+
+# ---- mask ---------------------------------------------------------------------------------------
+def test_place_mask_puts_region_at_its_offset():
+    layer = mask.Rect(10, 20, 6, 4)          # image pixels
+    region = mask.Rect(12, 21, 3, 2)
+    out = mask.place_mask(bytes([255, 128, 1, 2, 3, 4]), region, layer)
+    rows = [list(out[r * 6:(r + 1) * 6]) for r in range(4)]
+    assert rows == [[0] * 6, [0, 0, 255, 128, 1, 0], [0, 0, 2, 3, 4, 0], [0] * 6]
+
+
+def test_selection_region_crops_to_layer():
+    layer = mask.Rect(0, 0, 64, 48)
+    assert mask.selection_region(mask.Rect(50, 40, 30, 30), layer) == mask.Rect(50, 40, 14, 8)
+
+
+def test_selection_off_the_layer():
+    with pytest.raises(mask.MaskError, match="does not touch"):
+        mask.selection_region(mask.Rect(100, 100, 5, 5), mask.Rect(0, 0, 64, 48))
+
+
+def test_selection_empty_on_layer():
+    with pytest.raises(mask.MaskError, match="empty"):
+        mask.place_mask(bytes(4), mask.Rect(0, 0, 2, 2), mask.Rect(0, 0, 4, 4))
+
+
+def test_place_mask_checks_sizes():
+    with pytest.raises(ValueError, match="selection bytes"):
+        mask.place_mask(bytes(3), mask.Rect(0, 0, 2, 2), mask.Rect(0, 0, 4, 4))
+    with pytest.raises(ValueError, match="not inside"):
+        mask.place_mask(bytes(4), mask.Rect(3, 3, 2, 2), mask.Rect(0, 0, 4, 4))
+
+
+def test_handles_fixed():
+    m = bytes([0, 255, 0, 255])  # 2x2
+    assert mask.handles_fixed(m, 2, [(1.2, 0.0), (0.5, 1.9), (1.0, 1.0)]) == [1]
+
+
+# ---- words --------------------------------------------------------------------------------------
+def test_progress_texts():
+    assert texts.progress_text("invert", 120, 300) == "Inverting 120/300"
+    assert texts.progress_text("drag", 35, 200, [4.2, 1.0]) == "Dragging 35/200 \u2014 4.2 px to go"
+    assert texts.progress_text("drag", 0, 0) == "Dragging"
+
+
+def test_progress_fraction_halves():
+    assert texts.progress_fraction("invert", 150, 300) == 0.25
+    assert texts.progress_fraction("drag", 200, 200) == 1.0
+    assert texts.progress_fraction("drag", 0, 0) == 0.5
+
+
+def test_layer_names():
+    assert texts.layer_name(3) == "DragGAN drag (3 points)"
+    assert texts.layer_name(1) == "DragGAN drag (1 point)"
+
+
+def test_not_running_names_the_start_command():
+    text = texts.error_sentence("not_running", "refused", protocol.DEFAULT_ADDRESS)
+    assert "gimp-draggan serve" in text and protocol.DEFAULT_ADDRESS in text
+    other = texts.error_sentence("timeout", "", "tcp://127.0.0.1:6000")
+    assert "gimp-draggan serve --bind tcp://127.0.0.1:6000" in other
+
+
+def test_remote_daemon_hint_mentions_keys():
+    text = texts.error_sentence("not_running", "", "tcp://192.168.1.5:5589")
+    assert "does not answer" in text and "keys" in text
+
+
+def test_model_missing_says_how_to_download():
+    text = texts.error_sentence("model_not_cached", "model ffhq is not cached", "x", "ffhq")
+    assert "gimp-draggan models download ffhq" in text
+
+
+def test_oom_says_smaller_selection():
+    text = texts.error_sentence("out_of_memory", "CUDA out of memory", "x")
+    assert "smaller area" in text
+
+
+def test_other_codes_use_protocol_hints():
+    assert protocol.ERROR_HINTS["queue_full"] in texts.error_sentence("queue_full", "busy", "x")
+
+
+# ---- settings -----------------------------------------------------------------------------------
+def test_address_order(tmp_path):
+    env = {protocol.ADDRESS_ENV: "tcp://127.0.0.1:7001"}
+    assert settings.load(tmp_path, "", {}).address == protocol.DEFAULT_ADDRESS
+    assert settings.load(tmp_path, "", env).address == "tcp://127.0.0.1:7001"
+    assert settings.load(tmp_path, "tcp://127.0.0.1:7002", env).address == "tcp://127.0.0.1:7002"
+    (tmp_path / settings.CONFIG_NAME).write_text(json.dumps(
+        {"address": "tcp://10.0.0.2:5589", "serve_command": ["/opt/py", "-m", "x", "serve"]}))
+    loaded = settings.load(tmp_path, "", {})
+    assert loaded.address == "tcp://10.0.0.2:5589"
+    assert loaded.serve_command == ("/opt/py", "-m", "x", "serve")
+    assert settings.load(tmp_path, "", env).address == "tcp://127.0.0.1:7001"
+
+
+def test_bad_address_and_broken_config(tmp_path):
+    with pytest.raises(ValueError, match="DragGAN Drag dialog"):
+        settings.load(tmp_path, "localhost", {})
+    (tmp_path / settings.CONFIG_NAME).write_text("{nope")
+    with pytest.raises(ValueError, match="re-run the gimp-draggan installer"):
+        settings.load(tmp_path, "", {})
+
+
+def test_curve_keys_from_config(tmp_path):
+    keys = {"public": "a" * 40, "secret": "b" * 40, "server_public": "c" * 40}
+    (tmp_path / settings.CONFIG_NAME).write_text(json.dumps({"curve": keys}))
+    assert settings.load(tmp_path, "", {}).curve == ("a" * 40, "b" * 40, "c" * 40)
+    (tmp_path / settings.CONFIG_NAME).write_text(json.dumps({"curve": {"public": "a"}}))
+    with pytest.raises(ValueError, match="incomplete"):
+        settings.load(tmp_path, "", {})
+
+
+def test_serve_argv():
+    local = settings.Settings(protocol.DEFAULT_ADDRESS, (), None)
+    assert settings.serve_argv(local, which=lambda _n: "/usr/bin/gimp-draggan") == [
+        "/usr/bin/gimp-draggan", "serve"]
+    assert settings.serve_argv(local, which=lambda _n: None) is None
+    other = settings.Settings("tcp://127.0.0.1:6000", ("py", "-m", "gimp_draggan", "serve"), None)
+    assert settings.serve_argv(other) == ["py", "-m", "gimp_draggan", "serve", "--bind",
+                                          "tcp://127.0.0.1:6000"]
+
+
+@pytest.mark.parametrize(("nick", "depth"), [("u8-non-linear", "u8"), ("u8-linear", "u8"),
+                                             ("u16-perceptual", "u16"), ("u32-linear", "f32"),
+                                             ("half-non-linear", "f32"), ("double-linear", "f32"),
+                                             ("float-non-linear", "f32")])
+def test_depth_for_precision(nick, depth):
+    assert settings.depth_for(nick) == depth
+
+
+# ---- launcher -----------------------------------------------------------------------------------
+def test_launcher_fails_early_when_daemon_exits(tmp_path):
+    log = tmp_path / "serve.log"
+    proc = launcher.start([sys.executable, "-c", "import sys; print('no model'); sys.exit(3)"],
+                          log)
+    with pytest.raises(launcher.LaunchError, match=r"exit code 3.*serve\.log"):
+        launcher.wait_ready(proc, lambda: False, 30.0, log, poll_s=0.05)
+    assert "no model" in log.read_text()
+
+
+def test_launcher_waits_for_ping(tmp_path):
+    proc = launcher.start([sys.executable, "-c", "import time; time.sleep(30)"],
+                          tmp_path / "l.log")
+    calls = []
+    try:
+        launcher.wait_ready(proc, lambda: calls.append(1) or len(calls) >= 3, 30.0,
+                            tmp_path / "l.log", poll_s=0.01)
+        assert len(calls) == 3
+        with pytest.raises(launcher.LaunchError, match="did not answer within"):
+            launcher.wait_ready(proc, lambda: False, 0.05, tmp_path / "l.log", poll_s=0.01)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_launcher_missing_program(tmp_path):
+    with pytest.raises(launcher.LaunchError, match="could not start"):
+        launcher.start([str(tmp_path / "no-such-program")], tmp_path / "l.log")
+
+
+def test_plugin_package_imports_no_heavy_modules():
+    """The plug-in side must load in GIMP's bare Python: no numpy, torch or daemon imports."""
+    import subprocess
+    code = ("import sys; sys.modules['zmq'] = None; "
+            "import gimp_draggan_plugin.flow, gimp_draggan_plugin.zmtp; "
+            "bad = [m for m in ('numpy', 'torch', 'gimp_draggan', 'PIL') if m in sys.modules]; "
+            "print(bad); sys.exit(bool(bad))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).parent)
+    assert out.returncode == 0, out.stdout + out.stderr
