@@ -206,7 +206,9 @@ class Client:
              depth: str, mask: bytes | None, model: str | None, params: dict[str, Any] | None,
              session: str | None, seed: int | None, on_event: EventFn | None,
              should_stop: StopFn | None) -> P.JobResult:
-        image = None if seed is not None else P.ImageSpec(width, height, depth)
+        image = P.ImageSpec(width, height, depth)
+        if seed is not None and mask is None:
+            image = None
         req = P.JobRequest(op, "local", model, list(pairs), dict(params or {}), image, pixels,
                            mask, session, seed)
         fields, blobs = P.job_fields(req)

@@ -296,7 +296,8 @@ class JobRequest:
     pixels: bytes | None
     mask: bytes | None               # width*height u8, 255 = may move.
     session: str | None
-    seed: int | None                 # Seed form: the model's own image from this seed.
+    seed: int | None                 # Seed form: the model's own image from this seed (its
+    #                                  optional mask is model-sized: image = its size, no pixels).
 
 
 def check_image(header: dict[str, Any]) -> ImageSpec:
@@ -368,10 +369,18 @@ def check_job(msg: Message) -> JobRequest:
             raise ProtocolError("bad_request", "the seed form exists only for drag")
         if not _is_int(seed) or not 0 <= seed < 2**32:
             raise ProtocolError("bad_request", "seed must be an integer in [0, 2^32)")
-        if msg.blobs or session is not None:
-            raise ProtocolError("bad_request", "a seed drag takes no pixels, mask or session")
+        if "pixels" in msg.blobs or session is not None:
+            raise ProtocolError("bad_request", "a seed drag takes no pixels or session")
+        mask_spec = None
+        if "mask" in msg.blobs:  # Model-resolution mask: width/height name its size.
+            mask_spec = check_image({**h, "depth": "u8"})
+            if len(msg.blobs["mask"]) != mask_spec.mask_bytes:
+                raise ProtocolError("bad_request", f"mask frame has {len(msg.blobs['mask'])} "
+                                    f"bytes; {mask_spec.width}x{mask_spec.height} needs "
+                                    f"{mask_spec.mask_bytes}")
         pairs = check_pairs(h.get("pairs"), None, need=True)
-        return JobRequest(op, msg.id, model, pairs, params, None, None, None, None, seed)
+        return JobRequest(op, msg.id, model, pairs, params, mask_spec, None,
+                          msg.blobs.get("mask"), None, seed)
     image = check_image(h)
     pixels = msg.blobs.get("pixels")
     if pixels is None:
@@ -402,6 +411,9 @@ def job_fields(req: JobRequest) -> tuple[dict[str, Any], dict[str, bytes]]:
     blobs: dict[str, bytes] = {}
     if req.seed is not None:
         fields["seed"] = req.seed
+        if req.mask is not None and req.image is not None:
+            fields.update(width=req.image.width, height=req.image.height)
+            blobs["mask"] = req.mask
     else:
         if req.image is None or req.pixels is None:
             raise ValueError("a photo job needs image and pixels")

@@ -1,0 +1,274 @@
+"""What the daemon's worker runs: the photo pipeline, the seed-form drag, model downloads.
+
+The wire names models only; this maps a name to a file: a registry entry, or a file the
+operator named on the command line (`serve --model FILE`, listed under its stem). A job never
+sees a path from the wire. All torch work happens here, in the worker thread.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gimp_draggan_plugin import protocol as P
+
+from .jobs import JobError
+from .worker import ProgressFn, StopFn
+
+log = logging.getLogger("gimp_draggan.executor")
+
+SEED_PSI = 0.7   # Truncation of the seed form, as DragGAN's GUI.
+
+
+def operator_models(files: list[str]) -> dict[str, Path]:
+    """`serve --model FILE` arguments that are files -> {stem name: path}."""
+    out: dict[str, Path] = {}
+    for text in files:
+        path = Path(text).expanduser()
+        if path.is_file():
+            name = path.name.split(".")[0].lower()
+            P.check_name(name, "model file stem")
+            out[name] = path.resolve()
+    return out
+
+
+class PipelineExecutor:
+    """Runs jobs on one device with a session cache (invert once, drag many)."""
+
+    def __init__(self, device: str, default_model: str | None = None,
+                 files: dict[str, Path] | None = None, cache: str | None = None) -> None:
+        from .sessions import SessionCache
+
+        self.device = device
+        self.files = dict(files or {})
+        self.cache = cache
+        self.sessions = SessionCache()
+        self.default_model = default_model or next(iter(self.files), None) or self._first_cached()
+
+    # ---- models -------------------------------------------------------------------------------
+    def _table(self) -> dict[str, Any]:
+        from . import registry
+
+        return {n: e for n, e in registry.load_table().items() if e.kind == "generator"}
+
+    def _first_cached(self) -> str | None:
+        from . import registry
+
+        for name in self._table():
+            if registry.is_cached(name, self.cache) or self._table()[name].package_path:
+                return name
+        return None
+
+    def models(self) -> list[dict[str, Any]]:
+        from . import registry
+
+        rows = [{"name": n, "resolution": None, "cached": True, "description": f"file {p.name}",
+                 "domain": "", "downloadable": False} for n, p in self.files.items()]
+        for name, e in self._table().items():
+            cached = bool(e.package_path) or registry.is_cached(name, self.cache)
+            rows.append({"name": name, "resolution": e.resolution, "cached": cached,
+                         "description": e.description, "domain": e.domain,
+                         "downloadable": e.downloadable})
+        return rows
+
+    def info(self) -> dict[str, Any]:
+        return {"device": self.device, "default_model": self.default_model,
+                "models": self.models()}
+
+    def check_model(self, name: str | None) -> str:
+        from . import registry
+
+        name = name or self.default_model
+        if name is None:
+            raise JobError("model_not_cached", "no model is available on this daemon")
+        if name in self.files:
+            return name
+        table = self._table()
+        if name not in table:
+            raise JobError("unknown_model", f"no model named {name!r}; this daemon has "
+                           f"{', '.join([*self.files, *table])}")
+        if not (table[name].package_path or registry.is_cached(name, self.cache)):
+            raise JobError("model_not_cached", f"model {name!r} is not downloaded")
+        return name
+
+    def _model_ref(self, name: str) -> str:
+        """What the pipeline's loader takes: the operator's file, else the registry name."""
+        return str(self.files[name]) if name in self.files else name
+
+    # ---- jobs ---------------------------------------------------------------------------------
+    def run(self, request: P.JobRequest, on_progress: ProgressFn,
+            should_stop: StopFn) -> P.JobResult:
+        if request.model is None:
+            raise JobError("bad_request", "no model")
+        model = self._model_ref(request.model)
+        if request.seed is not None:
+            return self._seed_drag(request, model, on_progress, should_stop)
+        return self._photo(request, model, on_progress, should_stop)
+
+    def _photo(self, request: P.JobRequest, model: str, on_progress: ProgressFn,
+               should_stop: StopFn) -> P.JobResult:
+        from .edit import EditParams, EditRequest
+        from .pipeline import EditCancelled, run_edit, run_invert
+        from .sessions import UnknownSession
+
+        if request.image is None or request.pixels is None:
+            raise JobError("bad_request", "a photo job needs pixels")
+        edit = EditRequest(
+            width=request.image.width, height=request.image.height, pixels=request.pixels,
+            depth=request.image.depth, pairs=list(request.pairs), model=model, mask=request.mask,
+            params=EditParams(**request.params), session=request.session,
+        )
+
+        def progress(p: Any) -> None:
+            on_progress(P.ProgressEvent(p.phase, p.step, p.total, list(p.points),
+                                        list(p.distances), p.preview))
+
+        run = run_edit if request.op == "drag" else run_invert
+        try:
+            r = run(edit, device=self.device, sessions=self.sessions, on_progress=progress,
+                    should_stop=should_stop)
+        except EditCancelled as exc:
+            raise JobError("cancelled", str(exc)) from None
+        except UnknownSession as exc:
+            raise JobError("unknown_session", str(exc)) from None
+        return P.JobResult(session=r.session, x=r.x, y=r.y, width=r.width, height=r.height,
+                           depth=r.depth, patch=r.patch, points=list(r.points),
+                           distances=list(r.distances), steps=r.steps, timings=dict(r.timings))
+
+    def _generator(self, model: str) -> Any:
+        from . import registry
+        from .draggan.checkpoint import load_generator
+
+        files = {str(p) for p in self.files.values()}
+        path = model if model in files else str(registry.resolve(model, self.cache))
+        return self.sessions.resource(
+            f"generator:{path}@{self.device}",
+            lambda: load_generator(path).to(self.device).eval().requires_grad_(False),
+        )
+
+    def _seed_drag(self, request: P.JobRequest, model: str, on_progress: ProgressFn,
+                   should_stop: StopFn) -> P.JobResult:
+        start = time.perf_counter()
+        G = self._generator(model)
+        mask = None
+        if request.mask is not None and request.image is not None:
+            mask = (request.image.width, request.image.height, request.mask)
+        image, result = seed_drag(
+            G, request.seed or 0, list(request.pairs), request.params, mask, self.device,
+            on_progress, should_stop,
+        )
+        if result.cancelled:
+            raise JobError("cancelled", "cancelled during the drag")
+        h, w = image.shape[:2]
+        return P.JobResult(
+            session=f"seed-{request.seed}", width=w, height=h, depth="u8",
+            patch=rgba_bytes(image), points=list(result.points),
+            distances=list(result.distances), steps=result.steps,
+            timings={"total": time.perf_counter() - start},
+        )
+
+    def download(self, name: str, on_progress: ProgressFn, should_stop: StopFn) -> None:
+        """Download a registry model; progress = bytes of the partial file (polled)."""
+        from . import registry
+        from .download import download
+
+        entry = self._table().get(name)
+        if entry is None or not entry.downloadable:
+            raise JobError("unknown_model", f"{name!r} has no download link")
+        dest = registry.model_path(entry, self.cache)
+        part = dest.with_name(dest.name + ".part")
+        failure: list[BaseException] = []
+
+        def fetch() -> None:
+            try:
+                download(entry.urls, dest, entry.sha256, entry.size_bytes, entry.sha256_source,
+                         show_progress=False)
+            except BaseException as exc:
+                failure.append(exc)
+
+        thread = threading.Thread(target=fetch, name=f"download-{name}", daemon=True)
+        thread.start()
+        total = entry.size_bytes or 0
+        while thread.is_alive() and not should_stop():
+            thread.join(0.25)
+            done = part.stat().st_size if part.exists() else 0
+            on_progress(P.ProgressEvent("download", done, total))
+        if failure:
+            raise JobError("internal", f"download of {name} failed: {failure[0]}")
+
+    def recover(self) -> None:
+        """After out-of-memory: drop sessions and models, give the memory back."""
+        self.sessions.clear()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+
+
+def seed_drag(G: Any, seed: int, pairs: list[P.Pair], params: dict[str, Any],
+              mask: tuple[int, int, bytes] | None, device: str,
+              on_progress: Callable[[P.ProgressEvent], None],
+              should_stop: StopFn) -> tuple[Any, Any]:
+    """The seed form (DragGAN GUI mode): z from `seed`, w = mapping(z, psi 0.7) as w+, drag.
+
+    Returns (uint8 [H, W, C] numpy image, DragResult). Points are model pixels."""
+    import numpy as np
+    import torch
+
+    from .draggan.drag import DragParams, DragSession
+    from .draggan.networks import seed_to_z, to_uint8
+
+    res = G.img_resolution
+    mask_t = None
+    if mask is not None:
+        w, h, data = mask
+        if (w, h) != (res, res):
+            raise ValueError(f"the mask is {w}x{h}; this model needs {res}x{res}")
+        mask_t = torch.from_numpy(np.frombuffer(data, np.uint8).reshape(h, w) / 255.0).float()
+    with torch.no_grad():
+        ws = G.mapping(seed_to_z(seed, G.z_dim).to(device), truncation_psi=SEED_PSI)
+    steps = int(params.get("steps", 200))
+    session = DragSession(
+        G, ws, [h for h, _ in pairs], [t for _, t in pairs], mask_t,
+        DragParams(lr=params.get("lr", 2e-3), mask_lambda=params.get("mask_lambda", 20.0),
+                   max_steps=steps),
+    )
+    size = int(params.get("preview_size", 256))
+
+    def on_step(report: Any) -> None:
+        preview = None if report.preview is None else jpeg(report.preview.numpy(), size)
+        on_progress(P.ProgressEvent("drag", report.step, steps, list(report.points),
+                                    list(report.distances), preview))
+
+    result = session.run(max_steps=steps, on_step=on_step, should_stop=should_stop,
+                         preview_every=int(params.get("preview_every", 0)))
+    return to_uint8(result.image)[0].numpy(), result
+
+
+def rgba_bytes(image: Any) -> bytes:
+    """uint8 [H, W, 3|4] -> RGBA bytes (opaque when there is no alpha)."""
+    import numpy as np
+
+    if image.shape[2] == 4:
+        return image.tobytes()
+    alpha = np.full((*image.shape[:2], 1), 255, np.uint8)
+    return np.concatenate([image[:, :, :3], alpha], axis=2).tobytes()
+
+
+def jpeg(image: Any, size: int) -> bytes:
+    """uint8 [H, W, C] -> a small JPEG, longest side at most `size`."""
+    from PIL import Image
+
+    im = Image.fromarray(image[:, :, :3])
+    im.thumbnail((size, size), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
