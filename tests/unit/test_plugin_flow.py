@@ -1,0 +1,209 @@
+"""The plug-in's run (gimp_draggan_plugin.flow) against the real daemon service on 127.0.0.1.
+
+The service is gimp_draggan.server with the model-free executor of server_fakes (it "drags" by
+inverting colours), so these tests cover the plug-in side: both transports, progress words,
+error sentences, discarding the half-done layer, and starting a daemon on request.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from server_fakes import FakeExecutor
+
+from gimp_draggan.server import Server, ServerConfig
+from gimp_draggan_plugin import flow, protocol, settings
+from gimp_draggan_plugin.client import Client, DaemonError
+
+TRANSPORTS = ["pyzmq", "zmtp"]
+
+
+class FakeHost:
+    """Records what the flow asks GIMP to do."""
+
+    def __init__(self, interactive: bool = False, answer: bool = True) -> None:
+        self.interactive = interactive
+        self.answer = answer
+        self.texts: list[str] = []
+        self.previews: list[tuple[bytes, tuple]] = []
+        self.finished: list[protocol.JobResult] = []
+        self.discarded = 0
+        self.questions: list[str] = []
+
+    def progress(self, text: str, fraction: float) -> None:
+        assert 0.0 <= fraction <= 1.0
+        self.texts.append(text)
+
+    def preview(self, jpeg: bytes, box: tuple) -> None:
+        self.previews.append((jpeg, box))
+
+    def finish(self, result: protocol.JobResult) -> None:
+        self.finished.append(result)
+
+    def discard(self) -> None:
+        self.discarded += 1
+
+    def confirm(self, question: str) -> bool:
+        self.questions.append(question)
+        return self.answer
+
+
+def free_address() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.fixture
+def daemon():
+    executor = FakeExecutor()
+    server = Server(ServerConfig(bind=free_address()), executor)
+    address = server.start()
+    yield address, executor
+    server.stop()
+
+
+def layer(width=8, height=6):
+    pixels = bytes((i * 7) % 256 for i in range(width * height * 4))
+    return flow.LayerData(width, height, "u8", pixels)
+
+
+def config(address: str, command: tuple[str, ...] = ()) -> settings.Settings:
+    return settings.Settings(address, command, None)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_drag_through_the_service(daemon, transport):
+    address, _executor = daemon
+    host = FakeHost()
+    data = layer()
+    with Client(address, prefer=transport) as client:
+        result = flow.run(host, client, config(address), data, [((1.0, 1.0), (5.0, 4.0))], None,
+                          flow.Options(steps=5))
+        assert client.transport_name == transport
+    assert host.finished == [result] and host.discarded == 0
+    assert result.patch == bytes(255 - b for b in data.pixels)
+    assert "Dragging 5/5 \u2014 1.0 px to go" in host.texts
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_daemon_not_running_names_the_start_command(transport):
+    address = free_address()
+    host = FakeHost()
+    with Client(address, prefer=transport, timeout_s=0.5) as client, \
+            pytest.raises(flow.PluginError) as err:
+        flow.run(host, client, config(address), layer(), [((1.0, 1.0), (2.0, 2.0))], None,
+                 flow.Options())
+    assert f"gimp-draggan serve --bind {address}" in str(err.value)
+    assert host.discarded == 1 and not host.finished and not host.questions
+
+
+def test_model_not_cached_says_how_to_download(daemon):
+    address, executor = daemon
+    executor.models = ("tiny", "big")
+    host = FakeHost()
+    with Client(address) as client, pytest.raises(flow.PluginError) as err:
+        flow.run(host, client, config(address), layer(), [((1.0, 1.0), (2.0, 2.0))], None,
+                 flow.Options(model="big"))
+    assert "gimp-draggan models download big" in str(err.value)
+    assert host.discarded == 1
+
+
+def test_out_of_memory_says_smaller_selection(daemon):
+    address, executor = daemon
+    executor.fail_next = RuntimeError("CUDA out of memory. Tried to allocate 2 GiB")
+    host = FakeHost()
+    with Client(address) as client, pytest.raises(flow.PluginError, match="smaller area"):
+        flow.run(host, client, config(address), layer(), [((1.0, 1.0), (2.0, 2.0))], None,
+                 flow.Options())
+    assert host.discarded == 1 and executor.recovered == 1
+
+
+def test_bad_parameters_are_refused_before_sending(daemon):
+    address, executor = daemon
+    host = FakeHost()
+    with Client(address) as client, pytest.raises(flow.PluginError, match="steps"):
+        flow.run(host, client, config(address), layer(), [((1.0, 1.0), (2.0, 2.0))], None,
+                 flow.Options(steps=99999))
+    assert executor.runs == 0 and host.discarded == 1
+
+
+def test_mask_travels_with_the_request(daemon):
+    address, _executor = daemon
+    data = layer(4, 2)
+    seen = []
+    with Client(address) as client:
+        original = client.drag
+
+        def spy(**kwargs):
+            seen.append(kwargs["mask"])
+            return original(**kwargs)
+
+        client.drag = spy  # type: ignore[method-assign]
+        flow.run(FakeHost(), client, config(address), data, [((0.0, 0.0), (3.0, 1.0))],
+                 bytes([255, 0, 0, 0, 255, 255, 0, 0]), flow.Options(steps=1))
+    assert seen == [bytes([255, 0, 0, 0, 255, 255, 0, 0])]
+
+
+def test_non_interactive_never_asks(daemon):
+    host = FakeHost(interactive=False)
+    address = free_address()
+    with Client(address, timeout_s=0.3) as client, pytest.raises(DaemonError) as err:
+        flow.reach_daemon(host, client, config(address, (sys.executable, "-c", "pass")))
+    assert err.value.code == "not_running" and host.questions == []
+
+
+def test_declined_start_reports_not_running():
+    address = free_address()
+    host = FakeHost(interactive=True, answer=False)
+    with Client(address, timeout_s=0.3) as client, pytest.raises(flow.PluginError,
+                                                                 match="gimp-draggan serve"):
+        flow.run(host, client, config(address, (sys.executable, "-c", "pass")), layer(),
+                 [((1.0, 1.0), (2.0, 2.0))], None, flow.Options())
+    assert len(host.questions) == 1 and "Start it now?" in host.questions[0]
+
+
+def test_interactive_start_of_a_local_daemon(tmp_path):
+    """Yes -> the serve command runs (here: the real service with the fake executor), the flow
+    waits for its hello and drags."""
+    address = free_address()
+    unit_dir = Path(__file__).parent
+    script = tmp_path / "serve.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, sys, threading
+        open({str(tmp_path / "pid")!r}, "w").write(str(os.getpid()))
+        sys.path.insert(0, {str(unit_dir)!r})
+        from server_fakes import FakeExecutor
+        from gimp_draggan.server import Server, ServerConfig
+        bind = sys.argv[sys.argv.index("--bind") + 1]
+        Server(ServerConfig(bind=bind), FakeExecutor()).start()
+        threading.Event().wait(60)
+    """))
+    host = FakeHost(interactive=True, answer=True)
+    cfg = config(address, (sys.executable, str(script), "serve"))
+    try:
+        with Client(address, timeout_s=0.5) as client:
+            result = flow.run(host, client, cfg, layer(), [((1.0, 1.0), (2.0, 2.0))], None,
+                              flow.Options(steps=2))
+            assert result.steps == 2 and host.finished
+            assert any("Starting the DragGAN daemon" in t for t in host.texts)
+    finally:
+        pid_file = tmp_path / "pid"
+        if pid_file.exists():
+            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+
+
+def test_describe_unexpected_errors_point_to_doctor():
+    text = flow.describe(KeyError("x"), protocol.DEFAULT_ADDRESS)
+    assert "gimp-draggan doctor" in text and "KeyError" in text
+
+
+def test_layer_data_checks_size():
+    with pytest.raises(ValueError, match="needs 192"):
+        flow.LayerData(8, 6, "u8", bytes(10))
