@@ -76,9 +76,15 @@ def _load_storage(data: Any) -> Any:
     """``torch.storage._load_from_bytes``: a nested torch.save stream, read weights-only."""
     if not isinstance(data, (bytes, bytearray)):
         raise CheckpointError(f"tensor storage record is not bytes; {NOT_TRUSTED}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        storage = torch.load(io.BytesIO(bytes(data)), weights_only=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            storage = torch.load(io.BytesIO(bytes(data)), weights_only=True)
+    except Exception as e:  # torch raises assorted types for refused or broken streams
+        raise UnsafeCheckpointError(
+            f"a tensor storage record is not a plain weights stream ({type(e).__name__}); "
+            f"{NOT_TRUSTED}"
+        ) from None
     if not isinstance(storage, (torch.TypedStorage, torch.UntypedStorage)):
         kind = type(storage).__name__
         raise CheckpointError(f"tensor storage record holds a {kind}; {NOT_TRUSTED}")
