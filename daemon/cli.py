@@ -13,6 +13,7 @@ import sys
 # Each module defines `register(subparsers)`, which adds its parser(s) with `func` set.
 COMMAND_MODULES = (
     "models",
+    "doctor",
 )
 
 
