@@ -55,7 +55,9 @@ def not_running(address: str, detail: str = "") -> str:
 
 def error_sentence(code: str, message: str, address: str, model: str = "") -> str:
     """A daemon or client error as one instruction for a person."""
-    if code in ("not_running", "timeout"):
+    if code == "not_running":
+        return not_running(address)
+    if code == "timeout":
         return not_running(address, message)
     if code == "model_not_cached":
         name = model or "NAME"

@@ -1,0 +1,106 @@
+# GIMP 3 batch script (python-fu-eval, fed on stdin by tests/e2e/test_gimp_e2e.py).
+# It runs inside the chroot's GIMP and prints one line "E2E-RESULT <json>" with what it saw;
+# the test asserts on that. Settings arrive as environment variables (gimp-batch.sh GIMP_BATCH_ENV).
+import json
+import os
+
+import gi
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("Gegl", "0.4")
+from gi.repository import Gegl, Gimp, Gio  # noqa: E402
+
+PROC = "plug-in-draggan-drag"
+env = os.environ
+PAD_X, PAD_Y = int(env["E2E_PAD_X"]), int(env["E2E_PAD_Y"])
+STROKES = json.loads(env["E2E_STROKES"])          # [[hx, hy, tx, ty], ...] image pixels
+SEL = json.loads(env["E2E_SELECTION"])            # [x, y, w, h] image pixels
+out = {"cases": {}}
+
+
+def pixels(layer):
+    w, h = layer.get_width(), layer.get_height()
+    rect = Gegl.Rectangle.new(0, 0, w, h)
+    return bytes(layer.get_buffer().get(rect, 1.0, "R'G'B'A u8", Gegl.AbyssPolicy.NONE))
+
+
+def call(image, layer, **props):
+    proc = Gimp.get_pdb().lookup_procedure(PROC)
+    if proc is None:
+        return None
+    cfg = proc.create_config()
+    cfg.set_property("image", image)
+    cfg.set_core_object_array("drawables", [layer])
+    for name, value in props.items():
+        cfg.set_property(name.replace("_", "-"), value)
+    res = proc.run(cfg)
+    extra = [str(res.index(i)) for i in range(1, res.length())]
+    return {"status": res.index(0).value_nick, "message": " ".join(extra)}
+
+
+def layer_info(image):
+    return [{"name": lay.get_name(), "offsets": list(lay.get_offsets()[1:]),
+             "size": [lay.get_width(), lay.get_height()]} for lay in image.get_layers()]
+
+
+image = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(env["E2E_PNG"]))
+source = image.get_layers()[0]
+# Give the layer an offset inside a larger canvas, so layer and image pixels differ.
+image.resize(source.get_width() + 2 * PAD_X, source.get_height() + 2 * PAD_Y, PAD_X, PAD_Y)
+out["registered"] = Gimp.get_pdb().lookup_procedure(PROC) is not None
+path = Gimp.Path.new(image, "drag points")
+image.insert_path(path, None, 0)
+for hx, hy, tx, ty in STROKES:
+    sid = path.bezier_stroke_new_moveto(float(hx), float(hy))
+    path.bezier_stroke_lineto(sid, float(tx), float(ty))
+image.select_rectangle(Gimp.ChannelOps.REPLACE, *SEL)
+before = pixels(source)
+sw, sh = source.get_width(), source.get_height()
+_ok, sx, sy = source.get_offsets()
+
+# ---- case 1: a drag through the real daemon, every argument at its default -------------------
+res = call(image, source)
+case = {"result": res, "layers": layer_info(image), "source_unchanged": pixels(source) == before}
+layers = image.get_layers()
+if res and len(layers) == 2:
+    new = layers[0]
+    _ok, nx, ny = new.get_offsets()
+    nw, nh = new.get_width(), new.get_height()
+    data = pixels(new)
+    outside_equal = outside_count = inside_changed = inside_count = 0
+    for y in range(nh):
+        for x in range(nw):
+            ix, iy = nx + x, ny + y                      # image pixel
+            lx, ly = ix - sx, iy - sy                    # source layer pixel
+            got = data[(y * nw + x) * 4:(y * nw + x) * 4 + 4]
+            want = before[(ly * sw + lx) * 4:(ly * sw + lx) * 4 + 4]
+            if SEL[0] <= ix < SEL[0] + SEL[2] and SEL[1] <= iy < SEL[1] + SEL[3]:
+                inside_count += 1
+                inside_changed += got != want
+            else:
+                outside_count += 1
+                outside_equal += got == want
+    case.update(new_rect=[nx, ny, nw, nh], outside_count=outside_count,
+                outside_equal=outside_equal, inside_count=inside_count,
+                inside_changed=inside_changed)
+out["cases"]["drag"] = case
+
+# ---- case 2: no daemon at the address -> an error naming the start command ---------------------
+count = len(image.get_layers())
+res = call(image, source, daemon_address=env["E2E_DEAD_ADDRESS"])
+out["cases"]["down"] = {"result": res, "layers_added": len(image.get_layers()) - count}
+
+# ---- case 3: bad input -> a clear message, nothing changed ---------------------------------------
+path.remove_stroke(path.get_strokes()[0])
+sid = path.bezier_stroke_new_moveto(1.0, 1.0)
+path.bezier_stroke_lineto(sid, float(sx + sw + 30), 2.0)     # target beyond the layer
+count = len(image.get_layers())
+res = call(image, source)
+out["cases"]["outside"] = {"result": res, "layers_added": len(image.get_layers()) - count}
+
+# GIMP is still alive and working after the failed calls.
+probe = Gimp.Image.new(8, 8, Gimp.ImageBaseType.RGB)
+out["alive"] = probe is not None and probe.get_width() == 8
+probe.delete()
+image.delete()
+print("E2E-RESULT " + json.dumps(out), flush=True)
