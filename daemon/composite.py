@@ -1,0 +1,194 @@
+"""Put the model's result back into the layer as a small patch.
+
+The blend weight of a layer pixel is ``selection/255 · inward feather · box feather``: the
+selection (all 1 when there is none) times a ramp that is 0 on its edge and reaches 1 ``feather``
+pixels inside it, times a ramp that fades out towards the crop box's edges. A pixel of weight 0 is
+copied byte for byte from the input, so everything outside the selection (or the box), and every
+fully transparent pixel, is unchanged; a partly selected pixel moves that much of the way, as GIMP
+applies a filter through a soft selection. Alpha always comes from the input.
+
+The patch is the bounding box of the pixels that may change; it is built a strip of rows at a
+time, so memory stays bounded for layer-sized selections.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from gimp_draggan.crop import CropBox, Rect, mask_rect, model_to_layer
+from gimp_draggan.pixels import DTYPES, from_float, to_float
+
+_STRIP_BYTES = 32 << 20
+_MAX_FEATHER_GRID = 2048  # The selection feather is computed on a grid at most this wide.
+
+
+@dataclass(frozen=True)
+class Patch:
+    pixels: np.ndarray      # [height, width, 4] in the layer's dtype.
+    x: int                  # Offset in the layer.
+    y: int
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+
+def box_blur(a: np.ndarray, radius: int, passes: int = 3) -> np.ndarray:
+    """Approximate Gaussian blur of a 2-D float array (repeated box filters, zeros outside)."""
+    if radius <= 0:
+        return a.astype(np.float32, copy=True)
+    out = a.astype(np.float32, copy=True)
+    width = 2 * radius + 1
+    for _ in range(passes):
+        for axis in (0, 1):
+            pad = [(0, 0), (0, 0)]
+            pad[axis] = (radius + 1, radius)
+            c = np.cumsum(np.pad(out, pad), axis=axis, dtype=np.float64)
+            n = out.shape[axis]
+            hi = np.take(c, np.arange(width, width + n), axis=axis)
+            lo = np.take(c, np.arange(0, n), axis=axis)
+            out = ((hi - lo) / width).astype(np.float32)
+    return out
+
+
+def inward_feather(support: np.ndarray, radius: int) -> np.ndarray:
+    """Ramp in [0, 1]: 0 outside ``support`` and on its edge, 1 about ``radius`` pixels inside.
+
+    If the selection is too thin to reach 1 anywhere, the radius is halved until it does (down to
+    a hard edge), so a small selection still takes the edit instead of silently taking none."""
+    b = support.astype(np.float32)
+    r = max(0, int(radius))
+    while r > 0:
+        f = np.clip(2.0 * box_blur(b, max(1, round(r / 2))) - 1.0, 0.0, 1.0) * b
+        if f.max() >= 0.999:
+            return f
+        r //= 2
+    return b
+
+
+def _selection_feather(selection: np.ndarray, rect: Rect, radius: float) -> np.ndarray:
+    """Inward feather of the selection's support over ``rect``, on a grid of at most
+    ``_MAX_FEATHER_GRID`` pixels a side (a smooth ramp: resampled per strip later)."""
+    sel = selection[rect.y0: rect.y1, rect.x0: rect.x1]
+    q = max(1, math.ceil(max(rect.width, rect.height) / _MAX_FEATHER_GRID))
+    if q > 1:
+        h, w = sel.shape
+        hh, ww = -(-h // q), -(-w // q)
+        padded = np.zeros((hh * q, ww * q), dtype=np.float32)
+        padded[:h, :w] = sel > 0
+        support = padded.reshape(hh, q, ww, q).mean(axis=(1, 3)) >= 0.5
+    else:
+        support = sel > 0
+    return inward_feather(support, round(radius / q))
+
+
+def _box_feather(box: CropBox, rect: Rect, radius: float) -> np.ndarray:
+    """Ramp 0 at the crop box's edge -> 1 at ``radius`` pixels inside, over ``rect``."""
+    xs = np.arange(rect.x0, rect.x1, dtype=np.float32) + 0.5
+    ys = np.arange(rect.y0, rect.y1, dtype=np.float32) + 0.5
+    b = box.rect
+    dx = np.minimum(xs - b.x0, b.x1 - xs)
+    dy = np.minimum(ys - b.y0, b.y1 - ys)
+    d = np.minimum(dy[:, None], dx[None, :])
+    return np.clip(d / max(radius, 1e-6), 0.0, 1.0).astype(np.float32)
+
+
+def blend_rect(box: CropBox, selection: np.ndarray | None) -> Rect:
+    """Bounding box of the layer pixels that may change."""
+    inside = box.inside
+    if selection is None:
+        return inside
+    r = mask_rect(selection[inside.y0: inside.y1, inside.x0: inside.x1])
+    if r.empty:
+        return r
+    return Rect(r.x0 + inside.x0, r.y0 + inside.y0, r.x1 + inside.x0, r.y1 + inside.y0)
+
+
+def match_low_frequencies(
+    result: np.ndarray, target: np.ndarray, recon: np.ndarray, radius: int
+) -> np.ndarray:
+    """Add the blurred inversion error (target - reconstruction) to ``result`` ([R, R, C] float),
+    so the patch keeps the photo's tone where the tuned generator drifted."""
+    if not result.shape == target.shape == recon.shape:
+        raise ValueError(
+            f"colour matching needs equal shapes, got {result.shape}, {target.shape}, {recon.shape}"
+        )
+    diff = target - recon
+    lowpass = np.stack(
+        [box_blur(diff[:, :, c], radius) for c in range(diff.shape[2])], axis=-1
+    )
+    return (result + lowpass).astype(np.float32)
+
+
+def composite(
+    layer: np.ndarray,
+    depth: str,
+    box: CropBox,
+    result: np.ndarray,
+    selection: np.ndarray | None = None,
+    feather: float = 1.0 / 16.0,    # Ramp width as a fraction of the crop side.
+) -> Patch:
+    """Blend the model-space ``result`` ([R, R, 3] float32, 1.0 = full) into ``layer``
+    ([H, W, 4] in ``depth``'s dtype) through the feathered ``selection`` ([H, W] u8 or None)."""
+    if layer.ndim != 3 or layer.shape[2] != 4 or layer.dtype != DTYPES.get(depth):
+        raise ValueError(f"layer must be [H, W, 4] {depth}, got {layer.dtype} {list(layer.shape)}")
+    if layer.shape[:2] != (box.layer_height, box.layer_width):
+        raise ValueError("layer size differs from the crop box's layer size")
+    r = box.resolution
+    if result.shape != (r, r, 3):
+        raise ValueError(f"result must be [{r}, {r}, 3], got {list(result.shape)}")
+    if selection is not None and selection.shape != layer.shape[:2]:
+        raise ValueError(
+            f"selection is {list(selection.shape)}, layer is {list(layer.shape[:2])}"
+        )
+    rect = blend_rect(box, selection)
+    if rect.empty:
+        raise ValueError("the selection does not overlap the crop: nothing can change")
+    radius = max(1.0, feather * box.side)
+    sel_feather = None if selection is None else _selection_feather(selection, rect, radius)
+    out = np.array(layer[rect.y0: rect.y1, rect.x0: rect.x1])
+    rows = max(1, _STRIP_BYTES // (rect.width * 4 * 16))
+    for y0 in range(rect.y0, rect.y1, rows):
+        strip = Rect(rect.x0, y0, rect.x1, min(rect.y1, y0 + rows))
+        weight = _box_feather(box, strip, radius)
+        if selection is not None and sel_feather is not None:
+            sel = selection[strip.y0: strip.y1, strip.x0: strip.x1]
+            weight *= sel.astype(np.float32) / 255.0
+            weight *= _feather_rows(sel_feather, rect, strip)
+        orig = layer[strip.y0: strip.y1, strip.x0: strip.x1]
+        weight[orig[:, :, 3] == 0] = 0.0
+        if not weight.any():
+            continue
+        new = model_to_layer(result, box, strip)
+        base = to_float(orig[:, :, :3], depth)
+        mixed = from_float(base + (new - base) * weight[:, :, None], depth)
+        dst = out[strip.y0 - rect.y0: strip.y1 - rect.y0, :, :3]
+        changed = weight > 0
+        dst[changed] = mixed[changed]
+    return Patch(pixels=out, x=rect.x0, y=rect.y0)
+
+
+def _feather_rows(grid: np.ndarray, rect: Rect, strip: Rect) -> np.ndarray:
+    """The selection feather (on its possibly coarser grid over ``rect``) at ``strip``'s pixels."""
+    gh, gw = grid.shape
+    if (gh, gw) == (rect.height, rect.width):
+        return grid[strip.y0 - rect.y0: strip.y1 - rect.y0]
+    # Coarser grid: bilinear lookup at the strip's pixel centres.
+    qy, qx = rect.height / gh, rect.width / gw
+    ys = (np.arange(strip.y0, strip.y1) - rect.y0 + 0.5) / qy - 0.5
+    xs = (np.arange(strip.x0, strip.x1) - rect.x0 + 0.5) / qx - 0.5
+    y0 = np.clip(np.floor(ys).astype(np.int64), 0, gh - 1)
+    x0 = np.clip(np.floor(xs).astype(np.int64), 0, gw - 1)
+    y1, x1 = np.minimum(y0 + 1, gh - 1), np.minimum(x0 + 1, gw - 1)
+    fy = np.clip(ys - y0, 0.0, 1.0)[:, None].astype(np.float32)
+    fx = np.clip(xs - x0, 0.0, 1.0)[None, :].astype(np.float32)
+    top = grid[y0][:, x0] * (1 - fx) + grid[y0][:, x1] * fx
+    bottom = grid[y1][:, x0] * (1 - fx) + grid[y1][:, x1] * fx
+    return (top * (1 - fy) + bottom * fy).astype(np.float32)

@@ -1,0 +1,374 @@
+"""The photo edit: layer -> crop -> (cached) PTI inversion -> drag -> composite -> patch.
+
+`run_edit` is what the daemon's worker and the in-process CLI call with an `EditRequest`
+(gimp_draggan.edit). Points arrive and leave in layer pixels; inside, they live in the model's
+pixels through the crop box. Progress is reported in layer pixels too. Errors a user can fix
+raise ValueError with a sentence saying what to do; `should_stop()` returning True raises
+`EditCancelled` and leaves nothing half-done (an inversion that finished stays cached).
+
+Behaviour worth knowing:
+- With a selection, every handle and target must lie on a selected pixel: nothing outside the
+  selection may change, so a handle or target outside it is an error, not a silent no-op.
+- A request's `session` id is a hint: the session is used when it still holds the same model,
+  preset and pixels over a box that holds the points; otherwise the cache is searched, and on a
+  miss the crop is inverted anew (the photo form always carries its pixels).
+- Colour: the blurred inversion error (crop - reconstruction) is added back to the dragged image,
+  so where the tuned generator drifted in tone the patch still matches the photo.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from gimp_draggan.align import Aligner, SquareFraming
+from gimp_draggan.composite import composite, match_low_frequencies
+from gimp_draggan.crop import (
+    CropBox,
+    Rect,
+    layer_to_model,
+    mask_rect,
+    point_pixel,
+    points_rect,
+)
+from gimp_draggan.edit import (
+    PRESETS,
+    EditParams,
+    EditRequest,
+    EditResult,
+    Point,
+    Progress,
+    ProgressFn,
+    StopFn,
+)
+from gimp_draggan.pixels import mask_view, rgba_view, to_bytes, to_float
+from gimp_draggan.sessions import Session, SessionCache, UnknownSession, crop_digest, session_id
+
+if TYPE_CHECKING:
+    import torch
+
+    from gimp_draggan.draggan.drag import DragResult, StepReport
+
+FEATHER = 1.0 / 16.0        # Blend ramp width, fraction of the crop side.
+COLOR_RADIUS = 1.0 / 16.0   # Colour-matching blur radius, fraction of the model resolution.
+
+
+class EditCancelled(RuntimeError):
+    """`should_stop()` ended the edit; the layer is to stay as it was."""
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """The request's pixels and selection as read-only views, plus its points."""
+
+    rgba: np.ndarray                # [H, W, 4] in the request's dtype.
+    depth: str
+    selection: np.ndarray | None    # [H, W] u8.
+    handles: list[Point]
+    targets: list[Point]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.rgba.shape[1]), int(self.rgba.shape[0])
+
+
+def _read(request: EditRequest, need_pairs: bool) -> _Layer:
+    w, h = request.width, request.height
+    rgba = rgba_view(request.pixels, w, h, request.depth)
+    selection = None if request.mask is None else mask_view(request.mask, w, h)
+    if selection is not None and not selection.any():
+        raise ValueError("the selection is empty: select the part to edit, or select none")
+    if need_pairs and not request.pairs:
+        raise ValueError("no handle -> target pairs: draw at least one path from handle to target")
+    handles, targets = [], []
+    for i, pair in enumerate(request.pairs):
+        for role, (x, y) in zip(("handle", "target"), pair, strict=True):
+            if not (math.isfinite(x) and math.isfinite(y)):
+                raise ValueError(f"pair {i}: {role} ({x}, {y}) is not a finite point")
+            if not (0 <= x <= w - 1 and 0 <= y <= h - 1):
+                raise ValueError(
+                    f"pair {i}: {role} ({x:g}, {y:g}) is outside the {w}x{h} layer; "
+                    "points must lie on the layer"
+                )
+            if selection is not None:
+                px, py = point_pixel((x, y), w, h)
+                if selection[py, px] == 0:
+                    raise ValueError(
+                        f"pair {i}: {role} ({x:g}, {y:g}) lies outside the selection, and "
+                        "nothing outside it may change; enlarge the selection to hold every "
+                        "handle and target, or select none"
+                    )
+        handles.append((float(pair[0][0]), float(pair[0][1])))
+        targets.append((float(pair[1][0]), float(pair[1][1])))
+    return _Layer(rgba, request.depth, selection, handles, targets)
+
+
+def _needed(layer: _Layer) -> Rect:
+    """Pixels the crop must hold: the points ∪ the selection (the whole layer if neither)."""
+    w, h = layer.size
+    rects = []
+    if layer.handles:
+        rects.append(points_rect(layer.handles + layer.targets, w, h))
+    if layer.selection is not None:
+        rects.append(mask_rect(layer.selection))
+    if not rects:
+        return Rect(0, 0, w, h)
+    out = rects[0]
+    for r in rects[1:]:
+        out = out.union(r)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Models, inversion, sessions.
+
+
+def _generator(model: str, device: str, sessions: SessionCache) -> tuple[str, Any]:
+    """(resolved path, generator on ``device``), kept in the cache's resource LRU."""
+    from gimp_draggan import registry
+    from gimp_draggan.draggan.checkpoint import load_generator
+
+    path = str(registry.resolve(model))
+    G = sessions.resource(
+        f"generator:{path}@{device}",
+        lambda: load_generator(path).to(device).eval().requires_grad_(False),
+    )
+    return path, G
+
+
+def _loss(device: str, sessions: SessionCache) -> Any:
+    from gimp_draggan.draggan.lpips import load_perceptual
+
+    return sessions.resource(f"loss@{device}", lambda: load_perceptual().loss.to(device))
+
+
+def _to_tensor(img: np.ndarray, device: str) -> torch.Tensor:
+    """[R, R, 3] in [0, 1] -> [1, 3, R, R] in [-1, 1]."""
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)).permute(2, 0, 1)[None]
+    return (t * 2.0 - 1.0).to(device)
+
+
+def _to_image(t: torch.Tensor) -> np.ndarray:
+    """[1, 3, R, R] in [-1, 1] -> [R, R, 3] float32 in [0, 1]."""
+    return ((t[0].detach().float().cpu().permute(1, 2, 0).numpy() + 1.0) / 2.0).clip(0.0, 1.0)
+
+
+def _session(
+    request: EditRequest,
+    layer: _Layer,
+    device: str,
+    sessions: SessionCache,
+    on_progress: ProgressFn,
+    should_stop: StopFn,
+    framing: Aligner,
+    timings: dict[str, float],
+) -> Session:
+    """The session for this crop: the one named by the request or found in the cache, else a
+    new PTI inversion (stored in the cache)."""
+    import torch
+
+    from gimp_draggan.draggan import pti
+
+    preset = request.params.preset
+    if preset not in PRESETS:
+        raise ValueError(f"unknown inversion preset {preset!r}: use one of {list(PRESETS)}")
+    t0 = time.perf_counter()
+    path, G = _generator(request.model, device, sessions)
+    timings["load"] = time.perf_counter() - t0
+    model_key = f"{path}@{device}|{preset}"
+    needed = _needed(layer)
+    digests: dict[CropBox, str] = {}
+
+    def digest(box: CropBox) -> str:
+        if box not in digests:
+            digests[box] = crop_digest(layer.rgba, layer.depth, box)
+        return digests[box]
+
+    if request.session is not None:
+        try:
+            hinted = sessions.get(request.session)
+        except UnknownSession:
+            hinted = None
+        if (
+            hinted is not None and hinted.model_key == model_key
+            and (hinted.box.layer_width, hinted.box.layer_height) == layer.size
+            and hinted.box.inside.contains(needed) and digest(hinted.box) == hinted.digest
+        ):
+            return hinted
+    found = sessions.find(model_key, layer.size, needed, digest)
+    if found is not None:
+        return found
+
+    t0 = time.perf_counter()
+    R = G.img_resolution
+    box = framing.frame(layer.rgba, needed, R)
+    target = layer_to_model(layer.rgba[:, :, :3], box, lambda a: to_float(a, layer.depth))
+    target = np.clip(target, 0.0, 1.0)
+    timings["crop"] = time.perf_counter() - t0
+
+    def on_step(phase: str, step: int, total: int) -> None:
+        on_progress(Progress(phase=phase, step=step, total=total, points=list(layer.handles),
+                             distances=_distances(layer.handles, layer.targets)))
+
+    t0 = time.perf_counter()
+    try:
+        inv = pti.invert(
+            G, _to_tensor(target, device), _loss(device, sessions),
+            pti.preset(preset), on_step=on_step, should_stop=should_stop,
+        )
+    except pti.InversionCancelled as e:
+        raise EditCancelled("cancelled during inversion; nothing was changed") from e
+    with torch.no_grad():
+        recon = inv.generator.synthesis.run(inv.ws, noise_mode="const").img
+    timings["invert"] = time.perf_counter() - t0
+    d = digest(box)
+    session = Session(
+        id=session_id(model_key, d), model_key=model_key, box=box, digest=d,
+        generator=inv.generator, pivot=inv.ws, target=target, recon=_to_image(recon),
+        info={"psnr": inv.psnr, "distance": inv.distance, "loss": inv.loss_name,
+              "steps": inv.steps},
+    )
+    sessions.put(session)
+    return session
+
+
+def _distances(a: Sequence[Point], b: Sequence[Point]) -> list[float]:
+    return [math.hypot(tx - x, ty - y) for (x, y), (tx, ty) in zip(a, b, strict=True)]
+
+
+# ----------------------------------------------------------------------------------------------
+# Drag and composite.
+
+
+def _model_points(box: CropBox, points: Sequence[Point]) -> list[Point]:
+    hi = box.resolution - 1
+    return [(min(max(u, 0.0), hi), min(max(v, 0.0), hi)) for u, v in box.to_model(points)]
+
+
+def _preview_jpeg(img: torch.Tensor, size: int) -> bytes:
+    """uint8 [H, W, C] tensor -> JPEG bytes, longest side at most ``size``."""
+    from PIL import Image
+
+    im = Image.fromarray(img.numpy()[:, :, :3])
+    im.thumbnail((size, size), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
+def _drag(
+    session: Session,
+    layer: _Layer,
+    params: EditParams,
+    on_progress: ProgressFn,
+    should_stop: StopFn,
+) -> DragResult:
+    import torch
+
+    from gimp_draggan.draggan.drag import DragParams, DragSession
+
+    box = session.box
+    handles = _model_points(box, layer.handles)
+    targets = _model_points(box, layer.targets)
+    for i, ((x, y), (tx, ty)) in enumerate(zip(handles, targets, strict=True)):
+        if math.hypot(tx - round(x), ty - round(y)) < 1.0:
+            raise ValueError(
+                f"pair {i}: handle and target are less than one model pixel "
+                f"({1 / box.scale:.1f} layer pixels at this crop) apart; drag further, or "
+                "select a smaller region so the model sees it larger"
+            )
+    mask = None
+    if layer.selection is not None:
+        m = layer_to_model(
+            layer.selection, box, lambda a: a.astype(np.float32) / 255.0, pad_mode="constant"
+        )
+        mask = torch.from_numpy(np.clip(m, 0.0, 1.0))
+    drag_params = DragParams(lr=params.lr, mask_lambda=params.mask_lambda, max_steps=params.steps)
+    engine = DragSession(session.generator, session.pivot, handles, targets, mask, drag_params)
+
+    def on_step(report: StepReport) -> None:
+        preview = None
+        if report.preview is not None:
+            preview = _preview_jpeg(report.preview, params.preview_size)
+        on_progress(Progress(
+            phase="drag", step=report.step, total=params.steps,
+            points=box.to_layer(report.points),
+            distances=[d / box.scale for d in report.distances], preview=preview,
+        ))
+
+    result = engine.run(
+        max_steps=params.steps, on_step=on_step, should_stop=should_stop,
+        preview_every=params.preview_every,
+    )
+    if result.cancelled:
+        raise EditCancelled("cancelled during the drag; nothing was changed")
+    return result
+
+
+def run_edit(
+    request: EditRequest,
+    *,
+    device: str,
+    sessions: SessionCache,
+    on_progress: ProgressFn,
+    should_stop: StopFn,
+) -> EditResult:
+    """Drag the request's handles to their targets on its layer; return the changed patch."""
+    start = time.perf_counter()
+    timings: dict[str, float] = {}
+    layer = _read(request, need_pairs=True)
+    session = _session(
+        request, layer, device, sessions, on_progress, should_stop, SquareFraming(), timings
+    )
+    t0 = time.perf_counter()
+    result = _drag(session, layer, request.params, on_progress, should_stop)
+    timings["drag"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    box = session.box
+    image = _to_image(result.image)
+    radius = max(1, round(COLOR_RADIUS * box.resolution))
+    image = np.clip(match_low_frequencies(image, session.target, session.recon, radius), 0.0, 1.0)
+    patch = composite(layer.rgba, layer.depth, box, image, layer.selection, feather=FEATHER)
+    timings["composite"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - start
+    return EditResult(
+        patch=to_bytes(patch.pixels), x=patch.x, y=patch.y, width=patch.width,
+        height=patch.height, depth=request.depth, points=box.to_layer(result.points),
+        distances=[d / box.scale for d in result.distances], steps=result.steps,
+        session=session.id, timings=timings,
+    )
+
+
+def run_invert(
+    request: EditRequest,
+    *,
+    device: str,
+    sessions: SessionCache,
+    on_progress: ProgressFn,
+    should_stop: StopFn,
+) -> EditResult:
+    """Prepare the session a later drag on this layer will use (the daemon's `invert` op): the
+    crop around the points ∪ selection, or the whole layer if neither. The patch is empty."""
+    start = time.perf_counter()
+    timings: dict[str, float] = {}
+    layer = _read(request, need_pairs=False)
+    framing = SquareFraming() if layer.handles or layer.selection is not None else SquareFraming(0)
+    session = _session(
+        request, layer, device, sessions, on_progress, should_stop, framing, timings
+    )
+    timings["total"] = time.perf_counter() - start
+    return EditResult(
+        patch=b"", x=0, y=0, width=0, height=0, depth=request.depth,
+        points=list(layer.handles), distances=_distances(layer.handles, layer.targets),
+        steps=0, session=session.id, timings=timings,
+    )
+
