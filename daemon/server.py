@@ -88,7 +88,7 @@ class Server:
     # ---- life cycle ---------------------------------------------------------------------------
     def start(self) -> str:
         """Serve in a background thread; return the bound address once listening."""
-        self._thread = threading.Thread(target=self.serve_forever, name="gimp-draggan-server",
+        self._thread = threading.Thread(target=self._serve_quietly, name="gimp-draggan-server",
                                         daemon=True)
         self._thread.start()
         self._ready.wait(30)
@@ -100,6 +100,14 @@ class Server:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
+
+    def _serve_quietly(self) -> None:
+        """Thread body for start(): a startup error is re-raised by start(), not here."""
+        try:
+            self.serve_forever()
+        except BaseException:
+            if not self._ready.is_set() or self._startup_error is None:
+                log.exception("the daemon's loop failed")
 
     def serve_forever(self) -> None:
         try:
