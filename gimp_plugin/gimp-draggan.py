@@ -257,7 +257,8 @@ def run(procedure, run_mode, image, drawables, config, data):
     Gimp.progress_init("DragGAN Drag")
     image.undo_group_start()
     try:
-        with Client(config_settings.address, curve=curve) as client:
+        with Client(config_settings.address, curve=curve,
+                    prefer=config_settings.transport) as client:
             flow.run(host, client, config_settings, layer_data, pairs, selection, options)
     except flow.PluginError as exc:
         return _error(procedure, Gimp.PDBStatusType.EXECUTION_ERROR, f"DragGAN Drag: {exc}")

@@ -17,6 +17,7 @@ from pathlib import Path
 from . import protocol
 
 CONFIG_NAME = "gimp-draggan.json"
+TRANSPORT_ENV = "GIMP_DRAGGAN_TRANSPORT"   # "pyzmq" | "zmtp" forces one (diagnostics, tests).
 DEPTH_FORMATS = {"u8": "R'G'B'A u8", "u16": "R'G'B'A u16", "f32": "R'G'B'A float"}
 
 
@@ -25,6 +26,7 @@ class Settings:
     address: str
     serve_command: tuple[str, ...]       # Empty = the plug-in cannot start a daemon itself.
     curve: tuple[str, str, str] | None   # (client public, client secret, server public), Z85.
+    transport: str | None = None         # None = pyzmq when it imports, else the built-in ZMTP.
 
 
 def read_config(plugin_dir: Path) -> dict[str, object]:
@@ -65,7 +67,10 @@ def load(plugin_dir: Path, argument: str, env: Mapping[str, str]) -> Settings:
             raise ValueError(f"the CURVE keys in {plugin_dir / CONFIG_NAME} are incomplete; "
                              "re-run the installer with --client-key and --server-key")
         curve = (keys[0], keys[1], keys[2])
-    return Settings(address, tuple(command), curve)
+    transport = env.get(TRANSPORT_ENV, "").strip() or None
+    if transport not in (None, "pyzmq", "zmtp"):
+        raise ValueError(f"{TRANSPORT_ENV}={transport!r}: use pyzmq, zmtp or leave it unset")
+    return Settings(address, tuple(command), curve, transport)
 
 
 def serve_argv(settings: Settings, which=shutil.which) -> list[str] | None:

@@ -147,6 +147,9 @@ def gimp_run(gimp_root, daemon):
     original = write_png(png)
     env_vars = {
         "GIMP_DRAGGAN_DAEMON": address,
+        # The built-in ZMTP client, which GIMP's Pythons on Windows, macOS and the Flatpak use
+        # (this GIMP has pyzmq; the unit tests cover both transports against the service).
+        "GIMP_DRAGGAN_TRANSPORT": "zmtp",
         "E2E_PNG": f"{WORK_IN_CHROOT}/in.png",
         "E2E_DEAD_ADDRESS": free_address(),
         "E2E_PAD_X": str(PAD_X), "E2E_PAD_Y": str(PAD_Y),

@@ -204,6 +204,13 @@ def test_curve_keys_from_config(tmp_path):
         settings.load(tmp_path, "", {})
 
 
+def test_transport_choice(tmp_path):
+    assert settings.load(tmp_path, "", {}).transport is None
+    assert settings.load(tmp_path, "", {settings.TRANSPORT_ENV: "zmtp"}).transport == "zmtp"
+    with pytest.raises(ValueError, match="use pyzmq, zmtp"):
+        settings.load(tmp_path, "", {settings.TRANSPORT_ENV: "carrier-pigeon"})
+
+
 def test_serve_argv():
     local = settings.Settings(protocol.DEFAULT_ADDRESS, (), None)
     assert settings.serve_argv(local, which=lambda _n: "/usr/bin/gimp-draggan") == [
