@@ -343,6 +343,8 @@ class FeatureSynthesis:
 
 def _as_points(points: Sequence[Point] | torch.Tensor, name: str, res: int) -> list[Point]:
     t = torch.as_tensor(points, dtype=torch.float64).cpu()
+    if t.numel() == 0:
+        raise ValueError("no handle/target pairs: give at least one")
     if t.ndim != 2 or t.shape[1] != 2:
         raise ValueError(f"{name}: expected a list of (x, y) points, got shape {list(t.shape)}")
     if not torch.isfinite(t).all():
@@ -414,8 +416,6 @@ class DragSession:
             )
         hs = _as_points(handles, "handles", res)
         ts = _as_points(targets, "targets", res)
-        if not hs:
-            raise ValueError("no handle/target pairs: give at least one")
         if len(hs) != len(ts):
             raise ValueError(f"{len(hs)} handles but {len(ts)} targets: give them in pairs")
         rounded = [(round(x), round(y)) for x, y in hs]
