@@ -10,27 +10,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-KEYS_ENV = "GIMP_DRAGGAN_KEYS"
+from gimp_draggan_plugin import client
+
 ALLOWED = "allowed_clients"
 
 
 def default_key_dir() -> Path:
-    """$GIMP_DRAGGAN_KEYS, else <user config dir>/gimp-draggan/keys."""
-    override = os.environ.get(KEYS_ENV)
-    if override:
-        return Path(override)
-    home = Path.home()
-    if sys.platform == "darwin":
-        base = home / "Library" / "Application Support"
-    elif os.name == "nt":
-        base = Path(os.environ.get("APPDATA") or home / "AppData" / "Roaming")
-    else:
-        base = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
-    return base / "gimp-draggan" / "keys"
+    """$GIMP_DRAGGAN_KEYS, else <user config dir>/gimp-draggan/keys (shared with the clients)."""
+    return Path(client.default_key_dir())
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import itertools
 import os
 import secrets
 import socket
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +24,7 @@ Event = P.ProgressEvent | P.QueuedEvent
 EventFn = Callable[[Event], None]
 StopFn = Callable[[], bool]
 CANCEL_WAIT_S = 15.0   # After a cancel, how long to wait for the job's final reply.
+KEYS_ENV = "GIMP_DRAGGAN_KEYS"
 
 
 class DaemonError(Exception):
@@ -57,6 +59,30 @@ def tcp_refused(address: str, timeout_s: float = 0.5) -> bool:
         return True
     except (OSError, ValueError):
         return False
+
+
+def default_key_dir() -> str:
+    """$GIMP_DRAGGAN_KEYS, else <user config dir>/gimp-draggan/keys (what `gimp-draggan keys`
+    writes)."""
+    override = os.environ.get(KEYS_ENV)
+    if override:
+        return override
+    home = os.path.expanduser("~")
+    if sys.platform == "darwin":
+        base = os.path.join(home, "Library", "Application Support")
+    elif os.name == "nt":
+        base = os.environ.get("APPDATA") or os.path.join(home, "AppData", "Roaming")
+    else:
+        base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
+    return os.path.join(base, "gimp-draggan", "keys")
+
+
+def curve_for(address: str, key_dir: str | None = None) -> CurveKeys | None:
+    """Keys for `address`: from `key_dir` if given; for a non-loopback address from the default
+    key dir (a remote daemon always speaks CURVE); None on loopback without a key dir."""
+    if key_dir is None and P.is_loopback(address):
+        return None
+    return load_curve_keys(key_dir or default_key_dir())
 
 
 def load_curve_keys(key_dir: str) -> CurveKeys:
