@@ -14,6 +14,9 @@ import sys
 COMMAND_MODULES = (
     "models",
     "doctor",
+    "serve",
+    "ping",
+    "keys",
 )
 
 
