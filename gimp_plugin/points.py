@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+MAX_PAIRS = 16     # protocol.MAX_POINTS (kept equal by a test).
 Point = tuple[float, float]
 Pair = tuple[Point, Point]
 
@@ -70,6 +71,9 @@ def pairs_from_path(path: PathInfo) -> list[Pair]:
         pairs.append((points[0], points[-1]))
     if not pairs:
         raise PointsError(f"path {path.name!r} has no strokes. " + HOW_TO_DRAW)
+    if len(pairs) > MAX_PAIRS:
+        raise PointsError(f"path {path.name!r} has {len(pairs)} strokes; at most {MAX_PAIRS} "
+                          "handle → target pairs fit in one drag: delete some strokes")
     return pairs
 
 

@@ -47,6 +47,13 @@ def test_path_without_strokes():
         points.pairs_from_path(points.PathInfo("empty", True, True, []))
 
 
+def test_too_many_pairs():
+    assert points.MAX_PAIRS == protocol.MAX_POINTS
+    path = points.PathInfo("p", True, True, [stroke((1, 1), (2, 2))] * 17)
+    with pytest.raises(points.PointsError, match="17 strokes; at most 16"):
+        points.pairs_from_path(path)
+
+
 def test_choose_selected_path_first():
     a = points.PathInfo("newest", False, True, [])
     b = points.PathInfo("chosen", True, False, [])
