@@ -22,7 +22,7 @@ from gimp_draggan.crop import CropBox, Rect, mask_rect, model_to_layer
 from gimp_draggan.pixels import DTYPES, from_float, to_float
 
 _STRIP_BYTES = 32 << 20
-_MAX_FEATHER_GRID = 2048  # The selection feather is computed on a grid at most this wide.
+_MAX_FEATHER_GRID = 1024  # The selection feather is computed on a grid at most this wide.
 
 
 @dataclass(frozen=True)
@@ -76,16 +76,15 @@ def inward_feather(support: np.ndarray, radius: int) -> np.ndarray:
 def _selection_feather(selection: np.ndarray, rect: Rect, radius: float) -> np.ndarray:
     """Inward feather of the selection's support over ``rect``, on a grid of at most
     ``_MAX_FEATHER_GRID`` pixels a side (a smooth ramp: resampled per strip later)."""
-    sel = selection[rect.y0: rect.y1, rect.x0: rect.x1]
+    sel = selection[rect.y0: rect.y1, rect.x0: rect.x1] > 0
     q = max(1, math.ceil(max(rect.width, rect.height) / _MAX_FEATHER_GRID))
     if q > 1:
         h, w = sel.shape
         hh, ww = -(-h // q), -(-w // q)
-        padded = np.zeros((hh * q, ww * q), dtype=np.float32)
-        padded[:h, :w] = sel > 0
-        support = padded.reshape(hh, q, ww, q).mean(axis=(1, 3)) >= 0.5
+        blocks = np.pad(sel, [(0, hh * q - h), (0, ww * q - w)]).reshape(hh, q, ww, q)
+        support = blocks.sum(axis=(1, 3), dtype=np.int32) * 2 >= q * q
     else:
-        support = sel > 0
+        support = sel
     return inward_feather(support, round(radius / q))
 
 
