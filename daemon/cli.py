@@ -14,9 +14,11 @@ import sys
 COMMAND_MODULES = (
     "models",
     "doctor",
+    "demo",
     "serve",
     "ping",
     "keys",
+    "drag",
 )
 
 

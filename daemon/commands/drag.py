@@ -1,0 +1,228 @@
+"""`gimp-draggan drag`: drag points of an image the model generates from a seed.
+
+The official GUI's mode: z = RandomState(seed).randn(1, z_dim), w = mapping(z) with psi 0.7,
+optimised as w+. Points are pixels of the model resolution, x = column, y = row.
+
+The pieces other forms of this command reuse: `parse_pair` / `pair_argument` (the -p syntax),
+`load_mask`, `ProgressPrinter`, `summary` (the --json line), `add_drag_options` (the options
+every form shares) and `drag_and_report` (run a session, print, save, summarise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from gimp_draggan.draggan.drag import DragResult, DragSession, StepReport
+
+Point = tuple[float, float]
+SEED_PSI = 0.7  # Truncation of the official GUI's random starts.
+
+
+def parse_pair(text: str) -> tuple[Point, Point]:
+    """``"X,Y:TX,TY"`` -> ((x, y), (tx, ty)); ValueError naming what is wrong."""
+    parts = text.split(":")
+    if len(parts) != 2:
+        raise ValueError(f"{text!r}: expected HANDLE:TARGET as X,Y:TX,TY, e.g. 120,200:160,200")
+    points = []
+    for name, part in zip(("handle", "target"), parts, strict=True):
+        xy = part.split(",")
+        if len(xy) != 2:
+            raise ValueError(f"{text!r}: the {name} {part!r} must be X,Y (two numbers)")
+        try:
+            x, y = float(xy[0]), float(xy[1])
+        except ValueError:
+            raise ValueError(f"{text!r}: the {name} {part!r} must be two numbers X,Y") from None
+        points.append((x, y))
+    return points[0], points[1]
+
+
+def pair_argument(text: str) -> tuple[Point, Point]:
+    """argparse ``type=`` for -p: the same parse, reported as a usage error."""
+    try:
+        return parse_pair(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def load_mask(path: str | Path, width: int, height: int) -> np.ndarray:
+    """A greyscale image -> float32 ``[H, W]`` in [0, 1]; white (1) = may move."""
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            size = im.size
+            grey = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+    except OSError as e:
+        raise ValueError(f"mask {path}: cannot read it as an image ({e})") from None
+    if size != (width, height):
+        raise ValueError(
+            f"mask {path}: is {size[0]}x{size[1]} but must be {width}x{height} "
+            "(white = may move, black = keep)"
+        )
+    return grey
+
+
+def sec_per_step(reports: list[StepReport]) -> float | None:
+    """Median seconds per optimiser step, the first two (warm-up) excluded when there are more."""
+    times = [r.step_seconds for r in reports if r.optimised]
+    if len(times) > 2:
+        times = times[2:]
+    return statistics.median(times) if times else None
+
+
+def _fmt_points(points: list[Point]) -> str:
+    return " ".join(f"({x:g},{y:g})" for x, y in points)
+
+
+class ProgressPrinter:
+    """Prints one line per step (and the previews' step numbers) to ``stream``."""
+
+    def __init__(self, max_steps: int, stream: Any = None) -> None:
+        self.max_steps = max_steps
+        self.stream = stream or sys.stdout
+
+    def __call__(self, r: StepReport) -> None:
+        dist = " ".join(f"{d:.1f}" for d in r.distances)
+        state = f"loss {r.loss:.4f}" if r.loss is not None else "done"
+        print(
+            f"step {r.step:4d}/{self.max_steps}  {state}  handles {_fmt_points(r.points)}  "
+            f"dist {dist}  {r.step_seconds:.3f} s", file=self.stream, flush=True,
+        )
+
+
+def summary(result: DragResult, device: str, **extra: Any) -> dict[str, Any]:
+    """The --json line: steps, sec_per_step, points, distances, device, then ``extra``."""
+    spp = sec_per_step(result.reports)
+    return {
+        "steps": result.steps,
+        "sec_per_step": None if spp is None else round(spp, 6),
+        "points": [[x, y] for x, y in result.points],
+        "distances": [round(d, 4) for d in result.distances],
+        "device": device,
+        "converged": result.converged,
+        "cancelled": result.cancelled,
+        **extra,
+    }
+
+
+def add_drag_options(parser: argparse.ArgumentParser) -> None:
+    """Options every form of `drag` shares."""
+    parser.add_argument(
+        "--model", required=True, metavar="FILE_OR_NAME",
+        help="model name from `gimp-draggan models list`, or a .pkl/.safetensors file",
+    )
+    parser.add_argument(
+        "-p", "--pair", dest="pairs", action="append", type=pair_argument, required=True,
+        metavar="X,Y:TX,TY", help="handle X,Y dragged to target TX,TY (pixels); repeatable",
+    )
+    parser.add_argument(
+        "--steps", type=int, default=200, metavar="N",
+        help="maximum optimiser steps (default 200; stops earlier when every handle is there)",
+    )
+    parser.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (paper: 2e-3)")
+    parser.add_argument(
+        "--mask", metavar="M.png",
+        help="greyscale image of the model's size: white = may move, black = keep",
+    )
+    parser.add_argument("--device", help="cpu, cuda, cuda:N, mps (default: auto)")
+    parser.add_argument("--json", action="store_true", help="last line: JSON summary")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT.png", help="result image")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "drag", help="drag points of a generated image (DragGAN)",
+        description=(
+            "Drag handle points to targets on the image a model generates from --seed "
+            "(z = RandomState(seed).randn(1, z_dim), psi 0.7, optimised as w+). Points are "
+            "pixels of the model resolution, x = column, y = row."
+        ),
+    )
+    parser.add_argument("--seed", type=int, help="generate the start image from this seed")
+    add_drag_options(parser)
+    parser.set_defaults(func=run)
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
+def drag_and_report(
+    session: DragSession, args: argparse.Namespace, device: str, **extra: Any
+) -> int:
+    """Run ``session`` to the stop rule or --steps, print progress, save -o, print the summary."""
+    from PIL import Image
+
+    from gimp_draggan.draggan.networks import to_uint8
+
+    start = time.perf_counter()
+    result = session.run(max_steps=args.steps, on_step=ProgressPrinter(args.steps))
+    seconds = time.perf_counter() - start
+    pixels = to_uint8(result.image)[0].numpy()
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels).save(out)
+    info = summary(result, device, seconds=round(seconds, 3), output=str(out), **extra)
+    print(
+        f"{'done' if result.converged else 'stopped'} after {result.steps} steps: handles "
+        f"{_fmt_points(result.points)}, wrote {out}"
+    )
+    if args.json:
+        print(json.dumps(info))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.seed is None:
+        return _fail("give --seed N: the start image is generated from that seed")
+    if Path(args.output).suffix.lower() != ".png":
+        return _fail(f"{args.output}: the output must be a .png file")
+    if args.steps < 0:
+        return _fail(f"--steps must be >= 0, got {args.steps}")
+    try:
+        return _run_seed(args)
+    except ValueError as e:  # bad points, mask, model file, device, ...
+        return _fail(str(e))
+
+
+def _run_seed(args: argparse.Namespace) -> int:
+    import torch
+
+    from gimp_draggan.device import pick_device
+    from gimp_draggan.draggan.checkpoint import load_generator
+    from gimp_draggan.draggan.drag import DragParams, DragSession
+    from gimp_draggan.draggan.networks import seed_to_z
+    from gimp_draggan.registry import resolve
+
+    device = pick_device(args.device)
+    G = load_generator(resolve(args.model)).to(device)
+    res = G.img_resolution
+    mask = None
+    if args.mask:
+        mask = torch.from_numpy(load_mask(args.mask, res, res))
+    with torch.no_grad():
+        ws = G.mapping(seed_to_z(args.seed, G.z_dim).to(device), truncation_psi=SEED_PSI)
+    handles = [h for h, _ in args.pairs]
+    targets = [t for _, t in args.pairs]
+    params = DragParams(lr=args.lr, max_steps=args.steps)
+    session = DragSession(G, ws, handles, targets, mask=mask, params=params)
+    print(
+        f"drag: {args.model} ({res}x{res}, features {session.feature_res} px), seed {args.seed}, "
+        f"{len(handles)} pair(s), device {device}", flush=True,
+    )
+    return drag_and_report(
+        session, args, device, targets=[list(t) for t in targets], model=str(args.model),
+        seed=args.seed, resolution=res, feature_res=session.feature_res,
+    )
