@@ -15,6 +15,7 @@ import shutil
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -98,8 +99,8 @@ class ProgressBar:
         self.stream.flush()
 
 
-def _network_error(url: str, e: BaseException) -> DownloadError:
-    host = urllib.request.urlparse(url).hostname
+def _network_error(url: str, e: object) -> DownloadError:
+    host = urllib.parse.urlparse(url).hostname
     return DownloadError(
         f"cannot reach {host} ({e}); check the network connection or proxy settings and run the "
         "same command again (it resumes where it stopped)"

@@ -309,7 +309,8 @@ def config_from_stub(g: PersistentStub) -> GeneratorConfig:
         )
     synthesis = dict(kw.pop("synthesis_kwargs", {}) or {})
     mapping = dict(kw.pop("mapping_kwargs", {}) or {})
-    top = {k: kw.pop(k) for k in ("z_dim", "w_dim", "img_resolution", "img_channels") if k in kw}
+    top_names = ("z_dim", "w_dim", "img_resolution", "img_channels")
+    top: dict[str, Any] = {k: kw.pop(k) for k in top_names if k in kw}
     synthesis.update(kw)  # stylegan3's networks_stylegan2 passes synthesis options flat
     cfg: dict[str, Any] = dict(top)
     for name, value in synthesis.items():
@@ -456,8 +457,11 @@ def read_config(path: str | Path) -> tuple[GeneratorConfig, dict[str, Any]]:
             f"{cpath}: config version {doc.get('version')!r}; this gimp-draggan reads version "
             f"{FORMAT_VERSION}"
         )
+    raw = doc.get("config")
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{cpath}: no 'config' object in the config file")
     try:
-        config = GeneratorConfig.from_json_dict(dict(doc.get("config") or {}))
+        config = GeneratorConfig.from_json_dict(raw)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{cpath}: bad generator config ({e})") from None
     return config, doc
