@@ -127,6 +127,7 @@ class GimpHost:
             Gimp.displays_flush()
 
     def confirm(self, question):
+        gi.require_version("Gtk", "3.0")
         from gi.repository import Gtk
 
         dialog = Gtk.MessageDialog(message_type=Gtk.MessageType.QUESTION,

@@ -98,6 +98,17 @@ count = len(image.get_layers())
 res = call(image, source)
 out["cases"]["outside"] = {"result": res, "layers_added": len(image.get_layers()) - count}
 
+# ---- case 4: a layer group, a layer mask, a channel -> what to select instead -----------------
+group = Gimp.GroupLayer.new(image, "group")
+image.insert_layer(group, None, 0)
+mask = source.create_mask(Gimp.AddMaskType.WHITE)
+source.add_mask(mask)
+channel = Gimp.Channel.new(image, "chan", image.get_width(), image.get_height(), 50.0,
+                           Gegl.Color.new("red"))
+image.insert_channel(channel, None, 0)
+out["cases"]["wrong_drawable"] = {kind: call(image, item) for kind, item in
+                                  (("group", group), ("mask", mask), ("channel", channel))}
+
 # GIMP is still alive and working after the failed calls.
 probe = Gimp.Image.new(8, 8, Gimp.ImageBaseType.RGB)
 out["alive"] = probe is not None and probe.get_width() == 8

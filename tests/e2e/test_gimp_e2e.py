@@ -24,6 +24,7 @@ GIMP3 = ROOT.parent / "shared" / "gimp3"
 CHROOT = ROOT / ".e2e" / "gimp-root"
 PLUGINS = CHROOT / "root" / ".config" / "GIMP" / "3.0" / "plug-ins"
 BATCH = Path(__file__).with_name("gimp_batch_drag.py")
+CANCEL_BATCH = Path(__file__).with_name("gimp_batch_cancel.py")
 EMBEDDED = ROOT / "daemon" / "assets" / "embedded.safetensors"
 WORK_IN_CHROOT = "/tmp/draggan-e2e"
 
@@ -127,16 +128,55 @@ def write_png(path: Path) -> bytes:
     return image.convert("RGBA").tobytes()
 
 
-def run_gimp(root: Path, env_vars: dict[str, str]) -> tuple[int, str, str]:
+def start_gimp(root: Path, batch: Path, env_vars: dict[str, str]) -> subprocess.Popen:
     env = dict(os.environ)
     env.update(env_vars)
     env["GIMP_BATCH_ENV"] = " ".join(env_vars)
     env["GIMP_TIMEOUT"] = "300"
-    with open(BATCH, "rb") as script:
-        done = subprocess.run([str(GIMP3 / "gimp-batch.sh"), str(root)], stdin=script,
-                              capture_output=True, env=env, timeout=400)
-    return done.returncode, done.stdout.decode(errors="replace"), done.stderr.decode(
-        errors="replace")
+    with open(batch, "rb") as script:
+        return subprocess.Popen([str(GIMP3 / "gimp-batch.sh"), str(root)], stdin=script,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+
+
+def run_gimp(root: Path, env_vars: dict[str, str],
+             batch: Path = BATCH) -> tuple[int, str, str]:
+    proc = start_gimp(root, batch, env_vars)
+    stdout, stderr = proc.communicate(timeout=400)
+    return proc.returncode, stdout.decode(errors="replace"), stderr.decode(errors="replace")
+
+
+def batch_result(stdout: str) -> dict | None:
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("E2E-RESULT ")]
+    return json.loads(lines[-1][len("E2E-RESULT "):]) if lines else None
+
+
+def descendants(pid: int) -> list[int]:
+    """Processes below `pid` (from /proc), e.g. GIMP and its plug-ins under gimp-batch.sh."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def plugin_pid(batch_pid: int) -> int | None:
+    for pid in descendants(batch_pid):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"gimp-draggan/gimp-draggan.py" in cmdline:
+            return pid
+    return None
 
 
 @pytest.fixture(scope="module")
@@ -159,11 +199,11 @@ def gimp_run(gimp_root, daemon):
     t0 = time.monotonic()
     code, stdout, stderr = run_gimp(gimp_root, env_vars)
     seconds = time.monotonic() - t0
-    lines = [ln for ln in stdout.splitlines() if ln.startswith("E2E-RESULT ")]
-    assert code == 0 and lines, (f"GIMP exit {code}\nstdout:\n{stdout[-3000:]}\nstderr:\n"
-                                 f"{stderr[-5000:]}\ndaemon log:\n{log.read_text()[-3000:]}")
+    result = batch_result(stdout)
+    assert code == 0 and result, (f"GIMP exit {code}\nstdout:\n{stdout[-3000:]}\nstderr:\n"
+                                  f"{stderr[-5000:]}\ndaemon log:\n{log.read_text()[-3000:]}")
     print(f"GIMP batch wall time: {seconds:.1f} s")
-    return json.loads(lines[-1][len("E2E-RESULT "):]), stderr, original, env_vars, daemon
+    return result, stderr, original, env_vars, daemon
 
 
 def test_procedure_registered(gimp_run):
@@ -232,3 +272,49 @@ def test_point_outside_layer_is_a_clear_message(gimp_run):
     assert outside["result"]["status"] == "calling-error", outside
     assert "outside the layer" in outside["result"]["message"]
     assert outside["layers_added"] == 0
+
+
+def test_group_mask_channel_get_a_clear_message(gimp_run):
+    cases = gimp_run[0]["cases"]["wrong_drawable"]
+    for kind, words in (("group", "layer group is selected"), ("mask", "layer mask is selected"),
+                        ("channel", "channel is selected")):
+        assert cases[kind]["status"] == "calling-error", (kind, cases[kind])
+        assert words in cases[kind]["message"], (kind, cases[kind])
+
+
+def test_cancel_kills_the_plugin_and_gimp_cleans_up(gimp_root, daemon):
+    """GIMP's Cancel ends the plug-in process. Kill it mid-job: GIMP closes the open undo group
+    itself and keeps running, the image keeps no half-done layer (no preview yet), and the daemon
+    frees its worker."""
+    from gimp_draggan_plugin.client import Client
+
+    address, _hello, log = daemon
+    write_png(gimp_root / WORK_IN_CHROOT.lstrip("/") / "in.png")
+    gimp = start_gimp(gimp_root, CANCEL_BATCH, {"GIMP_DRAGGAN_DAEMON": address,
+                                                "E2E_PNG": f"{WORK_IN_CHROOT}/in.png"})
+    killed = None
+    try:
+        deadline = time.monotonic() + 120
+        with Client(address, timeout_s=5.0) as client:
+            while killed is None and time.monotonic() < deadline and gimp.poll() is None:
+                if client.status().get("running"):
+                    killed = plugin_pid(gimp.pid)
+                    if killed is not None:
+                        os.kill(killed, 9)
+                time.sleep(0.05)
+            stdout, stderr = (b.decode(errors="replace") for b in gimp.communicate(timeout=120))
+            assert killed is not None, f"the drag never ran while the plug-in lived:\n{stderr}"
+            freed = time.monotonic() + 5
+            while client.status().get("running") and time.monotonic() < freed:
+                time.sleep(0.1)
+            assert client.status().get("running") is None, log.read_text()[-3000:]
+    finally:
+        if gimp.poll() is None:
+            gimp.kill()
+            gimp.wait()
+    result = batch_result(stdout)
+    assert gimp.returncode == 0 and result, stdout + stderr
+    assert result["status"] == "calling-error"      # "returned no return values"
+    assert result["layers"] == ["Background"]
+    assert result["alive"]
+    assert "left image undo in inconsistent state, closing open undo groups" in stderr
