@@ -121,9 +121,10 @@ def event_handler(host: Host) -> Callable[[Any], None]:
             return
         host.progress(texts.progress_text(event.phase, event.step, event.total, event.distances),
                       texts.progress_fraction(event.phase, event.step, event.total))
-        box = getattr(event, "crop", None)
-        if event.preview and box:
-            host.preview(event.preview, tuple(int(v) for v in box))
+        crop = getattr(event, "crop", None)
+        if event.preview and crop:
+            x, y, width, height = (int(v) for v in crop)
+            host.preview(event.preview, (x, y, width, height))
     return on_event
 
 

@@ -30,10 +30,10 @@ def config_roots(env: Mapping[str, str], platform: str) -> list[tuple[str, Path]
     """(kind, folder holding GIMP/<version>) for every packaging of `platform`."""
     if platform == "windows":
         appdata = env.get("APPDATA")
-        home = env.get("USERPROFILE") or env.get("HOME")
-        if not appdata and not home:
+        profile = env.get("USERPROFILE") or env.get("HOME")
+        if not appdata and not profile:
             raise ValueError("neither APPDATA nor USERPROFILE is set: pass --gimp-dir")
-        base = Path(appdata) if appdata else Path(str(home)) / "AppData" / "Roaming"
+        base = Path(appdata) if appdata else Path(str(profile)) / "AppData" / "Roaming"
         return [("windows", base)]
     home_text = env.get("HOME")
     if not home_text:
