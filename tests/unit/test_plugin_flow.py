@@ -207,3 +207,21 @@ def test_describe_unexpected_errors_point_to_doctor():
 def test_layer_data_checks_size():
     with pytest.raises(ValueError, match="needs 192"):
         flow.LayerData(8, 6, "u8", bytes(10))
+
+
+def test_progress_events_become_text_and_previews():
+    """Queued position, progress words and fraction; a preview with its crop box reaches the
+    host, one without a box (protocol v1) does not."""
+    from types import SimpleNamespace
+
+    host = FakeHost()
+    on_event = flow.event_handler(host)
+    on_event(protocol.QueuedEvent(2))
+    on_event(protocol.ProgressEvent("invert", 120, 300))
+    on_event(protocol.ProgressEvent("drag", 35, 200, [(1.0, 1.0)], [4.2], b"jpeg-1"))
+    on_event(SimpleNamespace(phase="drag", step=40, total=200, distances=[3.0],
+                             preview=b"jpeg-2", crop=[4, 5, 30.0, 20]))
+    assert host.texts == ["Waiting for the daemon (2 jobs ahead)", "Inverting 120/300",
+                          "Dragging 35/200 \u2014 4.2 px to go",
+                          "Dragging 40/200 \u2014 3.0 px to go"]
+    assert host.previews == [(b"jpeg-2", (4, 5, 30, 20))]
