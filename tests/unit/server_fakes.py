@@ -13,7 +13,8 @@ from gimp_draggan_plugin import protocol as P
 
 class FakeExecutor:
     def __init__(self, step_s: float = 0.0, models: tuple[str, ...] = ("tiny",),
-                 cached: tuple[str, ...] = ("tiny",)) -> None:
+                 cached: tuple[str, ...] = ("tiny",), name: str = "fake") -> None:
+        self.name = name
         self.step_s = step_s
         self.models = models
         self.cached = cached
@@ -23,7 +24,7 @@ class FakeExecutor:
         self.fail_next: Exception | None = None
 
     def info(self) -> dict[str, Any]:
-        return {"device": "fake", "default_model": self.models[0],
+        return {"device": self.name, "default_model": self.models[0],
                 "models": [{"name": m, "cached": m in self.cached} for m in self.models]}
 
     def check_model(self, name: str | None) -> str:
@@ -58,7 +59,7 @@ class FakeExecutor:
         spec = request.image
         patch = bytes(255 - b for b in request.pixels) if request.op == "drag" else b""
         size = (spec.width, spec.height) if patch else (0, 0)
-        return P.JobResult(session="s-" + str(len(request.pixels)), x=0, y=0, width=size[0],
+        return P.JobResult(session=f"{self.name}-{len(request.pixels)}", x=0, y=0, width=size[0],
                            height=size[1], depth=spec.depth, patch=patch, points=points,
                            distances=[0.0] * len(points), steps=steps,
                            timings={"drag": 0.001})
