@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "serve",
     "ping",
     "keys",
+    "broker",
     "drag",
 )
 
