@@ -239,3 +239,20 @@ def download(
         os.replace(part, dest)
         return Downloaded(path=dest, size=got_size, sha256=digest, url=url)
     raise DownloadError(f"could not download {dest.name}:\n  " + "\n  ".join(problems))
+
+
+def fetch_model(
+    name: str, cache: str | Path | None = None, show_progress: bool = True,
+    stream: TextIO | None = None,
+) -> Path:
+    """Path of registry model ``name``, downloading and verifying it first if it is not cached."""
+    from . import registry
+
+    entry = registry.get_entry(name)
+    if entry.package_path or registry.is_cached(name, cache) or not entry.downloadable:
+        return registry.resolve(name, cache)
+    return download(
+        entry.urls, registry.model_path(entry, cache), sha256=entry.sha256,
+        size=entry.size_bytes, hash_source=entry.sha256_source, show_progress=show_progress,
+        stream=stream,
+    ).path

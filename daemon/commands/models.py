@@ -157,7 +157,7 @@ def run_list(args: argparse.Namespace) -> int:
 @_guard
 def run_download(args: argparse.Namespace) -> int:
     from gimp_draggan import registry
-    from gimp_draggan.download import download
+    from gimp_draggan.download import fetch_model, sha256_file
 
     entry = registry.get_entry(args.name)
     path = registry.model_path(entry, args.cache_dir)
@@ -173,12 +173,12 @@ def run_download(args: argparse.Namespace) -> int:
             f"{entry.manual_url} and save it as {path}, then run "
             f"`gimp-draggan models verify {entry.name}`"
         )
-    result = download(
-        entry.urls, path, sha256=entry.sha256, size=entry.size_bytes,
-        hash_source=entry.sha256_source, show_progress=not args.quiet,
-    )
-    note = "" if entry.sha256 else " (no pinned hash to check against: record this one)"
-    print(f"{entry.name}: {result.path} ({result.size} bytes, sha256 {result.sha256}){note}")
+    got = fetch_model(entry.name, args.cache_dir, show_progress=not args.quiet)
+    if entry.sha256:
+        check = "sha256 verified"
+    else:
+        check = f"sha256 {sha256_file(got)}: no pinned hash to compare, record this one"
+    print(f"{entry.name}: {got} ({got.stat().st_size} bytes, {check})")
     return 0
 
 

@@ -183,3 +183,21 @@ def test_sha256_file(tmp_path: Path) -> None:
     p = tmp_path / "f"
     p.write_bytes(PAYLOAD)
     assert sha256_file(p, chunk=4096) == SHA
+
+
+def test_fetch_model_downloads_once_then_uses_the_cache(
+    server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gimp_draggan import registry
+    from gimp_draggan.download import fetch_model
+
+    entry = registry.ModelEntry(
+        name="t", kind="generator", description="", domain="", resolution=None, num_ws=None,
+        format="stylegan2-pkl", filename="t.pkl", urls=(_url(server, "/good"),),
+        size_bytes=len(PAYLOAD), sha256=SHA, sha256_source="test", licence="test",
+    )
+    monkeypatch.setattr(registry, "load_table", lambda path=None: {"t": entry})
+    path = fetch_model("t", tmp_path, show_progress=False)
+    assert path == tmp_path / "models" / "t.pkl" and path.read_bytes() == PAYLOAD
+    assert fetch_model("t", tmp_path, show_progress=False) == path
+    assert len(server.requests) == 1
