@@ -232,7 +232,8 @@ def seed_drag(G: Any, seed: int, pairs: list[P.Pair], params: dict[str, Any],
         w, h, data = mask
         if (w, h) != (res, res):
             raise ValueError(f"the mask is {w}x{h}; this model needs {res}x{res}")
-        mask_t = torch.from_numpy(np.frombuffer(data, np.uint8).reshape(h, w) / 255.0).float()
+        grey = np.frombuffer(data, np.uint8).reshape(h, w).astype(np.float32)
+        mask_t = torch.from_numpy(grey / 255.0)  # As `drag --mask` reads a file.
     with torch.no_grad():
         ws = G.mapping(seed_to_z(seed, G.z_dim).to(device), truncation_psi=SEED_PSI)
     steps = int(params.get("steps", 200))

@@ -1,0 +1,133 @@
+"""`gimp-draggan drag ... --daemon ADDR`: the same drag, run by the daemon instead of in-process.
+
+The seed form sends the seed and points; the photo form sends the image's RGBA pixels (and the
+mask) and writes the image with the returned patch pasted at its offset. Either way the daemon
+runs the same code as the in-process command, so the output image is the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from gimp_draggan_plugin import protocol as P
+
+
+def add_daemon_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--daemon", metavar="ADDR", nargs="?", const="",
+        help=f"run through the daemon at ADDR (no ADDR: ${P.ADDRESS_ENV} or {P.DEFAULT_ADDRESS})",
+    )
+    parser.add_argument("--keys", metavar="DIR", help="CURVE key dir for a non-loopback daemon")
+
+
+def model_name(model: str) -> str:
+    """The name the daemon knows: a registry name as is, a file by its stem (`serve --model
+    FILE` lists it so); the daemon never takes paths."""
+    path = Path(model).expanduser()
+    if path.is_file():
+        return P.check_name(path.name.split(".")[0].lower(), "model file stem")
+    return P.check_name(model)
+
+
+class _Printer:
+    """Progress lines like the in-process command's, and step times for --json."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.times: list[float] = []
+        self._last = time.perf_counter()
+
+    def __call__(self, ev: P.ProgressEvent | P.QueuedEvent) -> None:
+        if isinstance(ev, P.QueuedEvent):
+            print(f"queued: {ev.position} ahead", file=self.stream, flush=True)
+            return
+        now = time.perf_counter()
+        if ev.phase == "drag":
+            self.times.append(now - self._last)
+        self._last = now
+        where = " ".join(f"({x:g},{y:g})" for x, y in ev.points)
+        dist = " ".join(f"{d:.1f}" for d in ev.distances)
+        print(f"{ev.phase} {ev.step:4d}/{ev.total}  handles {where}  dist {dist}",
+              file=self.stream, flush=True)
+
+    def sec_per_step(self) -> float | None:
+        times = self.times[2:] if len(self.times) > 2 else self.times
+        return statistics.median(times) if times else None
+
+
+def run_remote(args: argparse.Namespace, image_path: str | None = None) -> int:
+    """Run the drag of `args` (seed form, or photo form with `image_path`) on the daemon."""
+    import numpy as np
+    from PIL import Image
+
+    from gimp_draggan_plugin.client import Client, DaemonError, curve_for
+
+    address = args.daemon or P.default_address()
+    params = {"steps": args.steps, "lr": args.lr}
+    printer = _Printer(sys.stdout)
+    try:
+        model = model_name(args.model) if args.model else None
+        with Client(address, curve=curve_for(address, args.keys)) as client:
+            hello = client.hello("gimp-draggan-cli")
+            start = time.perf_counter()
+            if image_path is None:
+                if args.seed is None:
+                    raise ValueError("give --seed N: the start image is generated from that seed")
+                mask, mw, mh = _mask(args.mask)
+                r = client.drag(seed=args.seed, pairs=args.pairs, model=model, params=params,
+                                mask=mask, width=mw, height=mh, on_event=printer)
+                out = np.frombuffer(r.patch, np.uint8).reshape(r.height, r.width, 4)[:, :, :3]
+            else:
+                with Image.open(image_path) as im:
+                    layer = np.asarray(im.convert("RGBA"), dtype=np.uint8)
+                h, w = layer.shape[:2]
+                mask, mw, mh = _mask(args.mask)
+                if mask is not None and (mw, mh) != (w, h):
+                    raise ValueError(f"mask {args.mask}: is {mw}x{mh} but must be {w}x{h}")
+                r = client.drag(pixels=layer.tobytes(), width=w, height=h, pairs=args.pairs,
+                                mask=mask, model=model, params=params, on_event=printer)
+                out = layer.copy()
+                patch = np.frombuffer(r.patch, np.uint8).reshape(r.height, r.width, 4)
+                out[r.y:r.y + r.height, r.x:r.x + r.width] = patch
+                if (out[:, :, 3] == 255).all():
+                    out = out[:, :, :3]
+            seconds = time.perf_counter() - start
+    except (DaemonError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    dest = Path(args.output)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(out)).save(dest)
+    print(f"done after {r.steps} steps on {hello.get('device')} at {address}: handles "
+          + " ".join(f"({x:g},{y:g})" for x, y in r.points) + f", wrote {dest}")
+    if args.json:
+        spp = printer.sec_per_step()
+        print(json.dumps({
+            "steps": r.steps, "sec_per_step": None if spp is None else round(spp, 6),
+            "points": [[x, y] for x, y in r.points],
+            "distances": [round(d, 4) for d in r.distances], "device": hello.get("device"),
+            "daemon": address, "seconds": round(seconds, 3), "output": str(dest),
+            "session": r.session, "timings": r.timings,
+        }))
+    return 0
+
+
+def _mask(path: str | None) -> tuple[bytes | None, int, int]:
+    """A greyscale mask file -> (u8 bytes, width, height); white = may move."""
+    if not path:
+        return None, 0, 0
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            grey = np.asarray(im.convert("L"), dtype=np.uint8)
+    except OSError as exc:
+        raise ValueError(f"mask {path}: cannot read it as an image ({exc})") from None
+    return grey.tobytes(), grey.shape[1], grey.shape[0]
