@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gimp_draggan.remote import add_daemon_option, run_remote
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -151,6 +153,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--seed", type=int, help="generate the start image from this seed")
     add_drag_options(parser)
+    add_daemon_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -191,6 +194,8 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"{args.output}: the output must be a .png file")
     if args.steps < 0:
         return _fail(f"--steps must be >= 0, got {args.steps}")
+    if args.daemon is not None:
+        return run_remote(args)
     try:
         return _run_seed(args)
     except ValueError as e:  # bad points, mask, model file, device, ...
