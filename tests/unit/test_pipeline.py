@@ -1,0 +1,230 @@
+"""run_edit end to end with a tiny generator: crop -> (cached) PTI -> drag -> composite.
+
+The inversion preset is shrunk to a few steps (what is tested is the plumbing, not PTI's
+quality); the model cache points at an empty folder, so the perceptual loss is the
+download-free fallback and nothing is fetched.
+"""
+
+from __future__ import annotations
+
+import math
+import tracemalloc
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+import torch
+
+from gimp_draggan.draggan import pti
+from gimp_draggan.draggan.checkpoint import save_generator
+from gimp_draggan.draggan.networks import Generator, GeneratorConfig
+from gimp_draggan.edit import EditParams, EditRequest, EditResult, Progress
+from gimp_draggan.pipeline import EditCancelled, run_edit, run_invert
+from gimp_draggan.pixels import from_float, to_float
+from gimp_draggan.sessions import SessionCache
+
+pytestmark = pytest.mark.timeout(300)
+
+TINY = GeneratorConfig(img_resolution=32, z_dim=32, w_dim=32, channel_base=256, channel_max=32,
+                       mapping_layers=2)
+PAIR = ((200.0, 150.0), (215.0, 152.0))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny convolutions run fastest on one thread (and far faster on a shared, busy CPU)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    torch.manual_seed(0)
+    return str(save_generator(Generator(TINY), tmp_path_factory.mktemp("m") / "tiny.safetensors"))
+
+
+@pytest.fixture(autouse=True)
+def small_inversion(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[int]:
+    """Few PTI steps, an empty model cache, and a count of inversions run."""
+    monkeypatch.setenv("GIMP_DRAGGAN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(
+        pti.PRESETS, "fast",
+        pti.InvertParams(projection_steps=3, tuning_steps=2, w_avg_samples=64),
+    )
+    calls: list[int] = []
+    real = pti.invert
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pti, "invert", counting)
+    return calls
+
+
+def _astronaut() -> np.ndarray:
+    img = skimage.data.astronaut()
+    return np.dstack([img, np.full(img.shape[:2], 255, np.uint8)])
+
+
+def _request(model: str, rgba: np.ndarray, depth: str = "u8", **kw) -> EditRequest:
+    h, w = rgba.shape[:2]
+    kw.setdefault("pairs", [PAIR])
+    kw.setdefault("params", EditParams(steps=3))
+    return EditRequest(width=w, height=h, pixels=rgba.tobytes(), depth=depth, model=model, **kw)
+
+
+def _run(
+    req: EditRequest, sessions: SessionCache, events: list[Progress] | None = None,
+    stop: Callable[[], bool] = lambda: False, invert: bool = False,
+) -> EditResult:
+    fn = run_invert if invert else run_edit
+    on = events.append if events is not None else (lambda p: None)
+    return fn(req, device="cpu", sessions=sessions, on_progress=on, should_stop=stop)
+
+
+def _apply(rgba: np.ndarray, r: EditResult) -> np.ndarray:
+    patch = np.frombuffer(r.patch, rgba.dtype).reshape(r.height, r.width, 4)
+    out = rgba.copy()
+    out[r.y: r.y + r.height, r.x: r.x + r.width] = patch
+    return out
+
+
+def test_edit_of_a_real_photo_changes_only_the_selection(model: str) -> None:
+    rgba = _astronaut()
+    yy, xx = np.mgrid[0:512, 0:512]
+    sel = (((xx - 205) / 60) ** 2 + ((yy - 150) / 45) ** 2 <= 1).astype(np.uint8) * 255
+    events: list[Progress] = []
+    r = _run(_request(model, rgba, mask=sel.tobytes()), SessionCache(), events)
+    assert r.depth == "u8" and len(r.patch) == r.width * r.height * 4
+    assert (r.x, r.y, r.width, r.height) == (145, 105, 121, 91)        # the selection's bbox
+    out = _apply(rgba, r)
+    assert np.array_equal(out[sel == 0], rgba[sel == 0])
+    assert np.array_equal(out[:, :, 3], rgba[:, :, 3])
+    assert not np.array_equal(out[150, 205], rgba[150, 205])
+    assert 1 <= r.steps <= 3 and len(r.points) == 1 and len(r.distances) == 1
+    assert r.distances[0] == pytest.approx(math.dist(r.points[0], PAIR[1]), rel=1e-6)
+    phases = [e.phase for e in events]
+    assert phases[0] == "invert" and phases[-1] == "drag" and phases.count("invert") == 5
+    first = next(e for e in events if e.phase == "drag")
+    # Progress is in layer pixels: the first tracked handle is the handle, up to rounding.
+    assert math.dist(first.points[0], PAIR[0]) < 12
+    assert set(r.timings) >= {"load", "crop", "invert", "drag", "composite", "total"}
+
+
+def test_second_drag_on_the_same_photo_does_no_inversion(
+    model: str, small_inversion: list[int]
+) -> None:
+    rgba = _astronaut()
+    sessions = SessionCache()
+    first = _run(_request(model, rgba), sessions)
+    assert len(small_inversion) == 1
+    other_pair = [((203.0, 151.0), (210.0, 146.0))]               # inside the first crop
+    second = _run(_request(model, rgba, pairs=other_pair), sessions)
+    hinted = _run(_request(model, rgba, pairs=other_pair, session=first.session), sessions)
+    assert len(small_inversion) == 1
+    assert first.session == second.session == hinted.session
+    changed = rgba.copy()
+    changed[150, 205, 0] ^= 0xFF                                   # one pixel in the crop differs
+    _run(_request(model, changed, session=first.session), sessions)
+    assert len(small_inversion) == 2
+    sessions.clear()
+    _run(_request(model, rgba), sessions)
+    assert len(small_inversion) == 3
+
+
+def test_invert_then_drag_inverts_once(model: str, small_inversion: list[int]) -> None:
+    rgba = _astronaut()
+    sessions = SessionCache()
+    prepared = _run(_request(model, rgba), sessions, invert=True)
+    assert prepared.patch == b"" and prepared.steps == 0
+    dragged = _run(_request(model, rgba), sessions)
+    assert dragged.session == prepared.session and len(small_inversion) == 1
+    whole = _run(_request(model, rgba, pairs=[]), sessions, invert=True)  # no points: whole layer
+    assert whole.session != prepared.session and len(small_inversion) == 2
+
+
+@pytest.mark.parametrize("depth", ["u16", "f32"])
+def test_high_bit_depth_requests_come_back_in_their_depth(model: str, depth: str) -> None:
+    rgba = from_float(to_float(_astronaut()[100:260, 120:300], "u8"), depth)
+    sel = np.zeros(rgba.shape[:2], np.uint8)
+    sel[30:90, 60:120] = 255
+    pairs = [((80.0, 50.0), (95.0, 55.0))]
+    r = _run(_request(model, rgba, depth, pairs=pairs, mask=sel.tobytes()), SessionCache())
+    assert r.depth == depth and len(r.patch) == r.width * r.height * 4 * rgba.itemsize
+    out = _apply(rgba, r)
+    assert out[sel == 0].tobytes() == rgba[sel == 0].tobytes()
+
+
+def test_cancel_during_inversion_keeps_nothing(model: str) -> None:
+    sessions = SessionCache()
+    with pytest.raises(EditCancelled, match="inversion"):
+        _run(_request(model, _astronaut()), sessions, stop=lambda: True)
+    assert len(sessions) == 0
+
+
+def test_cancel_during_the_drag_keeps_the_inversion(model: str) -> None:
+    sessions = SessionCache()
+    phases: list[Progress] = []
+
+    def stop() -> bool:
+        return any(e.phase == "drag" for e in phases)
+
+    with pytest.raises(EditCancelled, match="drag"):
+        _run(_request(model, _astronaut(), params=EditParams(steps=50)), sessions, phases, stop)
+    assert len(sessions) == 1
+
+
+def test_a_big_layer_is_edited_without_touching_more_than_the_crop(model: str) -> None:
+    rgba = np.zeros((6000, 8000, 4), np.uint8)
+    rgba[..., 3] = 255
+    rgba[2900:3100, 3900:4100, :3] = 180
+    req = _request(model, rgba, pairs=[((4000.0, 3000.0), (4012.0, 3003.0))])
+    tracemalloc.start()
+    try:
+        r = _run(req, SessionCache())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert r.width * r.height < 100 * 100
+    assert peak < 16 * 2**20, f"peak {peak / 2**20:.1f} MB"             # the layer is 192 MB
+
+
+def test_points_closer_than_a_model_pixel_are_refused(model: str) -> None:
+    rgba = _astronaut()
+    sel = np.zeros((512, 512), np.uint8)
+    sel[50:450, 50:450] = 255
+    pairs = [((200.0, 200.0), (203.0, 200.0))]           # 3 px in a 600 px crop: 0.16 model px
+    with pytest.raises(ValueError, match="less than one model pixel"):
+        _run(_request(model, rgba, pairs=pairs, mask=sel.tobytes()), SessionCache())
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"pairs": []}, "no handle -> target pairs"),
+        ({"pairs": [((600.0, 10.0), (10.0, 10.0))]}, "outside the 512x512 layer"),
+        ({"pairs": [((10.0, float("nan")), (10.0, 10.0))]}, "not a finite point"),
+        ({"mask": bytes(512 * 512)}, "selection is empty"),
+        ({"mask": b"\xff" * 100}, "mask: expected"),
+        ({"params": EditParams(preset="slow")}, "unknown inversion preset"),
+    ],
+)
+def test_bad_requests_say_what_to_do(change: dict, message: str) -> None:
+    req = _request("no-such-model", _astronaut(), **change)
+    with pytest.raises(ValueError, match=message):
+        _run(req, SessionCache())
+
+
+def test_a_handle_outside_the_selection_is_refused() -> None:
+    sel = np.zeros((512, 512), np.uint8)
+    sel[300:400, 300:400] = 255                             # nowhere near the points
+    req = _request("no-such-model", _astronaut(), mask=sel.tobytes())
+    with pytest.raises(ValueError, match="lies outside the selection"):
+        _run(req, SessionCache())
+    with pytest.raises(ValueError, match="expected 1048576 bytes"):
+        _run(EditRequest(512, 512, b"\0" * 10, "u8", [PAIR], "m"), SessionCache())
