@@ -41,8 +41,8 @@ from gimp_draggan.draggan.networks import (
     LRELU_GAIN,
     Generator,
     SynthesisLayer,
-    modulated_conv2d,
     to_uint8,
+    upfirdn2d,
 )
 
 REFERENCE_RES = 512  # The paper's radii and stop distance are given for 512 px images.
@@ -151,6 +151,8 @@ class FeatureGrid:
         scale = feature_res / image_res
         src = ((torch.arange(image_res, dtype=torch.float64) + 0.5) * scale - 0.5).clamp(min=0)
         lo = src.floor().long()
+        self.lo_list: list[int] = lo.tolist()
+        self.hi_list: list[int] = (lo + 1).clamp(max=feature_res - 1).tolist()
         self.lo = lo.to(device)
         self.hi = (lo + 1).clamp(max=feature_res - 1).to(device)
         self.lam = (src - lo).to(torch.float32).to(device)
@@ -194,6 +196,10 @@ class FeatureGrid:
             (1 - ay) * ((1 - ax) * self.pixels(feat, x0, y0) + ax * self.pixels(feat, x1, y0))
             + ay * ((1 - ax) * self.pixels(feat, x0, y1) + ax * self.pixels(feat, x1, y1))
         )
+
+    def span(self, a: int, b: int) -> tuple[int, int]:
+        """Feature rows (or columns) ``[lo, hi)`` that image rows ``a..b`` (inclusive) read."""
+        return self.lo_list[a], self.hi_list[b] + 1
 
     def full(self, feat: torch.Tensor) -> torch.Tensor:
         """The whole resized map ``[1, C, H, W]``."""
@@ -263,15 +269,36 @@ def motion_loss(
 # Synthesis up to the feature block, with the fixed part of w+ folded into the weights.
 
 
+Window = tuple[int, int, int, int]  # (x0, x1, y0, y1), half-open, in one layer's pixels.
+
+
+def _crop_pad(x: torch.Tensor, x0: int, x1: int, y0: int, y1: int) -> torch.Tensor:
+    """``x[..., y0:y1, x0:x1]`` where indices outside ``x`` read as zeros."""
+    h, w = x.shape[-2:]
+    core = x[..., max(y0, 0): min(y1, h), max(x0, 0): min(x1, w)]
+    pad = [max(-x0, 0), max(x1 - w, 0), max(-y0, 0), max(y1 - h, 0)]
+    return F.pad(core, pad) if any(pad) else core
+
+
 class _Layer:
-    """One SynthesisLayer read through detached tensors; its w index is fixed or optimised."""
+    """One SynthesisLayer read through detached tensors, computable on a window of its output.
+
+    Same maths as ``SynthesisLayer.forward`` with constant noise: modulated (and demodulated)
+    3x3 weight; either a padded conv, or a stride-2 transposed conv followed by the 4x4 FIR
+    filter; + noise, + bias, leaky ReLU, clamp. On a window, every sum sees exactly the terms
+    the full layer would (zeros only where the full layer pads), so the values are the same.
+    """
 
     def __init__(self, layer: SynthesisLayer, w_index: int, fixed_w: torch.Tensor | None) -> None:
         self.w_index = w_index
         self.up = layer.up
-        self.padding = layer.padding
+        self.res = layer.resolution
         self.clamp = layer.conv_clamp
         self.filter = layer.resample_filter
+        self.kernel = layer.weight.shape[-1]
+        fw = self.filter.shape[-1]
+        self.fir_taps = fw
+        self.fir_pad0 = layer.padding + (fw + 1) // 2 - (self.kernel - 1)  # as modulated_conv2d
         self.bias = layer.bias.detach().reshape(1, -1, 1, 1)
         self.noise = None
         if layer.use_noise:
@@ -282,28 +309,49 @@ class _Layer:
         if aff.bias_gain != 1:
             self.affine_b = self.affine_b * aff.bias_gain
         self.weight = layer.weight.detach()
-        self.unit_styles: torch.Tensor | None = None
+        self.fixed_weight = None
         if fixed_w is not None:
-            # Modulate and demodulate once; the forward then convolves with styles of 1.
             with torch.no_grad():
-                styles = self._styles(fixed_w)
-                w = self.weight.unsqueeze(0) * styles.reshape(1, 1, -1, 1, 1)
-                w = w * (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt().reshape(1, -1, 1, 1, 1)
-            self.weight = w[0]
-            self.unit_styles = torch.ones_like(styles)
+                self.fixed_weight = self._modulate(fixed_w)
 
-    def _styles(self, w: torch.Tensor) -> torch.Tensor:
-        return torch.addmm(self.affine_b.unsqueeze(0), w, self.affine_w)
+    def _modulate(self, w: torch.Tensor) -> torch.Tensor:
+        """Style-modulated, demodulated weight ``[O, I, k, k]`` for ``w [1, w_dim]``."""
+        styles = torch.addmm(self.affine_b.unsqueeze(0), w, self.affine_w)        # [1, I]
+        wt = self.weight * styles.reshape(1, -1, 1, 1)
+        return wt * (wt.square().sum(dim=[1, 2, 3], keepdim=True) + 1e-8).rsqrt()
 
-    def __call__(self, x: torch.Tensor, w_opt: torch.Tensor) -> torch.Tensor:
-        if self.unit_styles is None:
-            styles, demod = self._styles(w_opt[:, self.w_index]), True
+    def in_span(self, a: int, b: int) -> tuple[int, int]:
+        """Input rows (or columns) ``[i0, i1)`` that output rows ``[a, b)`` depend on."""
+        r_in = self.res // self.up
+        if self.up == 1:
+            pad = self.kernel // 2
+            return max(a - pad, 0), min(b + pad, r_in)
+        t0, t1 = a - self.fir_pad0, b + self.fir_taps - 1 - self.fir_pad0
+        return max(-((self.kernel - 1 - t0) // 2), 0), min((t1 - 1) // 2 + 1, r_in)
+
+    def __call__(
+        self, x: torch.Tensor, w_opt: torch.Tensor, inp: Window, out: Window
+    ) -> torch.Tensor:
+        """``x`` is the input on window ``inp``; returns the output on window ``out``."""
+        weight = self.fixed_weight
+        if weight is None:
+            weight = self._modulate(w_opt[:, self.w_index])
+        ix0, _, iy0, _ = inp
+        ox0, ox1, oy0, oy1 = out
+        if self.up == 1:
+            pad = self.kernel // 2
+            x = _crop_pad(x, ox0 - pad - ix0, ox1 + pad - ix0, oy0 - pad - iy0, oy1 + pad - iy0)
+            x = F.conv2d(x, weight)
         else:
-            styles, demod = self.unit_styles, False
-        x = modulated_conv2d(
-            x, self.weight, styles, noise=self.noise, up=self.up, padding=self.padding,
-            resample_filter=self.filter, demodulate=demod,
-        )
+            t = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)  # rows from 2*iy0
+            p0, extra = self.fir_pad0, self.fir_taps - 1
+            t = _crop_pad(
+                t, ox0 - p0 - 2 * ix0, ox1 + extra - p0 - 2 * ix0,
+                oy0 - p0 - 2 * iy0, oy1 + extra - p0 - 2 * iy0,
+            )
+            x = upfirdn2d(t, self.filter, gain=4.0)
+        if self.noise is not None:
+            x = x + self.noise[oy0:oy1, ox0:ox1]
         x = F.leaky_relu(x + self.bias, 0.2) * LRELU_GAIN
         if self.clamp is not None:
             x = x.clamp(-self.clamp, self.clamp)
@@ -312,11 +360,16 @@ class _Layer:
 
 class FeatureSynthesis:
     """``w_opt [1, N, w_dim]`` -> output of block ``feature_res`` ``[1, C, r, r]``, same maths as
-    ``G.synthesis.run(cat(w_opt, ws_fixed), feature_res=...)`` without ToRGB or later blocks."""
+    ``G.synthesis.run(cat(w_opt, ws_fixed), feature_res=...)`` without ToRGB or later blocks.
+
+    Given a window of the feature map, every layer computes only what that window depends on;
+    the result is the full-size map, zero outside the window.
+    """
 
     def __init__(self, G: Generator, ws_fixed: torch.Tensor, feature_res: int) -> None:
         synth = G.synthesis
         n_opt = synth.num_ws - ws_fixed.shape[1]
+        self.feature_res = feature_res
         self.const = synth.block(4).const.detach().unsqueeze(0)
         self.layers: list[_Layer] = []
         idx = 0
@@ -330,11 +383,29 @@ class FeatureSynthesis:
             if res == feature_res:
                 break
 
-    def __call__(self, w_opt: torch.Tensor) -> torch.Tensor:
-        x = self.const
-        for layer in self.layers:
-            x = layer(x, w_opt)
-        return x
+    def plan(self, window: Window | None) -> list[Window]:
+        """The output window of every layer (last = ``window``), and first the const's."""
+        r = self.feature_res
+        out = window or (0, r, 0, r)
+        plan = [out]
+        for layer in reversed(self.layers):
+            x0, x1 = layer.in_span(out[0], out[1])
+            y0, y1 = layer.in_span(out[2], out[3])
+            out = (x0, x1, y0, y1)
+            plan.append(out)
+        return plan[::-1]
+
+    def __call__(self, w_opt: torch.Tensor, window: Window | None = None) -> torch.Tensor:
+        plan = self.plan(window)
+        x0, x1, y0, y1 = plan[0]
+        x = self.const[..., y0:y1, x0:x1]
+        for layer, inp, out in zip(self.layers, plan[:-1], plan[1:], strict=True):
+            x = layer(x, w_opt, inp, out)
+        x0, x1, y0, y1 = plan[-1]
+        r = self.feature_res
+        if (x0, x1, y0, y1) == (0, r, 0, r):
+            return x
+        return F.pad(x, [x0, r - x1, y0, r - y1])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -438,6 +509,7 @@ class DragSession:
         self.targets: list[Point] = ts
         self.steps = 0
         self._tracked = True  # Handles belong to the current latent.
+        self.local = True     # Synthesise only the window a step reads (False: everything).
 
         self.synthesis = FeatureSynthesis(G, self.ws_fixed, feature_res)
         self.grid = FeatureGrid(feature_res, res, self.device)
@@ -464,6 +536,20 @@ class DragSession:
     def converged(self) -> bool:
         return all(d <= self.radii.stop for d in self.distances())
 
+    def feature_window(self) -> Window | None:
+        """The part of the feature map this step can read: tracking windows around the handles,
+        then discs and their shifted samples around wherever tracking moves them. None (all)
+        when the mask term needs the whole map or ``local`` is off."""
+        if self.f0_fixed is not None or not self.local:
+            return None
+        m = self.radii.r2 + self.radii.r1 + 2
+        last = self.resolution - 1
+        xs = [x for x, _ in self.handles]
+        ys = [y for _, y in self.handles]
+        x0, x1 = self.grid.span(max(min(xs) - m, 0), min(max(xs) + m, last))
+        y0, y1 = self.grid.span(max(min(ys) - m, 0), min(max(ys) + m, last))
+        return x0, x1, y0, y1
+
     def loss(self, feat: torch.Tensor) -> torch.Tensor:
         """Motion supervision + mask term on features ``[1, C, r, r]`` at the current handles."""
         loss = motion_loss(self.grid, feat, self.handles, self.targets, self.disc)
@@ -476,7 +562,7 @@ class DragSession:
         """Forward to the feature block, track, then (unless done) one optimiser step."""
         t0 = time.perf_counter()
         with torch.enable_grad():
-            feat = self.synthesis(self.w_opt)
+            feat = self.synthesis(self.w_opt, self.feature_window())
             if not self._tracked:
                 self.handles = track_handles(
                     self.grid, feat.detach(), self.refs, self.handles, self.radii.r2

@@ -121,3 +121,38 @@ def test_step_leaves_generator_flags_and_grads_alone(gen: Generator) -> None:
     after = s.ws
     assert not torch.equal(after[:, :6], before[:, :6])  # The optimised part moved ...
     assert torch.equal(after[:, 6:], before[:, 6:])      # ... the rest did not.
+
+
+def test_windowed_synthesis_gives_the_same_loss_and_gradient(gen: Generator) -> None:
+    ws = gen.mapping(seed_to_z(6, CFG.z_dim), truncation_psi=0.7).detach()
+    for handles, targets in [
+        ([(15, 16)], [(20.0, 12.0)]),
+        ([(1, 30), (6, 25)], [(9.0, 30.0), (2.0, 20.0)]),   # corner: window clipped
+    ]:
+        s = DragSession(gen, ws, handles, targets, params=DragParams(r1=48.0, r2=64.0))
+        window = s.feature_window()
+        assert window is not None and window != (0, 16, 0, 16)  # really a part of the map
+        feat_local = s.synthesis(s.w_opt, window)
+        feat_full = s.synthesis(s.w_opt)
+        x0, x1, y0, y1 = window
+        torch.testing.assert_close(
+            feat_local[..., y0:y1, x0:x1], feat_full[..., y0:y1, x0:x1], rtol=1e-5, atol=1e-6
+        )
+        local = s.loss(feat_local)
+        (g_local,) = torch.autograd.grad(local, s.w_opt)
+        full = s.loss(feat_full)
+        (g_full,) = torch.autograd.grad(full, s.w_opt)
+        torch.testing.assert_close(local, full, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(g_local, g_full, rtol=1e-4, atol=1e-7)
+
+
+def test_windowed_and_full_sessions_take_the_same_steps(gen: Generator) -> None:
+    ws = gen.mapping(seed_to_z(7, CFG.z_dim), truncation_psi=0.7).detach()
+    results = []
+    for local in (True, False):
+        s = DragSession(gen, ws, [(8, 20)], [(20, 14)], params=DragParams(lr=0.01))
+        s.local = local
+        results.append(s.run(max_steps=8))
+    assert [r.points for r in results[0].reports] == [r.points for r in results[1].reports]
+    assert results[0].points == results[1].points
+    torch.testing.assert_close(results[0].ws, results[1].ws, rtol=1e-4, atol=1e-5)
