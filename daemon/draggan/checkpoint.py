@@ -350,6 +350,20 @@ def config_from_stub(g: PersistentStub) -> GeneratorConfig:
         raise CheckpointError(f"generator config not understood: {e}") from None
 
 
+def _empty_generator(config: GeneratorConfig) -> Generator:
+    """A generator with uninitialised tensors (skips seconds of random init at 512 px).
+
+    Safe because ``_copy_state`` then overwrites every tensor of the state dict; if the network
+    ever holds a tensor outside its state dict, build it normally instead.
+    """
+    with torch.device("meta"):
+        G = Generator(config)
+    tensor_names = {n for n, _ in G.named_parameters()} | {n for n, _ in G.named_buffers()}
+    complete = tensor_names == set(G.state_dict())
+    G = G.to_empty(device="cpu") if complete else Generator(config)
+    return G.eval().requires_grad_(False)
+
+
 def _copy_state(G: Generator, tensors: dict[str, torch.Tensor], source: str) -> None:
     """Copy ``tensors`` into ``G``; every name must match one-to-one with the same shape."""
     own = G.state_dict()
@@ -389,7 +403,7 @@ def generator_from_pickle(path: str | Path) -> Generator:
     except CheckpointError as e:
         raise CheckpointError(f"{path}: {e}") from None
     config = GeneratorConfig(**{**config.to_json_dict(), "extra": {"source": Path(path).name}})
-    G = Generator(config).eval().requires_grad_(False)
+    G = _empty_generator(config)
     _copy_state(G, _stub_tensors(g), str(path))
     return G
 
@@ -486,7 +500,7 @@ def _load_safetensors(path: Path) -> Generator:
             f"{path}: damaged or truncated weights ({type(e).__name__}: {e})"
         ) from None
     try:
-        G = Generator(config).eval().requires_grad_(False)
+        G = _empty_generator(config)
     except ValueError as e:
         raise CheckpointError(f"{config_path(path)}: {e}") from None
     if doc.get("num_ws") not in (None, G.num_ws):
