@@ -144,12 +144,17 @@ def add_drag_options(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "drag", help="drag points of a generated image (DragGAN)",
+        "drag", help="drag points of a photo or of a generated image (DragGAN)",
         description=(
-            "Drag handle points to targets on the image a model generates from --seed "
-            "(z = RandomState(seed).randn(1, z_dim), psi 0.7, optimised as w+). Points are "
-            "pixels of the model resolution, x = column, y = row."
+            "Drag handle points to targets. Photo form (IN.png): crop, PTI inversion, drag and "
+            "composite on the full-size image; points and --mask are in the image's pixels. "
+            "Seed form (--seed): the image a model generates "
+            "(z = RandomState(seed).randn(1, z_dim), psi 0.7, optimised as w+); points are "
+            "pixels of the model resolution. x = column, y = row."
         ),
+    )
+    parser.add_argument(
+        "image", nargs="?", metavar="IN.png", help="photo to edit (omit for the --seed form)"
     )
     parser.add_argument("--seed", type=int, help="generate the start image from this seed")
     add_drag_options(parser)
@@ -188,12 +193,20 @@ def drag_and_report(
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.seed is None:
-        return _fail("give --seed N: the start image is generated from that seed")
+    if args.seed is None and args.image is None:
+        return _fail("give --seed N (edit a generated image) or IN.png (a photo to edit)")
     if Path(args.output).suffix.lower() != ".png":
         return _fail(f"{args.output}: the output must be a .png file")
     if args.steps < 0:
         return _fail(f"--steps must be >= 0, got {args.steps}")
+    if args.image is not None:
+        if args.seed is not None:
+            return _fail("give either IN.png (a photo) or --seed N (a generated image), not both")
+        if args.daemon is not None:
+            return run_remote(args, image_path=args.image)
+        from gimp_draggan.photo import run_photo
+
+        return run_photo(args)
     if args.daemon is not None:
         return run_remote(args)
     try:

@@ -1,0 +1,102 @@
+"""`gimp-draggan drag IN.png …` in-process: the whole photo path on a full-size image file.
+
+Reads IN.png as 8-bit RGBA (and --mask as 8-bit grey of the same size, white = may move), runs
+`pipeline.run_edit` (crop -> PTI inversion -> drag -> composite), pastes the patch into the image
+and writes OUT.png (RGB when the image is opaque). Progress lines go to stdout; with --json the
+last line is a JSON summary. The same request sent with --daemon gives the same image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from gimp_draggan.edit import EditParams, EditRequest, Progress
+
+
+class _Printer:
+    """One line per inversion tick (every 10th) and per drag step; keeps drag step times."""
+
+    def __init__(self) -> None:
+        self.last = time.perf_counter()
+        self.step_seconds: list[float] = []
+
+    def __call__(self, p: Progress) -> None:
+        now = time.perf_counter()
+        if p.phase == "drag":
+            self.step_seconds.append(now - self.last)
+            dist = " ".join(f"{d:.1f}" for d in p.distances)
+            pts = " ".join(f"({x:.1f},{y:.1f})" for x, y in p.points)
+            print(f"drag {p.step:4d}/{p.total}  handles {pts}  dist {dist}", flush=True)
+        elif p.step == 1 or p.step == p.total or p.step % 10 == 0:
+            print(f"{p.phase} {p.step:4d}/{p.total}", flush=True)
+        self.last = now
+
+    def sec_per_step(self) -> float | None:
+        times = self.step_seconds[2:] if len(self.step_seconds) > 2 else self.step_seconds
+        return statistics.median(times) if times else None
+
+
+def run_photo(args: argparse.Namespace) -> int:
+    """Edit ``args.image`` with ``args.pairs`` (layer pixels) and write ``args.output``."""
+    import numpy as np
+    from PIL import Image
+
+    from gimp_draggan.device import pick_device
+    from gimp_draggan.pipeline import EditCancelled, run_edit
+    from gimp_draggan.sessions import SessionCache
+
+    try:
+        device = pick_device(args.device)
+        with Image.open(args.image) as im:
+            layer = np.asarray(im.convert("RGBA"), dtype=np.uint8)
+        h, w = layer.shape[:2]
+        mask = None
+        if args.mask:
+            with Image.open(args.mask) as im:
+                grey = np.asarray(im.convert("L"), dtype=np.uint8)
+            if grey.shape != (h, w):
+                raise ValueError(
+                    f"mask {args.mask}: is {grey.shape[1]}x{grey.shape[0]} but must be {w}x{h} "
+                    "(the image's size; white = may move, black = keep)"
+                )
+            mask = grey.tobytes()
+        request = EditRequest(
+            width=w, height=h, pixels=layer.tobytes(), depth="u8", pairs=list(args.pairs),
+            model=args.model, mask=mask, params=EditParams(steps=args.steps, lr=args.lr),
+        )
+        print(f"drag: {args.image} ({w}x{h}), {len(args.pairs)} pair(s), model {args.model}, "
+              f"device {device}", flush=True)
+        printer = _Printer()
+        start = time.perf_counter()
+        r = run_edit(request, device=device, sessions=SessionCache(), on_progress=printer,
+                     should_stop=lambda: False)
+        seconds = time.perf_counter() - start
+    except (ValueError, OSError, EditCancelled) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    out = layer.copy()
+    out[r.y: r.y + r.height, r.x: r.x + r.width] = np.frombuffer(r.patch, np.uint8).reshape(
+        r.height, r.width, 4
+    )
+    if (out[:, :, 3] == 255).all():
+        out = out[:, :, :3]
+    dest = Path(args.output)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(out)).save(dest)
+    print(f"done after {r.steps} steps: handles "
+          + " ".join(f"({x:g},{y:g})" for x, y in r.points) + f", wrote {dest}")
+    if args.json:
+        spp = printer.sec_per_step()
+        print(json.dumps({
+            "steps": r.steps, "sec_per_step": None if spp is None else round(spp, 6),
+            "points": [[x, y] for x, y in r.points],
+            "distances": [round(d, 4) for d in r.distances], "device": device,
+            "seconds": round(seconds, 3), "output": str(dest), "session": r.session,
+            "patch": [r.x, r.y, r.width, r.height], "timings": r.timings,
+        }))
+    return 0
