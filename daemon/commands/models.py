@@ -84,6 +84,8 @@ def _guard(func: Any) -> Any:
             return int(func(args) or 0)
         except _errors() as e:
             return _fail(str(e))
+        except OSError as e:  # unreadable input, unwritable output, ...
+            return _fail(f"{e.strerror or e}: {e.filename or ''}".rstrip(": "))
 
     wrapper.__doc__ = func.__doc__
     return wrapper

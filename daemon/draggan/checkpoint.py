@@ -81,9 +81,13 @@ def _load_storage(data: Any) -> Any:
             warnings.simplefilter("ignore")
             storage = torch.load(io.BytesIO(bytes(data)), weights_only=True)
     except Exception as e:  # torch raises assorted types for refused or broken streams
-        raise UnsafeCheckpointError(
-            f"a tensor storage record is not a plain weights stream ({type(e).__name__}); "
-            f"{NOT_TRUSTED}"
+        if "weights only" in str(e).lower():
+            raise UnsafeCheckpointError(
+                f"a tensor storage record asks torch.load for more than plain weights; "
+                f"{NOT_TRUSTED}"
+            ) from None
+        raise CheckpointError(
+            f"damaged tensor storage record ({type(e).__name__}); download the file again"
         ) from None
     if not isinstance(storage, (torch.TypedStorage, torch.UntypedStorage)):
         kind = type(storage).__name__
@@ -253,6 +257,8 @@ def _stub_tensors(stub: PersistentStub, prefix: str = "") -> dict[str, torch.Ten
                 raise CheckpointError(f"{prefix}{name}: expected a tensor, got {type(value)}")
             out[prefix + name] = value
     children = stub.state.get("_modules") or {}
+    if not isinstance(children, dict):
+        raise CheckpointError(f"module {prefix or stub.class_name}: malformed _modules")
     for name, child in children.items():
         if child is None:
             continue
@@ -337,7 +343,10 @@ def config_from_stub(g: PersistentStub) -> GeneratorConfig:
             cfg["mapping_lr_multiplier"] = float(value)
         elif name == "layer_features":
             if value not in (None, top.get("w_dim")):
-                _check_option("mapping", name, value, None)
+                raise CheckpointError(
+                    f"unsupported generator: mapping option layer_features={value!r} "
+                    "(only None or w_dim is supported)"
+                )
         elif name == "activation":
             _check_option("mapping", name, value, "lrelu")
         elif name == "num_ws":
@@ -402,8 +411,13 @@ def generator_from_pickle(path: str | Path) -> Generator:
         config = config_from_stub(g)
     except CheckpointError as e:
         raise CheckpointError(f"{path}: {e}") from None
+    except (TypeError, ValueError, AttributeError) as e:
+        raise CheckpointError(f"{path}: malformed generator settings ({e})") from None
     config = GeneratorConfig(**{**config.to_json_dict(), "extra": {"source": Path(path).name}})
-    G = _empty_generator(config)
+    try:
+        G = _empty_generator(config)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: unusable generator settings ({e})") from None
     _copy_state(G, _stub_tensors(g), str(path))
     return G
 

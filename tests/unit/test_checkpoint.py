@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import os
 import pickle
+import random
 import subprocess
 from pathlib import Path
 
@@ -271,3 +272,28 @@ def test_safetensors_errors(tmp_path: Path, source_G: Generator) -> None:
     cfg.write_text(cfg.read_text().replace('"channel_max": 32', '"channel_max": 16'))
     with pytest.raises(CheckpointError, match="shape"):
         load_generator(path)
+
+
+def test_corrupted_bytes_never_escape_as_other_errors(tmp_path: Path, source_G: Generator) -> None:
+    """Flip bytes all over a valid pickle: every outcome is a load or a CheckpointError."""
+    marker = tmp_path / "EXECUTED"
+    good = write_network_pickle(tmp_path / "good.pkl", source_G, stylegan3_kwargs(CFG),
+                                marker).read_bytes()
+    rng = random.Random(0)
+    mutants = []
+    for _ in range(40):
+        data = bytearray(good)
+        for pos in rng.sample(range(2, len(data)), 3):
+            data[pos] = rng.randrange(256)
+        mutants.append(bytes(data))
+    mutants += [good[:cut] for cut in range(2, len(good), len(good) // 40)]
+    refused = 0
+    path = tmp_path / "mutant.pkl"
+    for data in mutants:
+        path.write_bytes(data)
+        try:
+            load_generator(path)
+        except CheckpointError:
+            refused += 1
+    assert refused >= 40  # every truncation at least
+    assert not marker.exists()
