@@ -256,3 +256,32 @@ def fetch_model(
         size=entry.size_bytes, hash_source=entry.sha256_source, show_progress=show_progress,
         stream=stream,
     ).path
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The state of one model file on disk against the table's pinned size and hash."""
+
+    name: str
+    path: Path
+    size: int
+    sha256: str
+    pinned: bool                 # The table pins a hash to compare with.
+    problems: tuple[str, ...]    # Empty = good.
+
+
+def verify_model(name: str, cache: str | Path | None = None) -> Verification | None:
+    """Hash the model's file (None when it is not present)."""
+    from . import registry
+
+    entry = registry.get_entry(name)
+    path = registry.model_path(entry, cache)
+    if not path.is_file():
+        return None
+    size, digest = path.stat().st_size, sha256_file(path)
+    problems = []
+    if entry.size_bytes is not None and size != entry.size_bytes:
+        problems.append(f"size {size} != pinned {entry.size_bytes}")
+    if entry.sha256 is not None and digest != entry.sha256:
+        problems.append(f"sha256 {digest} != pinned {entry.sha256} (from {entry.sha256_source})")
+    return Verification(name, path, size, digest, entry.sha256 is not None, tuple(problems))

@@ -187,38 +187,26 @@ def run_download(args: argparse.Namespace) -> int:
 @_guard
 def run_verify(args: argparse.Namespace) -> int:
     from gimp_draggan import registry
-    from gimp_draggan.download import sha256_file
+    from gimp_draggan.download import verify_model
 
-    table = registry.load_table()
-    names = [args.name] if args.name else list(table)
-    if args.name:
-        registry.get_entry(args.name)
+    names = [registry.get_entry(args.name).name] if args.name else list(registry.load_table())
     bad = checked = 0
     for name in names:
-        entry = table[name]
-        path = registry.model_path(entry, args.cache_dir)
-        if not path.is_file():
+        v = verify_model(name, args.cache_dir)
+        if v is None:
             if args.name:
+                path = registry.model_path(registry.get_entry(name), args.cache_dir)
                 return _fail(f"{name} is not cached ({path}); run `gimp-draggan models download "
                              f"{name}`")
             continue
         checked += 1
-        size = path.stat().st_size
-        digest = sha256_file(path)
-        problems = []
-        if entry.size_bytes is not None and size != entry.size_bytes:
-            problems.append(f"size {size} != pinned {entry.size_bytes}")
-        if entry.sha256 is not None and digest != entry.sha256:
-            problems.append(
-                f"sha256 {digest} != pinned {entry.sha256} (from {entry.sha256_source})"
-            )
-        if problems:
+        if v.problems:
             bad += 1
-            print(f"BAD  {name}: {'; '.join(problems)}; delete {path} and download it again")
-        elif entry.sha256 is None:
-            print(f"ok?  {name}: {size} bytes, sha256 {digest} (no pinned hash to compare)")
+            print(f"BAD  {name}: {'; '.join(v.problems)}; delete {v.path} and download it again")
+        elif not v.pinned:
+            print(f"ok?  {name}: {v.size} bytes, sha256 {v.sha256} (no pinned hash to compare)")
         else:
-            print(f"ok   {name}: {size} bytes, sha256 matches")
+            print(f"ok   {name}: {v.size} bytes, sha256 matches")
     if not checked:
         print("no cached models to verify")
     return 1 if bad else 0
