@@ -53,7 +53,7 @@ class InvertParams:
     projection_l2: float = 0.0        # Weight of pixel MSE beside the perceptual distance.
     # Step 2: pivotal tuning.
     tuning_steps: int = 60            # Max Adam steps on the synthesis weights.
-    tuning_lr: float = 1e-3
+    tuning_lr: float = 3e-3           # Peak learning rate.
     tuning_schedule: str = "cosine"   # "constant" | "cosine" (decay to 10 % of tuning_lr).
     tuning_l2: float = 1.0            # Weight of pixel MSE.
     tuning_perceptual: float = 1.0    # Weight of the perceptual distance.
@@ -83,7 +83,7 @@ PRESETS: dict[str, InvertParams] = {
     # Longer, w+ and noise fitting in step 1; more, gentler tuning with locality kept.
     "quality": InvertParams(
         projection_steps=250, projection_lr=0.02, w_plus=True, optimize_noise=True,
-        tuning_steps=200, tuning_lr=5e-4, locality_weight=0.1,
+        tuning_steps=200, tuning_lr=1e-3, locality_weight=0.1,
     ),
     # The PTI paper's settings (the benchmark's yardstick): 450 + 350 steps, lr 0.01 / 3e-4.
     "reference": InvertParams(
