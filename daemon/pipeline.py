@@ -10,8 +10,9 @@ Behaviour worth knowing:
 - With a selection, every handle and target must lie on a selected pixel: nothing outside the
   selection may change, so a handle or target outside it is an error, not a silent no-op.
 - A request's `session` id is a hint: the session is used when it still holds the same model,
-  preset and pixels over a box that holds the points; otherwise the cache is searched, and on a
-  miss the crop is inverted anew (the photo form always carries its pixels).
+  preset and pixels over a box that holds the points; otherwise the cache is searched (for a
+  crop that holds the points and is at most twice as wide as a fresh one), and on a miss the
+  crop is inverted anew (the photo form always carries its pixels).
 - Colour: the blurred inversion error (crop - reconstruction) is added back to the dragged image,
   so where the tuned generator drifted in tone the patch still matches the photo.
 """
@@ -203,13 +204,12 @@ def _session(
             and hinted.box.inside.contains(needed) and digest(hinted.box) == hinted.digest
         ):
             return hinted
-    found = sessions.find(model_key, layer.size, needed, digest)
+    box = framing.frame(layer.rgba, needed, G.img_resolution)
+    found = sessions.find(model_key, layer.size, needed, digest, max_side=2 * box.side)
     if found is not None:
         return found
 
     t0 = time.perf_counter()
-    R = G.img_resolution
-    box = framing.frame(layer.rgba, needed, R)
     target = layer_to_model(layer.rgba[:, :, :3], box, lambda a: to_float(a, layer.depth))
     target = np.clip(target, 0.0, 1.0)
     timings["crop"] = time.perf_counter() - t0

@@ -120,15 +120,18 @@ class SessionCache:
         layer_size: tuple[int, int],
         needed: Rect,
         digest: Callable[[CropBox], str],
+        max_side: int | None = None,
     ) -> Session | None:
         """Most recent session for ``model_key`` whose box on a ``layer_size`` (w, h) layer holds
-        ``needed`` and whose pixels match (``digest(box)`` = its digest); None if none."""
+        ``needed``, is at most ``max_side`` pixels wide (a much bigger crop would show the model
+        the region too small), and whose pixels match (``digest(box)`` = its digest)."""
         with self._lock:
             candidates = [
                 s for s in reversed(self._sessions.values())
                 if s.model_key == model_key
                 and (s.box.layer_width, s.box.layer_height) == layer_size
                 and s.box.inside.contains(needed)
+                and (max_side is None or s.box.side <= max_side)
             ]
         for s in candidates:
             if digest(s.box) == s.digest:

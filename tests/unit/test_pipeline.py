@@ -146,6 +146,13 @@ def test_invert_then_drag_inverts_once(model: str, small_inversion: list[int]) -
     assert dragged.session == prepared.session and len(small_inversion) == 1
     whole = _run(_request(model, rgba, pairs=[]), sessions, invert=True)  # no points: whole layer
     assert whole.session != prepared.session and len(small_inversion) == 2
+    far = [((200.0, 150.0), (260.0, 170.0))]                  # > 1 model px in a 512 px crop
+    _run(_request(model, rgba, pairs=far, session=whole.session), sessions)  # hint followed
+    assert len(small_inversion) == 2
+    sessions.clear()
+    _run(_request(model, rgba, pairs=[]), sessions, invert=True)
+    _run(_request(model, rgba), sessions)   # a 512 px crop for a 24 px need: inverted anew
+    assert len(small_inversion) == 4
 
 
 @pytest.mark.parametrize("depth", ["u16", "f32"])

@@ -75,7 +75,8 @@ def test_find_matches_model_layer_coverage_and_pixels() -> None:
     assert cache.find("m|fast", (101, 80), inside, digest) is None         # other layer
     assert cache.find("m|fast", (100, 80), Rect(5, 20, 40, 40), digest) is None  # not covered
     assert cache.find("m|fast", (100, 80), inside, lambda b: "other") is None    # pixels differ
-    assert cache.hits == 1 and cache.misses == 4
+    assert cache.find("m|fast", (100, 80), inside, digest, max_side=39) is None  # crop too big
+    assert cache.hits == 1 and cache.misses == 5
     assert calls == [BOX]                                    # digests only for candidates
 
 
