@@ -59,6 +59,7 @@ class GimpHost:
         self.interactive = interactive
         self.layer = None
         self.box = None
+        self.grouped = False
         _ok, self.src_x, self.src_y = source.get_offsets()
 
     # -- the new layer ----------------------------------------------------------------------------
@@ -68,6 +69,9 @@ class GimpHost:
             self.image.remove_layer(self.layer)
             self.layer = None
         if self.layer is None:
+            if not self.grouped:  # the undo group opens with the first change, so a run that
+                self.image.undo_group_start()  # fails before any leaves no empty undo step
+                self.grouped = True
             x, y, width, height = box
             layer = Gimp.Layer.new(self.image, self.name, width, height,
                                    Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
@@ -119,6 +123,12 @@ class GimpHost:
 
         box = (result.x, result.y, result.width, result.height)
         self._write(box, result.patch, settings.DEPTH_FORMATS[result.depth])
+
+    def close(self):
+        """End the undo group if a change opened it (always called, also after errors)."""
+        if self.grouped:
+            self.image.undo_group_end()
+            self.grouped = False
 
     def discard(self):
         if self.layer is not None:
@@ -204,6 +214,19 @@ def read_options(config):
 
 # -- the procedure -------------------------------------------------------------------------------
 def run(procedure, run_mode, image, drawables, config, data):
+    """Every failure ends as an error return with a sentence, never as a traceback in GIMP."""
+    try:
+        return _run(procedure, run_mode, image, drawables, config)
+    except Exception as exc:
+        import traceback
+
+        traceback.print_exc()  # to GIMP's stderr, for bug reports
+        return _error(procedure, Gimp.PDBStatusType.EXECUTION_ERROR,
+                      f"DragGAN Drag failed unexpectedly ({type(exc).__name__}: {exc}). Please "
+                      "report it with the output of `gimp-draggan doctor`.")
+
+
+def _run(procedure, run_mode, image, drawables, config):
     try:
         from gimp_draggan_plugin import flow, mask, points, settings, texts
         from gimp_draggan_plugin.client import Client
@@ -256,7 +279,6 @@ def run(procedure, run_mode, image, drawables, config, data):
         curve = CurveKeys(*(k.encode("ascii") for k in config_settings.curve))
     host = GimpHost(image, layer, texts.layer_name(len(pairs)), interactive)
     Gimp.progress_init("DragGAN Drag")
-    image.undo_group_start()
     try:
         with Client(config_settings.address, curve=curve,
                     prefer=config_settings.transport) as client:
@@ -264,7 +286,7 @@ def run(procedure, run_mode, image, drawables, config, data):
     except flow.PluginError as exc:
         return _error(procedure, Gimp.PDBStatusType.EXECUTION_ERROR, f"DragGAN Drag: {exc}")
     finally:
-        image.undo_group_end()
+        host.close()
         Gimp.progress_end()
     return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
 
