@@ -176,9 +176,10 @@ class Broker:
 
     @staticmethod
     def _drain(sock: zmq.Socket, handle: Any, limit: int = 256) -> None:
+        """Messages as zmq.Frames: pixels pass through the broker without being copied."""
         for _ in range(limit):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
             handle(frames)
@@ -206,10 +207,10 @@ class Broker:
         return True
 
     # ---- clients ------------------------------------------------------------------------------
-    def _on_front(self, parts: list[bytes]) -> None:
+    def _on_front(self, parts: list[Any]) -> None:
         if len(parts) < 2:
             return
-        client, frames = parts[0], parts[1:]
+        client, frames = parts[0].bytes, parts[1:]
         if client in self._client_seen:
             self._client_seen[client] = time.monotonic()
         try:
@@ -283,10 +284,10 @@ class Broker:
         self._probe_clients()
 
     # ---- daemons ------------------------------------------------------------------------------
-    def _on_back(self, parts: list[bytes]) -> None:
+    def _on_back(self, parts: list[Any]) -> None:
         if len(parts) < 3:
             return
-        worker, client, frames = parts[0], parts[1], parts[2:]
+        worker, client, frames = parts[0].bytes, parts[1].bytes, parts[2:]
         state = self.workers.get(worker)
         if state is None:
             state = self.workers[worker] = WorkerState(worker, time.monotonic())

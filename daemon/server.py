@@ -17,9 +17,11 @@ same, and the broker does the liveness work and sends `gone` for a vanished clie
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -76,7 +78,7 @@ class Server:
         self._thread: threading.Thread | None = None
         self._worker: Worker | None = None
         self._auth: Any = None
-        self._events_addr = f"inproc://gimp-draggan-events-{id(self)}"
+        self._events_addr = f"inproc://gimp-draggan-events-{uuid.uuid4().hex}"
         self._jobs: dict[bytes, Job] = {}                    # key -> job
         self._by_client: dict[bytes, dict[str, Job]] = {}    # client -> id -> job
         self._last_seen: dict[bytes, float] = {}
@@ -214,7 +216,7 @@ class Server:
             probing = now < self._probe_until
             ready = dict(poller.poll(int(1000 * (PROBE_EVERY_S if probing else 0.2))))
             if events in ready:
-                self._drain(events, self._on_worker)
+                self._drain(events, self._on_worker, copy=False)
             if front in ready:
                 self._drain(front, self._on_front)
             if monitor is not None and monitor in ready:
@@ -230,10 +232,10 @@ class Server:
                 self._flush_outbox()
 
     @staticmethod
-    def _drain(sock: zmq.Socket, handle: Any, limit: int = 256) -> None:
+    def _drain(sock: zmq.Socket, handle: Any, limit: int = 256, copy: bool = True) -> None:
         for _ in range(limit):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=copy)
             except zmq.Again:
                 return
             handle(frames)
@@ -389,8 +391,9 @@ class Server:
         self._send(envelope, P.encode("cancel", msg.id, {"job": target, "found": job is not None}))
 
     # ---- from the worker ----------------------------------------------------------------------
-    def _on_worker(self, parts: list[bytes]) -> None:
-        kind, key, frames = parts[0], parts[1], parts[2:]
+    def _on_worker(self, parts: list[zmq.Frame]) -> None:
+        """Worker events arrive as zmq.Frames and are forwarded without copying the patch."""
+        kind, key, frames = parts[0].bytes, parts[1].bytes, parts[2:]
         job = self._jobs.get(key)
         if kind == START:
             self._update_positions()
@@ -404,7 +407,7 @@ class Server:
             self._forget(job)
             if not job.abandoned:
                 self._send(job.envelope, frames)
-            log.info("job %s finished: %s", job.id, _op_of(frames))
+            log.info("job %s finished: %s", job.id, _op_of(frames[0].bytes))
 
     def _forget(self, job: Job) -> None:
         self._jobs.pop(job.key, None)
@@ -463,9 +466,10 @@ class Server:
             log.warning("bad control message from the broker: %s", exc.message)
 
 
-def _op_of(frames: list[bytes]) -> str:
+def _op_of(header: bytes) -> str:
+    """`result`, or the error code, of an encoded final reply (for the log)."""
     try:
-        msg = P.decode(frames)
-    except P.ProtocolError:
+        fields = json.loads(header)
+    except ValueError:
         return "?"
-    return str(msg.header.get("code", msg.op))
+    return str(fields.get("code") or fields.get("op"))
