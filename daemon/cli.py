@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "keys",
     "broker",
     "drag",
+    "invert",
 )
 
 
