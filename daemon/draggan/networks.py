@@ -157,6 +157,9 @@ def modulated_conv2d(
 class SynthesisLayer(nn.Module):
     """Modulated 3x3 conv (optionally 2x up) + noise + bias + leaky ReLU (+ clamp)."""
 
+    resample_filter: torch.Tensor
+    noise_const: torch.Tensor
+
     def __init__(
         self,
         in_channels: int,
@@ -233,6 +236,8 @@ class ToRGBLayer(nn.Module):
 
 class SynthesisBlock(nn.Module):
     """One resolution of the skip generator: (const | up-conv) -> conv -> ToRGB added to img."""
+
+    resample_filter: torch.Tensor
 
     def __init__(
         self,
@@ -368,6 +373,8 @@ class SynthesisNetwork(nn.Module):
 
 class MappingNetwork(nn.Module):
     """z -> w through an MLP; tracks w_avg; broadcasts to num_ws; truncation."""
+
+    w_avg: torch.Tensor
 
     def __init__(
         self,
