@@ -107,12 +107,17 @@ def install(args: argparse.Namespace, plugin_dirs: Sequence[Path], actions: Acti
         service.install_service(actions, plan)
         record.service_files = (str(plan.file.path),)
     actions.write_file(data / daemon_env.RECORD_NAME, record.to_json())
-    return next_steps(args, serve, address)
+    return next_steps(args, serve, address, plugin_dirs)
 
 
-def next_steps(args: argparse.Namespace, serve: Sequence[str], address: str) -> list[str]:
+def next_steps(args: argparse.Namespace, serve: Sequence[str], address: str,
+               plugin_dirs: Sequence[Path] = ()) -> list[str]:
     shown = " ".join(f'"{a}"' if " " in a else a for a in serve)
     steps = []
+    sandboxed = [d for d in plugin_dirs if "org.gimp.GIMP" in d.parts or "snap" in d.parts]
+    if sandboxed and not args.service and serve:
+        steps.append("Flatpak/Snap GIMP cannot start programs outside its sandbox: re-run with "
+                     "--service, or keep the daemon running yourself")
     if args.service:
         steps.append("The daemon starts at login and is running now.")
     elif serve:

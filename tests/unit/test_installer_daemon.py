@@ -220,3 +220,73 @@ def test_real_install_is_idempotent_and_uninstall_removes_it(tmp_path: Path) -> 
     daemon_part.uninstall([plug], Actions(say=out.append), "linux", env)
     assert not (plug / "gimp-draggan.json").exists()
     assert not data.exists()
+
+
+# ---- the real command, other platforms (folders laid out as there; --dry-run) --------------------
+def install_sh(home: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "LANG": "C.UTF-8", **extra}
+    return subprocess.run([str(ROOT / "installer/install.sh"), *args], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_macos_service_dry_run(tmp_path: Path) -> None:
+    (tmp_path / "Library/Application Support/GIMP/3.0").mkdir(parents=True)
+    out = install_sh(tmp_path, "--platform", "macos", "--service", "--dry-run")
+    assert out.returncode == 0, out.stderr
+    agent = tmp_path / "Library/LaunchAgents/org.gimp-draggan.daemon.plist"
+    venv_python = tmp_path / "Library/Application Support/gimp-draggan/venv/bin/python"
+    assert f"would create {agent}" in out.stdout
+    assert "would run launchctl bootstrap gui/" in out.stdout
+    assert f"-m venv '{venv_python.parent.parent}'" in out.stdout
+    assert "torch: " in out.stdout and "Next: The daemon starts at login" in out.stdout
+    assert not (tmp_path / "Library/LaunchAgents").exists()
+
+
+def test_windows_service_dry_run(tmp_path: Path) -> None:
+    roaming = tmp_path / "AppData/Roaming"
+    (roaming / "GIMP/3.0").mkdir(parents=True)
+    out = install_sh(tmp_path, "--platform", "windows", "--service", "--cpu", "--dry-run",
+                     APPDATA=str(roaming), USERPROFILE=str(tmp_path), USERNAME="ann")
+    assert out.returncode == 0, out.stderr
+    data = tmp_path / "AppData/Local/gimp-draggan"
+    assert f"would create {data / 'gimp-draggan-task.xml'}" in out.stdout
+    assert "would run schtasks /Create /TN 'gimp-draggan daemon' /XML" in out.stdout
+    assert "torch: CPU build (torch) — --cpu given" in out.stdout
+    assert "Scripts/python.exe" in out.stdout
+    assert not data.exists()
+
+
+def test_plugin_only_writes_config_without_venv(tmp_path: Path) -> None:
+    plugins = tmp_path / ".config/GIMP/3.0/plug-ins"
+    plugins.parent.mkdir(parents=True)
+    out = install_sh(tmp_path, "--plugin-only", "--daemon", "tcp://gpu-box:5589")
+    assert out.returncode == 0, out.stderr
+    config = json.loads((plugins / "gimp-draggan/gimp-draggan.json").read_text())
+    assert config["address"] == "tcp://gpu-box:5589"
+    assert "torch:" not in out.stdout
+    assert not (tmp_path / ".local/share/gimp-draggan/venv").exists()
+    bad = install_sh(tmp_path, "--plugin-only", "--daemon", "gpu-box:5589")
+    assert bad.returncode == 1 and "tcp://HOST:PORT" in bad.stderr
+
+
+def test_uninstall_stops_the_service(tmp_path: Path) -> None:
+    unit = tmp_path / ".config/systemd/user/gimp-draggan.service"
+    unit.parent.mkdir(parents=True)
+    unit.write_text("[Service]\n")
+    (tmp_path / ".config/GIMP/3.0").mkdir(parents=True)
+    out = install_sh(tmp_path, "--uninstall", "--dry-run")
+    assert out.returncode == 0, out.stderr
+    assert "would run systemctl --user disable --now gimp-draggan.service" in out.stdout
+    assert f"would remove {unit}" in out.stdout and unit.exists()
+
+
+def test_flatpak_gimp_gets_the_service_hint(tmp_path: Path) -> None:
+    flatpak = tmp_path / "home/.var/app/org.gimp.GIMP/config/GIMP/3.0/plug-ins/gimp-draggan"
+    args = parse("--torch", "torch==2.13.0")
+    steps = daemon_part.install(args, [flatpak], Actions(dry_run=True, say=lambda s: None),
+                                "linux", home_env(tmp_path))
+    assert "re-run with --service" in steps[0]
+    with_service = daemon_part.install(parse("--service"), [flatpak],
+                                       Actions(dry_run=True, say=lambda s: None), "linux",
+                                       home_env(tmp_path))
+    assert not any("--service" in s for s in with_service)
