@@ -143,6 +143,7 @@ class FeatureGrid:
 
     Per output row/column: the two source indices and the weight of the second, exactly as
     PyTorch computes them, so any set of resized pixels is a gather of 4 feature pixels.
+    ``feat`` may be a window of the feature map whose top-left pixel is ``origin`` (x, y).
     """
 
     def __init__(self, feature_res: int, image_res: int, device: torch.device) -> None:
@@ -151,27 +152,30 @@ class FeatureGrid:
         scale = feature_res / image_res
         src = ((torch.arange(image_res, dtype=torch.float64) + 0.5) * scale - 0.5).clamp(min=0)
         lo = src.floor().long()
+        hi = (lo + 1).clamp(max=feature_res - 1)
         self.lo_list: list[int] = lo.tolist()
-        self.hi_list: list[int] = (lo + 1).clamp(max=feature_res - 1).tolist()
+        self.hi_list: list[int] = hi.tolist()
         self.lo = lo.to(device)
-        self.hi = (lo + 1).clamp(max=feature_res - 1).to(device)
+        self.hi = hi.to(device)
         self.lam = (src - lo).to(torch.float32).to(device)
 
-    def _rows(self, feat: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-        lam = self.lam[ys].reshape(1, 1, -1, 1)
-        return (1 - lam) * feat[:, :, self.lo[ys]] + lam * feat[:, :, self.hi[ys]]
-
-    def window(self, feat: torch.Tensor, x0: int, x1: int, y0: int, y1: int) -> torch.Tensor:
+    def window(
+        self, feat: torch.Tensor, x0: int, x1: int, y0: int, y1: int,
+        origin: tuple[int, int] = (0, 0),
+    ) -> torch.Tensor:
         """Resized pixels of rows y0..y1 and columns x0..x1 (inclusive): ``[C, ny, nx]``."""
         dev = feat.device
         xs = torch.arange(x0, x1 + 1, device=dev)
         ys = torch.arange(y0, y1 + 1, device=dev)
+        ox, oy = origin
         lam = self.lam[xs]
-        cols = (1 - lam) * feat[..., self.lo[xs]] + lam * feat[..., self.hi[xs]]  # [1, C, r, nx]
-        return self._rows(cols, ys)[0]
+        cols = (1 - lam) * feat[..., self.lo[xs] - ox] + lam * feat[..., self.hi[xs] - ox]
+        lam = self.lam[ys].reshape(1, 1, -1, 1)
+        rows = (1 - lam) * cols[:, :, self.lo[ys] - oy] + lam * cols[:, :, self.hi[ys] - oy]
+        return rows[0]
 
     def pixels(self, feat: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-        """Resized pixels at integer ``(xs, ys)`` (long ``[K]``): ``[C, K]``."""
+        """Resized pixels at integer ``(xs, ys)`` (long ``[K]``) of a whole map: ``[C, K]``."""
         f = feat[0]
         wx = self.lam[xs]
         wy = self.lam[ys]
@@ -179,23 +183,6 @@ class FeatureGrid:
         top = (1 - wx) * f[:, ly, lx] + wx * f[:, ly, hx]
         bottom = (1 - wx) * f[:, hy, lx] + wx * f[:, hy, hx]
         return (1 - wy) * top + wy * bottom
-
-    def bilinear(self, feat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Bilinear sample of the resized map at float ``(x, y)`` ``[K]``, clamped to the border
-        (``grid_sample(..., align_corners=True, padding_mode="border")``): ``[C, K]``."""
-        last = self.image_res - 1
-        x = x.clamp(0, last)
-        y = y.clamp(0, last)
-        x0 = x.floor().long().clamp(max=max(last - 1, 0))
-        y0 = y.floor().long().clamp(max=max(last - 1, 0))
-        x1 = (x0 + 1).clamp(max=last)
-        y1 = (y0 + 1).clamp(max=last)
-        ax = x - x0
-        ay = y - y0
-        return (
-            (1 - ay) * ((1 - ax) * self.pixels(feat, x0, y0) + ax * self.pixels(feat, x1, y0))
-            + ay * ((1 - ax) * self.pixels(feat, x0, y1) + ax * self.pixels(feat, x1, y1))
-        )
 
     def span(self, a: int, b: int) -> tuple[int, int]:
         """Feature rows (or columns) ``[lo, hi)`` that image rows ``a..b`` (inclusive) read."""
@@ -209,10 +196,11 @@ class FeatureGrid:
 
 def track_handles(
     grid: FeatureGrid,
-    feat: torch.Tensor,         # [1, C, r, r], detached.
+    feat: torch.Tensor,         # [1, C, h, w] feature map (or window at origin), detached.
     refs: torch.Tensor,         # [P, C] initial feature of each handle.
     handles: list[tuple[int, int]],
     radius: int,
+    origin: tuple[int, int] = (0, 0),
 ) -> list[tuple[int, int]]:
     """Move each handle to its reference's nearest neighbour (L2) in the clipped square window.
 
@@ -223,7 +211,7 @@ def track_handles(
     for (x, y), ref in zip(handles, refs, strict=True):
         x0, x1 = max(x - radius, 0), min(x + radius, last)
         y0, y1 = max(y - radius, 0), min(y + radius, last)
-        win = grid.window(feat, x0, x1, y0, y1)                     # [C, ny, nx]
+        win = grid.window(feat, x0, x1, y0, y1, origin)             # [C, ny, nx]
         dist = (win - ref.reshape(-1, 1, 1)).square().sum(dim=0)    # [ny, nx]
         idx = int(dist.reshape(-1).argmin())
         nx = x1 - x0 + 1
@@ -241,25 +229,39 @@ def disc_offsets(radius: int, device: torch.device) -> tuple[torch.Tensor, torch
 
 def motion_loss(
     grid: FeatureGrid,
-    feat: torch.Tensor,          # [1, C, r, r] with a graph to the latent.
+    feat: torch.Tensor,          # [1, C, h, w] with a graph to the latent.
     handles: list[tuple[int, int]],
     targets: list[Point],
     disc: tuple[torch.Tensor, torch.Tensor],
+    origin: tuple[int, int] = (0, 0),
 ) -> torch.Tensor:
-    """Sum over handles more than 1 px from their target of
-    mean |F(p + d) - sg(F(p))| over channels and the disc pixels p inside the image."""
+    """Sum over handles more than 1 px from their target of mean |F(p + d) - sg(F(p))| over
+    channels and the disc pixels p inside the image; F(p + d) is bilinear, clamped to the
+    border (``grid_sample(align_corners=True, padding_mode="border")`` on the resized map)."""
     last = grid.image_res - 1
+    reach = int(max(disc[0].abs().max(), disc[1].abs().max())) + 1
     loss = feat.new_zeros(())
     for (x, y), (tx, ty) in zip(handles, targets, strict=True):
         dist = math.hypot(tx - x, ty - y)
         if dist <= 1:
             continue
+        # The resized pixels the disc and its shifted samples touch, as one dense window.
+        wx0, wx1 = max(x - reach, 0), min(x + reach + 1, last)
+        wy0, wy1 = max(y - reach, 0), min(y + reach + 1, last)
+        win = grid.window(feat, wx0, wx1, wy0, wy1, origin)        # [C, ny, nx]
         px, py = disc[0] + x, disc[1] + y
         inside = (px >= 0) & (px <= last) & (py >= 0) & (py <= last)
         px, py = px[inside], py[inside]
-        src = grid.pixels(feat, px, py).detach()
-        moved = grid.bilinear(
-            feat, px.to(feat.dtype) + (tx - x) / dist, py.to(feat.dtype) + (ty - y) / dist
+        src = win[:, py - wy0, px - wx0].detach()
+        sx = (px.to(feat.dtype) + (tx - x) / dist).clamp(0, last)
+        sy = (py.to(feat.dtype) + (ty - y) / dist).clamp(0, last)
+        x0 = sx.floor().long().clamp(max=max(last - 1, 0))
+        y0 = sy.floor().long().clamp(max=max(last - 1, 0))
+        ax, ay = sx - x0, sy - y0
+        x0, y0 = x0 - wx0, y0 - wy0
+        x1, y1 = x0 + 1, y0 + 1  # inside the window by construction of ``reach``
+        moved = (1 - ay) * ((1 - ax) * win[:, y0, x0] + ax * win[:, y0, x1]) + ay * (
+            (1 - ax) * win[:, y1, x0] + ax * win[:, y1, x1]
         )
         loss = loss + (moved - src).abs().mean()
     return loss
@@ -362,8 +364,8 @@ class FeatureSynthesis:
     """``w_opt [1, N, w_dim]`` -> output of block ``feature_res`` ``[1, C, r, r]``, same maths as
     ``G.synthesis.run(cat(w_opt, ws_fixed), feature_res=...)`` without ToRGB or later blocks.
 
-    Given a window of the feature map, every layer computes only what that window depends on;
-    the result is the full-size map, zero outside the window.
+    Given a window of the feature map, every layer computes only what that window depends on,
+    and the result is that window ``[1, C, y1 - y0, x1 - x0]``.
     """
 
     def __init__(self, G: Generator, ws_fixed: torch.Tensor, feature_res: int) -> None:
@@ -401,11 +403,7 @@ class FeatureSynthesis:
         x = self.const[..., y0:y1, x0:x1]
         for layer, inp, out in zip(self.layers, plan[:-1], plan[1:], strict=True):
             x = layer(x, w_opt, inp, out)
-        x0, x1, y0, y1 = plan[-1]
-        r = self.feature_res
-        if (x0, x1, y0, y1) == (0, r, 0, r):
-            return x
-        return F.pad(x, [x0, r - x1, y0, r - y1])
+        return x
 
 
 # ----------------------------------------------------------------------------------------------
@@ -550,10 +548,11 @@ class DragSession:
         y0, y1 = self.grid.span(max(min(ys) - m, 0), min(max(ys) + m, last))
         return x0, x1, y0, y1
 
-    def loss(self, feat: torch.Tensor) -> torch.Tensor:
-        """Motion supervision + mask term on features ``[1, C, r, r]`` at the current handles."""
-        loss = motion_loss(self.grid, feat, self.handles, self.targets, self.disc)
-        if self.f0_fixed is not None:
+    def loss(self, feat: torch.Tensor, origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
+        """Motion supervision + mask term at the current handles, on features ``[1, C, h, w]``:
+        the whole map, or (no mask term) the window whose top-left pixel is ``origin``."""
+        loss = motion_loss(self.grid, feat, self.handles, self.targets, self.disc, origin)
+        if self.f0_fixed is not None and self.fixed is not None:
             fixed = self.grid.full(feat) * self.fixed
             loss = loss + self.params.mask_lambda * (fixed - self.f0_fixed).abs().mean()
         return loss
@@ -562,17 +561,19 @@ class DragSession:
         """Forward to the feature block, track, then (unless done) one optimiser step."""
         t0 = time.perf_counter()
         with torch.enable_grad():
-            feat = self.synthesis(self.w_opt, self.feature_window())
+            window = self.feature_window()
+            origin = (0, 0) if window is None else (window[0], window[2])
+            feat = self.synthesis(self.w_opt, window)
             if not self._tracked:
                 self.handles = track_handles(
-                    self.grid, feat.detach(), self.refs, self.handles, self.radii.r2
+                    self.grid, feat.detach(), self.refs, self.handles, self.radii.r2, origin
                 )
                 self._tracked = True
             points = [(float(x), float(y)) for x, y in self.handles]
             distances = self.distances()
             loss_value = None
             if not self.converged():
-                loss = self.loss(feat)
+                loss = self.loss(feat, origin)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
