@@ -1,8 +1,9 @@
 """Put the model's result back into the layer as a small patch.
 
-The blend weight of a layer pixel is ``selection/255 · inward feather · box feather``: the
-selection (all 1 when there is none) times a ramp that is 0 on its edge and reaches 1 ``feather``
-pixels inside it, times a ramp that fades out towards the crop box's edges. A pixel of weight 0 is
+The blend weight of a layer pixel is ``selection/255 · inward feather · box feather · change``:
+the selection (all 1 when there is none) times a ramp that is 0 on its edge and reaches 1
+``feather`` pixels inside it, times a ramp that fades out towards the crop box's edges, times
+(optionally) a soft map of where the drag changed the generator's image. A pixel of weight 0 is
 copied byte for byte from the input, so everything outside the selection (or the box), and every
 fully transparent pixel, is unchanged; a partly selected pixel moves that much of the way, as GIMP
 applies a filter through a soft selection. Alpha always comes from the input.
@@ -110,6 +111,25 @@ def blend_rect(box: CropBox, selection: np.ndarray | None) -> Rect:
     return Rect(r.x0 + inside.x0, r.y0 + inside.y0, r.x1 + inside.x0, r.y1 + inside.y0)
 
 
+def change_weight(
+    result: np.ndarray, recon: np.ndarray, threshold: float, radius: int
+) -> np.ndarray:
+    """Where the drag changed the image: ``[R, R]`` in [0, 1] from ``result`` vs the
+    reconstruction ``recon`` ([R, R, 3]). 1 where a channel moved by ``threshold`` or more
+    (after a light blur against noise), spread out and softened over ``radius`` pixels.
+
+    Multiplying the blend by it keeps the photo's own pixels wherever the drag left the image
+    alone, instead of the generator's imperfect copy of them."""
+    if result.shape != recon.shape or result.ndim != 3:
+        raise ValueError(f"change map needs equal [R, R, 3] images, got {result.shape}, "
+                         f"{recon.shape}")
+    if threshold <= 0:
+        raise ValueError(f"change threshold must be > 0, got {threshold}")
+    diff = np.abs(result - recon).max(axis=2)
+    moved = np.clip(box_blur(diff, max(1, radius // 4)) / threshold, 0.0, 1.0)
+    return np.clip(2.0 * box_blur(moved, radius), 0.0, 1.0)
+
+
 def match_low_frequencies(
     result: np.ndarray, target: np.ndarray, recon: np.ndarray, radius: int
 ) -> np.ndarray:
@@ -133,9 +153,11 @@ def composite(
     result: np.ndarray,
     selection: np.ndarray | None = None,
     feather: float = 1.0 / 16.0,    # Ramp width as a fraction of the crop side.
+    change: np.ndarray | None = None,  # [R, R] in [0, 1]: where the drag changed the image.
 ) -> Patch:
     """Blend the model-space ``result`` ([R, R, 3] float32, 1.0 = full) into ``layer``
-    ([H, W, 4] in ``depth``'s dtype) through the feathered ``selection`` ([H, W] u8 or None)."""
+    ([H, W, 4] in ``depth``'s dtype) through the feathered ``selection`` ([H, W] u8 or None),
+    and, when given, the ``change`` map (see `change_weight`)."""
     if layer.ndim != 3 or layer.shape[2] != 4 or layer.dtype != DTYPES.get(depth):
         raise ValueError(f"layer must be [H, W, 4] {depth}, got {layer.dtype} {list(layer.shape)}")
     if layer.shape[:2] != (box.layer_height, box.layer_width):
@@ -143,6 +165,8 @@ def composite(
     r = box.resolution
     if result.shape != (r, r, 3):
         raise ValueError(f"result must be [{r}, {r}, 3], got {list(result.shape)}")
+    if change is not None and change.shape != (r, r):
+        raise ValueError(f"change map must be [{r}, {r}], got {list(change.shape)}")
     if selection is not None and selection.shape != layer.shape[:2]:
         raise ValueError(
             f"selection is {list(selection.shape)}, layer is {list(layer.shape[:2])}"
@@ -161,6 +185,8 @@ def composite(
             sel = selection[strip.y0: strip.y1, strip.x0: strip.x1]
             weight *= sel.astype(np.float32) / 255.0
             weight *= _feather_rows(sel_feather, rect, strip)
+        if change is not None:
+            weight *= np.clip(model_to_layer(change, box, strip, smooth=True), 0.0, 1.0)
         orig = layer[strip.y0: strip.y1, strip.x0: strip.x1]
         weight[orig[:, :, 3] == 0] = 0.0
         if not weight.any():

@@ -185,9 +185,12 @@ def _block_mean(
 
 
 def _resize_channels(
-    img: np.ndarray, size: tuple[int, int], box: tuple[float, float, float, float]
+    img: np.ndarray,
+    size: tuple[int, int],
+    box: tuple[float, float, float, float],
+    resample: Image.Resampling = Image.Resampling.LANCZOS,
 ) -> np.ndarray:
-    """Lanczos-resize float32 ``img`` ([H, W] or [H, W, C]) region ``box`` to ``size`` (w, h)."""
+    """Resize float32 ``img`` ([H, W] or [H, W, C]) region ``box`` to ``size`` (w, h)."""
     h, w = img.shape[:2]
     box = (
         min(max(box[0], 0.0), w), min(max(box[1], 0.0), h),
@@ -197,7 +200,7 @@ def _resize_channels(
     out = [
         np.asarray(
             Image.fromarray(np.ascontiguousarray(p, dtype=np.float32), mode="F").resize(
-                size, Image.Resampling.LANCZOS, box=box
+                size, resample, box=box
             ),
             dtype=np.float32,
         )
@@ -244,9 +247,12 @@ def layer_to_model(
     return _resize_channels(small, (r, r), (bx0 + pl, by0 + pt, bx1 + pl, by1 + pt))
 
 
-def model_to_layer(img: np.ndarray, box: CropBox, rect: Rect) -> np.ndarray:
+def model_to_layer(
+    img: np.ndarray, box: CropBox, rect: Rect, smooth: bool = False
+) -> np.ndarray:
     """Model-resolution float32 ``img`` ([R, R] or [R, R, C]) resampled onto the layer pixels of
-    ``rect`` (which must lie inside the box): ``[rect.height, rect.width(, C)]``."""
+    ``rect`` (which must lie inside the box): ``[rect.height, rect.width(, C)]``. Lanczos, or
+    with ``smooth`` bilinear (no ringing: weights stay in their range and zeros stay zero)."""
     r = box.resolution
     if img.shape[:2] != (r, r):
         raise ValueError(f"model image must be {r}x{r}, got {list(img.shape)}")
@@ -257,4 +263,5 @@ def model_to_layer(img: np.ndarray, box: CropBox, rect: Rect) -> np.ndarray:
         (rect.x0 - box.x0) * s, (rect.y0 - box.y0) * s,
         (rect.x1 - box.x0) * s, (rect.y1 - box.y0) * s,
     )
-    return _resize_channels(img, (rect.width, rect.height), src)
+    resample = Image.Resampling.BILINEAR if smooth else Image.Resampling.LANCZOS
+    return _resize_channels(img, (rect.width, rect.height), src, resample)

@@ -13,6 +13,9 @@ Behaviour worth knowing:
   preset and pixels over a box that holds the points; otherwise the cache is searched (for a
   crop that holds the points and is at most twice as wide as a fresh one), and on a miss the
   crop is inverted anew (the photo form always carries its pixels).
+- Only what the drag changed is replaced: the blend is weighted by a soft map of where the
+  dragged image differs from the inversion's reconstruction, so the rest of the crop keeps the
+  photo's own pixels rather than the generator's imperfect copy of them.
 - Colour: the blurred inversion error (crop - reconstruction) is added back to the dragged image,
   so where the tuned generator drifted in tone the patch still matches the photo.
 """
@@ -29,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gimp_draggan.align import Aligner, SquareFraming
-from gimp_draggan.composite import composite, match_low_frequencies
+from gimp_draggan.composite import change_weight, composite, match_low_frequencies
 from gimp_draggan.crop import (
     CropBox,
     Rect,
@@ -58,6 +61,8 @@ if TYPE_CHECKING:
 
 FEATHER = 1.0 / 16.0        # Blend ramp width, fraction of the crop side.
 COLOR_RADIUS = 1.0 / 16.0   # Colour-matching blur radius, fraction of the model resolution.
+CHANGE_THRESHOLD = 0.04     # A channel moving this much (of full scale) counts as changed.
+CHANGE_RADIUS = 1.0 / 32.0  # Spread of the change map, fraction of the model resolution.
 
 
 class EditCancelled(RuntimeError):
@@ -335,9 +340,15 @@ def run_edit(
     t0 = time.perf_counter()
     box = session.box
     image = _to_image(result.image)
-    radius = max(1, round(COLOR_RADIUS * box.resolution))
+    res = box.resolution
+    change = change_weight(
+        image, session.recon, CHANGE_THRESHOLD, max(1, round(CHANGE_RADIUS * res))
+    )
+    radius = max(1, round(COLOR_RADIUS * res))
     image = np.clip(match_low_frequencies(image, session.target, session.recon, radius), 0.0, 1.0)
-    patch = composite(layer.rgba, layer.depth, box, image, layer.selection, feather=FEATHER)
+    patch = composite(
+        layer.rgba, layer.depth, box, image, layer.selection, feather=FEATHER, change=change
+    )
     timings["composite"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - start
     return EditResult(

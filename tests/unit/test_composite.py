@@ -7,6 +7,7 @@ import skimage.data
 from gimp_draggan.composite import (
     Patch,
     box_blur,
+    change_weight,
     composite,
     inward_feather,
     match_low_frequencies,
@@ -192,3 +193,25 @@ def test_a_layer_sized_selection_composites_with_bounded_memory() -> None:
     extra = peak - patch.pixels.nbytes                        # beyond the patch itself
     assert extra < 100 * 2**20, f"{extra / 2**20:.0f} MB beyond the patch"
     assert patch.pixels[1500, 2000, 0] == 255 and patch.pixels[0, 0, 0] == 90
+
+
+def test_change_map_keeps_the_photo_where_the_drag_changed_nothing() -> None:
+    recon = np.full((32, 32, 3), 0.5, np.float32)
+    result = recon.copy()
+    result[8:16, 8:16] = 0.9                                   # the drag moved this block only
+    change = change_weight(result, recon, threshold=0.04, radius=2)
+    assert change.shape == (32, 32)
+    assert change[12, 12] == pytest.approx(1.0) and change[28, 28] == 0.0
+    assert 0.0 < change[8, 18] <= 1.0                          # spread a little beyond the block
+    assert np.all(change_weight(recon, recon, 0.04, 2) == 0.0)
+
+    rng = np.random.default_rng(7)
+    layer = rng.integers(0, 256, (64, 64, 4), dtype=np.uint8)
+    layer[:, :, 3] = 255
+    box = CropBox(x0=0, y0=0, side=64, layer_width=64, layer_height=64, resolution=32)
+    patch = composite(layer, "u8", box, _result(32, 1.0), change=change)
+    out = _apply(layer, patch)
+    assert not np.array_equal(out[24, 24], layer[24, 24])     # inside the changed block
+    assert np.array_equal(out[50:, 50:], layer[50:, 50:])     # nothing changed there
+    with pytest.raises(ValueError, match="change map must be"):
+        composite(layer, "u8", box, _result(32), change=change[:16])

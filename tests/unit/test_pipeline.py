@@ -99,7 +99,8 @@ def test_edit_of_a_real_photo_changes_only_the_selection(model: str) -> None:
     yy, xx = np.mgrid[0:512, 0:512]
     sel = (((xx - 205) / 60) ** 2 + ((yy - 150) / 45) ** 2 <= 1).astype(np.uint8) * 255
     events: list[Progress] = []
-    r = _run(_request(model, rgba, mask=sel.tobytes()), SessionCache(), events)
+    params = EditParams(steps=3, lr=0.05)                    # big steps: the image changes
+    r = _run(_request(model, rgba, mask=sel.tobytes(), params=params), SessionCache(), events)
     assert r.depth == "u8" and len(r.patch) == r.width * r.height * 4
     assert (r.x, r.y, r.width, r.height) == (145, 105, 121, 91)        # the selection's bbox
     out = _apply(rgba, r)

@@ -54,7 +54,7 @@ def test_photo_form_writes_the_full_image_changed_only_in_the_mask(
 ) -> None:
     code = main([
         "drag", str(files["photo"]), "-p", "200,120:212,125", "--mask", str(files["mask"]),
-        "--model", str(files["model"]), "--steps", "2", "--device", "cpu", "--json",
+        "--model", str(files["model"]), "--steps", "2", "--lr", "0.05", "--device", "cpu", "--json",
         "-o", str(files["out"]),
     ])
     assert code == 0
