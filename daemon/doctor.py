@@ -30,6 +30,7 @@ def run_checks(ctx: Context, cache: str | None = None) -> list[Check]:
     recorded = tuple(str(p) for p in record.get("plugin_dirs") or [])  # type: ignore[union-attr]
     checks = [record_row, *doctor_gimp.gimp_checks(ctx, recorded)]
     folders = doctor_gimp.plugin_folders(ctx, recorded)
+    checks += sandbox_service(folders, record)
     if ctx.daemon:
         daemons: list[tuple[str, tuple[str, ...]]] = [(ctx.daemon, ())]
     else:
@@ -46,6 +47,20 @@ def run_checks(ctx: Context, cache: str | None = None) -> list[Check]:
     checks += doctor_host.check_disk([("model cache", cache_dir(cache)),
                                       ("daemon venv", doctor_host.data_dir(ctx))])
     return checks
+
+
+def sandbox_service(folders: list[tuple[str, Path]], record: dict[str, Any]) -> list[Check]:
+    """A Flatpak or Snap GIMP cannot start the daemon, so it needs the login service."""
+    boxed = [p for label, p in folders if label.split()[0] in ("flatpak", "snap")
+             and (p / doctor_gimp.PLUGIN_NAME / doctor_gimp.ENTRY).is_file()]
+    if not boxed:
+        return []
+    if record.get("service_files"):
+        return [Check("service", "ok", "sandboxed GIMP found; the daemon runs as a login "
+                      f"service ({', '.join(record['service_files'])})")]
+    return [Check("service", "warn", f"the plug-in is installed for a sandboxed GIMP "
+                  f"({', '.join(str(p) for p in boxed)}), which cannot start the daemon itself",
+                  "re-run the installer with --service, or keep `gimp-draggan serve` running")]
 
 
 def summary(checks: list[Check]) -> dict[str, int]:

@@ -229,3 +229,15 @@ def test_cli_json_exit_code(tmp_path: Path, monkeypatch, capsys) -> None:
 def test_problem_rows_need_a_fix(status: str) -> None:
     with pytest.raises(ValueError, match="needs a fix"):
         Check("x", status, "broken")
+
+
+def test_flatpak_gimp_without_service_is_warned(tmp_path: Path) -> None:
+    plugins = tmp_path / ".var/app/org.gimp.GIMP/config/GIMP/3.0/plug-ins"
+    plugins.mkdir(parents=True)
+    plugin_files.install(Actions(say=lambda s: None), ROOT / "gimp_plugin", plugins)
+    folders = doctor_gimp.plugin_folders(make_ctx(tmp_path))
+    [row] = doctor.sandbox_service(folders, {})
+    assert row.status == "warn" and "--service" in row.fix
+    [row] = doctor.sandbox_service(folders, {"service_files": ["/u/gimp-draggan.service"]})
+    assert row.status == "ok"
+    assert doctor.sandbox_service(doctor_gimp.plugin_folders(make_ctx(tmp_path / "x")), {}) == []
