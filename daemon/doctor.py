@@ -27,7 +27,8 @@ MAX_LOG_BYTES = 5 * 2**20      # Per log file in a bundle (the newest part is ke
 def run_checks(ctx: Context, cache: str | None = None) -> list[Check]:
     """Every check, in the order a person would fix things."""
     record_row, record = doctor_host.read_record(ctx)
-    recorded = tuple(str(p) for p in record.get("plugin_dirs") or [])  # type: ignore[union-attr]
+    dirs = record.get("plugin_dirs")
+    recorded = tuple(str(p) for p in dirs) if isinstance(dirs, list) else ()
     checks = [record_row, *doctor_gimp.gimp_checks(ctx, recorded)]
     folders = doctor_gimp.plugin_folders(ctx, recorded)
     checks += sandbox_service(folders, record)

@@ -111,12 +111,13 @@ def find_gimp(ctx: Context) -> list[GimpInstall]:
             for app in sorted(apps.glob("GIMP*.app")):
                 found.append(GimpInstall("app", str(app), _bundle_version(app)))
     if ctx.os_name == "windows":
-        bases = [ctx.env.get("ProgramFiles", r"C:\Program Files"),
-                 str(Path(ctx.env.get("LOCALAPPDATA", str(ctx.home / "AppData/Local")))
-                     / "Programs")]
-        for base in bases:
-            for exe in sorted(Path(base).glob("GIMP 3*/bin/gimp-3*.exe")):
-                found.append(GimpInstall("app", str(exe), exe.stem.removeprefix("gimp-")))
+        programs = [Path(ctx.env.get("ProgramFiles", r"C:\Program Files")),
+                    Path(ctx.env.get("LOCALAPPDATA", str(ctx.home / "AppData/Local")))
+                    / "Programs"]
+        for folder in programs:
+            for bundle_exe in sorted(folder.glob("GIMP 3*/bin/gimp-3*.exe")):
+                version = bundle_exe.stem.removeprefix("gimp-")
+                found.append(GimpInstall("app", str(bundle_exe), version))
     return found
 
 
