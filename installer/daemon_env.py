@@ -14,6 +14,7 @@ import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from actions import Actions, python_in_venv
 
@@ -176,7 +177,8 @@ class InstallRecord:
         if not isinstance(raw, dict):
             return None
         fields = cls.__dataclass_fields__
-        kept = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in fields}
+        kept: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                for k, v in raw.items() if k in fields}
         return cls(**kept)
 
 
