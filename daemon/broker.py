@@ -116,7 +116,7 @@ class Broker:
                 "refusing to listen on a non-loopback address without encryption: run "
                 "`gimp-draggan keys`, then pass --keys DIR to the broker and its daemons"
             )
-        socks = []
+        socks: list[zmq.Socket] = []
         for address in addresses:
             sock = self.ctx.socket(zmq.ROUTER)
             sock.setsockopt(zmq.LINGER, 0)

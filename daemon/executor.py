@@ -67,8 +67,9 @@ class PipelineExecutor:
     def models(self) -> list[dict[str, Any]]:
         from . import registry
 
-        rows = [{"name": n, "resolution": None, "cached": True, "description": f"file {p.name}",
-                 "domain": "", "downloadable": False} for n, p in self.files.items()]
+        rows = [{"name": n, "resolution": _file_resolution(p), "cached": True,
+                 "description": f"file {p.name}", "domain": "", "downloadable": False}
+                for n, p in self.files.items()]
         for name, e in self._table().items():
             cached = bool(e.package_path) or registry.is_cached(name, self.cache)
             rows.append({"name": name, "resolution": e.resolution, "cached": cached,
@@ -211,6 +212,18 @@ class PipelineExecutor:
                 torch.cuda.empty_cache()
         except ImportError:
             pass
+
+
+def _file_resolution(path: Path) -> int | None:
+    """Resolution of a project-format checkpoint from its JSON (cheap); None for pickles."""
+    if path.suffix != ".safetensors":
+        return None
+    from .draggan.checkpoint import read_config
+
+    try:
+        return int(read_config(path)[0].img_resolution)
+    except (OSError, ValueError):
+        return None
 
 
 def seed_drag(G: Any, seed: int, pairs: list[P.Pair], params: dict[str, Any],

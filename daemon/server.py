@@ -82,7 +82,7 @@ class Server:
         self._jobs: dict[bytes, Job] = {}                    # key -> job
         self._by_client: dict[bytes, dict[str, Job]] = {}    # client -> id -> job
         self._last_seen: dict[bytes, float] = {}
-        self._outbox: list[tuple[list[bytes], list[bytes]]] = []  # Final replies, pipe full.
+        self._outbox: list[tuple[list[bytes], list[Any]]] = []  # Final replies, pipe full.
         self._probe_until = 0.0
         self._started = time.monotonic()
         self.worker_mode = config.connect is not None
@@ -241,7 +241,7 @@ class Server:
             handle(frames)
 
     # ---- sending ------------------------------------------------------------------------------
-    def _send(self, envelope: list[bytes], frames: list[bytes], final: bool = True) -> bool:
+    def _send(self, envelope: list[bytes], frames: list[Any], final: bool = True) -> bool:
         """Send to a client; False if it is gone. Interim messages may be dropped when full."""
         big = any(len(f) > 65536 for f in frames)
         try:

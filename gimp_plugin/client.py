@@ -8,6 +8,7 @@ resend (same id); still nothing -> a clear error saying how to start the daemon.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import secrets
@@ -232,7 +233,7 @@ class Client:
              depth: str, mask: bytes | None, model: str | None, params: dict[str, Any] | None,
              session: str | None, seed: int | None, on_event: EventFn | None,
              should_stop: StopFn | None) -> P.JobResult:
-        image = P.ImageSpec(width, height, depth)
+        image: P.ImageSpec | None = P.ImageSpec(width, height, depth)
         if seed is not None and mask is None:
             image = None
         req = P.JobRequest(op, "local", model, list(pairs), dict(params or {}), image, pixels,
@@ -322,4 +323,6 @@ class Client:
     def _abandon(self, msg_id: str) -> None:
         """Best effort on Ctrl-C: tell the daemon to cancel, do not wait."""
         if self._transport is not None:
-            self._transport.send(P.encode("cancel", self._new_id("cancel"), {"job": msg_id}))
+            # If the connection is gone already, the daemon cancels a vanished client's jobs.
+            with contextlib.suppress(OSError):
+                self._transport.send(P.encode("cancel", self._new_id("cancel"), {"job": msg_id}))

@@ -302,7 +302,9 @@ class JobRequest:
 
 def check_image(header: dict[str, Any]) -> ImageSpec:
     """Validate `width`, `height`, `depth` of a photo request."""
-    width, height, depth = header.get("width"), header.get("height"), header.get("depth", "u8")
+    width: Any = header.get("width")
+    height: Any = header.get("height")
+    depth = header.get("depth", "u8")
     if not (_is_int(width) and _is_int(height)) or width < 1 or height < 1:
         raise ProtocolError("bad_request", "width and height must be positive integers")
     if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:

@@ -49,8 +49,7 @@ class ZmqTransport:
         import zmq
 
         self._zmq = zmq
-        self._ctx = zmq.Context.instance()
-        sock = self._ctx.socket(zmq.DEALER)
+        sock: zmq.Socket = zmq.Context.instance().socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)
         if curve is not None:
