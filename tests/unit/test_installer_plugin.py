@@ -27,7 +27,7 @@ def run_installer(home: Path, *args: str, extra_env: dict[str, str] | None = Non
     env = {"PATH": os.environ["PATH"], "HOME": str(home), "LANG": "C.UTF-8"}
     env.update(extra_env or {})
     return subprocess.run([str(INSTALL_SH), *args], env=env, capture_output=True, text=True,
-                          timeout=60)
+                          timeout=300)
 
 
 def assert_installed(plugins: Path) -> None:
