@@ -126,8 +126,10 @@ class PipelineExecutor:
         )
 
         def progress(p: Any) -> None:
+            crop = getattr(p, "crop", None)  # Preview box in layer pixels, when the pipeline says.
             on_progress(P.ProgressEvent(p.phase, p.step, p.total, list(p.points),
-                                        list(p.distances), p.preview))
+                                        list(p.distances), p.preview,
+                                        tuple(crop) if crop is not None else None))
 
         run = run_edit if request.op == "drag" else run_invert
         try:
@@ -260,7 +262,8 @@ def seed_drag(G: Any, seed: int, pairs: list[P.Pair], params: dict[str, Any],
     def on_step(report: Any) -> None:
         preview = None if report.preview is None else jpeg(report.preview.numpy(), size)
         on_progress(P.ProgressEvent("drag", report.step, steps, list(report.points),
-                                    list(report.distances), preview))
+                                    list(report.distances), preview,
+                                    (0, 0, res, res) if preview else None))
 
     result = session.run(max_steps=steps, on_step=on_step, should_stop=should_stop,
                          preview_every=int(params.get("preview_every", 0)))

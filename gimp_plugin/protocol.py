@@ -437,6 +437,7 @@ class ProgressEvent:
     points: list[tuple[float, float]] = field(default_factory=list)
     distances: list[float] = field(default_factory=list)
     preview: bytes | None = None       # Small JPEG, when due.
+    crop: tuple[int, int, int, int] | None = None  # Where the preview lies: x, y, w, h (layer).
 
 
 @dataclass(frozen=True)
@@ -467,16 +468,21 @@ def progress_frames(msg_id: str, ev: ProgressEvent) -> list[bytes]:
         "points": [[float(x), float(y)] for x, y in ev.points],
         "distances": [float(d) for d in ev.distances],
     }
+    if ev.crop is not None:
+        fields["crop"] = [int(v) for v in ev.crop]
     return encode("progress", msg_id, fields, {"preview": ev.preview} if ev.preview else None)
 
 
 def parse_progress(msg: Message) -> ProgressEvent:
     h = msg.header
+    crop = h.get("crop")
+    ok = isinstance(crop, list) and len(crop) == 4 and all(_is_int(v) for v in crop)
     return ProgressEvent(
         phase=str(h.get("phase", "")), step=int(h.get("step", 0)), total=int(h.get("total", 0)),
         points=[(float(p[0]), float(p[1])) for p in h.get("points", [])],
         distances=[float(d) for d in h.get("distances", [])],
         preview=msg.blobs.get("preview"),
+        crop=(crop[0], crop[1], crop[2], crop[3]) if ok else None,
     )
 
 

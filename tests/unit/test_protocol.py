@@ -153,7 +153,9 @@ def test_result_and_progress_roundtrip():
     assert P.parse_result(P.decode(P.result_frames("j", r))) == r
     with pytest.raises(ValueError):
         P.result_frames("j", dataclasses.replace(r, patch=bytes(15)))
-    ev = P.ProgressEvent("drag", 3, 10, [(1.0, 2.0)], [4.0], b"\xff\xd8jpeg")
+    ev = P.ProgressEvent("drag", 3, 10, [(1.0, 2.0)], [4.0], b"\xff\xd8jpeg", (-4, 2, 64, 64))
+    assert P.parse_progress(P.decode(P.progress_frames("j", ev))) == ev
+    ev = P.ProgressEvent("invert", 1, 10)
     assert P.parse_progress(P.decode(P.progress_frames("j", ev))) == ev
 
 
