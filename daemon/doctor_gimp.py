@@ -312,33 +312,66 @@ def _console_command(ctx: Context) -> list[str] | None:
     return None
 
 
-def ask_gimp(ctx: Context) -> Check | None:
-    """Start GIMP headless and ask its PDB for the procedure; None when no GIMP console exists."""
+_BATCH = f"""
+import os, sys
+import gi
+gi.require_version('Gimp', '3.0')
+from gi.repository import Gimp
+print('{_MARKER}', Gimp.get_pdb().procedure_exists('{PROCEDURE}'))
+try:
+    sys.path.insert(0, os.path.join(Gimp.directory(), 'plug-ins', '{PLUGIN_NAME}'))
+    from {PACKAGE} import {', '.join(TRANSPORT_MODULES)}
+    print('{_MARKER}-TRANSPORT', protocol.PROTOCOL_VERSION, transport.have_pyzmq(),
+          sys.version.split()[0])
+except Exception as exc:
+    print('{_MARKER}-TRANSPORT-ERROR', repr(exc).replace(chr(10), ' '))
+"""
+
+
+def ask_gimp(ctx: Context) -> list[Check]:
+    """Start GIMP headless; ask its PDB for the procedure and let its own Python import the
+    plug-in's transport. Empty when no GIMP console program exists."""
     command = _console_command(ctx)
     if command is None:
-        return None
-    batch = ("import gi; gi.require_version('Gimp', '3.0'); from gi.repository import Gimp; "
-             f"print('{_MARKER}', Gimp.get_pdb().procedure_exists('{PROCEDURE}'))")
-    argv = [*command, "-i", "-n", "--batch-interpreter=python-fu-eval", "-b", batch, "--quit"]
+        return []
+    argv = [*command, "-i", "-n", "--batch-interpreter=python-fu-eval", "-b", _BATCH, "--quit"]
     shown = shlex.join(command)
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=ctx.timeout_s,
                               check=False, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        return Check("gimp-pdb", "info", f"{shown} did not answer within {ctx.timeout_s:g} s; "
-                     "skipped asking GIMP")
+        return [Check("gimp-pdb", "info", f"{shown} did not answer within {ctx.timeout_s:g} s; "
+                      "skipped asking GIMP")]
     except OSError as exc:
-        return Check("gimp-pdb", "info", f"could not start {shown}: {exc}")
+        return [Check("gimp-pdb", "info", f"could not start {shown}: {exc}")]
     output = proc.stdout + proc.stderr
     match = re.search(rf"{_MARKER} (True|False)", output)
     if match is None:
         last = (output.strip().splitlines() or ["no output"])[-1]
-        return Check("gimp-pdb", "info", f"{shown} gave no answer (exit {proc.returncode}: "
-                     f"{last})")
+        return [Check("gimp-pdb", "info", f"{shown} gave no answer (exit {proc.returncode}: "
+                      f"{last})")]
     if match.group(1) == "True":
-        return Check("gimp-pdb", "ok", f"GIMP ({shown}) lists {PROCEDURE} in its PDB")
-    return Check("gimp-pdb", "fail", f"GIMP ({shown}) started headless but has no {PROCEDURE}",
-                 f"{INSTALL_HINT}, then check the plug-in rows above")
+        rows = [Check("gimp-pdb", "ok", f"GIMP ({shown}) lists {PROCEDURE} in its PDB")]
+    else:
+        rows = [Check("gimp-pdb", "fail", f"GIMP ({shown}) started headless but has no "
+                      f"{PROCEDURE}", f"{INSTALL_HINT}, then check the plug-in rows above")]
+    loaded = re.search(rf"{_MARKER}-TRANSPORT (\d+) (True|False) (\S+)", output)
+    failed = re.search(rf"{_MARKER}-TRANSPORT-ERROR (.*)", output)
+    if loaded:
+        version, zmq, python = int(loaded.group(1)), loaded.group(2) == "True", loaded.group(3)
+        via = "pyzmq" if zmq else "the standard-library ZMTP client (no pyzmq there)"
+        if version == protocol.PROTOCOL_VERSION:
+            rows.append(Check("gimp-python", "ok", f"GIMP's own Python {python} imports the "
+                              f"plug-in's transport; it will use {via}"))
+        else:
+            rows.append(Check("gimp-python", "fail", f"the plug-in GIMP loads speaks protocol "
+                              f"{version}, this daemon {protocol.PROTOCOL_VERSION}",
+                              f"install the same version of both: {INSTALL_HINT}"))
+    elif failed:
+        rows.append(Check("gimp-python", "fail", f"GIMP's own Python cannot import the plug-in's "
+                          f"transport: {failed.group(1)}", f"re-install the plug-in: "
+                          f"{INSTALL_HINT}"))
+    return rows
 
 
 def gimp_checks(ctx: Context, recorded: tuple[str, ...] = ()) -> list[Check]:
@@ -363,7 +396,5 @@ def gimp_checks(ctx: Context, recorded: tuple[str, ...] = ()) -> list[Check]:
         checks.append(Check("plugin", "fail", "no GIMP 3 plug-ins folder found",
                             f"start GIMP 3 once (it creates its settings), then {INSTALL_HINT}"))
     if ctx.ask_gimp:
-        asked = ask_gimp(ctx)
-        if asked is not None:
-            checks.append(asked)
+        checks += ask_gimp(ctx)
     return checks

@@ -132,17 +132,21 @@ def fake_console(home: Path, body: str) -> tuple[str, ...]:
 
 def test_ask_gimp_reads_the_pdb_answer(tmp_path: Path) -> None:
     ctx = make_ctx(tmp_path)
-    assert doctor_gimp.ask_gimp(ctx) is None      # no GIMP console anywhere
-    fake_console(tmp_path, 'echo "DRAGGAN-DOCTOR True"')
-    row = doctor_gimp.ask_gimp(make_ctx(tmp_path))
-    assert row is not None and row.status == "ok"
-    fake_console(tmp_path, 'echo "DRAGGAN-DOCTOR False"')
-    row = doctor_gimp.ask_gimp(make_ctx(tmp_path))
-    assert row is not None and row.status == "fail" and "install.sh" in row.fix
+    assert doctor_gimp.ask_gimp(ctx) == []      # no GIMP console anywhere
+    fake_console(tmp_path, 'echo "DRAGGAN-DOCTOR True"; '
+                 f'echo "DRAGGAN-DOCTOR-TRANSPORT {protocol.PROTOCOL_VERSION} False 3.12.1"')
+    pdb, python = doctor_gimp.ask_gimp(make_ctx(tmp_path))
+    assert (pdb.name, pdb.status) == ("gimp-pdb", "ok")
+    assert python.status == "ok" and "3.12.1" in python.detail and "no pyzmq" in python.detail
+    fake_console(tmp_path, 'echo "DRAGGAN-DOCTOR False"; '
+                 "echo \"DRAGGAN-DOCTOR-TRANSPORT-ERROR ImportError('zmtp')\"")
+    pdb, python = doctor_gimp.ask_gimp(make_ctx(tmp_path))
+    assert pdb.status == "fail" and "install.sh" in pdb.fix
+    assert python.status == "fail" and "zmtp" in python.detail
     slow = fake_console(tmp_path, "sleep 30")
     ctx = Context(env=ctx.env, platform="linux", gimp_console=slow, timeout_s=0.5)
-    row = doctor_gimp.ask_gimp(ctx)
-    assert row is not None and row.status == "info" and "did not answer" in row.detail
+    [row] = doctor_gimp.ask_gimp(ctx)
+    assert row.status == "info" and "did not answer" in row.detail
 
 
 def test_old_gimp_only_is_a_failure(tmp_path: Path) -> None:
