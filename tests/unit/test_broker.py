@@ -143,3 +143,24 @@ def test_real_tiny_model_job_through_broker_equals_in_process(farm, tmp_path):
                               lambda e: None, lambda: False)
     got = np.frombuffer(r.patch, np.uint8).reshape(32, 32, 4)[:, :, :3]
     assert np.array_equal(got, image) and r.points == result.points
+
+
+def test_broker_with_curve_keys_end_to_end(tmp_path):
+    from gimp_draggan.keys import make_keys
+    from gimp_draggan_plugin.client import load_curve_keys
+
+    key_dir = tmp_path / "keys"
+    make_keys(key_dir)
+    broker = Broker(BrokerConfig(front="tcp://0.0.0.0:*", back="tcp://0.0.0.0:*", keys=key_dir))
+    front, back = (a.replace("0.0.0.0", "127.0.0.1") for a in broker.start())
+    server = Server(ServerConfig(connect=back, keys=key_dir, heartbeat_s=0.2), FakeExecutor())
+    server.start()
+    try:
+        assert wait_for(lambda: len(broker.workers) == 1, 5)
+        with Client(front, curve=load_curve_keys(str(key_dir))) as client:
+            assert client.hello()["device"] == "fake"
+        with Client(front, timeout_s=0.5, retries=0) as plain, pytest.raises(DaemonError):
+            plain.hello()
+    finally:
+        server.stop()
+        broker.stop()
