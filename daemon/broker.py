@@ -158,21 +158,24 @@ class Broker:
             poller.register(sock, zmq.POLLIN)
         next_beat = time.monotonic() + self.config.heartbeat_s
         while not self._stop.is_set():
-            probing = time.monotonic() < self._probe_until
-            ready = dict(poller.poll(int(1000 * (PROBE_EVERY_S if probing else 0.2))))
-            if back in ready:
-                self._drain(back, self._on_back)
-            if front in ready:
-                self._drain(front, self._on_front)
-            if monitor in ready:
-                self._drain(monitor, lambda _f: None)
-                self._probe_until = time.monotonic() + PROBE_BURST_S
-            now = time.monotonic()
-            if probing:
-                self._probe_clients()
-            if now >= next_beat:
-                next_beat = now + self.config.heartbeat_s
-                self._check_liveness(now)
+            try:
+                probing = time.monotonic() < self._probe_until
+                ready = dict(poller.poll(int(1000 * (PROBE_EVERY_S if probing else 0.2))))
+                if back in ready:
+                    self._drain(back, self._on_back)
+                if front in ready:
+                    self._drain(front, self._on_front)
+                if monitor in ready:
+                    self._drain(monitor, lambda _f: None)
+                    self._probe_until = time.monotonic() + PROBE_BURST_S
+                now = time.monotonic()
+                if probing:
+                    self._probe_clients()
+                if now >= next_beat:
+                    next_beat = now + self.config.heartbeat_s
+                    self._check_liveness(now)
+            except Exception:  # A bug must not take the broker down; it is logged.
+                log.exception("error in the broker's loop; serving on")
 
     @staticmethod
     def _drain(sock: zmq.Socket, handle: Any, limit: int = 256) -> None:

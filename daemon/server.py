@@ -84,6 +84,7 @@ class Server:
         self._last_seen: dict[bytes, float] = {}
         self._outbox: list[tuple[list[bytes], list[Any]]] = []  # Final replies, pipe full.
         self._probe_until = 0.0
+        self._next_beat = 0.0
         self._started = time.monotonic()
         self.worker_mode = config.connect is not None
 
@@ -210,26 +211,33 @@ class Server:
         poller.register(events, zmq.POLLIN)
         if monitor is not None:
             poller.register(monitor, zmq.POLLIN)
-        next_beat = time.monotonic() + self.config.heartbeat_s
+        self._next_beat = time.monotonic() + self.config.heartbeat_s
         while not self._stop.is_set():
-            now = time.monotonic()
-            probing = now < self._probe_until
-            ready = dict(poller.poll(int(1000 * (PROBE_EVERY_S if probing else 0.2))))
-            if events in ready:
-                self._drain(events, self._on_worker, copy=False)
-            if front in ready:
-                self._drain(front, self._on_front)
-            if monitor is not None and monitor in ready:
-                self._drain(monitor, lambda _frames: None)
-                self._probe_until = time.monotonic() + PROBE_BURST_S
-            now = time.monotonic()
-            if probing:
-                self._probe_clients()
-            if now >= next_beat:
-                next_beat = now + self.config.heartbeat_s
-                self._heartbeat(now)
-            if self._outbox:
-                self._flush_outbox()
+            try:
+                self._turn(poller, front, events, monitor)
+            except Exception:  # A bug must not take the daemon down; it is logged.
+                log.exception("error in the daemon's loop; serving on")
+
+    def _turn(self, poller: zmq.Poller, front: zmq.Socket, events: zmq.Socket,
+              monitor: zmq.Socket | None) -> None:
+        """One poll: worker events, client messages, disconnects, heartbeats."""
+        probing = time.monotonic() < self._probe_until
+        ready = dict(poller.poll(int(1000 * (PROBE_EVERY_S if probing else 0.2))))
+        if events in ready:
+            self._drain(events, self._on_worker, copy=False)
+        if front in ready:
+            self._drain(front, self._on_front)
+        if monitor is not None and monitor in ready:
+            self._drain(monitor, lambda _frames: None)
+            self._probe_until = time.monotonic() + PROBE_BURST_S
+        now = time.monotonic()
+        if probing:
+            self._probe_clients()
+        if now >= self._next_beat:
+            self._next_beat = now + self.config.heartbeat_s
+            self._heartbeat(now)
+        if self._outbox:
+            self._flush_outbox()
 
     @staticmethod
     def _drain(sock: zmq.Socket, handle: Any, limit: int = 256, copy: bool = True) -> None:
@@ -283,6 +291,7 @@ class Server:
         except P.ProtocolError as exc:
             self._error(envelope, P.peek_id(frames), exc.code, exc.message)
             return
+        log.debug("%s %s from %s", msg.op, msg.id, client.hex())
         try:
             self._dispatch(envelope, msg)
         except (P.ProtocolError, JobError) as exc:
