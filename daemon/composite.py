@@ -18,8 +18,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
-from gimp_draggan.crop import CropBox, Rect, mask_rect, model_to_layer
+from gimp_draggan.crop import CropBox, Rect, mask_rect, model_to_layer, resize_region
 from gimp_draggan.pixels import DTYPES, from_float, to_float
 
 _STRIP_BYTES = 32 << 20
@@ -74,11 +75,16 @@ def inward_feather(support: np.ndarray, radius: int) -> np.ndarray:
     return b
 
 
+def _feather_cell(rect: Rect) -> int:
+    """Side, in layer pixels, of one cell of the selection-feather grid over ``rect``."""
+    return max(1, math.ceil(max(rect.width, rect.height) / _MAX_FEATHER_GRID))
+
+
 def _selection_feather(selection: np.ndarray, rect: Rect, radius: float) -> np.ndarray:
     """Inward feather of the selection's support over ``rect``, on a grid of at most
     ``_MAX_FEATHER_GRID`` pixels a side (a smooth ramp: resampled per strip later)."""
     sel = selection[rect.y0: rect.y1, rect.x0: rect.x1] > 0
-    q = max(1, math.ceil(max(rect.width, rect.height) / _MAX_FEATHER_GRID))
+    q = _feather_cell(rect)
     if q > 1:
         h, w = sel.shape
         hh, ww = -(-h // q), -(-w // q)
@@ -188,15 +194,16 @@ def composite(
         if change is not None:
             weight *= np.clip(model_to_layer(change, box, strip, smooth=True), 0.0, 1.0)
         orig = layer[strip.y0: strip.y1, strip.x0: strip.x1]
-        weight[orig[:, :, 3] == 0] = 0.0
+        weight *= orig[:, :, 3] != 0
         if not weight.any():
             continue
         new = model_to_layer(result, box, strip)
         base = to_float(orig[:, :, :3], depth)
-        mixed = from_float(base + (new - base) * weight[:, :, None], depth)
+        new -= base
+        new *= weight[:, :, None]
+        new += base
         dst = out[strip.y0 - rect.y0: strip.y1 - rect.y0, :, :3]
-        changed = weight > 0
-        dst[changed] = mixed[changed]
+        np.copyto(dst, from_float(new, depth), where=(weight > 0)[:, :, None])
     return Patch(pixels=out, x=rect.x0, y=rect.y0)
 
 
@@ -205,15 +212,6 @@ def _feather_rows(grid: np.ndarray, rect: Rect, strip: Rect) -> np.ndarray:
     gh, gw = grid.shape
     if (gh, gw) == (rect.height, rect.width):
         return grid[strip.y0 - rect.y0: strip.y1 - rect.y0]
-    # Coarser grid: bilinear lookup at the strip's pixel centres.
-    qy, qx = rect.height / gh, rect.width / gw
-    ys = (np.arange(strip.y0, strip.y1) - rect.y0 + 0.5) / qy - 0.5
-    xs = (np.arange(strip.x0, strip.x1) - rect.x0 + 0.5) / qx - 0.5
-    y0 = np.clip(np.floor(ys).astype(np.int64), 0, gh - 1)
-    x0 = np.clip(np.floor(xs).astype(np.int64), 0, gw - 1)
-    y1, x1 = np.minimum(y0 + 1, gh - 1), np.minimum(x0 + 1, gw - 1)
-    fy = np.clip(ys - y0, 0.0, 1.0)[:, None].astype(np.float32)
-    fx = np.clip(xs - x0, 0.0, 1.0)[None, :].astype(np.float32)
-    top = grid[y0][:, x0] * (1 - fx) + grid[y0][:, x1] * fx
-    bottom = grid[y1][:, x0] * (1 - fx) + grid[y1][:, x1] * fx
-    return (top * (1 - fy) + bottom * fy).astype(np.float32)
+    q = _feather_cell(rect)
+    src = (0.0, (strip.y0 - rect.y0) / q, rect.width / q, (strip.y1 - rect.y0) / q)
+    return resize_region(grid, (strip.width, strip.height), src, Image.Resampling.BILINEAR)

@@ -184,7 +184,7 @@ def _block_mean(
     return out
 
 
-def _resize_channels(
+def resize_region(
     img: np.ndarray,
     size: tuple[int, int],
     box: tuple[float, float, float, float],
@@ -244,7 +244,7 @@ def layer_to_model(
             mode = "edge"  # A one-pixel-wide layer has nothing to reflect.
         small = np.pad(small, pads, mode=mode)  # type: ignore[call-overload]
     r = box.resolution
-    return _resize_channels(small, (r, r), (bx0 + pl, by0 + pt, bx1 + pl, by1 + pt))
+    return resize_region(small, (r, r), (bx0 + pl, by0 + pt, bx1 + pl, by1 + pt))
 
 
 def model_to_layer(
@@ -264,4 +264,4 @@ def model_to_layer(
         (rect.x1 - box.x0) * s, (rect.y1 - box.y0) * s,
     )
     resample = Image.Resampling.BILINEAR if smooth else Image.Resampling.LANCZOS
-    return _resize_channels(img, (rect.width, rect.height), src, resample)
+    return resize_region(img, (rect.width, rect.height), src, resample)
