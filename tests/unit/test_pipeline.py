@@ -7,6 +7,7 @@ download-free fallback and nothing is fetched.
 
 from __future__ import annotations
 
+import io
 import math
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 import skimage.data
 import torch
+from PIL import Image
 
 from gimp_draggan.draggan import pti
 from gimp_draggan.draggan.checkpoint import save_generator
@@ -99,7 +101,7 @@ def test_edit_of_a_real_photo_changes_only_the_selection(model: str) -> None:
     yy, xx = np.mgrid[0:512, 0:512]
     sel = (((xx - 205) / 60) ** 2 + ((yy - 150) / 45) ** 2 <= 1).astype(np.uint8) * 255
     events: list[Progress] = []
-    params = EditParams(steps=3, lr=0.05)                    # big steps: the image changes
+    params = EditParams(steps=3, lr=0.05, preview_every=1, preview_size=16)  # big steps
     r = _run(_request(model, rgba, mask=sel.tobytes(), params=params), SessionCache(), events)
     assert r.depth == "u8" and len(r.patch) == r.width * r.height * 4
     assert (r.x, r.y, r.width, r.height) == (145, 105, 121, 91)        # the selection's bbox
@@ -115,6 +117,10 @@ def test_edit_of_a_real_photo_changes_only_the_selection(model: str) -> None:
     # Progress is in layer pixels: the first tracked handle is the handle, up to rounding.
     assert math.dist(first.points[0], PAIR[0]) < 12
     assert set(r.timings) >= {"load", "crop", "invert", "drag", "composite", "total"}
+    previews = [e.preview for e in events if e.preview is not None]
+    assert len(previews) == r.steps >= 1                    # one per optimiser step
+    with Image.open(io.BytesIO(previews[0])) as im:
+        assert im.format == "JPEG" and max(im.size) <= 16
 
 
 def test_second_drag_on_the_same_photo_does_no_inversion(
