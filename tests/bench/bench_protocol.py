@@ -9,7 +9,8 @@
   from --clients concurrent clients; `null_jobs_per_s` is the same traffic with an executor that
   does nothing (the protocol's own ceiling).
 
-    python tests/bench/bench_protocol.py [--repeats 5] [--jobs 200] [--clients 4] [--json]
+    python tests/bench/bench_protocol.py [--repeats 5] [--jobs 200] [--clients 4] [--threads 1]
+        [--json]
 """
 
 from __future__ import annotations
@@ -116,8 +117,14 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--jobs", type=int, default=200)
     ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads for the tiny jobs (default 1: a 32 px model gains nothing "
+                    "from more, and on a busy machine extra threads only wait for each other)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
     from service_helpers import save_tiny_model
 
@@ -147,6 +154,7 @@ def main() -> int:
         "layer_mib": SIDE * SIDE * 4 / 2**20,
         "clients": args.clients,
         "jobs": args.jobs,
+        "torch_threads": args.threads,
     }
     print(f"4096x4096 RGBA round trip: {rt:.1f} ms (pyzmq), {rt_zmtp:.1f} ms (stdlib ZMTP); "
           f"one 64 MiB memcpy here: {copy_ms:.1f} ms")

@@ -71,3 +71,16 @@ def save_tiny_model(directory: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     G = Generator(GeneratorConfig(**TINY))
     return Path(save_generator(G, directory / "tiny.safetensors"))
+
+
+def single_torch_thread():
+    """Generator for a fixture: tiny models run on one torch thread (faster, and on a busy
+    machine extra threads only wait for each other); restores the count afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

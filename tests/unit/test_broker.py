@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 from server_fakes import FakeExecutor
-from service_helpers import Raw, save_tiny_model, wait_for
+from service_helpers import Raw, save_tiny_model, single_torch_thread, wait_for
 
 from gimp_draggan.broker import Broker, BrokerConfig
 from gimp_draggan.executor import PipelineExecutor, seed_drag
@@ -17,6 +17,12 @@ from gimp_draggan_plugin import protocol as P
 from gimp_draggan_plugin.client import Client, DaemonError
 
 pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    yield from single_torch_thread()
+
 
 PHOTO = {"width": 2, "height": 2, "pairs": [[0, 0, 1, 1]]}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from service_helpers import save_tiny_model
+from service_helpers import save_tiny_model, single_torch_thread
 
 from gimp_draggan.cli import main
 from gimp_draggan.executor import PipelineExecutor
@@ -13,6 +13,11 @@ from gimp_draggan.server import Server, ServerConfig
 from gimp_draggan_plugin import protocol as P
 
 pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    yield from single_torch_thread()
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,19 @@ import json
 import random
 
 import pytest
-from service_helpers import Raw, save_tiny_model
+from service_helpers import Raw, save_tiny_model, single_torch_thread
 
 from gimp_draggan.executor import PipelineExecutor
 from gimp_draggan.server import Server, ServerConfig
 from gimp_draggan_plugin import protocol as P
 
 pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    yield from single_torch_thread()
+
 
 GOOD = {"width": 6, "height": 5, "depth": "u8", "pairs": [[1, 1, 4, 3]], "model": "tiny",
         "params": {"steps": 1}}

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from service_helpers import Raw, save_tiny_model
+from service_helpers import Raw, save_tiny_model, single_torch_thread
 
 from gimp_draggan.edit import EditParams, EditRequest
 from gimp_draggan.executor import PipelineExecutor, seed_drag
@@ -19,6 +19,11 @@ from gimp_draggan_plugin import protocol as P
 from gimp_draggan_plugin.client import Client, DaemonError
 
 pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    yield from single_torch_thread()
 
 
 @pytest.fixture(scope="module")
