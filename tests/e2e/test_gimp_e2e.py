@@ -31,6 +31,8 @@ WORK_IN_CHROOT = "/tmp/draggan-e2e"
 # one can be 10x slower (the default drag runs 140 inversion + up to 200 drag steps on CPU).
 GIMP_TIMEOUT_S = 1500
 
+pytestmark = pytest.mark.timeout(2 * GIMP_TIMEOUT_S)   # the module's first test builds the chroot
+
 IMAGE_W, IMAGE_H = 80, 64
 PAD_X, PAD_Y = 12, 6                     # the layer's offset in the canvas the batch makes
 STROKES = [[30, 30, 36, 33], [50, 40, 52, 46]]      # handle x, y -> target x, y (image pixels)
@@ -95,8 +97,11 @@ def daemon(model_file, tmp_path_factory):
     exe = shutil.which("gimp-draggan") or sys.executable
     argv = ([exe] if exe.endswith("gimp-draggan") else [exe, "-m", "gimp_draggan"])
     argv += ["serve", "--bind", address, "--device", "cpu", "--model", str(model_file)]
+    # One torch thread: on a 2-core machine shared with other work, two threads contend and a tiny
+    # model's step gets ~20x slower (measured); one thread is what a small test needs.
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -144,7 +149,12 @@ def start_gimp(root: Path, batch: Path, env_vars: dict[str, str]) -> subprocess.
 def run_gimp(root: Path, env_vars: dict[str, str],
              batch: Path = BATCH) -> tuple[int, str, str]:
     proc = start_gimp(root, batch, env_vars)
-    stdout, stderr = proc.communicate(timeout=GIMP_TIMEOUT_S + 60)
+    try:
+        stdout, stderr = proc.communicate(timeout=GIMP_TIMEOUT_S + 60)
+    finally:
+        if proc.poll() is None:  # a pytest timeout or interrupt: leave no GIMP behind
+            proc.kill()
+            proc.wait()
     return proc.returncode, stdout.decode(errors="replace"), stderr.decode(errors="replace")
 
 
@@ -294,6 +304,8 @@ def test_cancel_kills_the_plugin_and_gimp_cleans_up(gimp_root, daemon):
 
     address, _hello, log = daemon
     write_png(gimp_root / WORK_IN_CHROOT.lstrip("/") / "in.png")
+    with Client(address, timeout_s=5.0) as client:
+        assert client.status().get("running") is None, "the daemon is still busy"
     gimp = start_gimp(gimp_root, CANCEL_BATCH, {"GIMP_DRAGGAN_DAEMON": address,
                                                 "E2E_PNG": f"{WORK_IN_CHROOT}/in.png"})
     killed = None
