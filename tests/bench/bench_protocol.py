@@ -77,7 +77,7 @@ def roundtrip_ms(address: str, repeats: int, prefer: str) -> float:
             start = time.perf_counter()
             r = client.drag(pixels=layer, width=SIDE, height=SIDE, pairs=[((1, 1), (9, 9))])
             times.append(time.perf_counter() - start)
-            if r.patch != layer:
+            if r.patch != layer:  # Checked outside the timed part.
                 raise SystemExit("the echoed layer differs from the one sent")
     return 1000 * statistics.median(times[1:])  # The first warms buffers up.
 
