@@ -70,6 +70,14 @@ class EditCancelled(RuntimeError):
 
 
 @dataclass(frozen=True)
+class CropProgress(Progress):
+    """A `Progress` that also says where its preview lies: the crop box in layer pixels
+    (x, y, width, height; it may stick out of the layer). The daemon forwards it as `crop`."""
+
+    crop: tuple[int, int, int, int] | None = None
+
+
+@dataclass(frozen=True)
 class _Layer:
     """The request's pixels and selection as read-only views, plus its points."""
 
@@ -300,13 +308,14 @@ def _drag(
     engine = DragSession(session.generator, session.pivot, handles, targets, mask, drag_params)
 
     def on_step(report: StepReport) -> None:
-        preview = None
+        preview, crop = None, None
         if report.preview is not None:
             preview = _preview_jpeg(report.preview, params.preview_size)
-        on_progress(Progress(
+            crop = (box.x0, box.y0, box.side, box.side)
+        on_progress(CropProgress(
             phase="drag", step=report.step, total=params.steps,
             points=box.to_layer(report.points),
-            distances=[d / box.scale for d in report.distances], preview=preview,
+            distances=[d / box.scale for d in report.distances], preview=preview, crop=crop,
         ))
 
     result = engine.run(

@@ -117,10 +117,12 @@ def test_edit_of_a_real_photo_changes_only_the_selection(model: str) -> None:
     # Progress is in layer pixels: the first tracked handle is the handle, up to rounding.
     assert math.dist(first.points[0], PAIR[0]) < 12
     assert set(r.timings) >= {"load", "crop", "invert", "drag", "composite", "total"}
-    previews = [e.preview for e in events if e.preview is not None]
+    previews = [e for e in events if e.preview is not None]
     assert len(previews) == r.steps >= 1                    # one per optimiser step
-    with Image.open(io.BytesIO(previews[0])) as im:
+    with Image.open(io.BytesIO(previews[0].preview)) as im:
         assert im.format == "JPEG" and max(im.size) <= 16
+    x, y, w, h = previews[0].crop                           # where it lies in the layer
+    assert w == h and x <= 145 and y <= 105 and x + w >= 266 and y + h >= 196
 
 
 def test_second_drag_on_the_same_photo_does_no_inversion(
