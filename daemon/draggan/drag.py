@@ -311,16 +311,19 @@ class _Layer:
         if aff.bias_gain != 1:
             self.affine_b = self.affine_b * aff.bias_gain
         self.weight = layer.weight.detach()
+        self.weight_sq = self.weight.square().sum(dim=[2, 3])  # [O, I]
         self.fixed_weight = None
         if fixed_w is not None:
             with torch.no_grad():
-                self.fixed_weight = self._modulate(fixed_w)
+                styles, dcoefs = self._styles(fixed_w)
+                self.fixed_weight = self.weight * styles.reshape(1, -1, 1, 1) * dcoefs
 
-    def _modulate(self, w: torch.Tensor) -> torch.Tensor:
-        """Style-modulated, demodulated weight ``[O, I, k, k]`` for ``w [1, w_dim]``."""
-        styles = torch.addmm(self.affine_b.unsqueeze(0), w, self.affine_w)        # [1, I]
-        wt = self.weight * styles.reshape(1, -1, 1, 1)
-        return wt * (wt.square().sum(dim=[1, 2, 3], keepdim=True) + 1e-8).rsqrt()
+    def _styles(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input scales ``[1, I]`` and demodulation ``[O, 1, 1, 1]`` for ``w [1, w_dim]``:
+        sum_ik (W_oik s_i)^2 = sum_i s_i^2 sum_k W_oik^2, so no modulated weight is needed."""
+        styles = torch.addmm(self.affine_b.unsqueeze(0), w, self.affine_w)
+        dcoefs = (self.weight_sq @ styles.square().t() + 1e-8).rsqrt()
+        return styles, dcoefs.reshape(-1, 1, 1, 1)
 
     def in_span(self, a: int, b: int) -> tuple[int, int]:
         """Input rows (or columns) ``[i0, i1)`` that output rows ``[a, b)`` depend on."""
@@ -334,10 +337,17 @@ class _Layer:
     def __call__(
         self, x: torch.Tensor, w_opt: torch.Tensor, inp: Window, out: Window
     ) -> torch.Tensor:
-        """``x`` is the input on window ``inp``; returns the output on window ``out``."""
+        """``x`` is the input on window ``inp``; returns the output on window ``out``.
+
+        Optimised layers scale the input by the styles and the output by the demodulation
+        (StyleGAN2's non-fused form): the weight stays constant, so the backward pass needs no
+        weight gradient."""
         weight = self.fixed_weight
+        dcoefs = None
         if weight is None:
-            weight = self._modulate(w_opt[:, self.w_index])
+            styles, dcoefs = self._styles(w_opt[:, self.w_index])
+            weight = self.weight
+            x = x * styles.reshape(1, -1, 1, 1)
         ix0, _, iy0, _ = inp
         ox0, ox1, oy0, oy1 = out
         if self.up == 1:
@@ -352,6 +362,8 @@ class _Layer:
                 oy0 - p0 - 2 * iy0, oy1 + extra - p0 - 2 * iy0,
             )
             x = upfirdn2d(t, self.filter, gain=4.0)
+        if dcoefs is not None:
+            x = x * dcoefs.reshape(1, -1, 1, 1)
         if self.noise is not None:
             x = x + self.noise[oy0:oy1, ox0:ox1]
         x = F.leaky_relu(x + self.bias, 0.2) * LRELU_GAIN

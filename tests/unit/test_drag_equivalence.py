@@ -106,7 +106,7 @@ def test_truncated_features_equal_the_generators(gen: Generator) -> None:
         with torch.no_grad():
             ours = s.synthesis(s.w_opt)
             full = gen.synthesis.run(ws, feature_res=feature_res).feature
-        torch.testing.assert_close(ours, full, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(ours, full, rtol=1e-4, atol=1e-5)
 
 
 def test_step_leaves_generator_flags_and_grads_alone(gen: Generator) -> None:
