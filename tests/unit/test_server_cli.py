@@ -91,3 +91,4 @@ def test_serve_refuses_a_network_address_without_keys(capsys, monkeypatch, tmp_p
     assert main(["serve", "--bind", "tcp://0.0.0.0:5599", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "refusing to listen on tcp://0.0.0.0:5599" in err and "gimp-draggan keys" in err
+
