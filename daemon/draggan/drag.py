@@ -18,10 +18,13 @@ official code does, so one forward serves both. Speed, without changing the math
 - the generator's parameters are read through detached views: no parameter gradients, no flags
   changed on the caller's generator, no graph kept beyond a step;
 - synthesis stops after the feature block and never runs a ToRGB layer;
-- layers fed by the fixed part of w+ use weights modulated once at the start;
+- without a mask term only the window of the feature map the step can read is synthesised, each
+  layer computing exactly the part of its output that window depends on;
+- layers fed by the fixed part of w+ use weights modulated once at the start; the others scale
+  activations instead of weights, so no weight gradient is ever computed;
 - the resized feature map is never materialised for supervision or tracking: the few resized
-  pixels needed are gathered from the block's output with precomputed bilinear tables (exactly
-  what `F.interpolate` computes); only the mask term resizes the whole map.
+  pixels needed are gathered from the window with precomputed bilinear tables (exactly what
+  `F.interpolate` computes); only the mask term resizes the whole map.
 
 Layouts: features ``[1, C, r, r]``; images ``[1, C, H, W]`` in [-1, 1]; w+ ``[1, num_ws, w_dim]``;
 points are ``(x, y)`` pixels of the model resolution, x = column, y = row.
