@@ -374,11 +374,10 @@ class Server:
                                   f"got {action!r}")
 
     def _enqueue(self, job: Job) -> None:
-        open_jobs = self._by_client.setdefault(job.client, {})
-        if job.id in open_jobs:
+        if job.id in self._by_client.get(job.client, {}):
             raise P.ProtocolError("bad_request", f"a job with id {job.id!r} is already open")
         position = self.queue.put(job)
-        open_jobs[job.id] = job
+        self._by_client.setdefault(job.client, {})[job.id] = job
         self._jobs[job.key] = job
         self._last_seen[job.client] = time.monotonic()
         job.sent_position = position
