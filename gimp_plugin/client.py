@@ -183,7 +183,10 @@ class Client:
         """List models, or download one by registry name (progress phase `download`)."""
         fields: dict[str, Any] = {"action": action}
         if name is not None:
-            fields["name"] = P.check_name(name)
+            try:
+                fields["name"] = P.check_name(name)
+            except P.ProtocolError as exc:
+                raise DaemonError(exc.code, exc.message) from None
         return self._request("models", fields, on_event=on_event, job=action != "list").header
 
     def drag(

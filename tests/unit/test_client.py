@@ -120,7 +120,7 @@ def test_bad_requests_are_refused_before_sending(fake):
         assert err.value.code == "bad_request"
         with pytest.raises(DaemonError):
             client.drag(pixels=bytes(10), width=2, height=2, pairs=[((0, 0), (1, 1))])
-        with pytest.raises(P.ProtocolError):
+        with pytest.raises(DaemonError):
             client.models("download", "../x")
     assert d.seen == []
 
