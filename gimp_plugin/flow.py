@@ -65,6 +65,17 @@ class Host(Protocol):
     def confirm(self, question: str) -> bool: ...
 
 
+def visible_part(crop: Box, width: int, height: int) -> tuple[Box, Box] | None:
+    """Where a preview of `crop` (which may stick out of the layer) lands on a `width` x `height`
+    layer: (box on the layer, same box relative to the crop), or None if it misses the layer."""
+    x, y, w, h = crop
+    x0, y0 = max(x, 0), max(y, 0)
+    x1, y1 = min(x + w, width), min(y + h, height)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return (x0, y0, x1 - x0, y1 - y0), (x0 - x, y0 - y, x1 - x0, y1 - y0)
+
+
 def describe(exc: BaseException, address: str, model: str = "") -> str:
     """Any failure of a run as one sentence for the person."""
     if isinstance(exc, PluginError):
@@ -121,9 +132,8 @@ def event_handler(host: Host) -> Callable[[Any], None]:
             return
         host.progress(texts.progress_text(event.phase, event.step, event.total, event.distances),
                       texts.progress_fraction(event.phase, event.step, event.total))
-        crop = getattr(event, "crop", None)
-        if event.preview and crop:
-            x, y, width, height = (int(v) for v in crop)
+        if event.preview and event.crop:
+            x, y, width, height = (int(v) for v in event.crop)
             host.preview(event.preview, (x, y, width, height))
     return on_event
 

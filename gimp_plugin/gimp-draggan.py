@@ -96,10 +96,17 @@ class GimpHost:
         Gimp.progress_update(min(max(fraction, 0.0), 1.0))
 
     def preview(self, jpeg, box):
-        """Show a daemon preview (a small JPEG of `box`) scaled into the new layer.
+        """Show a daemon preview (a small JPEG of the crop `box`, layer pixels) in the new layer.
 
-        The JPEG is opened as a separate, never displayed image, so the photo's own image and its
-        undo history see only the pixels written into the new layer."""
+        The JPEG is opened as a separate, never displayed image and scaled to the crop's size; the
+        part on the source layer is copied into the new layer, so the photo's image and its undo
+        history see only those pixels."""
+        from gimp_draggan_plugin import flow
+
+        part = flow.visible_part(box, self.source.get_width(), self.source.get_height())
+        if part is None:
+            return
+        on_layer, in_crop = part
         fd, path = tempfile.mkstemp(suffix=".jpg", prefix="draggan-preview-")
         try:
             with os.fdopen(fd, "wb") as f:
@@ -112,11 +119,10 @@ class GimpHost:
         try:
             shown.scale(box[2], box[3])
             data = shown.get_layers()[0].get_buffer().get(
-                Gegl.Rectangle.new(0, 0, box[2], box[3]), 1.0, "R'G'B'A u8",
-                Gegl.AbyssPolicy.CLAMP)
+                Gegl.Rectangle.new(*in_crop), 1.0, "R'G'B'A u8", Gegl.AbyssPolicy.CLAMP)
         finally:
             shown.delete()
-        self._write(box, bytes(data), "R'G'B'A u8")
+        self._write(on_layer, bytes(data), "R'G'B'A u8")
 
     def finish(self, result):
         from gimp_draggan_plugin import settings

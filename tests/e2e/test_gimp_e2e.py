@@ -296,10 +296,20 @@ def test_group_mask_channel_get_a_clear_message(gimp_run):
         assert words in cases[kind]["message"], (kind, cases[kind])
 
 
-def test_cancel_kills_the_plugin_and_gimp_cleans_up(gimp_root, daemon):
-    """GIMP's Cancel ends the plug-in process. Kill it mid-job: GIMP keeps running, the image keeps
-    no half-done layer and no open undo group (both start with the first preview or the result),
-    and the daemon frees its worker."""
+def kill_moment(status: dict, phase: str) -> bool:
+    """Inverting -> nothing shown yet; dragging past step 30 -> previews (every 10 steps) shown."""
+    running = status.get("running") or {}
+    if phase == "invert":
+        return running.get("phase") == "invert"
+    return running.get("phase") == "drag" and running.get("step", 0) >= 30
+
+
+@pytest.mark.parametrize("phase", ["invert", "drag"])
+def test_cancel_kills_the_plugin_and_gimp_cleans_up(gimp_root, daemon, phase):
+    """GIMP's Cancel ends the plug-in process. Killed while inverting: nothing was shown, the image
+    and its undo history are untouched. Killed after live previews: the half-done layer stays in
+    the plug-in's one undo group, which GIMP closes itself (one undo removes it). Either way GIMP
+    keeps running and the daemon frees its worker."""
     from gimp_draggan_plugin.client import Client
 
     address, _hello, log = daemon
@@ -313,19 +323,21 @@ def test_cancel_kills_the_plugin_and_gimp_cleans_up(gimp_root, daemon):
         deadline = time.monotonic() + GIMP_TIMEOUT_S
         with Client(address, timeout_s=5.0) as client:
             while killed is None and time.monotonic() < deadline and gimp.poll() is None:
-                if client.status().get("running"):
+                if kill_moment(client.status(), phase):
                     killed = plugin_pid(gimp.pid)
                     if killed is not None:
+                        if phase == "drag":
+                            time.sleep(0.5)  # let the plug-in draw the preview it has received
                         os.kill(killed, 9)
                 time.sleep(0.05)
             killed_at = time.monotonic()
             stdout, stderr = (b.decode(errors="replace") for b in gimp.communicate(timeout=300))
-            assert killed is not None, f"the drag never ran while the plug-in lived:\n{stderr}"
+            assert killed is not None, f"the job never reached {phase}:\n{stderr}"
             # cancelled within a step; a step takes milliseconds here, seconds on a loaded machine
             while client.status().get("running") and time.monotonic() < killed_at + 60:
                 time.sleep(0.1)
             assert client.status().get("running") is None, log.read_text()[-3000:]
-            print(f"worker free {time.monotonic() - killed_at:.1f} s after the kill")
+            print(f"{phase}: worker free {time.monotonic() - killed_at:.1f} s after the kill")
     finally:
         if gimp.poll() is None:
             gimp.kill()
@@ -333,7 +345,11 @@ def test_cancel_kills_the_plugin_and_gimp_cleans_up(gimp_root, daemon):
     result = batch_result(stdout)
     assert gimp.returncode == 0 and result, stdout + stderr
     assert result["status"] == "calling-error"      # "returned no return values"
-    assert result["layers"] == ["Background"]
     assert result["alive"]
     assert "Plug-in crashed" in stderr                 # GIMP's own words for the kill
-    assert "left image undo in inconsistent state" not in stderr
+    if phase == "invert":
+        assert result["layers"] == ["Background"]
+        assert "left image undo in inconsistent state" not in stderr
+    else:
+        assert result["layers"] == ["DragGAN drag (1 point)", "Background"]
+        assert "left image undo in inconsistent state, closing open undo groups" in stderr

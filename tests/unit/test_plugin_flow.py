@@ -225,3 +225,10 @@ def test_progress_events_become_text_and_previews():
                           "Dragging 35/200 \u2014 4.2 px to go",
                           "Dragging 40/200 \u2014 3.0 px to go"]
     assert host.previews == [(b"jpeg-2", (4, 5, 30, 20))]
+
+
+def test_visible_part_of_a_preview():
+    assert flow.visible_part((10, 20, 30, 40), 100, 100) == ((10, 20, 30, 40), (0, 0, 30, 40))
+    assert flow.visible_part((-5, -10, 30, 40), 20, 100) == ((0, 0, 20, 30), (5, 10, 20, 30))
+    assert flow.visible_part((90, 90, 30, 30), 100, 95) == ((90, 90, 10, 5), (0, 0, 10, 5))
+    assert flow.visible_part((100, 0, 10, 10), 100, 100) is None
