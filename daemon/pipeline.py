@@ -18,6 +18,8 @@ Behaviour worth knowing:
   photo's own pixels rather than the generator's imperfect copy of them.
 - Colour: the blurred inversion error (crop - reconstruction) is added back to the dragged image,
   so where the tuned generator drifted in tone the patch still matches the photo.
+- Pairs far apart (two faces of a group photo) are edited one after another, each group in its
+  own crop and session (`gimp_draggan.groups`); the result has one patch over all of them.
 """
 
 from __future__ import annotations
@@ -25,21 +27,20 @@ from __future__ import annotations
 import io
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from gimp_draggan.align import Aligner, SquareFraming
-from gimp_draggan.composite import change_weight, composite, match_low_frequencies
+from gimp_draggan.composite import Patch, change_weight, composite, match_low_frequencies
 from gimp_draggan.crop import (
     CropBox,
     Rect,
     layer_to_model,
     mask_rect,
     point_pixel,
-    points_rect,
 )
 from gimp_draggan.edit import (
     PRESETS,
@@ -51,6 +52,7 @@ from gimp_draggan.edit import (
     ProgressFn,
     StopFn,
 )
+from gimp_draggan.groups import Group, plan_groups
 from gimp_draggan.pixels import mask_view, rgba_view, to_bytes, to_float
 from gimp_draggan.sessions import Session, SessionCache, UnknownSession, crop_digest, session_id
 
@@ -123,20 +125,10 @@ def _read(request: EditRequest, need_pairs: bool) -> _Layer:
     return _Layer(rgba, request.depth, selection, handles, targets)
 
 
-def _needed(layer: _Layer) -> Rect:
-    """Pixels the crop must hold: the points ∪ the selection (the whole layer if neither)."""
+def _whole(layer: _Layer) -> Rect:
+    """Without points, the crop holds the selection (the whole layer without one)."""
     w, h = layer.size
-    rects = []
-    if layer.handles:
-        rects.append(points_rect(layer.handles + layer.targets, w, h))
-    if layer.selection is not None:
-        rects.append(mask_rect(layer.selection))
-    if not rects:
-        return Rect(0, 0, w, h)
-    out = rects[0]
-    for r in rects[1:]:
-        out = out.union(r)
-    return out
+    return Rect(0, 0, w, h) if layer.selection is None else mask_rect(layer.selection)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -175,30 +167,46 @@ def _to_image(t: torch.Tensor) -> np.ndarray:
     return ((t[0].detach().float().cpu().permute(1, 2, 0).numpy() + 1.0) / 2.0).clip(0.0, 1.0)
 
 
-def _session(
-    request: EditRequest,
-    layer: _Layer,
-    device: str,
-    sessions: SessionCache,
-    on_progress: ProgressFn,
-    should_stop: StopFn,
-    framing: Aligner,
-    timings: dict[str, float],
-) -> Session:
-    """The session for this crop: the one named by the request or found in the cache, else a
-    new PTI inversion (stored in the cache)."""
-    import torch
+@dataclass(frozen=True)
+class _Model:
+    path: str                       # The resolved model file.
+    G: Any                          # Loaded generator on the device.
+    key: str                        # What an inversion depends on: file, device, preset.
+    device: str
 
-    from gimp_draggan.draggan import pti
 
+def _model(request: EditRequest, device: str, sessions: SessionCache,
+           timings: dict[str, float]) -> _Model:
     preset = request.params.preset
     if preset not in PRESETS:
         raise ValueError(f"unknown inversion preset {preset!r}: use one of {list(PRESETS)}")
     t0 = time.perf_counter()
     path, G = _generator(request.model, device, sessions)
-    timings["load"] = time.perf_counter() - t0
-    model_key = f"{path}@{device}|{preset}"
-    needed = _needed(layer)
+    _add(timings, "load", time.perf_counter() - t0)
+    return _Model(path, G, f"{path}@{device}|{preset}", device)
+
+
+def _add(timings: dict[str, float], key: str, seconds: float) -> None:
+    timings[key] = timings.get(key, 0.0) + seconds
+
+
+def _session(
+    request: EditRequest,
+    layer: _Layer,
+    model: _Model,
+    needed: Rect,
+    framing: Aligner,
+    sessions: SessionCache,
+    report: Callable[[str, int, int], None],
+    should_stop: StopFn,
+    timings: dict[str, float],
+) -> Session:
+    """The session for a crop holding ``needed``: the one named by the request or found in the
+    cache, else a new PTI inversion (stored in the cache)."""
+    import torch
+
+    from gimp_draggan.draggan import pti
+
     digests: dict[CropBox, str] = {}
 
     def digest(box: CropBox) -> str:
@@ -212,39 +220,35 @@ def _session(
         except UnknownSession:
             hinted = None
         if (
-            hinted is not None and hinted.model_key == model_key
+            hinted is not None and hinted.model_key == model.key
             and (hinted.box.layer_width, hinted.box.layer_height) == layer.size
             and hinted.box.inside.contains(needed) and digest(hinted.box) == hinted.digest
         ):
             return hinted
-    box = framing.frame(layer.rgba, needed, G.img_resolution)
-    found = sessions.find(model_key, layer.size, needed, digest, max_side=2 * box.side)
+    box = framing.frame(layer.rgba, needed, model.G.img_resolution)
+    found = sessions.find(model.key, layer.size, needed, digest, max_side=2 * box.side)
     if found is not None:
         return found
 
     t0 = time.perf_counter()
     target = layer_to_model(layer.rgba[:, :, :3], box, lambda a: to_float(a, layer.depth))
     target = np.clip(target, 0.0, 1.0)
-    timings["crop"] = time.perf_counter() - t0
-
-    def on_step(phase: str, step: int, total: int) -> None:
-        on_progress(Progress(phase=phase, step=step, total=total, points=list(layer.handles),
-                             distances=_distances(layer.handles, layer.targets)))
+    _add(timings, "crop", time.perf_counter() - t0)
 
     t0 = time.perf_counter()
     try:
         inv = pti.invert(
-            G, _to_tensor(target, device), _loss(device, sessions),
-            pti.preset(preset), on_step=on_step, should_stop=should_stop,
+            model.G, _to_tensor(target, model.device), _loss(model.device, sessions),
+            pti.preset(request.params.preset), on_step=report, should_stop=should_stop,
         )
     except pti.InversionCancelled as e:
         raise EditCancelled("cancelled during inversion; nothing was changed") from e
     with torch.no_grad():
         recon = inv.generator.synthesis.run(inv.ws, noise_mode="const").img
-    timings["invert"] = time.perf_counter() - t0
+    _add(timings, "invert", time.perf_counter() - t0)
     d = digest(box)
     session = Session(
-        id=session_id(model_key, d), model_key=model_key, box=box, digest=d,
+        id=session_id(model.key, d), model_key=model.key, box=box, digest=d,
         generator=inv.generator, pivot=inv.ws, target=target, recon=_to_image(recon),
         info={"psnr": inv.psnr, "distance": inv.distance, "loss": inv.loss_name,
               "steps": inv.steps},
@@ -277,11 +281,42 @@ def _preview_jpeg(img: torch.Tensor, size: int) -> bytes:
     return buf.getvalue()
 
 
+class _Tracker:
+    """All pairs' current handles and distances (layer pixels), for progress reports while
+    the groups are edited one after another."""
+
+    def __init__(self, layer: _Layer, on_progress: ProgressFn, total: int) -> None:
+        self.points = list(layer.handles)
+        self.targets = layer.targets
+        self.on_progress = on_progress
+        self.total = total
+
+    def update(self, pairs: Sequence[int], points: Sequence[Point]) -> None:
+        for i, p in zip(pairs, points, strict=True):
+            self.points[i] = (float(p[0]), float(p[1]))
+
+    @property
+    def distances(self) -> list[float]:
+        return _distances(self.points, self.targets)
+
+    def invert_step(self, phase: str, step: int, total: int) -> None:
+        self.on_progress(Progress(phase=phase, step=step, total=total, points=list(self.points),
+                                  distances=self.distances))
+
+    def drag_step(self, step: int, preview: bytes | None, crop: tuple[int, int, int, int] | None,
+                  ) -> None:
+        self.on_progress(CropProgress(
+            phase="drag", step=step, total=self.total, points=list(self.points),
+            distances=self.distances, preview=preview, crop=crop,
+        ))
+
+
 def _drag(
     session: Session,
     layer: _Layer,
+    pairs: Sequence[int],
     params: EditParams,
-    on_progress: ProgressFn,
+    tracker: _Tracker,
     should_stop: StopFn,
 ) -> DragResult:
     import torch
@@ -289,9 +324,9 @@ def _drag(
     from gimp_draggan.draggan.drag import DragParams, DragSession
 
     box = session.box
-    handles = _model_points(box, layer.handles)
-    targets = _model_points(box, layer.targets)
-    for i, ((x, y), (tx, ty)) in enumerate(zip(handles, targets, strict=True)):
+    handles = _model_points(box, [layer.handles[i] for i in pairs])
+    targets = _model_points(box, [layer.targets[i] for i in pairs])
+    for i, (x, y), (tx, ty) in zip(pairs, handles, targets, strict=True):
         if math.hypot(tx - round(x), ty - round(y)) < 1.0:
             raise ValueError(
                 f"pair {i}: handle and target are less than one model pixel "
@@ -312,11 +347,8 @@ def _drag(
         if report.preview is not None:
             preview = _preview_jpeg(report.preview, params.preview_size)
             crop = (box.x0, box.y0, box.side, box.side)
-        on_progress(CropProgress(
-            phase="drag", step=report.step, total=params.steps,
-            points=box.to_layer(report.points),
-            distances=[d / box.scale for d in report.distances], preview=preview, crop=crop,
-        ))
+        tracker.update(pairs, box.to_layer(report.points))
+        tracker.drag_step(report.step, preview, crop)
 
     result = engine.run(
         max_steps=params.steps, on_step=on_step, should_stop=should_stop,
@@ -324,7 +356,46 @@ def _drag(
     )
     if result.cancelled:
         raise EditCancelled("cancelled during the drag; nothing was changed")
+    tracker.update(pairs, box.to_layer(result.points))
     return result
+
+
+def _composite(session: Session, layer: _Layer, result: DragResult) -> Patch:
+    box = session.box
+    image = _to_image(result.image)
+    res = box.resolution
+    change = change_weight(
+        image, session.recon, CHANGE_THRESHOLD, max(1, round(CHANGE_RADIUS * res))
+    )
+    radius = max(1, round(COLOR_RADIUS * res))
+    image = np.clip(match_low_frequencies(image, session.target, session.recon, radius), 0.0, 1.0)
+    return composite(
+        layer.rgba, layer.depth, box, image, layer.selection, feather=FEATHER, change=change
+    )
+
+
+def _merge(layer: _Layer, patches: list[Patch]) -> Patch:
+    """One patch over the bounding box of ``patches`` (which do not overlap)."""
+    if len(patches) == 1:
+        return patches[0]
+    rect = Rect(patches[0].x, patches[0].y, patches[0].x + patches[0].width,
+                patches[0].y + patches[0].height)
+    for p in patches[1:]:
+        rect = rect.union(Rect(p.x, p.y, p.x + p.width, p.y + p.height))
+    out = np.array(layer.rgba[rect.y0: rect.y1, rect.x0: rect.x1])
+    for p in patches:
+        out[p.y - rect.y0: p.y - rect.y0 + p.height, p.x - rect.x0: p.x - rect.x0 + p.width] = (
+            p.pixels
+        )
+    return Patch(pixels=out, x=rect.x0, y=rect.y0)
+
+
+def _groups(layer: _Layer, model: _Model, framing: Aligner) -> list[Group]:
+    res = model.G.img_resolution
+    return plan_groups(
+        layer.handles, layer.targets, layer.selection, layer.size,
+        lambda need: framing.frame(layer.rgba, need, res),
+    )
 
 
 def run_edit(
@@ -335,36 +406,36 @@ def run_edit(
     on_progress: ProgressFn,
     should_stop: StopFn,
 ) -> EditResult:
-    """Drag the request's handles to their targets on its layer; return the changed patch."""
+    """Drag the request's handles to their targets on its layer; return the changed patch.
+
+    Pairs far apart are edited one after another, each group in its own crop (see
+    `gimp_draggan.groups`); the result's session is the first group's."""
     start = time.perf_counter()
     timings: dict[str, float] = {}
     layer = _read(request, need_pairs=True)
-    session = _session(
-        request, layer, device, sessions, on_progress, should_stop, SquareFraming(), timings
-    )
-    t0 = time.perf_counter()
-    result = _drag(session, layer, request.params, on_progress, should_stop)
-    timings["drag"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    box = session.box
-    image = _to_image(result.image)
-    res = box.resolution
-    change = change_weight(
-        image, session.recon, CHANGE_THRESHOLD, max(1, round(CHANGE_RADIUS * res))
-    )
-    radius = max(1, round(COLOR_RADIUS * res))
-    image = np.clip(match_low_frequencies(image, session.target, session.recon, radius), 0.0, 1.0)
-    patch = composite(
-        layer.rgba, layer.depth, box, image, layer.selection, feather=FEATHER, change=change
-    )
-    timings["composite"] = time.perf_counter() - t0
+    model = _model(request, device, sessions, timings)
+    framing = SquareFraming()
+    tracker = _Tracker(layer, on_progress, request.params.steps)
+    patches: list[Patch] = []
+    session_ids: list[str] = []
+    steps = 0
+    for group in _groups(layer, model, framing):
+        session = _session(request, layer, model, group.needed, framing, sessions,
+                           tracker.invert_step, should_stop, timings)
+        session_ids.append(session.id)
+        t0 = time.perf_counter()
+        result = _drag(session, layer, group.pairs, request.params, tracker, should_stop)
+        steps += result.steps
+        _add(timings, "drag", time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        patches.append(_composite(session, layer, result))
+        _add(timings, "composite", time.perf_counter() - t0)
+    patch = _merge(layer, patches)
     timings["total"] = time.perf_counter() - start
     return EditResult(
         patch=to_bytes(patch.pixels), x=patch.x, y=patch.y, width=patch.width,
-        height=patch.height, depth=request.depth, points=box.to_layer(result.points),
-        distances=[d / box.scale for d in result.distances], steps=result.steps,
-        session=session.id, timings=timings,
+        height=patch.height, depth=request.depth, points=list(tracker.points),
+        distances=tracker.distances, steps=steps, session=session_ids[0], timings=timings,
     )
 
 
@@ -376,19 +447,28 @@ def run_invert(
     on_progress: ProgressFn,
     should_stop: StopFn,
 ) -> EditResult:
-    """Prepare the session a later drag on this layer will use (the daemon's `invert` op): the
-    crop around the points ∪ selection, or the whole layer if neither. The patch is empty."""
+    """Prepare the sessions a later drag on this layer will use (the daemon's `invert` op): the
+    crops a drag of these pairs would use, or with no pairs one crop around the selection (the
+    whole layer without one). The patch is empty; the session is the first crop's."""
     start = time.perf_counter()
     timings: dict[str, float] = {}
     layer = _read(request, need_pairs=False)
-    framing = SquareFraming() if layer.handles or layer.selection is not None else SquareFraming(0)
-    session = _session(
-        request, layer, device, sessions, on_progress, should_stop, framing, timings
-    )
+    model = _model(request, device, sessions, timings)
+    tracker = _Tracker(layer, on_progress, 0)
+    if layer.handles:
+        framing: Aligner = SquareFraming()
+        needs = [g.needed for g in _groups(layer, model, framing)]
+    else:
+        framing = SquareFraming() if layer.selection is not None else SquareFraming(0)
+        needs = [_whole(layer)]
+    ids = [
+        _session(request, layer, model, need, framing, sessions, tracker.invert_step,
+                 should_stop, timings).id
+        for need in needs
+    ]
     timings["total"] = time.perf_counter() - start
     return EditResult(
         patch=b"", x=0, y=0, width=0, height=0, depth=request.depth,
-        points=list(layer.handles), distances=_distances(layer.handles, layer.targets),
-        steps=0, session=session.id, timings=timings,
+        points=list(layer.handles), distances=tracker.distances,
+        steps=0, session=ids[0], timings=timings,
     )
-
