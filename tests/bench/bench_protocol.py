@@ -4,7 +4,8 @@
   an executor that returns the whole layer as the patch at once, and received back; median ms
   over --repeats (pyzmq; `roundtrip_4k_zmtp_ms` is the same through the plug-in's stdlib ZMTP
   client).
-  A 64 MiB memcpy is timed in the same run (`memcpy_64mib_ms`) as the yardstick.
+  Yardsticks timed in the same run: the frame bounced by bare ZeroMQ sockets (`raw_zmq_4k_ms`) and
+  one 64 MiB memcpy (`memcpy_64mib_ms`).
 - tiny_jobs_per_s: seed-form drags of 1 step on a tiny random generator (32 px), real executor,
   from --clients concurrent clients; `null_jobs_per_s` is the same traffic with an executor that
   does nothing (the protocol's own ceiling).
@@ -69,6 +70,36 @@ def memcpy_ms(repeats: int) -> float:
     return 1000 * statistics.median(times)
 
 
+def raw_zmq_ms(repeats: int) -> float:
+    """The same 64 MiB frame bounced DEALER -> ROUTER -> DEALER over loopback TCP with zero-copy
+    sends and receives: what ZeroMQ and the kernel cost before the protocol adds anything."""
+    import zmq
+
+    ctx = zmq.Context.instance()
+    router = ctx.socket(zmq.ROUTER)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.connect(f"tcp://127.0.0.1:{port}")
+    layer = bytes(SIDE * SIDE * 4)
+
+    def echo() -> None:
+        for _ in range(repeats + 1):
+            router.send_multipart(router.recv_multipart(copy=False), copy=False)
+
+    thread = threading.Thread(target=echo)
+    thread.start()
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        dealer.send(layer, copy=False)
+        dealer.recv(copy=False)
+        times.append(time.perf_counter() - start)
+    thread.join()
+    dealer.close(linger=0)
+    router.close(linger=0)
+    return 1000 * statistics.median(times[1:])
+
+
 def roundtrip_ms(address: str, repeats: int, prefer: str) -> float:
     layer = bytes(range(256)) * (SIDE * SIDE * 4 // 256)
     times = []
@@ -129,6 +160,7 @@ def main() -> int:
     from service_helpers import save_tiny_model
 
     copy_ms = memcpy_ms(args.repeats)
+    raw_ms = raw_zmq_ms(args.repeats)
     echo = serve(EchoExecutor(), args.clients + 1)
     try:
         rt = roundtrip_ms(echo.address, args.repeats, "pyzmq")
@@ -149,6 +181,7 @@ def main() -> int:
         "roundtrip_4k_zmtp_ms": round(rt_zmtp, 1),
         "tiny_jobs_per_s": round(tiny_rate, 1),
         "null_jobs_per_s": round(null_rate, 1),
+        "raw_zmq_4k_ms": round(raw_ms, 1),
         "memcpy_64mib_ms": round(copy_ms, 1),
         "roundtrip_in_memcpys": round(rt / copy_ms, 1),
         "layer_mib": SIDE * SIDE * 4 / 2**20,
@@ -157,7 +190,7 @@ def main() -> int:
         "torch_threads": args.threads,
     }
     print(f"4096x4096 RGBA round trip: {rt:.1f} ms (pyzmq), {rt_zmtp:.1f} ms (stdlib ZMTP); "
-          f"one 64 MiB memcpy here: {copy_ms:.1f} ms")
+          f"bare ZeroMQ echo of the frame: {raw_ms:.1f} ms; one 64 MiB memcpy: {copy_ms:.1f} ms")
     print(f"tiny jobs: {tiny_rate:.1f}/s (real executor, 1 step), {null_rate:.1f}/s (no work)")
     if args.json:
         print(json.dumps(figures))
