@@ -33,6 +33,16 @@ Point = tuple[float, float]
 
 
 @dataclass(frozen=True)
+class Frame:
+    """One live preview from the daemon: the crop being edited, where it lies, the handles."""
+
+    step: int
+    jpeg: bytes
+    crop: tuple[int, int, int, int] | None     # x, y, w, h in layer pixels
+    points: tuple[Point, ...]
+
+
+@dataclass(frozen=True)
 class Scene:
     """What the demo asks for on the sample: pairs and an elliptic selection (layer px)."""
 
@@ -200,7 +210,7 @@ def run(options: DemoOptions, bar: ProgressBar | None = None) -> DemoReport:
     else:
         bar.say("starting a daemon on a free loopback port ...")
         server, address = start_daemon(options)
-    frames: list[tuple[int, bytes]] = []
+    frames: list[Frame] = []
 
     def on_event(ev: Any) -> None:
         if isinstance(ev, P.QueuedEvent):
@@ -210,7 +220,7 @@ def run(options: DemoOptions, bar: ProgressBar | None = None) -> DemoReport:
         if ev.phase == "drag" and ev.distances:
             note = f"— {max(ev.distances):.1f} px to go"
             if ev.preview:
-                frames.append((ev.step, ev.preview))
+                frames.append(Frame(ev.step, ev.preview, ev.crop, tuple(ev.points)))
         bar.update(ev.phase, ev.step, ev.total, note)
 
     try:
@@ -311,15 +321,25 @@ def side_by_side(before: Any, after: Any, result: P.JobResult, scale: float = 2.
     return sheet
 
 
-def preview_frames(frames: list[tuple[int, bytes]], size: int = 192) -> list[Any]:
-    """The daemon's preview JPEGs (model resolution), enlarged and labelled with their step."""
+def preview_frames(frames: list[Frame], size: int = 192) -> list[Any]:
+    """The daemon's previews (model resolution) enlarged, with the handles (red) on their way
+    to the targets (blue) where the crop is known, and the step."""
     from PIL import Image, ImageDraw
 
     out = []
-    for step, data in frames:
-        im = Image.open(io.BytesIO(data)).convert("RGB")
+    for frame in frames:
+        im = Image.open(io.BytesIO(frame.jpeg)).convert("RGB")
         im = im.resize((size, round(size * im.height / im.width)), Image.Resampling.LANCZOS)
-        ImageDraw.Draw(im).text((4, 2), f"step {step}", fill=(255, 255, 255))
+        draw = ImageDraw.Draw(im)
+        if frame.crop is not None and frame.crop[2] > 0:
+            x0, y0, cw, _ = frame.crop
+            k = size / cw
+            marks = [(t, (40, 110, 255)) for _, t in SCENE.pairs]
+            marks += [(p, (235, 40, 40)) for p in frame.points]
+            for (px, py), colour in marks:
+                u, v = (px - x0) * k, (py - y0) * k
+                draw.ellipse((u - 3, v - 3, u + 3, v + 3), fill=colour)
+        draw.text((4, 2), f"step {frame.step}", fill=(255, 255, 255))
         out.append(im)
     return out
 
@@ -336,7 +356,7 @@ def contact_sheet(images: list[Any], cols: int = 6) -> Any:
 
 
 def write_outputs(out: Path, before: Any, after: Any, mask: bytes, result: P.JobResult,
-                  frames: list[tuple[int, bytes]], report: DemoReport) -> list[str]:
+                  frames: list[Frame], report: DemoReport) -> list[str]:
     """Write pictures and reports; returns the file names written."""
     from PIL import Image
 
@@ -353,7 +373,8 @@ def write_outputs(out: Path, before: Any, after: Any, mask: bytes, result: P.Job
     if previews:
         previews[0].save(out / "progress.gif", save_all=True, append_images=previews[1:],
                          duration=120, loop=0)
-        contact_sheet(previews).save(out / "progress.png")
+        every = max(1, -(-len(previews) // 12))   # at most 12 pictures on the sheet
+        contact_sheet([*previews[:-1:every], previews[-1]]).save(out / "progress.png")
         names += ["progress.gif", "progress.png"]
     report.files = [*names, "report.json", "report.md"]
     (out / "report.json").write_text(json.dumps(asdict(report), indent=2) + "\n",
