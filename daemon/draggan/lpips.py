@@ -24,7 +24,7 @@ Layout: images ``[N, 3, H, W]`` in [-1, 1]; distances ``[N]``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,6 +106,10 @@ class PerceptualLoss(nn.Module):
             p.requires_grad_(False)
         return self.eval()
 
+    def against(self, y: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``x -> distance(x, y)`` for a fixed ``y`` (LPIPS computes y's features once)."""
+        return lambda x: self(x, y)
+
 
 class LPIPS(PerceptualLoss):
     """LPIPS v0.1 over any ``features`` stack; the taps are slice ends into it."""
@@ -149,8 +153,21 @@ class LPIPS(PerceptualLoss):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         _check_images(x, y)
-        total = x.new_zeros(x.shape[0])
-        for i, (fx, fy) in enumerate(zip(self.features(x), self.features(y), strict=True)):
+        return self._distance(self.features(x), self.features(y))
+
+    def against(self, y: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        with torch.no_grad():
+            fy = self.features(y)
+
+        def distance(x: torch.Tensor) -> torch.Tensor:
+            _check_images(x, y)
+            return self._distance(self.features(x), fy)
+
+        return distance
+
+    def _distance(self, feats_x: list[torch.Tensor], feats_y: list[torch.Tensor]) -> torch.Tensor:
+        total = feats_x[0].new_zeros(feats_x[0].shape[0])
+        for i, (fx, fy) in enumerate(zip(feats_x, feats_y, strict=True)):
             diff = (fx - fy).square()                       # [N, C, h, w]
             head = getattr(self, f"head{i}")
             if head is None:

@@ -32,6 +32,7 @@ from .networks import Generator, SynthesisLayer
 
 StepFn = Callable[[str, int, int], None]   # (phase "invert", step 1..total, total)
 StopFn = Callable[[], bool]
+Distance = Callable[[torch.Tensor], torch.Tensor]  # image [1, 3, r, r] -> distance [1]
 
 
 class InversionCancelled(RuntimeError):
@@ -41,7 +42,7 @@ class InversionCancelled(RuntimeError):
 @dataclass(frozen=True)
 class InvertParams:
     # Step 1: W projection.
-    projection_steps: int = 80        # Adam steps on w.
+    projection_steps: int = 60        # Adam steps on w.
     projection_lr: float = 0.04       # Peak learning rate.
     lr_rampup: float = 0.05           # Fraction of steps with a linear warm-up.
     lr_rampdown: float = 0.25         # Fraction of steps with a cosine decay to 0.
@@ -52,7 +53,7 @@ class InvertParams:
     w_noise_ramp: float = 0.75        # Fraction of steps over which it decays to 0.
     projection_l2: float = 0.0        # Weight of pixel MSE beside the perceptual distance.
     # Step 2: pivotal tuning.
-    tuning_steps: int = 60            # Max Adam steps on the synthesis weights.
+    tuning_steps: int = 50            # Max Adam steps on the synthesis weights.
     tuning_lr: float = 3e-3           # Peak learning rate.
     tuning_schedule: str = "cosine"   # "constant" | "cosine" (decay to 10 % of tuning_lr).
     tuning_l2: float = 1.0            # Weight of pixel MSE.
@@ -219,7 +220,7 @@ def invert(
     Gt = copy.deepcopy(G).eval().requires_grad_(False)
     total = params.projection_steps + params.tuning_steps
     stop = loss.threshold if params.stop_distance is None else params.stop_distance
-    target_small = _to_loss_res(target, params.loss_resolution)
+    to_target = loss.against(_to_loss_res(target, params.loss_resolution))
     counter = [0]
 
     def tick() -> None:
@@ -232,13 +233,13 @@ def invert(
     def measure(ws: torch.Tensor) -> tuple[float, float]:
         with torch.no_grad():
             img = _render(Gt, ws)
-            d = loss(_to_loss_res(img, params.loss_resolution), target_small)
+            d = to_target(_to_loss_res(img, params.loss_resolution))
             return float(psnr(img, target)), float(d)
 
     with _tf32(params.tf32 and dev.type == "cuda"):
-        ws = _project(Gt, target, target_small, loss, params, tick)
+        ws = _project(Gt, target, to_target, params, tick)
         proj_psnr, proj_dist = measure(ws)
-        tuned = _tune(Gt, ws, target, target_small, loss, params, stop, tick)
+        tuned = _tune(Gt, ws, target, to_target, loss, params, stop, tick)
         final_psnr, final_dist = measure(ws)
     Gt.eval().requires_grad_(False)
     return InversionResult(
@@ -250,8 +251,8 @@ def invert(
 
 
 def _project(
-    Gt: Generator, target: torch.Tensor, target_small: torch.Tensor, loss: PerceptualLoss,
-    params: InvertParams, tick: Callable[[], None],
+    Gt: Generator, target: torch.Tensor, to_target: Distance, params: InvertParams,
+    tick: Callable[[], None],
 ) -> torch.Tensor:
     """Step 1 on ``Gt`` (its noise maps change when optimised); returns ``[1, num_ws, w_dim]``."""
     w_avg, spread = w_stats(Gt, params.w_avg_samples, params.seed)
@@ -273,7 +274,7 @@ def _project(
         jitter = torch.randn(w_opt.shape, generator=g, device=w_opt.device)
         ws = (w_opt + jitter * spread * params.w_noise_start * fade).expand(1, Gt.num_ws, -1)
         img = _render(Gt, ws)
-        objective = loss(_to_loss_res(img, params.loss_resolution), target_small).sum()
+        objective = to_target(_to_loss_res(img, params.loss_resolution)).sum()
         if params.projection_l2 > 0:
             objective = objective + params.projection_l2 * F.mse_loss(img, target)
         if bufs:
@@ -290,7 +291,7 @@ def _project(
 
 
 def _tune(
-    Gt: Generator, ws: torch.Tensor, target: torch.Tensor, target_small: torch.Tensor,
+    Gt: Generator, ws: torch.Tensor, target: torch.Tensor, to_target: Distance,
     loss: PerceptualLoss, params: InvertParams, stop: float, tick: Callable[[], None],
 ) -> int:
     """Step 2: fine-tune ``Gt.synthesis`` around the pivot ``ws``; returns the steps run."""
@@ -301,7 +302,7 @@ def _tune(
     g = torch.Generator(device=ws.device).manual_seed(params.seed + 1)
     for step in range(params.tuning_steps):
         img = _render(Gt, ws)
-        dist = loss(_to_loss_res(img, params.loss_resolution), target_small).sum()
+        dist = to_target(_to_loss_res(img, params.loss_resolution)).sum()
         if float(dist.detach()) <= stop:
             return step
         tick()

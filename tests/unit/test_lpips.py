@@ -85,6 +85,18 @@ def test_gradient_reaches_the_input_not_the_network() -> None:
     assert x.grad is not None and float(x.grad.abs().sum()) > 0
 
 
+def test_against_a_fixed_image_matches_the_pair_form() -> None:
+    torch.manual_seed(0)
+    spec = L.BACKBONES["alexnet"]
+    y = torch.rand(1, 3, 64, 64) * 2 - 1
+    x = (torch.rand(1, 3, 64, 64) * 2 - 1).requires_grad_(True)
+    for net in (L.LPIPS(L.build_backbone(spec), spec.taps, L.load_heads("alexnet")), L.PyramidL1()):
+        d = net.against(y)(x)
+        assert torch.allclose(d, net(x, y))
+        (grad,) = torch.autograd.grad(d.sum(), x)
+        assert float(grad.abs().sum()) > 0
+
+
 def test_bad_shapes_are_refused() -> None:
     net = L.PyramidL1()
     with pytest.raises(ValueError, match=r"\[N, 3, H, W\]"):
