@@ -222,12 +222,20 @@ def track_handles(
     return moved
 
 
-def disc_offsets(radius: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+@dataclass(frozen=True)
+class Disc:
     """Integer offsets ``(dx, dy)`` strictly closer than ``radius`` to the origin."""
+
+    dx: torch.Tensor
+    dy: torch.Tensor
+    radius: int
+
+
+def disc_offsets(radius: int, device: torch.device) -> Disc:
     r = torch.arange(-radius, radius + 1, device=device)
     dy, dx = torch.meshgrid(r, r, indexing="ij")
     keep = dx.square() + dy.square() < radius * radius
-    return dx[keep], dy[keep]
+    return Disc(dx=dx[keep], dy=dy[keep], radius=radius)
 
 
 def motion_loss(
@@ -235,14 +243,14 @@ def motion_loss(
     feat: torch.Tensor,          # [1, C, h, w] with a graph to the latent.
     handles: list[tuple[int, int]],
     targets: list[Point],
-    disc: tuple[torch.Tensor, torch.Tensor],
+    disc: Disc,
     origin: tuple[int, int] = (0, 0),
 ) -> torch.Tensor:
     """Sum over handles more than 1 px from their target of mean |F(p + d) - sg(F(p))| over
     channels and the disc pixels p inside the image; F(p + d) is bilinear, clamped to the
     border (``grid_sample(align_corners=True, padding_mode="border")`` on the resized map)."""
     last = grid.image_res - 1
-    reach = int(max(disc[0].abs().max(), disc[1].abs().max())) + 1
+    reach = disc.radius  # farthest disc offset (radius - 1) plus the unit shift
     loss = feat.new_zeros(())
     for (x, y), (tx, ty) in zip(handles, targets, strict=True):
         dist = math.hypot(tx - x, ty - y)
@@ -252,7 +260,7 @@ def motion_loss(
         wx0, wx1 = max(x - reach, 0), min(x + reach + 1, last)
         wy0, wy1 = max(y - reach, 0), min(y + reach + 1, last)
         win = grid.window(feat, wx0, wx1, wy0, wy1, origin)        # [C, ny, nx]
-        px, py = disc[0] + x, disc[1] + y
+        px, py = disc.dx + x, disc.dy + y
         inside = (px >= 0) & (px <= last) & (py >= 0) & (py <= last)
         px, py = px[inside], py[inside]
         src = win[:, py - wy0, px - wx0].detach()
