@@ -116,6 +116,8 @@ class LPIPS(PerceptualLoss):
 
     is_lpips = True
     threshold = 0.06
+    shift: torch.Tensor
+    scale: torch.Tensor
 
     def __init__(
         self,
