@@ -113,3 +113,23 @@ def test_bad_config_and_cli(tmp_path: Path) -> None:
     cfg = T.parse_args(argv)
     assert cfg.batch == 8 and cfg.lr == 0.001 and cfg.fused_modconv is False
     assert T.main(["--resolution", "48"]) == 2
+
+
+def test_frechet_distance_known_values() -> None:
+    import numpy as np
+
+    from gimp_draggan.draggan.train.quality import frechet_distance, geometry
+    from gimp_draggan.draggan.train.world import render
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4000, 3))
+    assert frechet_distance(a, a) < 1e-6
+    shifted = frechet_distance(a, a + np.array([2.0, 0.0, 0.0]))
+    assert abs(shifted - 4.0) < 1e-6
+    scaled = frechet_distance(a, a * 2)   # (2 - 1)^2 per dimension for unit variances
+    assert abs(scaled - 3.0) < 0.2
+    with pytest.raises(ValueError, match="equal D"):
+        frechet_distance(a, a[:, :2])
+    kp = render([1, 2]).keypoints
+    g = geometry(kp)
+    assert torch.allclose(g["mouth_open"], kp[:, 6, 1] - kp[:, 5, 1])
