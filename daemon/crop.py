@@ -162,26 +162,26 @@ def _block_mean(
     region: np.ndarray, k: int, convert: Callable[[np.ndarray], np.ndarray]
 ) -> np.ndarray:
     """Average ``k x k`` pixel blocks of ``region`` ([H, W] or [H, W, C]), converting strips of
-    rows to float32 with ``convert``; a last partial block repeats the edge pixels."""
+    rows to float32 with ``convert`` (which may change the channel count); a last partial block
+    repeats the edge pixels."""
     h, w = region.shape[:2]
     if k == 1:
         return convert(region)
     rh, rw = -(-h // k), -(-w // k)
-    chans = region.shape[2:]
-    out = np.empty((rh, rw, *chans), dtype=np.float32)
-    row_bytes = w * 4 * int(np.prod(chans, dtype=np.int64))
+    row_bytes = w * 4 * int(np.prod(region.shape[2:], dtype=np.int64))
     blocks_per_strip = max(1, _STRIP_BYTES // max(1, row_bytes * k))
+    parts = []
     for b0 in range(0, rh, blocks_per_strip):
         b1 = min(rh, b0 + blocks_per_strip)
         strip = convert(region[b0 * k: min(h, b1 * k)])
+        chans = strip.shape[2:]
         pad_rows = (b1 - b0) * k - strip.shape[0]
         pad_cols = rw * k - w
         if pad_rows or pad_cols:
             pads = [(0, pad_rows), (0, pad_cols)] + [(0, 0)] * len(chans)
             strip = np.pad(strip, pads, mode="edge")
-        strip = strip.reshape(b1 - b0, k, rw, k, *chans)
-        out[b0:b1] = strip.mean(axis=(1, 3))
-    return out
+        parts.append(strip.reshape(b1 - b0, k, rw, k, *chans).mean(axis=(1, 3), dtype=np.float32))
+    return np.concatenate(parts, axis=0)
 
 
 def resize_region(

@@ -65,6 +65,7 @@ FEATHER = 1.0 / 16.0        # Blend ramp width, fraction of the crop side.
 COLOR_RADIUS = 1.0 / 16.0   # Colour-matching blur radius, fraction of the model resolution.
 CHANGE_THRESHOLD = 0.04     # A channel moving this much (of full scale) counts as changed.
 CHANGE_RADIUS = 1.0 / 32.0  # Spread of the change map, fraction of the model resolution.
+FLATTEN_GREY = 0.5          # Background the model sees behind transparent pixels.
 
 
 class EditCancelled(RuntimeError):
@@ -154,6 +155,14 @@ def _loss(device: str, sessions: SessionCache) -> Any:
     return sessions.resource(f"loss@{device}", lambda: load_perceptual().loss.to(device))
 
 
+def _flatten(rgba: np.ndarray) -> np.ndarray:
+    """Float RGBA -> RGB over mid grey: the model never sees the colours hidden under alpha 0
+    (often black or stale), only what is visible."""
+    alpha = np.clip(rgba[..., 3:], 0.0, 1.0)
+    rgb = np.clip(rgba[..., :3], 0.0, 1.0)
+    return rgb * alpha + FLATTEN_GREY * (1.0 - alpha)
+
+
 def _to_tensor(img: np.ndarray, device: str) -> torch.Tensor:
     """[R, R, 3] in [0, 1] -> [1, 3, R, R] in [-1, 1]."""
     import torch
@@ -231,7 +240,7 @@ def _session(
         return found
 
     t0 = time.perf_counter()
-    target = layer_to_model(layer.rgba[:, :, :3], box, lambda a: to_float(a, layer.depth))
+    target = layer_to_model(layer.rgba, box, lambda a: _flatten(to_float(a, layer.depth)))
     target = np.clip(target, 0.0, 1.0)
     _add(timings, "crop", time.perf_counter() - t0)
 

@@ -140,3 +140,11 @@ def test_bad_boxes_are_refused() -> None:
         choose_box(Rect(5, 5, 5, 9), 10, 10, 64)
     with pytest.raises(ValueError, match="layer is"):
         layer_to_model(np.zeros((5, 5, 4), np.uint8), CropBox(0, 0, 5, 6, 5, 8), _u8)
+
+
+def test_the_converter_may_change_the_channel_count_on_the_big_path() -> None:
+    layer = np.full((1200, 1200, 4), 100, np.uint8)
+    box = choose_box(Rect(0, 0, 1200, 1200), 1200, 1200, resolution=64, margin=0.0)
+    assert box.side // (2 * box.resolution) > 1
+    got = layer_to_model(layer, box, lambda a: to_float(a, "u8")[..., :3])
+    assert got.shape == (64, 64, 3) and np.allclose(got, 100 / 255, atol=1e-4)

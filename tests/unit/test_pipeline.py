@@ -164,6 +164,19 @@ def test_invert_then_drag_inverts_once(model: str, small_inversion: list[int]) -
     assert len(small_inversion) == 4
 
 
+def test_colours_hidden_under_alpha_zero_do_not_reach_the_model(model: str) -> None:
+    rgba = _astronaut()
+    rgba[140:170, 190:230, 3] = 0                            # a transparent hole at the points
+    hidden_black, hidden_noise = rgba.copy(), rgba.copy()
+    hidden_black[140:170, 190:230, :3] = 0
+    hidden_noise[140:170, 190:230, :3] = np.random.default_rng(0).integers(0, 256, (30, 40, 3))
+    sessions = SessionCache()
+    a = _run(_request(model, hidden_black), sessions, invert=True)
+    b = _run(_request(model, hidden_noise), sessions, invert=True)
+    assert a.session != b.session                            # other bytes, other crop digest
+    assert np.array_equal(sessions.get(a.session).target, sessions.get(b.session).target)
+
+
 @pytest.mark.parametrize("depth", ["u16", "f32"])
 def test_high_bit_depth_requests_come_back_in_their_depth(model: str, depth: str) -> None:
     rgba = from_float(to_float(_astronaut()[100:260, 120:300], "u8"), depth)
