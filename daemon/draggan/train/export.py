@@ -58,7 +58,7 @@ def sample_grid(G: Any, path: Path, rows: int = 6, cols: int = 10, psi: float = 
     with torch.no_grad():
         img = G(z, truncation_psi=psi, noise_mode="const").clamp(-1, 1)
     pic = Image.fromarray(grid(img, cols))
-    pic.resize((pic.width * scale, pic.height * scale), Image.NEAREST).save(path)
+    pic.resize((pic.width * scale, pic.height * scale), Image.Resampling.NEAREST).save(path)
 
 
 def interpolation_strip(G: Any, path: Path, rows: int = 5, steps: int = 10, psi: float = 0.7,
@@ -76,7 +76,7 @@ def interpolation_strip(G: Any, path: Path, rows: int = 5, steps: int = 10, psi:
         mix = ws[0::2, None].lerp(ws[1::2, None], t).reshape(rows * steps, *ws.shape[1:])
         img = G.synthesis(mix, noise_mode="const").clamp(-1, 1)
     pic = Image.fromarray(grid(img, steps))
-    pic.resize((pic.width * scale, pic.height * scale), Image.NEAREST).save(path)
+    pic.resize((pic.width * scale, pic.height * scale), Image.Resampling.NEAREST).save(path)
 
 
 def _commit() -> str:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from gimp_draggan.draggan.networks import Generator
 from gimp_draggan.draggan.train.keypoints import KeypointNet, detect
 from gimp_draggan.draggan.train.world import render
 
@@ -77,7 +78,7 @@ def geometry(kp: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def measure_generator(
-    G: torch.nn.Module, net: KeypointNet, n: int = 2000, psi: float = 1.0, seed: int = 0,
+    G: Generator, net: KeypointNet, n: int = 2000, psi: float = 1.0, seed: int = 0,
 ) -> Quality:
     """Quality of ``G`` (z ~ N(0, I) from ``seed``, truncation ``psi``, constant noise)."""
     dev = next(G.parameters()).device
