@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from gimp_draggan.draggan.checkpoint import config_path, load_generator
@@ -83,3 +84,20 @@ def test_short_real_drag_moves_a_detected_keypoint_towards_its_target() -> None:
     print(f"chin drag: detected distance to target {before_d:.2f} -> {after_d:.2f} px, "
           f"{result.steps} steps")
     assert after_d < 0.6 * before_d
+
+
+def test_eval_drag_bench_prints_the_contract_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "eval_drag.py"
+    spec = importlib.util.spec_from_file_location("eval_drag", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--n", "1", "--steps", "3", "--points", "5", "--json"]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"n", "res", "points", "md_before", "md_after", "outside_change",
+            "sec_per_edit"} <= set(last)
+    assert last["n"] == 1 and last["res"] == 64 and last["points"] == "5"
+    assert last["md_before"] >= 3.0  # --min-md default: targets far enough to measure
