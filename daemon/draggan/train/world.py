@@ -71,9 +71,8 @@ def _ellipse_sdf(
 
 
 def _paint(canvas: torch.Tensor, alpha: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
-    """Alpha-blend ``colour [N, 3]`` over ``canvas [N, 3, H, W]`` with ``alpha [N, H, W]``."""
-    a = alpha.unsqueeze(1)
-    return canvas * (1 - a) + colour[:, :, None, None] * a
+    """Blend ``colour [N, 3]`` into ``canvas [N, 3, H, W]`` in place, by ``alpha [N, H, W]``."""
+    return canvas.lerp_(colour[:, :, None, None], alpha.unsqueeze(1))
 
 
 def _hsv(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
