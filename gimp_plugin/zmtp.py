@@ -24,6 +24,7 @@ FLAG_LONG = 0x02
 FLAG_COMMAND = 0x04
 
 MAX_FRAME = 1 << 34         # 16 GiB: anything larger is a corrupt stream, not a message.
+BIG_FRAME = 1 << 20         # Frames from this size are sent and received without extra copies.
 PEER_TYPES = (b"ROUTER", b"DEALER")  # what a DEALER may talk to (RFC 28).
 
 
@@ -105,6 +106,7 @@ class ZmtpDealer:
         self._address = ""
         self._buf = bytearray()
         self._parts: list[bytes] = []
+        self._big: tuple[int, bytearray, int] | None = None  # flags, body, bytes filled so far
 
     # -- connection -------------------------------------------------------------------------
     def connect(self, address: str) -> None:
@@ -123,6 +125,7 @@ class ZmtpDealer:
         self._sock = sock
         self._buf.clear()
         self._parts = []
+        self._big = None
         try:
             self._handshake(deadline)
         except BaseException:
@@ -185,10 +188,19 @@ class ZmtpDealer:
         """Send one multipart message (at least one frame)."""
         if not frames:
             raise ValueError("a message needs at least one frame")
-        chunks = []
+        pending: list[bytes] = []
         for i, frame in enumerate(frames):
-            chunks.append(encode_frame(bytes(frame), more=i < len(frames) - 1))
-        self._sendall(b"".join(chunks))
+            more = i < len(frames) - 1
+            if len(frame) < BIG_FRAME:
+                pending.append(encode_frame(bytes(frame), more))
+                continue
+            # A big frame (pixels) goes out as it is, after its header: no copy of the payload.
+            header = struct.pack(">BQ", (FLAG_MORE if more else 0) | FLAG_LONG, len(frame))
+            self._sendall(b"".join([*pending, header]))
+            self._sendall(frame)
+            pending = []
+        if pending:
+            self._sendall(b"".join(pending))
 
     def recv(self, timeout_s: float | None) -> list[bytes] | None:
         """The next whole message, or None when `timeout_s` passes first (None = wait forever)."""
@@ -238,6 +250,43 @@ class ZmtpDealer:
             self.close()
             raise ZmtpConnectionError(f"lost the connection to {self._address}: {exc}") from exc
 
+    def _read_big(self, big: tuple[int, bytearray, int], deadline: float | None,
+                  what: str | None) -> tuple[int, bytes] | None:
+        """Go on filling the big frame in progress; None on timeout (what is read stays)."""
+        flags, body, filled = big
+        view = memoryview(body)
+        while filled < len(body):
+            n = self._recv_into(view[filled:], deadline, what)
+            if n is None:
+                self._big = (flags, body, filled)
+                return None
+            filled += n
+        self._big = None
+        return flags, bytes(body)
+
+    def _recv_into(self, view: memoryview, deadline: float | None, what: str | None) -> int | None:
+        sock = self._require_socket()
+        if deadline is None:
+            sock.settimeout(None)
+        else:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._timed_out(what)
+                return None
+            sock.settimeout(left)
+        try:
+            n = sock.recv_into(view)
+        except TimeoutError:
+            self._timed_out(what)
+            return None
+        except OSError as exc:
+            self.close()
+            raise ZmtpConnectionError(f"lost the connection to {self._address}: {exc}") from exc
+        if n == 0:
+            self.close()
+            raise ZmtpConnectionError(f"{self._address} closed the connection")
+        return n
+
     def _fill(self, deadline: float | None, what: str | None) -> bool:
         """Read more bytes; False when the deadline passed and `what` is None, else raise."""
         sock = self._require_socket()
@@ -277,6 +326,8 @@ class ZmtpDealer:
     def _read_frame(self, deadline: float | None, what: str | None) -> tuple[int, bytes] | None:
         """One whole frame, reading as needed; None on timeout (partial data stays buffered)."""
         while True:
+            if self._big is not None:
+                return self._read_big(self._big, deadline, what)
             if len(self._buf) >= 2:
                 flags = self._buf[0]
                 if flags & ~(FLAG_MORE | FLAG_LONG | FLAG_COMMAND):
@@ -296,6 +347,13 @@ class ZmtpDealer:
                         body = bytes(self._buf[head:head + size])
                         del self._buf[:head + size]
                         return flags, body
+                    if size >= BIG_FRAME:  # read the rest straight into its own buffer
+                        big = bytearray(size)
+                        have = len(self._buf) - head
+                        big[:have] = self._buf[head:]
+                        self._buf.clear()
+                        self._big = (flags, big, have)
+                        continue
             if not self._fill(deadline, what):
                 return None
 

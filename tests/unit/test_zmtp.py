@@ -147,6 +147,42 @@ def test_partial_frames_across_timeouts():
         server.close()
 
 
+def test_big_frame_across_timeouts():
+    """A frame over BIG_FRAME arriving slowly is read into its own buffer across timeouts."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    peer_ready = zmtp.encode_command(b"READY", zmtp.encode_properties({b"Socket-Type": b"ROUTER"}))
+    payload = os.urandom(zmtp.BIG_FRAME + 12345)
+    message = zmtp.encode_frame(b"hdr", more=True) + zmtp.encode_frame(payload, more=False)
+    chunk = len(message) // 4 + 1
+
+    def serve():
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(64)
+            conn.sendall(zmtp.GREETING + peer_ready)
+            for i in range(0, len(message), chunk):
+                time.sleep(0.15)
+                conn.sendall(message[i:i + chunk])
+            time.sleep(0.5)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    dealer = zmtp.connect(f"tcp://127.0.0.1:{port}")
+    try:
+        timeouts = 0
+        while (got := dealer.recv(0.05)) is None:
+            timeouts += 1
+        assert got == [b"hdr", payload]
+        assert timeouts >= 3
+    finally:
+        dealer.close()
+        thread.join()
+        server.close()
+
+
 def test_server_down_gives_clear_error():
     address = f"tcp://127.0.0.1:{free_port()}"
     dealer = zmtp.ZmtpDealer()
