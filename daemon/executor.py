@@ -41,12 +41,14 @@ class PipelineExecutor:
     """Runs jobs on one device with a session cache (invert once, drag many)."""
 
     def __init__(self, device: str, default_model: str | None = None,
-                 files: dict[str, Path] | None = None, cache: str | None = None) -> None:
+                 files: dict[str, Path] | None = None, cache: str | None = None,
+                 table: str | None = None) -> None:
         from .sessions import SessionCache
 
         self.device = device
         self.files = dict(files or {})
         self.cache = cache
+        self.table = table          # Model table file; None = the packaged models.json.
         self.sessions = SessionCache()
         self.default_model = default_model or next(iter(self.files), None) or self._first_cached()
 
@@ -54,24 +56,32 @@ class PipelineExecutor:
     def _table(self) -> dict[str, Any]:
         from . import registry
 
-        return {n: e for n, e in registry.load_table().items() if e.kind == "generator"}
+        return {n: e for n, e in registry.load_table(self.table).items()
+                if e.kind == "generator"}
 
     def _first_cached(self) -> str | None:
-        from . import registry
 
-        for name in self._table():
-            if registry.is_cached(name, self.cache) or self._table()[name].package_path:
+        for name, entry in self._table().items():
+            if self._cached(entry):
                 return name
         return None
 
-    def models(self) -> list[dict[str, Any]]:
+    def _cached(self, entry: Any) -> bool:
+        """The entry's file is present (and of the pinned size, where one is pinned)."""
         from . import registry
+
+        path = registry.model_path(entry, self.cache)
+        if not path.is_file():
+            return False
+        return bool(entry.package_path) or entry.size_bytes in (None, path.stat().st_size)
+
+    def models(self) -> list[dict[str, Any]]:
 
         rows = [{"name": n, "resolution": _file_resolution(p), "cached": True,
                  "description": f"file {p.name}", "domain": "", "downloadable": False}
                 for n, p in self.files.items()]
         for name, e in self._table().items():
-            cached = bool(e.package_path) or registry.is_cached(name, self.cache)
+            cached = self._cached(e)
             rows.append({"name": name, "resolution": e.resolution, "cached": cached,
                          "description": e.description, "domain": e.domain,
                          "downloadable": e.downloadable})
@@ -82,7 +92,6 @@ class PipelineExecutor:
                 "models": self.models()}
 
     def check_model(self, name: str | None) -> str:
-        from . import registry
 
         name = name or self.default_model
         if name is None:
@@ -93,13 +102,17 @@ class PipelineExecutor:
         if name not in table:
             raise JobError("unknown_model", f"no model named {name!r}; this daemon has "
                            f"{', '.join([*self.files, *table])}")
-        if not (table[name].package_path or registry.is_cached(name, self.cache)):
+        if not self._cached(table[name]):
             raise JobError("model_not_cached", f"model {name!r} is not downloaded")
         return name
 
     def _model_ref(self, name: str) -> str:
-        """What the pipeline's loader takes: the operator's file, else the registry name."""
-        return str(self.files[name]) if name in self.files else name
+        """The file the loaders open: the operator's, or the registry entry's in this cache."""
+        from . import registry
+
+        if name in self.files:
+            return str(self.files[name])
+        return str(registry.model_path(self._table()[name], self.cache))
 
     # ---- jobs ---------------------------------------------------------------------------------
     def run(self, request: P.JobRequest, on_progress: ProgressFn,
@@ -143,12 +156,10 @@ class PipelineExecutor:
                            depth=r.depth, patch=r.patch, points=list(r.points),
                            distances=list(r.distances), steps=r.steps, timings=dict(r.timings))
 
-    def _generator(self, model: str) -> Any:
-        from . import registry
+    def _generator(self, path: str) -> Any:
+        """The generator in file `path` (from `_model_ref`), loaded once per device."""
         from .draggan.checkpoint import load_generator
 
-        files = {str(p) for p in self.files.values()}
-        path = model if model in files else str(registry.resolve(model, self.cache))
         return self.sessions.resource(
             f"generator:{path}@{self.device}",
             lambda: load_generator(path).to(self.device).eval().requires_grad_(False),
@@ -199,10 +210,15 @@ class PipelineExecutor:
         total = entry.size_bytes or 0
         while thread.is_alive() and not should_stop():
             thread.join(0.25)
-            done = part.stat().st_size if part.exists() else 0
-            on_progress(P.ProgressEvent("download", done, total))
+            for path in (part, dest):
+                try:
+                    done = path.stat().st_size
+                    break
+                except OSError:
+                    done = 0
+            on_progress(P.ProgressEvent("download", done, total or done))
         if failure:
-            raise JobError("internal", f"download of {name} failed: {failure[0]}")
+            raise JobError("download_failed", f"download of {name} failed: {failure[0]}")
 
     def recover(self) -> None:
         """After out-of-memory: drop sessions and models, give the memory back."""

@@ -66,6 +66,8 @@ ERROR_HINTS: dict[str, str] = {
     "unknown_session": "The daemon no longer holds that inverted photo; send the pixels again.",
     "unknown_model": "Pick a model from `gimp-draggan models list`.",
     "model_not_cached": "Download it first with `gimp-draggan models download NAME`.",
+    "download_failed": "Check the network connection and try again; `gimp-draggan models "
+    "download NAME` shows the details.",
     "out_of_memory": "The GPU ran out of memory; use a smaller selection or a smaller model.",
     "cancelled": "The job was cancelled; nothing was changed.",
     "not_found": "No such job is open for this client.",

@@ -85,6 +85,24 @@ def test_keys_command_writes_a_usable_key_dir(tmp_path, capsys):
     assert "--force" in capsys.readouterr().err
 
 
+@pytest.fixture
+def restore_logging():
+    """`serve` sets up the daemon's logging; put the test process's back afterwards."""
+    import logging
+
+    logger = logging.getLogger("gimp_draggan")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    for handler in saved[0]:
+        logger.addHandler(handler)
+    logger.setLevel(saved[1])
+    logger.propagate = saved[2]
+
+
+@pytest.mark.usefixtures("restore_logging")
 def test_serve_refuses_a_network_address_without_keys(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("GIMP_DRAGGAN_KEYS", str(tmp_path / "none"))
     monkeypatch.setenv("GIMP_DRAGGAN_LOG_DIR", str(tmp_path / "log"))

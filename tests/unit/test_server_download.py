@@ -1,0 +1,84 @@
+"""`models download` through the daemon: a real HTTP server on 127.0.0.1, a model table of the
+operator's, progress events, the verified file in the cache; a bad hash is an error."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import threading
+
+import pytest
+
+from gimp_draggan.executor import PipelineExecutor
+from gimp_draggan.server import Server, ServerConfig
+from gimp_draggan_plugin import protocol as P
+from gimp_draggan_plugin.client import Client, DaemonError
+
+pytestmark = pytest.mark.timeout(60)
+
+PAYLOAD = bytes(range(256)) * 4096   # 1 MiB
+
+
+class _Files(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(PAYLOAD)))
+        self.end_headers()
+        self.wfile.write(PAYLOAD)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def setup(tmp_path):
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Files)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/gen.safetensors"
+
+    def row(name: str, sha: str) -> dict:
+        return {"name": name, "kind": "generator", "description": "test", "domain": "test",
+                "resolution": 32, "num_ws": 8, "format": "gimp-draggan",
+                "filename": f"{name}.safetensors", "urls": [url], "size_bytes": len(PAYLOAD),
+                "sha256": sha, "sha256_source": "this test", "licence": "test"}
+
+    table = tmp_path / "models.json"
+    table.write_text(json.dumps({"format": "gimp-draggan-models", "models": [
+        row("good", hashlib.sha256(PAYLOAD).hexdigest()), row("bad", "0" * 64)]}))
+    executor = PipelineExecutor("cpu", cache=str(tmp_path / "cache"), table=str(table))
+    server = Server(ServerConfig(bind="tcp://127.0.0.1:*"), executor)
+    server.start()
+    yield server.address, tmp_path / "cache" / "models"
+    server.stop()
+    httpd.shutdown()
+
+
+def test_download_through_the_daemon(setup):
+    address, models = setup
+    events = []
+    with Client(address) as client:
+        before = {m["name"]: m["cached"] for m in client.models()["models"]}
+        assert before == {"good": False, "bad": False}
+        with pytest.raises(DaemonError) as err:
+            client.drag(seed=1, pairs=[((1, 1), (5, 5))], model="good")
+        assert err.value.code == "model_not_cached"
+        reply = client.models("download", "good", on_event=events.append)
+        assert reply["downloaded"] == "good"
+        assert {m["name"]: m["cached"] for m in reply["models"]} == {"good": True, "bad": False}
+    assert (models / "good.safetensors").read_bytes() == PAYLOAD
+    assert events and all(e.phase == "download" for e in events
+                          if isinstance(e, P.ProgressEvent))
+
+
+def test_a_bad_hash_is_an_error_and_nothing_is_cached(setup):
+    address, models = setup
+    with Client(address) as client:
+        with pytest.raises(DaemonError) as err:
+            client.models("download", "bad")
+        assert err.value.code == "download_failed" and "SHA-256" in err.value.message
+        with pytest.raises(DaemonError) as err:
+            client.models("download", "nosuch")
+        assert err.value.code == "unknown_model"
+        assert {m["name"]: m["cached"] for m in client.models()["models"]}["bad"] is False
+    assert not (models / "bad.safetensors").exists()
