@@ -26,6 +26,7 @@ EventFn = Callable[[Event], None]
 StopFn = Callable[[], bool]
 CANCEL_WAIT_S = 15.0   # After a cancel, how long to wait for the job's final reply.
 KEYS_ENV = "GIMP_DRAGGAN_KEYS"
+UPLOAD_BYTES_PER_S = 25e6  # Slowest link we allow for before calling a request unanswered.
 
 
 class DaemonError(Exception):
@@ -258,10 +259,12 @@ class Client:
                  job: bool = False) -> P.Message:
         msg_id = self._new_id(op)
         frames = P.encode(op, msg_id, fields, blobs)
+        # A big layer takes a while to travel before the daemon can answer `queued`.
+        first_answer_s = self.timeout_s + sum(map(len, frames)) / UPLOAD_BYTES_PER_S
         for attempt in range(self.retries + 1):
             try:
                 self._open().send(frames)
-                reply = self._await(msg_id, on_event, should_stop, job)
+                reply = self._await(msg_id, on_event, should_stop, job, first_answer_s)
             except KeyboardInterrupt:
                 if job:
                     self._abandon(msg_id)
@@ -278,11 +281,11 @@ class Client:
                 raise DaemonNotRunning(self.address)
         raise DaemonError(
             "timeout", f"no answer from the daemon at {self.address} within "
-            f"{self.timeout_s:g} s ({self.retries + 1} tries)",
+            f"{first_answer_s:.3g} s ({self.retries + 1} tries)",
         )
 
     def _await(self, msg_id: str, on_event: EventFn | None, should_stop: StopFn | None,
-               job: bool) -> P.Message | None:
+               job: bool, first_answer_s: float) -> P.Message | None:
         """Wait for the final reply to `msg_id`; None = no first answer in time (retry)."""
         transport = self._open()
         start = last_heard = last_beat = time.monotonic()
@@ -290,7 +293,7 @@ class Client:
         cancel_deadline = 0.0
         while True:
             now = time.monotonic()
-            if not acknowledged and now - start > self.timeout_s:
+            if not acknowledged and now - start > first_answer_s:
                 return None
             if acknowledged and now - last_heard > self.silence_s:
                 self.close()
