@@ -477,14 +477,16 @@ def progress_frames(msg_id: str, ev: ProgressEvent) -> list[bytes]:
 
 def parse_progress(msg: Message) -> ProgressEvent:
     h = msg.header
-    crop = h.get("crop")
-    ok = isinstance(crop, list) and len(crop) == 4 and all(_is_int(v) for v in crop)
+    raw = h.get("crop")
+    crop = None
+    if isinstance(raw, list) and len(raw) == 4 and all(_is_int(v) for v in raw):
+        crop = (raw[0], raw[1], raw[2], raw[3])
     return ProgressEvent(
         phase=str(h.get("phase", "")), step=int(h.get("step", 0)), total=int(h.get("total", 0)),
         points=[(float(p[0]), float(p[1])) for p in h.get("points", [])],
         distances=[float(d) for d in h.get("distances", [])],
         preview=msg.blobs.get("preview"),
-        crop=(crop[0], crop[1], crop[2], crop[3]) if ok else None,
+        crop=crop,
     )
 
 
