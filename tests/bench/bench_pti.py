@@ -14,7 +14,8 @@ The distance is LPIPS when its backbone is given or cached, else the pyramid-L1 
 in ``metric``). With --json the last line is JSON: ours_s, reference_s, ratio (ours / reference
 seconds, summed over targets), ours_lpips, reference_lpips, ours_psnr (means over targets; the
 "lpips" values are distances under ``metric``), reference_psnr, lpips_ratio, target_met
-(ratio <= 0.2 and ours_lpips <= 1.1 x reference_lpips), steps, metric, model, device, targets.
+(ratio <= 0.2 and ours_lpips <= 1.1 x reference_lpips), steps, metric, model, device, targets;
+on CUDA also ours_tf32_s, ours_tf32_lpips, ours_tf32_psnr ("fast" with TF32 allowed).
 """
 
 from __future__ import annotations
@@ -68,9 +69,10 @@ def targets(args: argparse.Namespace, res: int) -> list[torch.Tensor]:
 
 def run_one(G: Generator, target: torch.Tensor, loss: Any, preset: str, device: str,
             ) -> pti.InversionResult:
+    params = pti.preset("fast", tf32=True) if preset == "fast+tf32" else pti.preset(preset)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    r = pti.invert(G, target.to(device), loss, pti.preset(preset))
+    r = pti.invert(G, target.to(device), loss, params)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     return r
@@ -95,15 +97,16 @@ def main() -> int:
     loss = choice.loss.to(device)
     print(f"model {model} ({G.img_resolution} px), device {device}, metric {loss.name}: "
           f"{choice.reason}", flush=True)
-    rows: dict[str, list[pti.InversionResult]] = {"fast": [], "reference": []}
-    seconds = {"fast": 0.0, "reference": 0.0}
+    presets = ["fast", "reference"] + (["fast+tf32"] if device.startswith("cuda") else [])
+    rows: dict[str, list[pti.InversionResult]] = {p: [] for p in presets}
+    seconds = dict.fromkeys(presets, 0.0)
     for i, target in enumerate(targets(args, G.img_resolution)):
-        for preset in ("fast", "reference"):
+        for preset in presets:
             start = time.perf_counter()
             r = run_one(G, target, loss, preset, device)
             seconds[preset] += time.perf_counter() - start
             rows[preset].append(r)
-            print(f"target {i} {preset:9s} {r.seconds:8.2f} s  steps {r.projection_steps}+"
+            print(f"target {i} {preset:10s} {r.seconds:8.2f} s  steps {r.projection_steps}+"
                   f"{r.tuning_steps}  after projection PSNR {r.projection_psnr:6.2f} dB "
                   f"dist {r.projection_distance:.4f}  final PSNR {r.psnr:6.2f} dB "
                   f"dist {r.distance:.4f}", flush=True)
@@ -133,6 +136,10 @@ def main() -> int:
         "targets": args.image or f"procedural world seeds 1000..{999 + args.targets}",
         "threads": torch.get_num_threads(),
     }
+    if "fast+tf32" in rows:
+        info["ours_tf32_s"] = round(seconds["fast+tf32"], 3)
+        info["ours_tf32_lpips"] = round(mean("fast+tf32", "distance"), 5)
+        info["ours_tf32_psnr"] = round(mean("fast+tf32", "psnr"), 3)
     print(f"ours {info['ours_s']} s vs reference {info['reference_s']} s: ratio {ratio:.3f} "
           f"(target <= {TARGET_RATIO}); {loss.name} {info['ours_lpips']} vs "
           f"{info['reference_lpips']} (x{lpips_ratio:.3f}, target <= {TARGET_LPIPS_SLACK}); "
