@@ -139,6 +139,15 @@ def test_lpips_from_torchvision_style_file(tmp_path: Path) -> None:
     assert torch.allclose(net(x, y), manual(x, y))
 
 
+def test_load_perceptual_uses_given_weights(tmp_path: Path) -> None:
+    _torchvision_style_file(tmp_path / "alexnet.pth", L.BACKBONES["alexnet"], seed=0)
+    choice = L.load_perceptual("alexnet", tmp_path / "alexnet.pth")
+    assert isinstance(choice.loss, L.LPIPS) and choice.loss.name == "lpips-alexnet"
+    assert "alexnet.pth" in choice.reason
+    with pytest.raises(ValueError, match="backbone"):
+        L.load_perceptual("resnet")
+
+
 def test_wrong_backbone_file_is_refused(tmp_path: Path) -> None:
     _torchvision_style_file(tmp_path / "alexnet.pth", L.BACKBONES["alexnet"], seed=0)
     with pytest.raises(ValueError, match="vgg16"):
