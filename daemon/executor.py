@@ -114,6 +114,15 @@ class PipelineExecutor:
             return str(self.files[name])
         return str(registry.model_path(self._table()[name], self.cache))
 
+    def warm(self) -> None:
+        """Load the default model onto the device, so the first job does not wait for it."""
+        if self.default_model is None:
+            return
+        start = time.perf_counter()
+        self._generator(self._model_ref(self.check_model(self.default_model)))
+        log.info("model %s ready on %s in %.1f s", self.default_model, self.device,
+                 time.perf_counter() - start)
+
     # ---- jobs ---------------------------------------------------------------------------------
     def run(self, request: P.JobRequest, on_progress: ProgressFn,
             should_stop: StopFn) -> P.JobResult:

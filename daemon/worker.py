@@ -70,6 +70,7 @@ class Worker(threading.Thread):
         sock = self._ctx.socket(zmq.PAIR)
         sock.setsockopt(zmq.LINGER, 0)
         sock.connect(self._events)
+        self._warm()
         try:
             while not self.stopping.is_set():
                 job = self._queue.take(0.2)
@@ -83,6 +84,16 @@ class Worker(threading.Thread):
                 sock.send_multipart([DONE, job.key, *frames], copy=False)
         finally:
             sock.close(linger=0)
+
+    def _warm(self) -> None:
+        """Let the executor load its default model before the first job (optional method)."""
+        warm = getattr(self._executor, "warm", None)
+        if warm is None:
+            return
+        try:
+            warm()
+        except Exception as exc:  # The first job will report the problem properly.
+            log.warning("warm-up failed: %s", exc)
 
     def _execute(self, job: Job, sock: zmq.Socket) -> list[bytes]:
         def should_stop() -> bool:

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from service_helpers import Raw, save_tiny_model, single_torch_thread
+from service_helpers import Raw, save_tiny_model, single_torch_thread, wait_for
 
 from gimp_draggan.edit import EditParams, EditRequest
 from gimp_draggan.executor import PipelineExecutor, seed_drag
@@ -168,3 +168,16 @@ def test_eight_clients_fifty_jobs_each_answered_exactly_once(service):
     for msg_id, (msg,) in finals.items():
         c, j = (int(part[1:]) for part in msg_id.split("-"))
         assert msg.op == "result" and msg.header["session"] == f"seed-{c * 1000 + j}"
+
+
+def test_the_default_model_is_loaded_before_the_first_job(tiny, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="gimp_draggan")
+    executor = PipelineExecutor("cpu", files={"tiny": tiny})
+    server = Server(ServerConfig(bind="tcp://127.0.0.1:*"), executor)
+    server.start()
+    try:
+        assert wait_for(lambda: "model tiny ready on cpu" in caplog.text, 30, every_s=0.05)
+    finally:
+        server.stop()
