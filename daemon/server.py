@@ -60,6 +60,7 @@ class ServerConfig:
     keys: Path | None = None             # CURVE key dir; required for a non-loopback bind.
     heartbeat_s: float = P.HEARTBEAT_INTERVAL_S
     silence_s: float = P.HEARTBEAT_TIMEOUT_S
+    max_message_bytes: int = P.MAX_MESSAGE_BYTES  # Per frame; a larger one drops the connection.
 
 
 class Server:
@@ -175,10 +176,9 @@ class Server:
                  " with CURVE" if cfg.keys else "")
         return front, events, monitor
 
-    @staticmethod
-    def _common_options(sock: zmq.Socket) -> None:
+    def _common_options(self, sock: zmq.Socket) -> None:
         sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, P.MAX_MESSAGE_BYTES)
+        sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)
         sock.setsockopt(zmq.SNDHWM, 10000)
 
     def _curve_server(self, sock: zmq.Socket, key_dir: Path) -> None:

@@ -294,3 +294,16 @@ def test_non_loopback_bind_without_keys_is_refused():
     server = Server(ServerConfig(bind="tcp://0.0.0.0:*"), FakeExecutor())
     with pytest.raises(ServerError, match="gimp-draggan keys"):
         server.start()
+
+
+@pytest.mark.parametrize("service", [{"max_message_bytes": 1 << 20}], indirect=True)
+def test_a_frame_over_the_socket_limit_drops_that_connection_only(service):
+    _, executor, raw = service
+    big = raw()
+    big.request("drag", "huge", {"width": 1024, "height": 512, "pairs": [[0, 0, 1, 1]]},
+                {"pixels": bytes(1024 * 512 * 4)})  # 2 MiB > the 1 MiB limit.
+    assert big.recv(1.0) is None  # libzmq closed the connection; nothing was queued.
+    other = raw()
+    drag(other, "fine")
+    assert other.until("fine")[0].op == "result"
+    assert big.recv(0.5) is None and executor.runs == 1  # The huge one never became a job.
