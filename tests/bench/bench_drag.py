@@ -6,7 +6,8 @@ resizes the whole feature map, tracks on it, builds the disc from a full-image d
 samples with grid_sample (the official code's shape of computation, written here from its
 description). (B) is ours. Weights are random: timing does not depend on them.
 
-    python tests/bench/bench_drag.py [--device cpu] [--res 512] [--steps 5] [--mask] [--json]
+    python tests/bench/bench_drag.py [--device cpu] [--res 512] [--steps 5] [--mask] [--threads N]
+        [--json]
 
 Prints a table; with --json the last line is JSON: device, res, reference_ms, ours_ms, ratio
 (ours / reference, median per step), peak_mem_mb (ours; CUDA: max_memory_allocated, CPU: peak
@@ -162,8 +163,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--res", type=int, default=512, help="model resolution (default 512)")
     ap.add_argument("--steps", type=int, default=5, help="timed steps per variant (default 5)")
     ap.add_argument("--mask", action="store_true", help="add the fixed-region term (left half)")
+    ap.add_argument(
+        "--threads", type=int,
+        help="torch CPU threads (default: torch's). 1 makes CPU time a clean measure of work on "
+        "a shared machine: idle threads of a team spin and count as CPU time",
+    )
     ap.add_argument("--json", action="store_true", help="last line: JSON figures")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     device = pick_device(args.device)
     torch.manual_seed(0)
