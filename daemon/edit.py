@@ -47,6 +47,7 @@ class Progress:
     points: list[Point] = field(default_factory=list)     # Current handles, layer pixels.
     distances: list[float] = field(default_factory=list)  # Handle-target, layer pixels.
     preview: bytes | None = None    # Small JPEG of the crop, when due.
+    crop: tuple[int, int, int, int] | None = None  # Where the preview lies: x, y, w, h (layer px).
 
 
 @dataclass(frozen=True)

@@ -135,7 +135,7 @@ class PipelineExecutor:
 
     def _photo(self, request: P.JobRequest, model: str, on_progress: ProgressFn,
                should_stop: StopFn) -> P.JobResult:
-        from .edit import EditParams, EditRequest
+        from .edit import EditParams, EditRequest, Progress
         from .pipeline import EditCancelled, run_edit, run_invert
         from .sessions import UnknownSession
 
@@ -147,11 +147,9 @@ class PipelineExecutor:
             params=EditParams(**request.params), session=request.session,
         )
 
-        def progress(p: Any) -> None:
-            crop = getattr(p, "crop", None)  # Preview box in layer pixels, when the pipeline says.
+        def progress(p: Progress) -> None:
             on_progress(P.ProgressEvent(p.phase, p.step, p.total, list(p.points),
-                                        list(p.distances), p.preview,
-                                        tuple(crop) if crop is not None else None))
+                                        list(p.distances), p.preview, p.crop))
 
         run = run_edit if request.op == "drag" else run_invert
         try:

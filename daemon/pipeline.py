@@ -73,14 +73,6 @@ class EditCancelled(RuntimeError):
 
 
 @dataclass(frozen=True)
-class CropProgress(Progress):
-    """A `Progress` that also says where its preview lies: the crop box in layer pixels
-    (x, y, width, height; it may stick out of the layer). The daemon forwards it as `crop`."""
-
-    crop: tuple[int, int, int, int] | None = None
-
-
-@dataclass(frozen=True)
 class _Layer:
     """The request's pixels and selection as read-only views, plus its points."""
 
@@ -314,7 +306,7 @@ class _Tracker:
 
     def drag_step(self, step: int, preview: bytes | None, crop: tuple[int, int, int, int] | None,
                   ) -> None:
-        self.on_progress(CropProgress(
+        self.on_progress(Progress(
             phase="drag", step=step, total=self.total, points=list(self.points),
             distances=self.distances, preview=preview, crop=crop,
         ))
