@@ -58,7 +58,8 @@ class InvertParams:
     tuning_schedule: str = "cosine"   # "constant" | "cosine" (decay to 10 % of tuning_lr).
     tuning_l2: float = 1.0            # Weight of pixel MSE.
     tuning_perceptual: float = 1.0    # Weight of the perceptual distance.
-    stop_distance: float | None = None  # Early stop; None = the loss's own threshold.
+    stop_distance: float | None = None  # Early stop; None = the loss's threshold x stop_factor.
+    stop_factor: float = 1.0          # Scales the loss's own threshold (PTI: LPIPS 0.06).
     locality_weight: float = 0.0      # Locality regulariser weight, 0 = off.
     locality_alpha: float = 30.0      # Distance from the pivot of the regularised latents.
     # Both.
@@ -81,10 +82,11 @@ class InvertParams:
 PRESETS: dict[str, InvertParams] = {
     # Default: a short W projection at a high learning rate, then a short, fast-decaying tuning.
     "fast": InvertParams(),
-    # Longer, w+ and noise fitting in step 1; more, gentler tuning with locality kept.
+    # Longer, w+ and noise fitting in step 1; more, gentler tuning with locality kept, stopping at
+    # half the loss's threshold.
     "quality": InvertParams(
         projection_steps=250, projection_lr=0.02, w_plus=True, optimize_noise=True,
-        tuning_steps=200, tuning_lr=1e-3, locality_weight=0.1,
+        tuning_steps=200, tuning_lr=1e-3, locality_weight=0.1, stop_factor=0.5,
     ),
     # The PTI paper's settings (the benchmark's yardstick): 450 + 350 steps, lr 0.01 / 3e-4.
     "reference": InvertParams(
@@ -219,7 +221,9 @@ def invert(
     loss = loss.to(dev)
     Gt = copy.deepcopy(G).eval().requires_grad_(False)
     total = params.projection_steps + params.tuning_steps
-    stop = loss.threshold if params.stop_distance is None else params.stop_distance
+    stop = params.stop_distance
+    if stop is None:
+        stop = loss.threshold * params.stop_factor
     to_target = loss.against(_to_loss_res(target, params.loss_resolution))
     counter = [0]
 

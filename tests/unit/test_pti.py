@@ -101,6 +101,11 @@ def test_early_stop_at_the_distance_threshold(G: Generator, loss: L.LPIPS) -> No
     assert r.tuning_steps == 0 and r.steps == FEW["projection_steps"]
     assert calls == list(range(1, FEW["projection_steps"] + 1))
     assert r.psnr == pytest.approx(r.projection_psnr)
+    # Without stop_distance the loss's own threshold, scaled by stop_factor, decides.
+    r = pti.invert(G, target, loss, pti.preset("fast", **FEW, stop_factor=0.0))
+    assert r.tuning_steps == FEW["tuning_steps"]
+    scaled = pti.preset("fast", **FEW, stop_factor=1e9 / loss.threshold)
+    assert pti.invert(G, target, loss, scaled).tuning_steps == 0
 
 
 def test_cancel_raises_and_leaves_generator_alone(G: Generator, loss: L.LPIPS) -> None:
