@@ -62,7 +62,7 @@ SCENE = Scene(
 @dataclass(frozen=True)
 class DemoOptions:
     out: Path = Path("draggan-demo")
-    steps: int = 60                  # Max drag steps (the stop rule may end earlier).
+    steps: int = 150                 # Max drag steps (the stop rule usually ends earlier).
     preset: str = "fast"             # Inversion preset.
     preview_every: int = 4           # A preview every N drag steps -> GIF frames.
     device: str = "cpu"
@@ -344,11 +344,12 @@ def preview_frames(frames: list[Frame], size: int = 192) -> list[Any]:
     return out
 
 
-def contact_sheet(images: list[Any], cols: int = 6) -> Any:
+def contact_sheet(images: list[Any], max_cols: int = 6) -> Any:
     from PIL import Image
 
     w, h = images[0].size
-    rows = -(-len(images) // cols)
+    rows = -(-len(images) // max_cols)
+    cols = -(-len(images) // rows)
     sheet = Image.new("RGB", (cols * w, rows * h), (255, 255, 255))
     for i, im in enumerate(images):
         sheet.paste(im, ((i % cols) * w, (i // cols) * h))

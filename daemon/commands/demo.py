@@ -19,7 +19,8 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("-o", "--out", type=Path, default=Path("draggan-demo"),
                    help="output folder (default: draggan-demo)")
-    p.add_argument("--steps", type=int, default=60, help="max drag steps (default 60)")
+    p.add_argument("--steps", type=int, default=150,
+                   help="max drag steps (default 150; it stops once the handles arrive)")
     p.add_argument("--preset", choices=("fast", "quality"), default="fast",
                    help="inversion preset (default fast)")
     p.add_argument("--preview-every", type=int, default=4, metavar="N",
