@@ -129,7 +129,8 @@ PHASE_LABELS = {"invert": "inverting the photo", "drag": "dragging", "download":
 
 
 class ProgressBar:
-    """One line on stderr per phase, redrawn in place on a terminal."""
+    """One line on stderr per phase: redrawn in place on a terminal, else a line per quarter
+    (and the last step, so a log shows where each phase ended)."""
 
     def __init__(self, stream: Any = None, width: int = 30) -> None:
         self.stream = stream or sys.stderr
@@ -137,6 +138,7 @@ class ProgressBar:
         self.phase = ""
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.last_quarter = -1
+        self.pending = ""        # Latest line not yet written (no terminal).
 
     def update(self, phase: str, step: int, total: int, note: str = "") -> None:
         if phase != self.phase:
@@ -144,22 +146,25 @@ class ProgressBar:
             self.phase, self.last_quarter = phase, -1
         total = max(total, 1)
         frac = min(1.0, step / total)
-        quarter = int(frac * 4)
-        if not self.tty and quarter == self.last_quarter:
-            return
-        self.last_quarter = quarter
         filled = int(frac * self.width)
         bar = "#" * filled + "." * (self.width - filled)
         label = PHASE_LABELS.get(phase, phase)
         line = f"{label:<20} [{bar}] {step}/{total} {note}".rstrip()
-        self.stream.write(("\r" + line) if self.tty else line + "\n")
+        if self.tty:
+            self.stream.write("\r" + line)
+        elif int(frac * 4) != self.last_quarter:
+            self.last_quarter = int(frac * 4)
+            self.stream.write(line + "\n")
+            self.pending = ""
+        else:
+            self.pending = line
         self.stream.flush()
 
     def end(self) -> None:
-        if self.phase and self.tty:
-            self.stream.write("\n")
+        if self.phase and (self.tty or self.pending):
+            self.stream.write(self.pending + "\n")
             self.stream.flush()
-        self.phase = ""
+        self.phase, self.pending = "", ""
 
     def say(self, text: str) -> None:
         self.end()

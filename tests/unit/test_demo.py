@@ -52,11 +52,13 @@ def test_progress_bar_without_a_terminal_prints_quarters() -> None:
     bar = demo.ProgressBar(out)
     for step in range(1, 41):
         bar.update("invert", step, 40)
-    bar.update("drag", 1, 10, "— 5.0 px to go")
+    for step in range(1, 8):        # the drag stops early, at step 7 of 10
+        bar.update("drag", step, 10, f"— {10 - step:.1f} px to go")
+    bar.end()
     lines = out.getvalue().splitlines()
-    assert [ln.split("]")[1].split()[0] for ln in lines[:-1]] == \
-        ["1/40", "10/40", "20/40", "30/40", "40/40"]
-    assert lines[-1].startswith("dragging") and lines[-1].endswith("5.0 px to go")
+    assert [ln.split("]")[1].split()[0] for ln in lines] == \
+        ["1/40", "10/40", "20/40", "30/40", "40/40", "1/10", "3/10", "5/10", "7/10"]
+    assert lines[-1].startswith("dragging") and lines[-1].endswith("3.0 px to go")
 
 
 @pytest.fixture()
