@@ -290,3 +290,10 @@ def test_flatpak_gimp_gets_the_service_hint(tmp_path: Path) -> None:
                                        Actions(dry_run=True, say=lambda s: None), "linux",
                                        home_env(tmp_path))
     assert not any("--service" in s for s in with_service)
+
+
+def test_windows_wrapper_runs_the_same_script() -> None:
+    """install.ps1 cannot run here; check it finds Python 3.10+ and forwards every argument."""
+    text = (ROOT / "installer/install.ps1").read_text()
+    assert '"install.py"' in text and "$script @args" in text
+    assert "sys.version_info >= (3, 10)" in text and "exit $LASTEXITCODE" in text
