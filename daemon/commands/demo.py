@@ -21,8 +21,9 @@ def register(subparsers: Any) -> None:
                    help="output folder (default: draggan-demo)")
     p.add_argument("--steps", type=int, default=150,
                    help="max drag steps (default 150; it stops once the handles arrive)")
-    p.add_argument("--preset", choices=("fast", "quality"), default="fast",
-                   help="inversion preset (default fast)")
+    p.add_argument("--preset", choices=("fast", "quality"), default="quality",
+                   help="inversion preset (default quality: its locality term keeps the "
+                        "untouched parts of the face intact while dragging)")
     p.add_argument("--preview-every", type=int, default=4, metavar="N",
                    help="a live preview every N drag steps (default 4; 0 = none)")
     p.add_argument("--device", default="cpu",
