@@ -61,7 +61,8 @@ class DragParams:
 
     r1: float = 3.0                 # Motion-supervision disc radius.
     r2: float = 12.0                # Tracking half-window.
-    stop_distance: float = 2.0      # Done when every handle is this close (never under 2 px).
+    stop_distance: float = 2.0      # Done when every handle is this close...
+    stop_floor: float = 2.0         # ...but never closer than this many pixels (official: 2).
     mask_lambda: float = 20.0       # Weight of the fixed-region term (official GUI).
     lr: float = 2e-3                # Adam learning rate on the latent (paper; GUI uses 1e-3).
     max_steps: int = 200            # Optimiser steps per `run` unless the caller says otherwise.
@@ -69,7 +70,7 @@ class DragParams:
     feature_res: int | None = None  # Feature block resolution; None = `default_feature_res`.
 
     def validate(self) -> None:
-        for name in ("r1", "r2", "stop_distance", "lr"):
+        for name in ("r1", "r2", "stop_distance", "stop_floor", "lr"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"DragParams.{name} must be a positive number, got {value}")
@@ -102,7 +103,7 @@ def pixel_radii(params: DragParams, resolution: int) -> PixelRadii:
     return PixelRadii(
         r1=max(round(params.r1 * scale), 2),
         r2=max(round(params.r2 * scale), 2),
-        stop=max(params.stop_distance * scale, 2.0),
+        stop=max(params.stop_distance * scale, params.stop_floor),
     )
 
 

@@ -48,6 +48,14 @@ def test_radii_scale_with_resolution_as_the_official_code() -> None:
     assert (r64.r1, r64.r2, r64.stop) == (2, 2, 2.0)  # floors for small models
 
 
+def test_stop_floor_lowers_the_small_model_stop_distance_only() -> None:
+    low = DragParams(stop_floor=1.0)
+    assert pixel_radii(low, 64).stop == 1.0
+    assert pixel_radii(low, 512).stop == 2.0  # 2/512*H dominates from 256 px up
+    with pytest.raises(ValueError, match="stop_floor"):
+        DragParams(stop_floor=0.0).validate()
+
+
 def test_feature_block_choice() -> None:
     assert [default_feature_res(r) for r in (1024, 512, 256, 128)] == [128] * 4
     assert default_feature_res(64) == 32
