@@ -3,7 +3,7 @@
 ``python -m gimp_draggan.draggan.train.export --run runs/embedded`` writes
 ``daemon/assets/embedded.safetensors`` + ``embedded.json`` (``checkpoint.save_generator`` format,
 provenance: steps, images seen, wall time, hardware, commit, quality), the model card's sample grid
-and an interpolation strip (``docs/img/``), and prints the provenance as JSON.
+and an interpolation strip (``docs/images/``), and prints the provenance as JSON.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[3]
 DEFAULT_OUT = REPO / "daemon" / "assets" / "embedded.safetensors"
-DEFAULT_IMG = REPO / "docs" / "img"
+DEFAULT_IMG = REPO / "docs" / "images"
 
 
 def load_run_generator(run: Path, snapshot: str | None = None) -> tuple[Any, dict[str, Any]]:
