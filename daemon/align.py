@@ -2,7 +2,7 @@
 
 Face models (FFHQ) were trained on faces placed by landmarks (eyes and mouth at fixed spots); a
 landmark-based `Aligner` would return the square those landmarks call for. None ships yet (see
-docs/DESIGN.md): every model, and the embedded cartoon-face model in particular, gets
+docs/ENGINE.md): every model, and the embedded cartoon-face model in particular, gets
 `SquareFraming`, the square around the selection ∪ the points.
 """
 

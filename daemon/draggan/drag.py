@@ -50,7 +50,7 @@ from gimp_draggan.draggan.networks import (
 
 REFERENCE_RES = 512  # The paper's radii and stop distance are given for 512 px images.
 OFFICIAL_FEATURE_RES = 128  # The official code's feature_idx=5: output of the 6th block.
-SMALL_MODEL_FEATURE_FRACTION = 2  # Below 128 px: the block at half the image size (see DESIGN).
+SMALL_MODEL_FEATURE_FRACTION = 2  # Below 128 px: the block at half the image size (docs/ENGINE.md).
 
 Point = tuple[float, float]
 
