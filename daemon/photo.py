@@ -14,6 +14,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from gimp_draggan.edit import EditParams, EditRequest, Progress
 
@@ -37,8 +38,45 @@ class _Printer:
         self.last = now
 
     def sec_per_step(self) -> float | None:
-        times = self.step_seconds[2:] if len(self.step_seconds) > 2 else self.step_seconds
-        return statistics.median(times) if times else None
+        return median_step_seconds(self.step_seconds)
+
+
+def median_step_seconds(times: list[float]) -> float | None:
+    """Median seconds per drag step, the first two (warm-up) excluded when there are more."""
+    times = times[2:] if len(times) > 2 else times
+    return statistics.median(times) if times else None
+
+
+def paste_patch(layer: Any, patch: bytes, x: int, y: int, width: int, height: int) -> Any:
+    """The u8 RGBA layer ``[H, W, 4]`` with the patch pasted at (x, y); RGB when opaque."""
+    import numpy as np
+
+    out = layer.copy()
+    out[y: y + height, x: x + width] = np.frombuffer(patch, np.uint8).reshape(height, width, 4)
+    return out[:, :, :3] if (out[:, :, 3] == 255).all() else out
+
+
+def write_result(
+    args: argparse.Namespace, image: Any, steps: int, points: list[tuple[float, float]],
+    distances: list[float], sec_per_step: float | None, where: str, summary: dict[str, Any],
+) -> None:
+    """Save ``image`` to ``args.output``, print the closing line and, with --json, the summary
+    (the keys every drag form shares, then ``summary``'s)."""
+    import numpy as np
+    from PIL import Image
+
+    dest = Path(args.output)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(image)).save(dest)
+    print(f"done after {steps} steps{where}: handles "
+          + " ".join(f"({x:g},{y:g})" for x, y in points) + f", wrote {dest}")
+    if args.json:
+        spp = None if sec_per_step is None else round(sec_per_step, 6)
+        print(json.dumps({
+            "steps": steps, "sec_per_step": spp,
+            "points": [[x, y] for x, y in points],
+            "distances": [round(d, 4) for d in distances], **summary, "output": str(dest),
+        }))
 
 
 def run_photo(args: argparse.Namespace) -> int:
@@ -79,24 +117,10 @@ def run_photo(args: argparse.Namespace) -> int:
     except (ValueError, OSError, EditCancelled) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    out = layer.copy()
-    out[r.y: r.y + r.height, r.x: r.x + r.width] = np.frombuffer(r.patch, np.uint8).reshape(
-        r.height, r.width, 4
+    write_result(
+        args, paste_patch(layer, r.patch, r.x, r.y, r.width, r.height), r.steps, r.points,
+        r.distances, printer.sec_per_step(), "",
+        {"device": device, "seconds": round(seconds, 3), "session": r.session,
+         "patch": [r.x, r.y, r.width, r.height], "timings": r.timings},
     )
-    if (out[:, :, 3] == 255).all():
-        out = out[:, :, :3]
-    dest = Path(args.output)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(out)).save(dest)
-    print(f"done after {r.steps} steps: handles "
-          + " ".join(f"({x:g},{y:g})" for x, y in r.points) + f", wrote {dest}")
-    if args.json:
-        spp = printer.sec_per_step()
-        print(json.dumps({
-            "steps": r.steps, "sec_per_step": None if spp is None else round(spp, 6),
-            "points": [[x, y] for x, y in r.points],
-            "distances": [round(d, 4) for d in r.distances], "device": device,
-            "seconds": round(seconds, 3), "output": str(dest), "session": r.session,
-            "patch": [r.x, r.y, r.width, r.height], "timings": r.timings,
-        }))
     return 0

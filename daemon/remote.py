@@ -8,13 +8,12 @@ runs the same code as the in-process command, so the output image is the same.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from gimp_draggan.photo import median_step_seconds, paste_patch, write_result
 from gimp_draggan_plugin import protocol as P
 
 
@@ -57,8 +56,7 @@ class _Printer:
               file=self.stream, flush=True)
 
     def sec_per_step(self) -> float | None:
-        times = self.times[2:] if len(self.times) > 2 else self.times
-        return statistics.median(times) if times else None
+        return median_step_seconds(self.times)
 
 
 def run_remote(args: argparse.Namespace, image_path: str | None = None) -> int:
@@ -92,29 +90,18 @@ def run_remote(args: argparse.Namespace, image_path: str | None = None) -> int:
                     raise ValueError(f"mask {args.mask}: is {mw}x{mh} but must be {w}x{h}")
                 r = client.drag(pixels=layer.tobytes(), width=w, height=h, pairs=args.pairs,
                                 mask=mask, model=model, params=params, on_event=printer)
-                out = layer.copy()
-                patch = np.frombuffer(r.patch, np.uint8).reshape(r.height, r.width, 4)
-                out[r.y:r.y + r.height, r.x:r.x + r.width] = patch
-                if (out[:, :, 3] == 255).all():
-                    out = out[:, :, :3]
+                out = paste_patch(layer, r.patch, r.x, r.y, r.width, r.height)
             seconds = time.perf_counter() - start
     except (DaemonError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    dest = Path(args.output)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(out)).save(dest)
-    print(f"done after {r.steps} steps on {hello.get('device')} at {address}: handles "
-          + " ".join(f"({x:g},{y:g})" for x, y in r.points) + f", wrote {dest}")
-    if args.json:
-        spp = printer.sec_per_step()
-        print(json.dumps({
-            "steps": r.steps, "sec_per_step": None if spp is None else round(spp, 6),
-            "points": [[x, y] for x, y in r.points],
-            "distances": [round(d, 4) for d in r.distances], "device": hello.get("device"),
-            "daemon": address, "seconds": round(seconds, 3), "output": str(dest),
-            "session": r.session, "timings": r.timings,
-        }))
+    device = hello.get("device")
+    write_result(
+        args, out, r.steps, r.points, r.distances, printer.sec_per_step(),
+        f" on {device} at {address}",
+        {"device": device, "daemon": address, "seconds": round(seconds, 3),
+         "session": r.session, "timings": r.timings},
+    )
     return 0
 
 
