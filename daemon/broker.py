@@ -15,7 +15,6 @@ Wire between broker and daemon: [client id, header, blobs...] both ways; control
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -26,7 +25,8 @@ import zmq
 
 from gimp_draggan_plugin import protocol as P
 
-from .keys import load_server_keys
+from .keys import serve_curve
+from .service_thread import ServiceThread
 
 log = logging.getLogger("gimp_draggan.broker")
 
@@ -51,8 +51,11 @@ class BrokerConfig:
     silence_s: float = P.HEARTBEAT_TIMEOUT_S
 
 
-class Broker:
+class Broker(ServiceThread):
+    kind = "broker"
+
     def __init__(self, config: BrokerConfig, ctx: zmq.Context | None = None) -> None:
+        super().__init__()
         self.config = config
         self.ctx = ctx or zmq.Context.instance()
         self.front_address = ""
@@ -62,41 +65,15 @@ class Broker:
         self.sessions: OrderedDict[str, bytes] = OrderedDict()   # session -> worker
         self._client_seen: dict[bytes, float] = {}
         self._probe_until = 0.0
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._startup_error: BaseException | None = None
-        self._thread: threading.Thread | None = None
         self._auth: Any = None
 
     # ---- life cycle ---------------------------------------------------------------------------
     def start(self) -> tuple[str, str]:
-        self._thread = threading.Thread(target=self._serve_quietly, name="gimp-draggan-broker",
-                                        daemon=True)
-        self._thread.start()
-        self._ready.wait(30)
-        if self._startup_error is not None:
-            raise self._startup_error
+        self._start_thread()
         return self.front_address, self.back_address
 
-    def stop(self, timeout_s: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-
-    def _serve_quietly(self) -> None:
-        try:
-            self.serve_forever()
-        except BaseException:
-            if self._startup_error is None:
-                log.exception("the broker's loop failed")
-
     def serve_forever(self) -> None:
-        try:
-            front, back, monitor = self._open()
-        except BaseException as exc:
-            self._startup_error = exc
-            self._ready.set()
-            raise
+        front, back, monitor = self._open_or_report(self._open)
         self._ready.set()
         try:
             self._loop(front, back, monitor)
@@ -124,7 +101,7 @@ class Broker:
             sock.setsockopt(zmq.MAXMSGSIZE, P.MAX_MESSAGE_BYTES)
             sock.setsockopt(zmq.SNDHWM, 10000)
             if cfg.keys is not None:
-                self._curve(sock, cfg.keys)
+                self._auth = serve_curve(self.ctx, sock, cfg.keys, self._auth)
             try:
                 sock.bind(address)
             except zmq.ZMQError as exc:
@@ -137,18 +114,6 @@ class Broker:
         self.back_address = back.getsockopt_string(zmq.LAST_ENDPOINT)
         log.info("broker: clients on %s, daemons on %s", self.front_address, self.back_address)
         return front, back, front.get_monitor_socket(zmq.EVENT_DISCONNECTED)
-
-    def _curve(self, sock: zmq.Socket, key_dir: Path) -> None:
-        keys = load_server_keys(key_dir)
-        if self._auth is None:
-            from zmq.auth.thread import ThreadAuthenticator
-
-            self._auth = ThreadAuthenticator(self.ctx)
-            self._auth.start()
-            self._auth.configure_curve(domain="*", location=str(keys.allowed_dir))
-        sock.curve_publickey = keys.public
-        sock.curve_secretkey = keys.secret
-        sock.curve_server = True
 
     # ---- loop ---------------------------------------------------------------------------------
     def _loop(self, front: zmq.Socket, back: zmq.Socket, monitor: zmq.Socket) -> None:

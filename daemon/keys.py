@@ -12,6 +12,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gimp_draggan_plugin import client
 
@@ -69,3 +70,20 @@ def load_server_keys(key_dir: Path) -> ServerKeys:
     if secret is None:
         raise ValueError(f"{secret_file} holds no secret key; re-run `gimp-draggan keys --force`")
     return ServerKeys(public, secret, allowed)
+
+
+def serve_curve(ctx: Any, sock: Any, key_dir: Path, auth: Any = None) -> Any:
+    """Make ``sock`` a CURVE server with the key pair in ``key_dir`` that accepts only the allowed
+    client keys there. Starts the authenticator for ``ctx`` unless ``auth`` (one already started)
+    is given; returns it, for the caller to stop."""
+    keys = load_server_keys(key_dir)
+    if auth is None:
+        from zmq.auth.thread import ThreadAuthenticator
+
+        auth = ThreadAuthenticator(ctx)
+        auth.start()
+        auth.configure_curve(domain="*", location=str(keys.allowed_dir))
+    sock.curve_publickey = keys.public
+    sock.curve_secretkey = keys.secret
+    sock.curve_server = True
+    return auth

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -32,7 +31,8 @@ import zmq
 from gimp_draggan_plugin import protocol as P
 
 from .jobs import Job, JobError, JobQueue
-from .keys import load_server_keys
+from .keys import serve_curve
+from .service_thread import ServiceThread
 from .worker import DONE, MSG, START, Executor, Worker
 
 log = logging.getLogger("gimp_draggan.server")
@@ -63,20 +63,19 @@ class ServerConfig:
     max_message_bytes: int = P.MAX_MESSAGE_BYTES  # Per frame; a larger one drops the connection.
 
 
-class Server:
+class Server(ServiceThread):
     """Run with `start()` (background thread, for tests) or `serve_forever()` (the CLI)."""
+
+    kind = "daemon"
 
     def __init__(self, config: ServerConfig, executor: Executor,
                  ctx: zmq.Context | None = None) -> None:
+        super().__init__()
         self.config = config
         self.executor = executor
         self.ctx = ctx or zmq.Context.instance()
         self.queue = JobQueue(config.max_queue)
         self.address = ""
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._startup_error: BaseException | None = None
-        self._thread: threading.Thread | None = None
         self._worker: Worker | None = None
         self._auth: Any = None
         self._events_addr = f"inproc://gimp-draggan-events-{uuid.uuid4().hex}"
@@ -92,34 +91,11 @@ class Server:
     # ---- life cycle ---------------------------------------------------------------------------
     def start(self) -> str:
         """Serve in a background thread; return the bound address once listening."""
-        self._thread = threading.Thread(target=self._serve_quietly, name="gimp-draggan-server",
-                                        daemon=True)
-        self._thread.start()
-        self._ready.wait(30)
-        if self._startup_error is not None:
-            raise self._startup_error
+        self._start_thread()
         return self.address
 
-    def stop(self, timeout_s: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-
-    def _serve_quietly(self) -> None:
-        """Thread body for start(): a startup error is re-raised by start(), not here."""
-        try:
-            self.serve_forever()
-        except BaseException:
-            if not self._ready.is_set() or self._startup_error is None:
-                log.exception("the daemon's loop failed")
-
     def serve_forever(self) -> None:
-        try:
-            front, events, monitor = self._open()
-        except BaseException as exc:
-            self._startup_error = exc
-            self._ready.set()
-            raise
+        front, events, monitor = self._open_or_report(self._open)
         self._worker = Worker(self.ctx, self._events_addr, self.queue, self.executor)
         self._worker.start()
         self._ready.set()
@@ -161,7 +137,7 @@ class Server:
         self._common_options(front)
         front.setsockopt(zmq.ROUTER_MANDATORY, 1)
         if cfg.keys is not None:
-            self._curve_server(front, cfg.keys)
+            self._auth = serve_curve(self.ctx, front, cfg.keys)
         try:
             front.bind(bind)
         except zmq.ZMQError as exc:
@@ -180,17 +156,6 @@ class Server:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)
         sock.setsockopt(zmq.SNDHWM, 10000)
-
-    def _curve_server(self, sock: zmq.Socket, key_dir: Path) -> None:
-        from zmq.auth.thread import ThreadAuthenticator
-
-        keys = load_server_keys(key_dir)
-        self._auth = ThreadAuthenticator(self.ctx)
-        self._auth.start()
-        self._auth.configure_curve(domain="*", location=str(keys.allowed_dir))
-        sock.curve_publickey = keys.public
-        sock.curve_secretkey = keys.secret
-        sock.curve_server = True
 
     def _curve_client(self, sock: zmq.Socket) -> None:
         """Worker mode with keys: authenticate to the broker as its client."""
