@@ -1,4 +1,5 @@
-"""Shared bits of the service tests: a raw DEALER that speaks frames, a tiny saved model."""
+"""Shared bits of the service tests: a raw DEALER that speaks frames, a tiny saved model, a
+daemon running the real pipeline on it."""
 
 from __future__ import annotations
 
@@ -84,3 +85,27 @@ def single_torch_thread():
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def pipeline_daemon(model: Path, max_queue: int = P.MAX_QUEUE_DEFAULT):
+    """Generator for a fixture: a daemon on a free loopback port whose real pipeline executor
+    knows ``model`` as "tiny"; yields (server, executor) and stops the server afterwards."""
+    from gimp_draggan.executor import PipelineExecutor
+    from gimp_draggan.server import Server, ServerConfig
+
+    executor = PipelineExecutor("cpu", files={"tiny": model})
+    server = Server(ServerConfig(bind="tcp://127.0.0.1:*", max_queue=max_queue), executor)
+    server.start()
+    try:
+        yield server, executor
+    finally:
+        server.stop()
+
+
+def read_pixels(path: Path):
+    """An image file's pixels as a numpy array."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im)

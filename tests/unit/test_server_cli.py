@@ -5,11 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from service_helpers import save_tiny_model, single_torch_thread
+from service_helpers import pipeline_daemon, read_pixels, save_tiny_model, single_torch_thread
 
 from gimp_draggan.cli import main
-from gimp_draggan.executor import PipelineExecutor
-from gimp_draggan.server import Server, ServerConfig
 from gimp_draggan_plugin import protocol as P
 
 pytestmark = pytest.mark.timeout(120)
@@ -27,16 +25,8 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def daemon(tiny):
-    server = Server(ServerConfig(bind="tcp://127.0.0.1:*"),
-                    PipelineExecutor("cpu", files={"tiny": tiny}))
-    server.start()
-    yield server.address
-    server.stop()
-
-
-def pixels(path):
-    with Image.open(path) as im:
-        return np.asarray(im)
+    for server, _ in pipeline_daemon(tiny):
+        yield server.address
 
 
 @pytest.mark.parametrize("with_mask", [False, True])
@@ -52,7 +42,7 @@ def test_seed_drag_with_daemon_writes_the_same_image(tiny, daemon, tmp_path, cap
     local_out = capsys.readouterr().out
     assert main([*args, "--daemon", daemon, "-o", str(tmp_path / "remote.png")]) == 0
     remote_out = capsys.readouterr().out
-    assert np.array_equal(pixels(tmp_path / "local.png"), pixels(tmp_path / "remote.png"))
+    assert np.array_equal(read_pixels(tmp_path / "local.png"), read_pixels(tmp_path / "remote.png"))
     import json
 
     local, remote = json.loads(local_out.splitlines()[-1]), json.loads(remote_out.splitlines()[-1])

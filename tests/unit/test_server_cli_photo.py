@@ -5,11 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from service_helpers import save_tiny_model, single_torch_thread
+from service_helpers import pipeline_daemon, read_pixels, save_tiny_model, single_torch_thread
 
 from gimp_draggan.cli import main
-from gimp_draggan.executor import PipelineExecutor
-from gimp_draggan.server import Server, ServerConfig
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -26,16 +24,8 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def daemon(tiny):
-    server = Server(ServerConfig(bind="tcp://127.0.0.1:*"),
-                    PipelineExecutor("cpu", files={"tiny": tiny}))
-    server.start()
-    yield server.address
-    server.stop()
-
-
-def pixels(path):
-    with Image.open(path) as im:
-        return np.asarray(im)
+    for server, _ in pipeline_daemon(tiny):
+        yield server.address
 
 
 def test_photo_drag_with_daemon_writes_the_same_image(tiny, daemon, tmp_path, capsys):
@@ -52,7 +42,7 @@ def test_photo_drag_with_daemon_writes_the_same_image(tiny, daemon, tmp_path, ca
     assert main([*args, "-o", str(tmp_path / "local.png")]) == 0
     assert main([*args, "--daemon", daemon, "-o", str(tmp_path / "remote.png")]) == 0
     capsys.readouterr()
-    local, remote = pixels(tmp_path / "local.png"), pixels(tmp_path / "remote.png")
+    local, remote = read_pixels(tmp_path / "local.png"), read_pixels(tmp_path / "remote.png")
     assert local.shape == remote.shape == (40, 48, 3)
     assert np.array_equal(local, remote)
     outside = mask == 0

@@ -8,7 +8,13 @@ import time
 
 import numpy as np
 import pytest
-from service_helpers import Raw, save_tiny_model, single_torch_thread, wait_for
+from service_helpers import (
+    Raw,
+    pipeline_daemon,
+    save_tiny_model,
+    single_torch_thread,
+    wait_for,
+)
 
 from gimp_draggan.edit import EditParams, EditRequest
 from gimp_draggan.executor import PipelineExecutor, seed_drag
@@ -33,11 +39,7 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def service(tiny):
-    executor = PipelineExecutor("cpu", files={"tiny": tiny})
-    server = Server(ServerConfig(bind="tcp://127.0.0.1:*", max_queue=16), executor)
-    server.start()
-    yield server, executor
-    server.stop()
+    yield from pipeline_daemon(tiny, max_queue=16)
 
 
 def photo(width=40, height=36, seed=1):
