@@ -18,8 +18,8 @@ import pytest
 import skimage.data
 import torch
 from PIL import Image
+from pipeline_helpers import small_counted_inversion
 
-from gimp_draggan.draggan import pti
 from gimp_draggan.draggan.checkpoint import save_generator
 from gimp_draggan.draggan.networks import Generator, GeneratorConfig
 from gimp_draggan.edit import EditParams, EditRequest, EditResult, Progress
@@ -52,20 +52,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(autouse=True)
 def small_inversion(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[int]:
     """Few PTI steps, an empty model cache, and a count of inversions run."""
-    monkeypatch.setenv("GIMP_DRAGGAN_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setitem(
-        pti.PRESETS, "fast",
-        pti.InvertParams(projection_steps=3, tuning_steps=2, w_avg_samples=64),
-    )
-    calls: list[int] = []
-    real = pti.invert
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(pti, "invert", counting)
-    return calls
+    return small_counted_inversion(monkeypatch, tmp_path)
 
 
 def _astronaut() -> np.ndarray:

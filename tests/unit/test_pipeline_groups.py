@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import skimage.data
 import torch
+from pipeline_helpers import small_counted_inversion
 
 from gimp_draggan.crop import CropBox, Rect, choose_box
-from gimp_draggan.draggan import pti
 from gimp_draggan.draggan.checkpoint import save_generator
 from gimp_draggan.draggan.networks import Generator, GeneratorConfig
 from gimp_draggan.edit import EditParams, EditRequest
@@ -71,19 +71,7 @@ def test_selection_parts_of_a_big_selection_use_a_coarse_grid() -> None:
 
 @pytest.fixture
 def small(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list[int]]:
-    monkeypatch.setenv("GIMP_DRAGGAN_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setitem(
-        pti.PRESETS, "fast",
-        pti.InvertParams(projection_steps=3, tuning_steps=2, w_avg_samples=64),
-    )
-    calls: list[int] = []
-    real = pti.invert
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(pti, "invert", counting)
+    calls = small_counted_inversion(monkeypatch, tmp_path)
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield calls
