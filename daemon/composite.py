@@ -2,7 +2,8 @@
 
 The blend weight of a layer pixel is ``selection/255 · inward feather · box feather · change``:
 the selection (all 1 when there is none) times a ramp that is 0 on its edge and reaches 1
-``feather`` pixels inside it, times a ramp that fades out towards the crop box's edges, times
+``feather`` pixels inside it, times a ramp that fades out towards the crop box's edges (the
+turned square's edges for a turned box, 0 outside it), times
 (optionally) a soft map of where the drag changed the generator's image. A pixel of weight 0 is
 copied byte for byte from the input, so everything outside the selection (or the box), and every
 fully transparent pixel, is unchanged; a partly selected pixel moves that much of the way, as GIMP
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from gimp_draggan.crop import CropBox, Rect, mask_rect, model_to_layer, resize_region
+from gimp_draggan.crop import CropBox, Rect, layer_sampler, mask_rect, resize_region
 from gimp_draggan.pixels import DTYPES, from_float, to_float
 
 _STRIP_BYTES = 32 << 20
@@ -96,7 +97,14 @@ def _selection_feather(selection: np.ndarray, rect: Rect, radius: float) -> np.n
 
 
 def _box_feather(box: CropBox, rect: Rect, radius: float) -> np.ndarray:
-    """Ramp 0 at the crop box's edge -> 1 at ``radius`` pixels inside, over ``rect``."""
+    """Ramp 0 at the crop box's edge -> 1 at ``radius`` pixels inside, over ``rect``; for a
+    turned box the distance is to the turned square's edges (0 outside it)."""
+    if box.angle != 0.0:
+        xs64 = np.arange(rect.x0, rect.x1, dtype=np.float64) + 0.5
+        ys64 = np.arange(rect.y0, rect.y1, dtype=np.float64) + 0.5
+        u, v = box.local(xs64[None, :], ys64[:, None])
+        inner = box.side / 2.0 - np.maximum(np.abs(u), np.abs(v))
+        return np.clip(inner / max(radius, 1e-6), 0.0, 1.0).astype(np.float32)
     xs = np.arange(rect.x0, rect.x1, dtype=np.float32) + 0.5
     ys = np.arange(rect.y0, rect.y1, dtype=np.float32) + 0.5
     b = box.rect
@@ -183,6 +191,8 @@ def composite(
     radius = max(1.0, feather * box.side)
     sel_feather = None if selection is None else _selection_feather(selection, rect, radius)
     out = np.array(layer[rect.y0: rect.y1, rect.x0: rect.x1])
+    result_at = layer_sampler(result, box)
+    change_at = None if change is None else layer_sampler(change, box, smooth=True)
     rows = max(1, _STRIP_BYTES // (rect.width * 4 * 16))
     for y0 in range(rect.y0, rect.y1, rows):
         strip = Rect(rect.x0, y0, rect.x1, min(rect.y1, y0 + rows))
@@ -191,13 +201,13 @@ def composite(
             sel = selection[strip.y0: strip.y1, strip.x0: strip.x1]
             weight *= sel.astype(np.float32) / 255.0
             weight *= _feather_rows(sel_feather, rect, strip)
-        if change is not None:
-            weight *= np.clip(model_to_layer(change, box, strip, smooth=True), 0.0, 1.0)
+        if change_at is not None:
+            weight *= np.clip(change_at(strip), 0.0, 1.0)
         orig = layer[strip.y0: strip.y1, strip.x0: strip.x1]
         weight *= orig[:, :, 3] != 0
         if not weight.any():
             continue
-        new = model_to_layer(result, box, strip)
+        new = result_at(strip)
         base = to_float(orig[:, :, :3], depth)
         new -= base
         new *= weight[:, :, None]

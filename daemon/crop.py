@@ -11,20 +11,33 @@ a strip of rows at a time, so no float copy of the full box is ever made.
 
 Coordinates: (x, y) = (column, row); a point at integer (i, j) is the centre of pixel (i, j), in the
 layer as in the model, so pixel centres map onto pixel centres.
+
+A box may be turned (`CropBox.angle`, for faces aligned as in FFHQ): the model then sees the
+square turned by that angle about its centre. Such a crop is made in two resamplings: the
+box's bounding rectangle is resized (Lanczos, after the same block average) so one pixel is one
+model pixel, then that upright image is turned into R x R with Pillow's bicubic affine
+transform on float planes. The way back mirrors it (turn upright at model scale, then Lanczos
+onto the layer pixels). An unturned box (angle 0) takes the original one-resize path, so its
+results do not change by a bit.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
 
 from gimp_draggan.edit import Point
+from gimp_draggan.pixels import to_float
 
 _STRIP_BYTES = 16 << 20  # Float working memory per strip when averaging a big box down.
+_TURN_MARGIN = 3         # Extra pixels (model scale) round the upright image of a turned box.
+_MODEL_PAD = 4           # Model pixels of edge padding before a result is turned back.
+FLATTEN_GREY = 0.5       # Background the model sees behind transparent pixels.
+Affine = tuple[float, float, float, float, float, float]
 
 
 @dataclass(frozen=True)
@@ -69,18 +82,23 @@ class Rect:
 
 @dataclass(frozen=True)
 class CropBox:
-    """A square of the layer (it may stick out of it) shown to the model at ``resolution``."""
+    """A square of the layer (it may stick out of it) shown to the model at ``resolution``,
+    turned by ``angle`` about its centre (the model's +x axis runs along (cos a, sin a) in the
+    layer, +y along (-sin a, cos a); y points down)."""
 
-    x0: int                 # Top-left corner in layer pixels (may be negative).
+    x0: int                 # Top-left corner of the unturned square, layer pixels (may be < 0).
     y0: int
     side: int               # Side in layer pixels.
     layer_width: int
     layer_height: int
     resolution: int         # Model resolution R: the square becomes R x R.
+    angle: float = 0.0      # Turn in radians; 0 = the square is upright.
 
     def __post_init__(self) -> None:
         if self.side <= 0 or self.resolution <= 0:
             raise ValueError(f"crop side and resolution must be positive: {self}")
+        if not math.isfinite(self.angle):
+            raise ValueError(f"crop angle must be a finite number of radians: {self}")
 
     @property
     def scale(self) -> float:
@@ -88,21 +106,98 @@ class CropBox:
         return self.resolution / self.side
 
     @property
+    def centre(self) -> Point:
+        """Centre of the square in layer edge coordinates (pixel (i, j) spans [i, i + 1))."""
+        return (self.x0 + self.side / 2.0, self.y0 + self.side / 2.0)
+
+    @property
     def rect(self) -> Rect:
-        return Rect(self.x0, self.y0, self.x0 + self.side, self.y0 + self.side)
+        """The square, or for a turned box the integer rectangle bounding it."""
+        if self.angle == 0.0:
+            return Rect(self.x0, self.y0, self.x0 + self.side, self.y0 + self.side)
+        cx, cy = self.centre
+        e = self.side / 2.0 * (abs(math.cos(self.angle)) + abs(math.sin(self.angle)))
+        return Rect(math.floor(cx - e), math.floor(cy - e), math.ceil(cx + e), math.ceil(cy + e))
 
     @property
     def inside(self) -> Rect:
-        """The part of the square that lies on the layer."""
+        """The part of ``rect`` that lies on the layer."""
         return self.rect.intersect(Rect(0, 0, self.layer_width, self.layer_height))
+
+    def local(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Layer edge coordinates -> (u, v) along the square's axes from its centre, in layer
+        pixels: a point lies in the square when |u| and |v| are at most side / 2."""
+        c, s = math.cos(self.angle), math.sin(self.angle)
+        cx, cy = self.centre
+        qx, qy = xs - cx, ys - cy
+        return c * qx + s * qy, -s * qx + c * qy
+
+    def holds(self, what: Sequence[Point] | Rect) -> bool:
+        """Whether the (turned) square holds these layer points (pixel centres), or every pixel
+        of this rectangle."""
+        if isinstance(what, Rect):
+            if self.angle == 0.0:
+                return self.rect.contains(what)
+            xs = np.array([what.x0, what.x1, what.x1, what.x0], np.float64)
+            ys = np.array([what.y0, what.y0, what.y1, what.y1], np.float64)
+        else:
+            xs = np.array([p[0] for p in what], np.float64) + 0.5
+            ys = np.array([p[1] for p in what], np.float64) + 0.5
+        u, v = self.local(xs, ys)
+        limit = self.side / 2.0 * (1.0 + 1e-9)
+        return bool(np.all(np.abs(u) <= limit) and np.all(np.abs(v) <= limit))
 
     def to_model(self, points: Sequence[Point]) -> list[Point]:
         s = self.scale
-        return [((x + 0.5 - self.x0) * s - 0.5, (y + 0.5 - self.y0) * s - 0.5) for x, y in points]
+        if self.angle == 0.0:
+            return [
+                ((x + 0.5 - self.x0) * s - 0.5, (y + 0.5 - self.y0) * s - 0.5) for x, y in points
+            ]
+        c, sn = math.cos(self.angle), math.sin(self.angle)
+        cx, cy = self.centre
+        h = self.side / 2.0
+        out = []
+        for x, y in points:
+            qx, qy = x + 0.5 - cx, y + 0.5 - cy
+            out.append(((c * qx + sn * qy + h) * s - 0.5, (-sn * qx + c * qy + h) * s - 0.5))
+        return out
 
     def to_layer(self, points: Sequence[Point]) -> list[Point]:
         s = self.scale
-        return [((u + 0.5) / s - 0.5 + self.x0, (v + 0.5) / s - 0.5 + self.y0) for u, v in points]
+        if self.angle == 0.0:
+            return [
+                ((u + 0.5) / s - 0.5 + self.x0, (v + 0.5) / s - 0.5 + self.y0) for u, v in points
+            ]
+        c, sn = math.cos(self.angle), math.sin(self.angle)
+        cx, cy = self.centre
+        h = self.side / 2.0
+        out = []
+        for u, v in points:
+            a, b = (u + 0.5) / s - h, (v + 0.5) / s - h
+            out.append((c * a - sn * b + cx - 0.5, sn * a + c * b + cy - 0.5))
+        return out
+
+    def grid_from_model(self, origin: Point, step: float) -> Affine:
+        """Pillow AFFINE data taking model edge coordinates to those of a grid whose pixel
+        (0, 0) starts at layer edge point ``origin`` and spans ``step`` layer pixels."""
+        c, sn = math.cos(self.angle), math.sin(self.angle)
+        k = 1.0 / (self.scale * step)
+        h = self.resolution / 2.0
+        cx, cy = self.centre
+        ox, oy = (cx - origin[0]) / step, (cy - origin[1]) / step
+        return (c * k, -sn * k, ox - (c - sn) * k * h, sn * k, c * k, oy - (sn + c) * k * h)
+
+    def model_from_grid(self, origin: Point, step: float) -> Affine:
+        """Pillow AFFINE data taking a grid's edge coordinates (see `grid_from_model`) to the
+        model's edge coordinates."""
+        c, sn = math.cos(self.angle), math.sin(self.angle)
+        s = self.scale
+        k = s * step
+        h = self.resolution / 2.0
+        cx, cy = self.centre
+        qx, qy = origin[0] - cx, origin[1] - cy
+        return (c * k, sn * k, s * (c * qx + sn * qy) + h, -sn * k, c * k,
+                s * (-sn * qx + c * qy) + h)
 
 
 def point_pixel(p: Point, width: int, height: int) -> tuple[int, int]:
@@ -209,6 +304,20 @@ def resize_region(
     return out[0] if img.ndim == 2 else np.stack(out, axis=-1)
 
 
+def flatten(rgba: np.ndarray) -> np.ndarray:
+    """Float RGBA -> RGB over mid grey: the model never sees the colours hidden under alpha 0
+    (often black or stale), only what is visible."""
+    alpha = np.clip(rgba[..., 3:], 0.0, 1.0)
+    rgb = np.clip(rgba[..., :3], 0.0, 1.0)
+    return rgb * alpha + FLATTEN_GREY * (1.0 - alpha)
+
+
+def model_view(layer: np.ndarray, depth: str, box: CropBox) -> np.ndarray:
+    """What the model is shown of ``layer`` ([H, W, 4] in ``depth``'s dtype) in ``box``:
+    float32 ``[R, R, 3]`` in [0, 1], flattened over grey by alpha."""
+    return np.clip(layer_to_model(layer, box, lambda a: flatten(to_float(a, depth))), 0.0, 1.0)
+
+
 def layer_to_model(
     layer: np.ndarray,
     box: CropBox,
@@ -217,7 +326,8 @@ def layer_to_model(
 ) -> np.ndarray:
     """The box's pixels of ``layer`` ([H, W] or [H, W, C], any dtype) at the model resolution,
     float32 ``[R, R]`` or ``[R, R, C]``. ``convert`` turns a slice of ``layer`` into float32;
-    outside the layer the box is filled by ``pad_mode`` ("reflect" for pixels, "constant" = 0)."""
+    outside the layer the box is filled by ``pad_mode`` ("reflect" for pixels, "constant" = 0).
+    Only ``box.inside`` is read."""
     if layer.shape[:2] != (box.layer_height, box.layer_width):
         raise ValueError(
             f"layer is {layer.shape[1]}x{layer.shape[0]}, crop box was made for "
@@ -229,11 +339,24 @@ def layer_to_model(
     k = max(1, box.side // (2 * box.resolution))
     region = layer[inside.y0: inside.y1, inside.x0: inside.x1]
     small = _block_mean(region, k, convert)
+    r = box.resolution
+    if box.angle != 0.0:
+        return _turned_to_model(small, k, box, pad_mode)
     # The box in the coordinates of `small` (one unit = k layer pixels, origin at inside.x0/y0).
     bx0 = (box.x0 - inside.x0) / k
     by0 = (box.y0 - inside.y0) / k
     bx1 = bx0 + box.side / k
     by1 = by0 + box.side / k
+    return _pad_resize(small, (bx0, by0, bx1, by1), (r, r), pad_mode)
+
+
+def _pad_resize(
+    small: np.ndarray, src: tuple[float, float, float, float], size: tuple[int, int],
+    pad_mode: str,
+) -> np.ndarray:
+    """Lanczos-resize the region ``src`` (x0, y0, x1, y1) of ``small`` to ``size``, padding
+    ``small`` by ``pad_mode`` where the region leaves it."""
+    bx0, by0, bx1, by1 = src
     sh, sw = small.shape[:2]
     pl, pt = math.ceil(max(0.0, -bx0)), math.ceil(max(0.0, -by0))
     pr, pb = math.ceil(max(0.0, bx1 - sw)), math.ceil(max(0.0, by1 - sh))
@@ -243,25 +366,125 @@ def layer_to_model(
         if mode == "reflect" and min(sh, sw) < 2:
             mode = "edge"  # A one-pixel-wide layer has nothing to reflect.
         small = np.pad(small, pads, mode=mode)  # type: ignore[call-overload]
+    return resize_region(small, size, (bx0 + pl, by0 + pt, bx1 + pl, by1 + pt))
+
+
+def _turned_to_model(small: np.ndarray, k: int, box: CropBox, pad_mode: str) -> np.ndarray:
+    """``small`` (box.inside averaged by ``k``) -> the turned box at R x R: the bounding
+    rectangle (plus a margin) resized to the model's scale, then turned (bicubic)."""
+    s, rect, inside = box.scale, box.rect, box.inside
+    margin = _TURN_MARGIN / s
+    origin = (rect.x0 - margin, rect.y0 - margin)
+    nw = math.ceil(rect.width * s) + 2 * _TURN_MARGIN
+    nh = math.ceil(rect.height * s) + 2 * _TURN_MARGIN
+    bx0 = (origin[0] - inside.x0) / k
+    by0 = (origin[1] - inside.y0) / k
+    src = (bx0, by0, bx0 + nw / (s * k), by0 + nh / (s * k))
+    upright = _pad_resize(small, src, (nw, nh), pad_mode)
     r = box.resolution
-    return resize_region(small, (r, r), (bx0 + pl, by0 + pt, bx1 + pl, by1 + pt))
+    return _transform(upright, (r, r), box.grid_from_model(origin, 1.0 / s),
+                      Image.Resampling.BICUBIC)
+
+
+def _transform(
+    img: np.ndarray, size: tuple[int, int], data: Affine, resample: Image.Resampling
+) -> np.ndarray:
+    """Pillow affine transform of float32 ``img`` ([H, W] or [H, W, C]) plane by plane: output
+    pixel edge coordinates (x, y) read ``img`` at (a x + b y + c, d x + e y + f); 0 outside."""
+    planes = [img] if img.ndim == 2 else [img[:, :, c] for c in range(img.shape[2])]
+    out = [
+        np.asarray(
+            Image.fromarray(np.ascontiguousarray(p, dtype=np.float32), mode="F").transform(
+                size, Image.Transform.AFFINE, data, resample
+            ),
+            dtype=np.float32,
+        )
+        for p in planes
+    ]
+    return out[0] if img.ndim == 2 else np.stack(out, axis=-1)
+
+
+def layer_sampler(
+    img: np.ndarray, box: CropBox, smooth: bool = False
+) -> Callable[[Rect], np.ndarray]:
+    """A function giving model-resolution float32 ``img`` ([R, R] or [R, R, C]) resampled onto
+    the layer pixels of a rectangle inside ``box.rect``: ``[height, width(, C)]``. Lanczos, or
+    with ``smooth`` bilinear (no ringing: weights stay in their range and zeros stay zero). For
+    a turned box the upright image is made once, so many strips cost one turn."""
+    r = box.resolution
+    if img.shape[:2] != (r, r):
+        raise ValueError(f"model image must be {r}x{r}, got {list(img.shape)}")
+    resample = Image.Resampling.BILINEAR if smooth else Image.Resampling.LANCZOS
+    s = box.scale
+
+    def check(rect: Rect) -> None:
+        if rect.empty or not box.rect.contains(rect):
+            raise ValueError(f"rectangle {rect} is empty or not inside the crop box {box.rect}")
+
+    if box.angle == 0.0:
+        def upright_sample(rect: Rect) -> np.ndarray:
+            check(rect)
+            src = (
+                (rect.x0 - box.x0) * s, (rect.y0 - box.y0) * s,
+                (rect.x1 - box.x0) * s, (rect.y1 - box.y0) * s,
+            )
+            return resize_region(img, (rect.width, rect.height), src, resample)
+
+        return upright_sample
+
+    outer = box.rect
+    margin = _TURN_MARGIN / s
+    origin = (outer.x0 - margin, outer.y0 - margin)
+    nw = math.ceil(outer.width * s) + 2 * _TURN_MARGIN
+    nh = math.ceil(outer.height * s) + 2 * _TURN_MARGIN
+    p = _MODEL_PAD
+    padded = np.pad(img, [(p, p), (p, p)] + [(0, 0)] * (img.ndim - 2), mode="edge")
+    a, b, c, d, e, f = box.model_from_grid(origin, 1.0 / s)
+    turn = Image.Resampling.BILINEAR if smooth else Image.Resampling.BICUBIC
+    upright = _transform(padded, (nw, nh), (a, b, c + p, d, e, f + p), turn)
+
+    def turned_sample(rect: Rect) -> np.ndarray:
+        check(rect)
+        src = (
+            (rect.x0 - origin[0]) * s, (rect.y0 - origin[1]) * s,
+            (rect.x1 - origin[0]) * s, (rect.y1 - origin[1]) * s,
+        )
+        return resize_region(upright, (rect.width, rect.height), src, resample)
+
+    return turned_sample
 
 
 def model_to_layer(
     img: np.ndarray, box: CropBox, rect: Rect, smooth: bool = False
 ) -> np.ndarray:
     """Model-resolution float32 ``img`` ([R, R] or [R, R, C]) resampled onto the layer pixels of
-    ``rect`` (which must lie inside the box): ``[rect.height, rect.width(, C)]``. Lanczos, or
-    with ``smooth`` bilinear (no ringing: weights stay in their range and zeros stay zero)."""
-    r = box.resolution
-    if img.shape[:2] != (r, r):
-        raise ValueError(f"model image must be {r}x{r}, got {list(img.shape)}")
-    if rect.empty or not box.rect.contains(rect):
-        raise ValueError(f"rectangle {rect} is empty or not inside the crop box {box.rect}")
-    s = box.scale
-    src = (
-        (rect.x0 - box.x0) * s, (rect.y0 - box.y0) * s,
-        (rect.x1 - box.x0) * s, (rect.y1 - box.y0) * s,
-    )
-    resample = Image.Resampling.BILINEAR if smooth else Image.Resampling.LANCZOS
-    return resize_region(img, (rect.width, rect.height), src, resample)
+    ``rect`` (which must lie inside ``box.rect``): ``[rect.height, rect.width(, C)]``. Lanczos,
+    or with ``smooth`` bilinear (see `layer_sampler`)."""
+    return layer_sampler(img, box, smooth)(rect)
+
+
+def preview_on_rect(image: np.ndarray, backdrop: np.ndarray, box: CropBox) -> np.ndarray:
+    """A turned box's model ``image`` ([R, R, C] float) drawn onto ``backdrop`` ([n, n, C]
+    float: the layer over ``box.rect``, which is square for a turned box, at n pixels a side),
+    so a preview can be shown upright on the bounding rectangle; backdrop pixels outside the
+    turned square are kept."""
+    rect = box.rect
+    n = backdrop.shape[0]
+    if backdrop.shape[:2] != (n, n) or rect.width != rect.height:
+        raise ValueError(f"preview backdrop must be square over {rect}, got {backdrop.shape}")
+    step = rect.width / n
+    # Shrink the model image to about the preview's scale first (Lanczos), so the turn
+    # (bicubic) does not alias.
+    m = max(1, min(box.resolution, round(box.resolution / (box.scale * step))))
+    shrunk = resize_region(image, (m, m), (0.0, 0.0, float(box.resolution),
+                                           float(box.resolution)))
+    small_box = replace(box, resolution=m)
+    origin = (float(rect.x0), float(rect.y0))
+    p = _MODEL_PAD
+    padded = np.pad(shrunk, [(p, p), (p, p), (0, 0)], mode="edge")
+    a, b, c, d, e, f = small_box.model_from_grid(origin, step)
+    turned = _transform(padded, (n, n), (a, b, c + p, d, e, f + p), Image.Resampling.BICUBIC)
+    g = (np.arange(n, dtype=np.float64) + 0.5) * step
+    u, v = box.local(rect.x0 + g[None, :], rect.y0 + g[:, None])
+    held = np.maximum(np.abs(u), np.abs(v)) <= box.side / 2.0
+    return np.where(held[:, :, None], turned, backdrop).astype(np.float32)

@@ -4,8 +4,8 @@ Inverting a crop (PTI) costs far more than a drag, and a user drags the same fac
 `Session` keeps what one inversion made (the tuned generator, the pivot latent, the crop box and a
 digest of its pixels) under an id the client can send back. With or without that id, a request
 hits a session made from the same model and preset, on a layer of the same size, over a box that
-holds every point and the selection, and whose pixels are identical (compared by digest), so a
-second drag on the same photo does no inversion.
+holds every point and the selection (the turned square, for a turned box), and whose pixels are
+identical (compared by digest), so a second drag on the same photo does no inversion.
 
 Memory is bounded by a byte budget over the sessions' tensors and arrays: the least
 recently used sessions go first. `clear()` frees everything (the daemon calls it after running
@@ -43,11 +43,14 @@ class Session:
     pivot: Any                      # Pivot ws [1, num_ws, w_dim] (torch tensor on the device).
     target: np.ndarray              # [R, R, 3] float32: the crop as the model saw it.
     recon: np.ndarray               # [R, R, 3] float32: the tuned generator's image of the pivot.
-    info: dict[str, float | str] = field(default_factory=dict)  # Inversion figures.
+    info: dict[str, float | str] = field(default_factory=dict)  # Inversion figures, framing.
+    # Preview backdrops of a turned box (the layer over its bounding square), by size in pixels.
+    backdrops: dict[int, np.ndarray] = field(default_factory=dict)
 
     @property
     def nbytes(self) -> int:
         total = self.target.nbytes + self.recon.nbytes
+        total += sum(b.nbytes for b in self.backdrops.values())
         total += _tensor_bytes(self.pivot)
         module = self.generator
         if hasattr(module, "parameters"):
@@ -61,7 +64,8 @@ def _tensor_bytes(t: Any) -> int:
 
 
 def crop_digest(layer: np.ndarray, depth: str, box: CropBox) -> str:
-    """Digest of the layer's pixels inside ``box`` (with the box, layer size and depth)."""
+    """Digest of the layer's pixels inside ``box`` (with the box, its angle included, the layer
+    size and depth)."""
     inside = box.inside
     h = hashlib.blake2b(digest_size=20)
     h.update(repr((box, depth, layer.shape)).encode())
@@ -123,14 +127,15 @@ class SessionCache:
         max_side: int | None = None,
     ) -> Session | None:
         """Most recent session for ``model_key`` whose box on a ``layer_size`` (w, h) layer holds
-        ``needed``, is at most ``max_side`` pixels wide (a much bigger crop would show the model
-        the region too small), and whose pixels match (``digest(box)`` = its digest)."""
+        ``needed`` (`CropBox.holds`), is at most ``max_side`` pixels wide (a much bigger crop
+        would show the model the region too small), and whose pixels match (``digest(box)`` =
+        its digest)."""
         with self._lock:
             candidates = [
                 s for s in reversed(self._sessions.values())
                 if s.model_key == model_key
                 and (s.box.layer_width, s.box.layer_height) == layer_size
-                and s.box.inside.contains(needed)
+                and s.box.holds(needed)
                 and (max_side is None or s.box.side <= max_side)
             ]
         for s in candidates:
