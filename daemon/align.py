@@ -1,25 +1,50 @@
-"""How the crop is framed for a model: the seam where face alignment plugs in.
+"""How the crop is framed for a model: a plain square, or a face placed as FFHQ placed it.
 
-Face models (FFHQ) were trained on faces placed by landmarks (eyes and mouth at fixed spots); a
-landmark-based `Aligner` would return the square those landmarks call for. None ships yet (see
-docs/ENGINE.md): every model, and the embedded cartoon-face model in particular, gets
-`SquareFraming`, the square around the selection ∪ the points.
+FFHQ models were trained on faces aligned by landmarks (eyes and mouth at fixed places, the
+head turned upright), and a real photo inverts far better when it is cropped the same way.
+`FaceAligner` finds the faces around the region to edit (a ``find_faces`` callable:
+`gimp_draggan.faces.find_faces` in the daemon, a fake in tests), builds FFHQ's square from the
+one holding the handles, targets and selection, and returns it as a turned `CropBox`. When no
+face holds them it falls back to `SquareFraming`, the square around the selection ∪ the points
+that models without alignment get (`aligner_for`: models.json's ``"alignment"`` says which).
+
+`locate` returns the box with the method that made it ("ffhq" / "square"), so the pipeline can
+log which framing a session used; `frame` is the protocol every aligner implements.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from gimp_draggan.crop import CropBox, Rect, choose_box
+from gimp_draggan.crop import CropBox, Rect, choose_box, model_view
+from gimp_draggan.pixels import DTYPES
+
+if TYPE_CHECKING:
+    from gimp_draggan.faces import FaceLandmarks
+
+# find_faces(read, layer_width, layer_height, around) -> faces best first (ALIGN_SPEC section 2).
+FindFaces = Callable[[Callable[[CropBox], np.ndarray], int, int, Rect], "list[FaceLandmarks]"]
+
+SQUARE = "square"
+FFHQ = "ffhq"
 
 
 class Aligner(Protocol):
     def frame(self, layer: np.ndarray, needed: Rect, resolution: int) -> CropBox:
         """The square of ``layer`` ([H, W, 4]) to show the model; it must hold ``needed``."""
         ...
+
+
+@dataclass(frozen=True)
+class Framing:
+    box: CropBox
+    method: str                         # SQUARE, FFHQ, or the aligner's class name.
+    face: FaceLandmarks | None = None   # The face the box was built from.
 
 
 @dataclass(frozen=True)
@@ -32,3 +57,120 @@ class SquareFraming:
         h, w = layer.shape[:2]
         return choose_box(needed, w, h, resolution, margin=self.margin)
 
+    def locate(self, layer: np.ndarray, needed: Rect, resolution: int) -> Framing:
+        return Framing(self.frame(layer, needed, resolution), SQUARE)
+
+
+def ffhq_box(face: FaceLandmarks, layer_width: int, layer_height: int,
+             resolution: int) -> CropBox:
+    """The square FFHQ's alignment cuts around ``face``, as a turned box.
+
+    Recipe (FFHQ dataset): with the eyes' mean e, eye_to_eye = right - left and eye_to_mouth =
+    mouth - e, the square's half x-axis is eye_to_eye plus eye_to_mouth turned a quarter
+    clockwise (for an upright face both point to the image's right), normalised, then scaled to
+    max(2 |eye_to_eye|, 1.8 |eye_to_mouth|); the centre is e + 0.1 eye_to_mouth; the side is
+    twice the half axis. The box keeps integer corner and side, so its centre and side are
+    rounded to half a layer pixel."""
+    el, er = np.asarray(face.eye_left, np.float64), np.asarray(face.eye_right, np.float64)
+    mouth = np.asarray(face.mouth, np.float64)
+    eye_avg = (el + er) / 2.0
+    eye_to_eye = er - el
+    eye_to_mouth = mouth - eye_avg
+    x = eye_to_eye + np.array([eye_to_mouth[1], -eye_to_mouth[0]])
+    norm = float(np.hypot(*x))
+    half = max(2.0 * float(np.hypot(*eye_to_eye)), 1.8 * float(np.hypot(*eye_to_mouth)))
+    if not (norm > 0.0 and half > 0.0 and math.isfinite(norm + half)):
+        raise ValueError(f"face landmarks are degenerate (eyes and mouth coincide): {face}")
+    x *= half / norm
+    # Landmarks are pixel centres; the box's centre is in edge coordinates (+0.5).
+    cx, cy = eye_avg + 0.1 * eye_to_mouth + 0.5
+    side = max(1, round(2.0 * half))
+    return CropBox(
+        x0=math.floor(cx - side / 2.0 + 0.5), y0=math.floor(cy - side / 2.0 + 0.5), side=side,
+        layer_width=layer_width, layer_height=layer_height, resolution=resolution,
+        angle=math.atan2(x[1], x[0]),
+    )
+
+
+def _depth(layer: np.ndarray) -> str:
+    for name, dtype in DTYPES.items():
+        if layer.dtype == dtype:
+            return name
+    raise ValueError(f"layer pixels must be uint8, uint16 or float32, got {layer.dtype}")
+
+
+class FaceAligner:
+    """FFHQ framing of the face that holds what must be edited; `SquareFraming` otherwise.
+
+    The faces found around one ``needed`` region of one layer are remembered (the pipeline
+    frames the same region several times while planning groups and looking up sessions)."""
+
+    def __init__(self, find_faces: FindFaces, fallback: SquareFraming | None = None) -> None:
+        self.find_faces = find_faces
+        self.fallback = fallback or SquareFraming()
+        self._layer: np.ndarray | None = None
+        self._faces: dict[Rect, list[FaceLandmarks]] = {}
+
+    def faces(self, layer: np.ndarray, needed: Rect) -> list[FaceLandmarks]:
+        """The faces ``find_faces`` sees around ``needed`` (what the model would see: the layer
+        flattened over grey, read one square at a time)."""
+        if layer is not self._layer:
+            self._layer, self._faces = layer, {}
+        if needed not in self._faces:
+            h, w = layer.shape[:2]
+            depth = _depth(layer)
+            self._faces[needed] = list(self.find_faces(
+                lambda box: model_view(layer, depth, box), w, h, needed))
+        return self._faces[needed]
+
+    def locate(self, layer: np.ndarray, needed: Rect, resolution: int) -> Framing:
+        """FFHQ's box of the face whose turned square holds ``needed`` (the face box nearest to
+        its centre when several do), else the fallback square."""
+        h, w = layer.shape[:2]
+        nx, ny = (needed.x0 + needed.x1) / 2.0, (needed.y0 + needed.y1) / 2.0
+        best: tuple[float, CropBox, FaceLandmarks] | None = None
+        for face in self.faces(layer, needed):
+            try:
+                box = ffhq_box(face, w, h, resolution)
+            except ValueError:
+                continue
+            if not box.holds(needed):
+                continue
+            fx, fy = (face.box[0] + face.box[2]) / 2.0, (face.box[1] + face.box[3]) / 2.0
+            d = math.hypot(fx - nx, fy - ny)
+            if best is None or d < best[0]:
+                best = (d, box, face)
+        if best is None:
+            return Framing(self.fallback.frame(layer, needed, resolution), SQUARE)
+        return Framing(best[1], FFHQ, best[2])
+
+    def frame(self, layer: np.ndarray, needed: Rect, resolution: int) -> CropBox:
+        return self.locate(layer, needed, resolution).box
+
+
+def locate(aligner: Aligner, layer: np.ndarray, needed: Rect, resolution: int) -> Framing:
+    """``aligner``'s box with the method that made it: aligners that can tell implement
+    ``locate``; for the others the method is their class name."""
+    own = getattr(aligner, "locate", None)
+    if callable(own):
+        framing = own(layer, needed, resolution)
+        if isinstance(framing, Framing):
+            return framing
+    return Framing(aligner.frame(layer, needed, resolution), type(aligner).__name__)
+
+
+def aligner_for(alignment: str | None, find_faces: FindFaces | None = None) -> Aligner:
+    """The aligner a model's ``"alignment"`` (models.json) calls for: None -> `SquareFraming`,
+    "ffhq" -> `FaceAligner` over ``find_faces`` (default: `gimp_draggan.faces.find_faces`)."""
+    if alignment is None:
+        return SquareFraming()
+    if alignment == FFHQ:
+        if find_faces is None:
+            from gimp_draggan.faces import find_faces as detector
+
+            find_faces = detector
+        return FaceAligner(find_faces)
+    raise ValueError(
+        f"unknown face alignment {alignment!r} in the model table; known: {FFHQ!r} "
+        "(or none); update gimp-draggan or fix models.json"
+    )

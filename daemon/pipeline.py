@@ -20,11 +20,18 @@ Behaviour worth knowing:
   so where the tuned generator drifted in tone the patch still matches the photo.
 - Pairs far apart (two faces of a group photo) are edited one after another, each group in its
   own crop and session (`gimp_draggan.groups`); the result has one patch over all of them.
+- Framing: models.json's ``"alignment"`` picks the aligner (`gimp_draggan.align.aligner_for`):
+  FFHQ models get the face holding the points framed as FFHQ framed it (a turned crop), with the
+  plain square as fallback; a model given as a file gets the square. The framing a session was
+  made with is logged and kept in its ``info["framing"]``. Previews of a turned crop are drawn
+  upright onto its bounding square over the layer's own pixels, so the protocol's (x, y, w, h)
+  still says where they lie.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -33,14 +40,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gimp_draggan.align import Aligner, SquareFraming
+from gimp_draggan.align import Aligner, SquareFraming, aligner_for, locate
 from gimp_draggan.composite import Patch, change_weight, composite, match_low_frequencies
 from gimp_draggan.crop import (
     CropBox,
     Rect,
     layer_to_model,
     mask_rect,
+    model_view,
     point_pixel,
+    preview_on_rect,
 )
 from gimp_draggan.edit import (
     PRESETS,
@@ -53,7 +62,7 @@ from gimp_draggan.edit import (
     StopFn,
 )
 from gimp_draggan.groups import Group, plan_groups
-from gimp_draggan.pixels import mask_view, rgba_view, to_bytes, to_float
+from gimp_draggan.pixels import mask_view, rgba_view, to_bytes
 from gimp_draggan.sessions import Session, SessionCache, UnknownSession, crop_digest, session_id
 
 if TYPE_CHECKING:
@@ -65,7 +74,8 @@ FEATHER = 1.0 / 16.0        # Blend ramp width, fraction of the crop side.
 COLOR_RADIUS = 1.0 / 16.0   # Colour-matching blur radius, fraction of the model resolution.
 CHANGE_THRESHOLD = 0.04     # A channel moving this much (of full scale) counts as changed.
 CHANGE_RADIUS = 1.0 / 32.0  # Spread of the change map, fraction of the model resolution.
-FLATTEN_GREY = 0.5          # Background the model sees behind transparent pixels.
+
+log = logging.getLogger("gimp_draggan.pipeline")
 
 
 class EditCancelled(RuntimeError):
@@ -147,12 +157,13 @@ def _loss(device: str, sessions: SessionCache) -> Any:
     return sessions.resource(f"loss@{device}", lambda: load_perceptual().loss.to(device))
 
 
-def _flatten(rgba: np.ndarray) -> np.ndarray:
-    """Float RGBA -> RGB over mid grey: the model never sees the colours hidden under alpha 0
-    (often black or stale), only what is visible."""
-    alpha = np.clip(rgba[..., 3:], 0.0, 1.0)
-    rgb = np.clip(rgba[..., :3], 0.0, 1.0)
-    return rgb * alpha + FLATTEN_GREY * (1.0 - alpha)
+def framing_for(model: str) -> Aligner:
+    """The aligner ``model`` calls for: its models.json ``"alignment"`` for a registry name,
+    none (the plain square) for a model given as a file."""
+    from gimp_draggan import registry
+
+    entry = registry.load_table().get(model)
+    return aligner_for(None if entry is None else entry.alignment)
 
 
 def _to_tensor(img: np.ndarray, device: str) -> torch.Tensor:
@@ -223,17 +234,20 @@ def _session(
         if (
             hinted is not None and hinted.model_key == model.key
             and (hinted.box.layer_width, hinted.box.layer_height) == layer.size
-            and hinted.box.inside.contains(needed) and digest(hinted.box) == hinted.digest
+            and hinted.box.holds(needed) and digest(hinted.box) == hinted.digest
         ):
             return hinted
-    box = framing.frame(layer.rgba, needed, model.G.img_resolution)
+    t0 = time.perf_counter()
+    framed = locate(framing, layer.rgba, needed, model.G.img_resolution)
+    box = framed.box
+    _add(timings, "frame", time.perf_counter() - t0)
     found = sessions.find(model.key, layer.size, needed, digest, max_side=2 * box.side)
     if found is not None:
         return found
 
+    log.info("framing %s for %s: box %s", framed.method, needed, box)
     t0 = time.perf_counter()
-    target = layer_to_model(layer.rgba, box, lambda a: _flatten(to_float(a, layer.depth)))
-    target = np.clip(target, 0.0, 1.0)
+    target = model_view(layer.rgba, layer.depth, box)
     _add(timings, "crop", time.perf_counter() - t0)
 
     t0 = time.perf_counter()
@@ -252,7 +266,7 @@ def _session(
         id=session_id(model.key, d), model_key=model.key, box=box, digest=d,
         generator=inv.generator, pivot=inv.ws, target=target, recon=_to_image(recon),
         info={"psnr": inv.psnr, "distance": inv.distance, "loss": inv.loss_name,
-              "steps": inv.steps},
+              "steps": inv.steps, "framing": framed.method},
     )
     sessions.put(session)
     return session
@@ -271,15 +285,37 @@ def _model_points(box: CropBox, points: Sequence[Point]) -> list[Point]:
     return [(min(max(u, 0.0), hi), min(max(v, 0.0), hi)) for u, v in box.to_model(points)]
 
 
-def _preview_jpeg(img: torch.Tensor, size: int) -> bytes:
-    """uint8 [H, W, C] tensor -> JPEG bytes, longest side at most ``size``."""
+def _preview_jpeg(img: np.ndarray, size: int) -> bytes:
+    """uint8 [H, W, C] array -> JPEG bytes, longest side at most ``size``."""
     from PIL import Image
 
-    im = Image.fromarray(img.numpy()[:, :, :3])
+    im = Image.fromarray(img[:, :, :3])
     im.thumbnail((size, size), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     im.save(buf, format="JPEG", quality=85)
     return buf.getvalue()
+
+
+def _preview(session: Session, layer: _Layer, img: torch.Tensor, size: int,
+             ) -> tuple[bytes, tuple[int, int, int, int]]:
+    """A drag preview and where it lies in the layer (x, y, w, h). A turned crop's preview is
+    drawn upright onto its bounding square, over the layer's own pixels there (made once per
+    session and size, and kept with it)."""
+    box = session.box
+    pixels = img.numpy()
+    if box.angle == 0.0:
+        return _preview_jpeg(pixels, size), (box.x0, box.y0, box.side, box.side)
+    rect = box.rect
+    n = max(1, min(size, math.ceil(rect.width * box.scale)))
+    backdrop = session.backdrops.get(n)
+    if backdrop is None:
+        w, h = layer.size
+        backdrop = model_view(layer.rgba, layer.depth, CropBox(rect.x0, rect.y0, rect.width,
+                                                               w, h, n))
+        session.backdrops[n] = backdrop
+    shown = preview_on_rect(pixels[:, :, :3].astype(np.float32) / 255.0, backdrop, box)
+    rgb = np.clip(np.rint(shown * 255.0), 0, 255).astype(np.uint8)
+    return _preview_jpeg(rgb, size), (rect.x0, rect.y0, rect.width, rect.height)
 
 
 class _Tracker:
@@ -346,8 +382,7 @@ def _drag(
     def on_step(report: StepReport) -> None:
         preview, crop = None, None
         if report.preview is not None:
-            preview = _preview_jpeg(report.preview, params.preview_size)
-            crop = (box.x0, box.y0, box.side, box.side)
+            preview, crop = _preview(session, layer, report.preview, params.preview_size)
         tracker.update(pairs, box.to_layer(report.points))
         tracker.drag_step(report.step, preview, crop)
 
@@ -406,16 +441,18 @@ def run_edit(
     sessions: SessionCache,
     on_progress: ProgressFn,
     should_stop: StopFn,
+    aligner: Aligner | None = None,
 ) -> EditResult:
     """Drag the request's handles to their targets on its layer; return the changed patch.
 
     Pairs far apart are edited one after another, each group in its own crop (see
-    `gimp_draggan.groups`); the result's session is the first group's."""
+    `gimp_draggan.groups`); the result's session is the first group's. ``aligner`` frames the
+    crops (default: what the model calls for, `framing_for`)."""
     start = time.perf_counter()
     timings: dict[str, float] = {}
     layer = _read(request, need_pairs=True)
     model = _model(request, device, sessions, timings)
-    framing = SquareFraming()
+    framing = framing_for(request.model) if aligner is None else aligner
     tracker = _Tracker(layer, on_progress, request.params.steps)
     patches: list[Patch] = []
     session_ids: list[str] = []
@@ -447,20 +484,23 @@ def run_invert(
     sessions: SessionCache,
     on_progress: ProgressFn,
     should_stop: StopFn,
+    aligner: Aligner | None = None,
 ) -> EditResult:
     """Prepare the sessions a later drag on this layer will use (the daemon's `invert` op): the
     crops a drag of these pairs would use, or with no pairs one crop around the selection (the
-    whole layer without one). The patch is empty; the session is the first crop's."""
+    whole layer without one). The patch is empty; the session is the first crop's. ``aligner``
+    as in `run_edit`; without points or a selection the whole layer is one plain square."""
     start = time.perf_counter()
     timings: dict[str, float] = {}
     layer = _read(request, need_pairs=False)
     model = _model(request, device, sessions, timings)
     tracker = _Tracker(layer, on_progress, 0)
+    framing = framing_for(request.model) if aligner is None else aligner
     if layer.handles:
-        framing: Aligner = SquareFraming()
         needs = [g.needed for g in _groups(layer, model, framing)]
     else:
-        framing = SquareFraming() if layer.selection is not None else SquareFraming(0)
+        if layer.selection is None:
+            framing = SquareFraming(0)
         needs = [_whole(layer)]
     ids = [
         _session(request, layer, model, need, framing, sessions, tracker.invert_step,

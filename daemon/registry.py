@@ -45,6 +45,7 @@ class ModelEntry:
     package_path: str | None = None  # Shipped inside the package instead of downloaded.
     manual_url: str | None = None    # A page to fetch the file by hand (no direct link).
     approx_size: str | None = None
+    alignment: str | None = None     # How crops are framed: "ffhq" (gimp_draggan.align), None.
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -62,6 +63,10 @@ def _entry(row: dict[str, Any]) -> ModelEntry:
     sha = row.get("sha256")
     if sha is not None and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha)):
         raise RegistryError(f"models.json: {row['name']}: sha256 must be 64 lowercase hex digits")
+    alignment = row.get("alignment")
+    if alignment is not None and not isinstance(alignment, str):
+        raise RegistryError(f"models.json: {row['name']}: alignment must be a word such as "
+                            f"\"ffhq\", got {alignment!r}")
     known = {k: v for k, v in row.items() if k in _FIELDS}
     known["urls"] = tuple(row.get("urls") or ())
     for key in ("description", "domain", "format"):
