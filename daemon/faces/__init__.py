@@ -1,0 +1,1 @@
+"""Face and facial-landmark detection: MediaPipe's BlazeFace and FaceMesh weights run in torch."""
