@@ -4,7 +4,9 @@ Pairs far apart (two faces of a group photo) are edited one after another, each 
 so the model sees each at its best scale instead of one crop around both. A group's crop must
 hold its points and, with a selection, the selected part(s) its points lie on (a part = a
 connected region of the selection). Groups whose crops would overlap are merged into one (one
-crop, one drag), so no edit ever touches pixels another edit owns.
+crop, one drag), so no edit ever touches pixels another edit owns. For turned (face-aligned)
+crops the test is on their bounding rectangles: it may merge two groups that could have stayed
+apart, never the reverse.
 """
 
 from __future__ import annotations
