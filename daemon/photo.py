@@ -110,10 +110,12 @@ def run_photo(args: argparse.Namespace) -> int:
         print(f"drag: {args.image} ({w}x{h}), {len(args.pairs)} pair(s), model {args.model}, "
               f"device {device}", flush=True)
         printer = _Printer()
+        sessions = SessionCache()
         start = time.perf_counter()
-        r = run_edit(request, device=device, sessions=SessionCache(), on_progress=printer,
+        r = run_edit(request, device=device, sessions=sessions, on_progress=printer,
                      should_stop=lambda: False)
         seconds = time.perf_counter() - start
+        framing = sessions.get(r.session).info.get("framing")
     except (ValueError, OSError, EditCancelled) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -121,6 +123,6 @@ def run_photo(args: argparse.Namespace) -> int:
         args, paste_patch(layer, r.patch, r.x, r.y, r.width, r.height), r.steps, r.points,
         r.distances, printer.sec_per_step(), "",
         {"device": device, "seconds": round(seconds, 3), "session": r.session,
-         "patch": [r.x, r.y, r.width, r.height], "timings": r.timings},
+         "patch": [r.x, r.y, r.width, r.height], "framing": framing, "timings": r.timings},
     )
     return 0

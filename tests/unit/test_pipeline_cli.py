@@ -60,6 +60,7 @@ def test_photo_form_writes_the_full_image_changed_only_in_the_mask(
     assert code == 0
     info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"steps", "points", "distances", "device", "session", "timings"} <= set(info)
+    assert info["framing"] == "square"          # A model file has no face alignment.
     before = np.asarray(Image.open(files["photo"]))
     after = np.asarray(Image.open(files["out"]))
     assert after.shape == before.shape == (300, 451, 3)             # full size, opaque -> RGB
