@@ -1,0 +1,245 @@
+"""Framing for the embedded cartoon-head model: the turned square its training images would show.
+
+The embedded model only ever saw upright heads (`draggan.train.world`), so a head that is turned in
+the user's layer inverts badly from a plain square crop. `KeypointAligner` runs the world's keypoint
+detector (`draggan.train.keypoints`, weights in ``assets/keypoints.safetensors``) on a first square
+around the needed region, fits the least-squares similarity transform (Umeyama 1991) that carries
+the detected eyes and mouth corners onto the *template* — the mean of those keypoints over world
+images — and returns that transform's square as a `CropBox` with its `angle`. Detection and fit are
+repeated on the new crop (the detector was trained upright, so its second look at a nearly upright
+head is better; tests/bench/bench_align.py measures it).
+
+Template: the mean of the world's ground-truth eyes and mouth corners over a fixed seed range
+(`TEMPLATE_SEEDS`, 1024 images), stored as a constant (`TEMPLATE`): computing it takes seconds on a
+busy CPU, too long for a daemon's first drag; a test recomputes it with `compute_template` so it
+cannot drift from the world's code. (Two disjoint sets of 1024 seeds differ by < 0.1 px at 64 px.)
+
+Implausible detections fall back to `SquareFraming`: flat or face-less crops give broad heatmaps
+(the soft-argmax's spread, `max_spread`), mis-detected points do not fit the template's shape
+(`max_residual`), and a crop that does not hold ``needed`` is refused as the protocol demands.
+
+Coordinates: layer points are pixel centres (``crop``'s convention); the detector and the world
+use pixel edges (a pixel centre at integer + 0.5); the template is in units of the square's side,
+(0, 0) its top-left corner, so it serves every model resolution.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from gimp_draggan.align import SquareFraming
+from gimp_draggan.crop import CropBox, Rect, layer_to_model
+from gimp_draggan.pixels import DTYPES, to_float
+
+FIT_POINTS: tuple[int, ...] = (0, 1, 3, 4)   # world.KEYPOINT_NAMES: eyes, mouth corners.
+TEMPLATE_SEEDS = range(7_000_000, 7_001_024)  # Disjoint from the GAN's, detector's, eval seeds.
+FLATTEN_GREY = 0.5                            # As the pipeline: transparent pixels over grey.
+
+
+@dataclass(frozen=True)
+class Similarity:
+    """``x -> scale * rotation @ x + translation`` for 2-D points."""
+
+    scale: float
+    rotation: np.ndarray      # [2, 2], det +1.
+    translation: np.ndarray   # [2]
+
+    def apply(self, points: np.ndarray) -> np.ndarray:
+        return self.scale * np.asarray(points, np.float64) @ self.rotation.T + self.translation
+
+
+def umeyama(src: np.ndarray, dst: np.ndarray) -> Similarity:
+    """Least-squares similarity carrying ``src`` [N, 2] onto ``dst`` [N, 2] (Umeyama 1991:
+    rotation from the SVD of the cross-covariance, reflection excluded, then scale, shift)."""
+    src = np.asarray(src, np.float64)
+    dst = np.asarray(dst, np.float64)
+    if src.ndim != 2 or src.shape[1] != 2 or src.shape != dst.shape or src.shape[0] < 2:
+        raise ValueError(
+            f"umeyama needs two [N, 2] point sets of one shape with N >= 2, got "
+            f"{list(src.shape)} and {list(dst.shape)}"
+        )
+    if not (np.isfinite(src).all() and np.isfinite(dst).all()):
+        raise ValueError("umeyama: points must be finite")
+    mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)
+    s, d = src - mu_s, dst - mu_d
+    var_s = float((s * s).sum(axis=1).mean())
+    if var_s <= 1e-12:
+        raise ValueError("umeyama: the source points all coincide; no transform is defined")
+    cov = d.T @ s / src.shape[0]
+    u, sv, vt = np.linalg.svd(cov)
+    flip = np.diag([1.0, float(np.sign(np.linalg.det(u) * np.linalg.det(vt)) or 1.0)])
+    rotation = u @ flip @ vt
+    scale = float(np.trace(np.diag(sv) @ flip)) / var_s
+    return Similarity(scale, rotation, mu_d - scale * rotation @ mu_s)
+
+
+# Mean eyes and mouth corners of the world images of TEMPLATE_SEEDS, in units of the square's side;
+# `compute_template` recomputes it (tests check that it still matches the world).
+TEMPLATE = ((0.3933, 0.4558), (0.6041, 0.4558), (0.4086, 0.6439), (0.5887, 0.6439))
+
+
+def template() -> np.ndarray:
+    """`TEMPLATE` as a [4, 2] float64 array."""
+    return np.array(TEMPLATE, np.float64)
+
+
+def compute_template(seeds: range = TEMPLATE_SEEDS) -> np.ndarray:
+    """Mean of the world's ground-truth eyes and mouth corners over ``seeds``, [4, 2] in units
+    of the square's side, rounded as `TEMPLATE` is (1e-4 side = 0.006 px at 64 px)."""
+    import torch
+
+    from gimp_draggan.draggan.train.world import render
+
+    total = torch.zeros(len(FIT_POINTS), 2, dtype=torch.float64)
+    with torch.no_grad():
+        for start in range(0, len(seeds), 256):
+            kps = render(list(seeds[start: start + 256]), resolution=64).keypoints
+            total += kps[:, list(FIT_POINTS)].double().sum(dim=0)
+    return np.round(total.numpy() / len(seeds) / 64.0, 4)
+
+
+@functools.lru_cache(maxsize=2)
+def _detector(path: str | None) -> Any:
+    from gimp_draggan.draggan.train.keypoints import ASSET, load_detector
+
+    return load_detector(path or ASSET).requires_grad_(False)
+
+
+def box_from_similarity(sim: Similarity, like: CropBox) -> CropBox:
+    """The square whose side-unit coordinates are ``sim`` of layer edge coordinates, rounded
+    to whole layer pixels, for ``like``'s layer and resolution.
+
+    With centre c, side S and angle a (ALIGN_SPEC §1) a layer edge point p has side-unit
+    coordinates R(-a) (p - c) / S + 1/2, so S = 1/scale, R(-a) = rotation, c = R(a)(1/2 - t)/scale.
+    """
+    side_f = 1.0 / sim.scale
+    angle = math.atan2(sim.rotation[0, 1], sim.rotation[0, 0])
+    centre = sim.rotation.T @ (0.5 - sim.translation) / sim.scale
+    side = max(1, round(side_f))
+    return replace(
+        like, x0=round(centre[0] - side / 2.0), y0=round(centre[1] - side / 2.0), side=side,
+        angle=angle,
+    )
+
+
+def _flat_rgb(layer: np.ndarray) -> Any:
+    """`layer_to_model` converter: the layer's depth -> float RGB over grey, as the pipeline."""
+    depth = next((k for k, v in DTYPES.items() if v == layer.dtype), None)
+    if depth is None:
+        raise ValueError(f"layer dtype {layer.dtype} is not one of u8, u16, f32")
+
+    def convert(a: np.ndarray) -> np.ndarray:
+        f = to_float(a, depth)
+        alpha = np.clip(f[..., 3:], 0.0, 1.0)
+        return np.clip(f[..., :3], 0.0, 1.0) * alpha + FLATTEN_GREY * (1.0 - alpha)
+
+    return convert
+
+
+@dataclass(frozen=True)
+class AlignFit:
+    """One detect -> fit round."""
+
+    box: CropBox        # The square the fit calls for.
+    seen: CropBox       # The square the detector looked at.
+    points: np.ndarray  # Detected eyes and mouth corners [4, 2], layer pixel centres.
+    spread: float       # Mean heatmap spread of those points, detector pixels.
+    residual: float     # RMS distance from the template after the fit, in units of the side.
+
+
+@dataclass(frozen=True)
+class KeypointAligner:
+    """`Aligner` for the embedded model (see the module docstring)."""
+
+    margin: float = 0.25          # First square (and fallback): SquareFraming's margin.
+    rounds: int = 8               # Most detect -> fit rounds (~10 ms each at 64 px, CPU).
+    max_spread: float = 8.0       # Detector px; world images: mean 3.7, 95 % under 4.9.
+    max_growth: float = 4.0       # A fitted square this many times larger/smaller is absurd.
+    max_residual: float = 0.06    # Side units.
+    max_angle: float = math.radians(60)
+    detector: str | None = None   # Weights file; None = the shipped asset.
+
+    def frame(self, layer: np.ndarray, needed: Rect, resolution: int) -> CropBox:
+        fallback = SquareFraming(self.margin).frame(layer, needed, resolution)
+        best = self.best(self.fits(layer, needed, resolution))
+        return best.box if self.plausible(best, needed) else fallback
+
+    @staticmethod
+    def best(fits: list[AlignFit]) -> AlignFit:
+        """The round whose detection was surest (smallest spread): a round whose crop drifted
+        onto texture sees the head worse than the one before."""
+        return min(fits, key=lambda f: f.spread)
+
+    def plausible(self, fit: AlignFit, needed: Rect) -> bool:
+        """Whether ``fit``'s square can be trusted and holds ``needed``."""
+        return (
+            fit.spread <= self.max_spread and fit.residual <= self.max_residual
+            and abs(fit.box.angle) <= self.max_angle and fit.box.holds(needed)
+        )
+
+    def fits(self, layer: np.ndarray, needed: Rect, resolution: int) -> list[AlignFit]:
+        """Every round's fit, first to last. The rounds end early once the square stops moving
+        (`_settled`), or leaves the layer, or grows or shrinks ``max_growth`` times the first."""
+        if layer.ndim != 3 or layer.shape[2] != 4:
+            raise ValueError(f"layer must be [H, W, 4] RGBA, got {list(layer.shape)}")
+        if self.rounds < 1:
+            raise ValueError(f"rounds must be >= 1, got {self.rounds}")
+        first = SquareFraming(self.margin).frame(layer, needed, resolution)
+        box = first
+        out: list[AlignFit] = []
+        for _ in range(self.rounds):
+            fit = self.fit_once(layer, box)
+            out.append(fit)
+            if _settled(box, fit.box) or fit.box.inside.empty or not (
+                first.side / self.max_growth <= fit.box.side <= first.side * self.max_growth
+            ):
+                break
+            box = fit.box
+        return out
+
+    def fit_once(self, layer: np.ndarray, box: CropBox) -> AlignFit:
+        """Detect in ``box`` and fit the template to what was found."""
+        import torch
+
+        net = _detector(self.detector)
+        r = int(net.resolution)
+        seen = replace(box, resolution=r)
+        crop = layer_to_model(layer, seen, _flat_rgb(layer))
+        img = torch.from_numpy(np.clip(crop, 0.0, 1.0)).permute(2, 0, 1)[None] * 2.0 - 1.0
+        with torch.no_grad():
+            kps = net(img)[0, list(FIT_POINTS)].double().numpy()           # edges, detector px
+            logits = net.heatmap_logits(img)[0, list(FIT_POINTS)].double()
+        spread = _spread(logits, r)
+        points = np.asarray(seen.to_layer([(float(x) - 0.5, float(y) - 0.5) for x, y in kps]))
+        tmpl = template()
+        sim = umeyama(points + 0.5, tmpl)
+        residual = float(np.sqrt(((sim.apply(points + 0.5) - tmpl) ** 2).sum(axis=1).mean()))
+        return AlignFit(box_from_similarity(sim, box), seen, points, spread, residual)
+
+
+def _settled(before: CropBox, after: CropBox) -> bool:
+    """Whether a round moved the square by less than 1 % of its side and turned it by < 0.5°."""
+    tol = 0.01 * before.side
+    return (
+        abs(after.side - before.side) <= tol
+        and math.dist(after.centre, before.centre) <= tol
+        and abs(math.remainder(after.angle - before.angle, 2 * math.pi)) < math.radians(0.5)
+    )
+
+
+def _spread(logits: Any, resolution: int) -> float:
+    """Mean over keypoints of the soft-argmax distribution's RMS radius, in input pixels."""
+    k, h, w = logits.shape
+    prob = logits.reshape(k, -1).softmax(dim=1).reshape(k, h, w)
+    centres = (np.arange(h) + 0.5) * (resolution / h)
+    c = prob.new_tensor(centres)
+    px, py = prob.sum(dim=1), prob.sum(dim=2)                  # [K, W], [K, H]
+    var_x = (px * c * c).sum(1) - (px * c).sum(1) ** 2
+    var_y = (py * c * c).sum(1) - (py * c).sum(1) ** 2
+    var = var_x + var_y
+    return float(var.clamp(min=0).sqrt().mean())
