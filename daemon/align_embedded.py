@@ -32,13 +32,13 @@ from typing import Any
 
 import numpy as np
 
-from gimp_draggan.align import SquareFraming
-from gimp_draggan.crop import CropBox, Rect, layer_to_model
-from gimp_draggan.pixels import DTYPES, to_float
+from gimp_draggan.align import SQUARE, Framing, SquareFraming
+from gimp_draggan.crop import CropBox, Rect, model_view
+from gimp_draggan.pixels import DTYPES
 
 FIT_POINTS: tuple[int, ...] = (0, 1, 3, 4)   # world.KEYPOINT_NAMES: eyes, mouth corners.
 TEMPLATE_SEEDS = range(7_000_000, 7_001_024)  # Disjoint from the GAN's, detector's, eval seeds.
-FLATTEN_GREY = 0.5                            # As the pipeline: transparent pixels over grey.
+EMBEDDED = "embedded"                         # models.json "alignment" and the framing's name.
 
 
 @dataclass(frozen=True)
@@ -127,18 +127,11 @@ def box_from_similarity(sim: Similarity, like: CropBox) -> CropBox:
     )
 
 
-def _flat_rgb(layer: np.ndarray) -> Any:
-    """`layer_to_model` converter: the layer's depth -> float RGB over grey, as the pipeline."""
-    depth = next((k for k, v in DTYPES.items() if v == layer.dtype), None)
-    if depth is None:
-        raise ValueError(f"layer dtype {layer.dtype} is not one of u8, u16, f32")
-
-    def convert(a: np.ndarray) -> np.ndarray:
-        f = to_float(a, depth)
-        alpha = np.clip(f[..., 3:], 0.0, 1.0)
-        return np.clip(f[..., :3], 0.0, 1.0) * alpha + FLATTEN_GREY * (1.0 - alpha)
-
-    return convert
+def _depth(layer: np.ndarray) -> str:
+    for name, dtype in DTYPES.items():
+        if layer.dtype == dtype:
+            return name
+    raise ValueError(f"layer pixels must be uint8, uint16 or float32, got {layer.dtype}")
 
 
 @dataclass(frozen=True)
@@ -165,9 +158,14 @@ class KeypointAligner:
     detector: str | None = None   # Weights file; None = the shipped asset.
 
     def frame(self, layer: np.ndarray, needed: Rect, resolution: int) -> CropBox:
-        fallback = SquareFraming(self.margin).frame(layer, needed, resolution)
+        return self.locate(layer, needed, resolution).box
+
+    def locate(self, layer: np.ndarray, needed: Rect, resolution: int) -> Framing:
+        """The aligned box ("embedded"), or the fallback square ("square")."""
         best = self.best(self.fits(layer, needed, resolution))
-        return best.box if self.plausible(best, needed) else fallback
+        if self.plausible(best, needed):
+            return Framing(best.box, EMBEDDED)
+        return Framing(SquareFraming(self.margin).frame(layer, needed, resolution), SQUARE)
 
     @staticmethod
     def best(fits: list[AlignFit]) -> AlignFit:
@@ -209,8 +207,8 @@ class KeypointAligner:
         net = _detector(self.detector)
         r = int(net.resolution)
         seen = replace(box, resolution=r)
-        crop = layer_to_model(layer, seen, _flat_rgb(layer))
-        img = torch.from_numpy(np.clip(crop, 0.0, 1.0)).permute(2, 0, 1)[None] * 2.0 - 1.0
+        crop = model_view(layer, _depth(layer), seen)
+        img = torch.from_numpy(crop).permute(2, 0, 1)[None] * 2.0 - 1.0
         with torch.no_grad():
             kps = net(img)[0, list(FIT_POINTS)].double().numpy()           # edges, detector px
             logits = net.heatmap_logits(img)[0, list(FIT_POINTS)].double()

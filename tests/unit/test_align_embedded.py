@@ -142,7 +142,9 @@ def _template_error(layer: np.ndarray, box: CropBox) -> float:
 @pytest.mark.parametrize("degrees", [20.0, -20.0])
 def test_a_turned_head_is_framed_upright(degrees: float) -> None:
     layer, pasted, needed = _turned_scene(123, degrees)
-    got = KeypointAligner().frame(layer, needed, 64)
+    framing = KeypointAligner().locate(layer, needed, 64)
+    assert framing.method == "embedded"
+    got = framing.box
     assert math.degrees(got.angle) == pytest.approx(degrees, abs=TURN_TOLERANCE_DEG)
     assert got.holds(needed)
     assert _template_error(layer, got) < KEYPOINT_TOLERANCE_PX
@@ -159,6 +161,7 @@ def test_a_flat_layer_falls_back_to_the_square() -> None:
     fits = aligner.fits(layer, needed, 64)
     assert aligner.best(fits).spread > aligner.max_spread     # No face: the heatmaps are broad.
     assert aligner.frame(layer, needed, 64) == SquareFraming().frame(layer, needed, 64)
+    assert aligner.locate(layer, needed, 64).method == "square"
 
 
 def test_a_crop_that_would_not_hold_the_selection_falls_back() -> None:
@@ -170,5 +173,5 @@ def test_a_crop_that_would_not_hold_the_selection_falls_back() -> None:
 def test_bad_layers_are_refused() -> None:
     with pytest.raises(ValueError, match="RGBA"):
         KeypointAligner().frame(np.zeros((64, 64, 3), np.uint8), Rect(0, 0, 64, 64), 64)
-    with pytest.raises(ValueError, match="dtype"):
+    with pytest.raises(ValueError, match="uint8, uint16 or float32"):
         KeypointAligner().frame(np.zeros((64, 64, 4), np.int32), Rect(0, 0, 64, 64), 64)
