@@ -147,6 +147,37 @@ class FaceAligner:
     def frame(self, layer: np.ndarray, needed: Rect, resolution: int) -> CropBox:
         return self.locate(layer, needed, resolution).box
 
+    def locate_subject(self, layer: np.ndarray, region: Rect, resolution: int) -> Framing | None:
+        """Without points (inverting a portrait): FFHQ's box of the largest face found in
+        ``region``, or None when there is none."""
+        h, w = layer.shape[:2]
+        faces = sorted(self.faces(layer, region),
+                       key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), reverse=True)
+        for face in faces:
+            try:
+                return Framing(ffhq_box(face, w, h, resolution), FFHQ, face)
+            except ValueError:
+                continue
+        return None
+
+
+@dataclass(frozen=True)
+class SubjectFraming:
+    """The framing of an inversion without points: the largest face in the region to invert,
+    framed as FFHQ (`FaceAligner.locate_subject`), else ``fallback``'s square around it."""
+
+    faces: FaceAligner
+    fallback: SquareFraming
+
+    def locate(self, layer: np.ndarray, needed: Rect, resolution: int) -> Framing:
+        found = self.faces.locate_subject(layer, needed, resolution)
+        if found is not None:
+            return found
+        return Framing(self.fallback.frame(layer, needed, resolution), SQUARE)
+
+    def frame(self, layer: np.ndarray, needed: Rect, resolution: int) -> CropBox:
+        return self.locate(layer, needed, resolution).box
+
 
 def locate(aligner: Aligner, layer: np.ndarray, needed: Rect, resolution: int) -> Framing:
     """``aligner``'s box with the method that made it: aligners that can tell implement

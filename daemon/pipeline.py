@@ -40,7 +40,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gimp_draggan.align import Aligner, SquareFraming, aligner_for, locate
+from gimp_draggan.align import (
+    Aligner,
+    FaceAligner,
+    SquareFraming,
+    SubjectFraming,
+    aligner_for,
+    locate,
+)
 from gimp_draggan.composite import Patch, change_weight, composite, match_low_frequencies
 from gimp_draggan.crop import (
     CropBox,
@@ -489,7 +496,8 @@ def run_invert(
     """Prepare the sessions a later drag on this layer will use (the daemon's `invert` op): the
     crops a drag of these pairs would use, or with no pairs one crop around the selection (the
     whole layer without one). The patch is empty; the session is the first crop's. ``aligner``
-    as in `run_edit`; without points or a selection the whole layer is one plain square."""
+    as in `run_edit`; without points or a selection: the largest face framed as FFHQ for a face
+    model, else the whole layer as one plain square."""
     start = time.perf_counter()
     timings: dict[str, float] = {}
     layer = _read(request, need_pairs=False)
@@ -500,7 +508,8 @@ def run_invert(
         needs = [g.needed for g in _groups(layer, model, framing)]
     else:
         if layer.selection is None:
-            framing = SquareFraming(0)
+            whole = SquareFraming(0)
+            framing = SubjectFraming(framing, whole) if isinstance(framing, FaceAligner) else whole
         needs = [_whole(layer)]
     ids = [
         _session(request, layer, model, need, framing, sessions, tracker.invert_step,

@@ -1,9 +1,11 @@
 """`gimp-draggan invert`: PTI-invert an image and write the tuned generator's reconstruction.
 
-An image of another size is centre-cropped to a square and resized (Lanczos) to the model's
-resolution first. The perceptual distance is LPIPS when its backbone is in the model cache, else
-the download-free pyramid-L1 fallback; the output says which (``loss`` in the --json line, whose
-``lpips`` key holds the distance reached under that loss).
+An image of another size is brought to the model's resolution first: for a face model
+(models.json ``"alignment": "ffhq"``) the largest face is cut out as FFHQ frames it, otherwise (or
+when no face is found) the image is centre-cropped to a square and resized (Lanczos); ``framing`` in
+the --json line says which. The perceptual distance is LPIPS when its backbone is in the model
+cache, else the download-free pyramid-L1 fallback; the output says which (``loss`` in the --json
+line, whose ``lpips`` key holds the distance reached under that loss).
 """
 
 from __future__ import annotations
@@ -85,6 +87,31 @@ def fit_square(img: np.ndarray, size: int) -> tuple[np.ndarray, bool]:
     return np.stack(channels, axis=2).clip(0.0, 1.0), True
 
 
+_FRAMED = {"none": "", "square": ", centre-cropped and resized",
+           "ffhq": ", face aligned as FFHQ"}
+
+
+def frame_face(img: np.ndarray, model: str, size: int) -> tuple[np.ndarray, str | None]:
+    """For a face model (models.json ``"alignment"``) and an image not already at ``size``: the
+    largest face cut out as FFHQ frames it, ``[size, size, 3]``, and "ffhq"; else the image
+    unchanged and None (the caller centre-crops)."""
+    import numpy as np
+
+    from gimp_draggan.align import FaceAligner
+    from gimp_draggan.crop import Rect, model_view
+    from gimp_draggan.pipeline import framing_for
+
+    h, w = img.shape[:2]
+    aligner = framing_for(model)
+    if (h, w) == (size, size) or not isinstance(aligner, FaceAligner):
+        return img, None
+    layer = np.dstack([img, np.ones((h, w), np.float32)]).astype(np.float32)
+    found = aligner.locate_subject(layer, Rect(0, 0, w, h), size)
+    if found is None:
+        return img, None
+    return model_view(layer, "f32", found.box), "ffhq"
+
+
 def _fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return 1
@@ -116,13 +143,17 @@ def _run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     G = load_generator(resolve(args.model)).to(device).eval().requires_grad_(False)
     res = G.img_resolution
-    img, resized = fit_square(img, res)
+    img, framing = frame_face(img, args.model, res)
+    resized = framing is not None
+    if framing is None:
+        img, resized = fit_square(img, res)
+        framing = "square" if resized else "none"
     target = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None] * 2.0 - 1.0
     choice = load_perceptual(args.backbone)
     params = pti.preset(args.preset)
     print(
-        f"invert: {args.image} -> {args.model} ({res}x{res}"
-        f"{', centre-cropped and resized' if resized else ''}), preset {args.preset}, "
+        f"invert: {args.image} -> {args.model} ({res}x{res}{_FRAMED[framing]}), "
+        f"preset {args.preset}, "
         f"device {device}, loss {choice.loss.name}: {choice.reason}", flush=True,
     )
 
@@ -160,6 +191,7 @@ def _run(args: argparse.Namespace) -> int:
             "model": str(args.model),
             "resolution": res,
             "resized": resized,
+            "framing": framing,
             "device": device,
             "output": str(out),
         }))

@@ -149,3 +149,31 @@ def test_points_off_the_face_fall_back_to_the_square(small: list[int], model: st
     session = sessions.get(r.session)
     assert session.info["framing"] == "square" and session.box.angle == 0.0
     assert session.box == SquareFraming().frame(rgba, Rect(60, 450, 76, 456), 32)
+
+
+def test_an_invert_without_points_frames_the_largest_face(small: list[int], model: str) -> None:
+    small_face = FaceLandmarks(
+        eye_left=(400.0, 400.0), eye_right=(420.0, 400.0), nose=(410.0, 410.0),
+        mouth=(410.0, 422.0), mouth_left=None, mouth_right=None, score=0.99,
+        box=(390.0, 385.0, 430.0, 430.0),
+    )
+    asked: list[Rect] = []
+
+    def find_faces(read, width, height, around):
+        asked.append(around)
+        return [small_face, FACE]                     # the bigger face second: size decides
+
+    rgba = _photo()
+    req = EditRequest(512, 512, rgba.tobytes(), "u8", [], model, params=EditParams(steps=1))
+    sessions = SessionCache()
+    r = run_invert(req, device="cpu", sessions=sessions, on_progress=lambda e: None,
+                   should_stop=lambda: False, aligner=FaceAligner(find_faces))
+    session = sessions.get(r.session)
+    assert asked == [Rect(0, 0, 512, 512)]
+    assert session.info["framing"] == "ffhq" and session.box == ffhq_box(FACE, 512, 512, 32)
+
+    r = run_invert(req, device="cpu", sessions=sessions, on_progress=lambda e: None,
+                   should_stop=lambda: False, aligner=FaceAligner(lambda *a: []))
+    session = sessions.get(r.session)                 # no face: the whole layer, as before
+    assert session.info["framing"] == "square"
+    assert session.box == SquareFraming(0).frame(rgba, Rect(0, 0, 512, 512), 32)
