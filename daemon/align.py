@@ -124,8 +124,8 @@ class FaceAligner:
         return self._faces[needed]
 
     def locate(self, layer: np.ndarray, needed: Rect, resolution: int) -> Framing:
-        """FFHQ's box of the face whose turned square holds ``needed`` (the face box nearest to
-        its centre when several do), else the fallback square."""
+        """FFHQ's box of the face whose turned square holds ``needed`` (the square centred
+        nearest to it when several do), else the fallback square."""
         h, w = layer.shape[:2]
         nx, ny = (needed.x0 + needed.x1) / 2.0, (needed.y0 + needed.y1) / 2.0
         best: tuple[float, CropBox, FaceLandmarks] | None = None
@@ -136,8 +136,7 @@ class FaceAligner:
                 continue
             if not box.holds(needed):
                 continue
-            fx, fy = (face.box[0] + face.box[2]) / 2.0, (face.box[1] + face.box[3]) / 2.0
-            d = math.hypot(fx - nx, fy - ny)
+            d = math.hypot(box.x0 + box.side / 2.0 - nx, box.y0 + box.side / 2.0 - ny)
             if best is None or d < best[0]:
                 best = (d, box, face)
         if best is None:

@@ -3,10 +3,10 @@
 Pairs far apart (two faces of a group photo) are edited one after another, each in its own crop,
 so the model sees each at its best scale instead of one crop around both. A group's crop must
 hold its points and, with a selection, the selected part(s) its points lie on (a part = a
-connected region of the selection). Groups whose crops would overlap are merged into one (one
-crop, one drag), so no edit ever touches pixels another edit owns. For turned (face-aligned)
-crops the test is on their bounding rectangles: it may merge two groups that could have stayed
-apart, never the reverse.
+connected region of the selection). Pairs framed on the same face share one crop (one drag); two
+different faces stay apart even when their FFHQ squares overlap, as neighbours in a group photo
+do (the pipeline then edits the second on the layer the first edit left). Other groups whose
+crops would overlap are merged into one (one crop, one drag).
 """
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gimp_draggan.align import Framing
 from gimp_draggan.crop import CropBox, Rect, point_pixel, points_rect
 from gimp_draggan.edit import Point
 
 _MAX_GRID = 512  # Selection parts are found on a grid at most this many cells a side.
+_SAME_FACE_IOU = 0.5  # Face boxes overlapping this much (intersection / union) are one face.
 
 
 @dataclass(frozen=True)
@@ -70,10 +72,10 @@ def plan_groups(
     targets: Sequence[Point],
     selection: np.ndarray | None,
     layer_size: tuple[int, int],
-    frame: Callable[[Rect], CropBox],
+    frame: Callable[[Rect], Framing],
 ) -> list[Group]:
-    """Split the pairs into groups with crops that do not overlap (see the module text).
-    ``frame`` turns what a crop must hold into its box (the pipeline's framing)."""
+    """Split the pairs into groups (see the module text). ``frame`` turns what a crop must hold
+    into its framing (the pipeline's aligner)."""
     if not handles or len(handles) != len(targets):
         raise ValueError("plan_groups needs as many targets as handles, at least one")
     width, height = layer_size
@@ -92,15 +94,29 @@ def plan_groups(
     merged = True
     while merged:
         merged = False
-        boxes = [frame(need) for _, need in needs]
+        framings = [frame(need) for _, need in needs]
         for a in range(len(needs)):
             for b in range(a + 1, len(needs)):
-                if not boxes[a].rect.intersect(boxes[b].rect).empty:
+                if _share_crop(framings[a], framings[b]):
                     needs[a] = (needs[a][0] | needs[b][0], needs[a][1].union(needs[b][1]))
                     del needs[b]
                     merged = True
                     break
             if merged:
                 break
-    groups = [Group(tuple(sorted(idx)), need, frame(need)) for idx, need in needs]
+    groups = [Group(tuple(sorted(idx)), need, frame(need).box) for idx, need in needs]
     return sorted(groups, key=lambda g: g.pairs[0])
+
+
+def _share_crop(a: Framing, b: Framing) -> bool:
+    """Two faces are edited apart, the same face together; other crops merge if they overlap."""
+    if a.face is not None and b.face is not None:
+        return _iou(a.face.box, b.face.box) >= _SAME_FACE_IOU
+    return not a.box.rect.intersect(b.box.rect).empty
+
+
+def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union if union > 0 else 0.0

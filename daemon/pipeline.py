@@ -19,7 +19,9 @@ Behaviour worth knowing:
 - Colour: the blurred inversion error (crop - reconstruction) is added back to the dragged image,
   so where the tuned generator drifted in tone the patch still matches the photo.
 - Pairs far apart (two faces of a group photo) are edited one after another, each group in its
-  own crop and session (`gimp_draggan.groups`); the result has one patch over all of them.
+  own crop and session (`gimp_draggan.groups`); the result has one patch over all of them. When
+  a crop overlaps what an earlier group changed (neighbouring faces' FFHQ squares), it is made
+  from the layer as that edit left it.
 - Framing: models.json's ``"alignment"`` picks the aligner (`gimp_draggan.align.aligner_for`):
   FFHQ models get the face holding the points framed as FFHQ framed it (a turned crop), with the
   plain square as fallback; a model given as a file gets the square. The framing a session was
@@ -35,7 +37,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -417,8 +419,22 @@ def _composite(session: Session, layer: _Layer, result: DragResult) -> Patch:
     )
 
 
+def _touches(patch: Patch, box: CropBox) -> bool:
+    """Whether a later crop would see pixels ``patch`` changed."""
+    return not Rect(patch.x, patch.y, patch.x + patch.width, patch.y + patch.height).intersect(
+        box.rect).empty
+
+
+def _apply(work: _Layer, layer: _Layer, patch: Patch) -> _Layer:
+    """``work`` with ``patch`` pasted in: a copy of the request's pixels the first time."""
+    rgba = np.array(work.rgba) if work.rgba is layer.rgba else work.rgba
+    rgba[patch.y: patch.y + patch.height, patch.x: patch.x + patch.width] = patch.pixels
+    return replace(work, rgba=rgba)
+
+
 def _merge(layer: _Layer, patches: list[Patch]) -> Patch:
-    """One patch over the bounding box of ``patches`` (which do not overlap)."""
+    """One patch over the bounding box of ``patches``, pasted in order onto ``layer`` (each
+    made on the layer the earlier ones left, so where two overlap the later one is right)."""
     if len(patches) == 1:
         return patches[0]
     rect = Rect(patches[0].x, patches[0].y, patches[0].x + patches[0].width,
@@ -437,7 +453,7 @@ def _groups(layer: _Layer, model: _Model, framing: Aligner) -> list[Group]:
     res = model.G.img_resolution
     return plan_groups(
         layer.handles, layer.targets, layer.selection, layer.size,
-        lambda need: framing.frame(layer.rgba, need, res),
+        lambda need: locate(framing, layer.rgba, need, res),
     )
 
 
@@ -464,18 +480,22 @@ def run_edit(
     patches: list[Patch] = []
     session_ids: list[str] = []
     steps = 0
-    for group in _groups(layer, model, framing):
-        session = _session(request, layer, model, group.needed, framing, sessions,
+    groups = _groups(layer, model, framing)
+    work = layer    # The layer as the edits so far left it (a copy only once crops overlap).
+    for n, group in enumerate(groups):
+        session = _session(request, work, model, group.needed, framing, sessions,
                            tracker.invert_step, should_stop, timings)
         session_ids.append(session.id)
         t0 = time.perf_counter()
-        result = _drag(session, layer, group.pairs, request.params, tracker, should_stop)
+        result = _drag(session, work, group.pairs, request.params, tracker, should_stop)
         steps += result.steps
         _add(timings, "drag", time.perf_counter() - t0)
         t0 = time.perf_counter()
-        patches.append(_composite(session, layer, result))
+        patches.append(_composite(session, work, result))
+        if any(_touches(patches[-1], later.box) for later in groups[n + 1:]):
+            work = _apply(work, layer, patches[-1])
         _add(timings, "composite", time.perf_counter() - t0)
-    patch = _merge(layer, patches)
+    patch = _merge(work, patches)
     timings["total"] = time.perf_counter() - start
     return EditResult(
         patch=to_bytes(patch.pixels), x=patch.x, y=patch.y, width=patch.width,

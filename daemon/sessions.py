@@ -100,6 +100,11 @@ class SessionCache:
     def __contains__(self, sid: str) -> bool:
         return sid in self._sessions
 
+    def kept(self) -> list[Session]:
+        """The sessions kept, least recently used first."""
+        with self._lock:
+            return list(self._sessions.values())
+
     @property
     def nbytes(self) -> int:
         with self._lock:

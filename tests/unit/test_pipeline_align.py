@@ -21,7 +21,7 @@ from PIL import Image
 from pipeline_helpers import small_counted_inversion
 
 from gimp_draggan.align import FaceAligner, SquareFraming, ffhq_box
-from gimp_draggan.crop import Rect
+from gimp_draggan.crop import Rect, model_view
 from gimp_draggan.draggan.checkpoint import save_generator
 from gimp_draggan.draggan.networks import Generator, GeneratorConfig
 from gimp_draggan.edit import EditParams, EditRequest, Progress
@@ -177,3 +177,47 @@ def test_an_invert_without_points_frames_the_largest_face(small: list[int], mode
     session = sessions.get(r.session)                 # no face: the whole layer, as before
     assert session.info["framing"] == "square"
     assert session.box == SquareFraming(0).frame(rgba, Rect(0, 0, 512, 512), 32)
+
+
+def _shifted(face: FaceLandmarks, dx: float) -> FaceLandmarks:
+    def move(p):
+        return None if p is None else (p[0] + dx, p[1])
+
+    x0, y0, x1, y1 = face.box
+    return FaceLandmarks(
+        eye_left=move(face.eye_left), eye_right=move(face.eye_right), nose=move(face.nose),
+        mouth=move(face.mouth), mouth_left=None, mouth_right=None, score=face.score,
+        box=(x0 + dx, y0, x1 + dx, y1),
+    )
+
+
+def test_neighbouring_faces_are_edited_one_after_another(small: list[int], model: str) -> None:
+    """Two faces whose FFHQ squares overlap (a group photo) keep their own aligned crops; the
+    second crop is taken from the layer as the first edit left it."""
+    second = _shifted(FACE, 130.0)
+    rgba = _photo()
+    pairs = [(FACE.nose, (FACE.nose[0] + 40.0, FACE.nose[1] + 20.0)),
+             (second.nose, (second.nose[0] + 40.0, second.nose[1] + 20.0))]
+    req = EditRequest(512, 512, rgba.tobytes(), "u8", pairs, model,
+                      params=EditParams(steps=3, lr=0.1))
+    boxes = [ffhq_box(f, 512, 512, 32) for f in (FACE, second)]
+    assert not boxes[0].rect.intersect(boxes[1].rect).empty        # the squares overlap
+    sessions = SessionCache()
+    r = run_edit(req, device="cpu", sessions=sessions, on_progress=lambda e: None,
+                 should_stop=lambda: False,
+                 aligner=FaceAligner(lambda read, w, h, around: [FACE, second]))
+    assert len(small) == 2 and len(sessions) == 2
+    first, later = sessions.kept()
+    assert first.box == boxes[0] and later.box == boxes[1]
+    assert first.info["framing"] == later.info["framing"] == "ffhq"
+    # The second inversion saw the first edit where the squares overlap.
+    assert not np.allclose(later.target, model_view(rgba, "u8", later.box), atol=1e-3)
+    out = rgba.copy()
+    out[r.y: r.y + r.height, r.x: r.x + r.width] = np.frombuffer(r.patch, np.uint8).reshape(
+        r.height, r.width, 4)
+    ys, xs = np.mgrid[0:512, 0:512] + 0.5
+    outside = np.ones((512, 512), bool)
+    for box in boxes:
+        u, v = box.local(xs, ys)
+        outside &= np.maximum(np.abs(u), np.abs(v)) >= box.side / 2
+    assert np.array_equal(out[outside], rgba[outside])

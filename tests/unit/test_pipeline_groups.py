@@ -11,7 +11,8 @@ import skimage.data
 import torch
 from pipeline_helpers import small_counted_inversion
 
-from gimp_draggan.crop import CropBox, Rect, choose_box
+from gimp_draggan.align import SQUARE, Framing
+from gimp_draggan.crop import Rect, choose_box
 from gimp_draggan.draggan.checkpoint import save_generator
 from gimp_draggan.draggan.networks import Generator, GeneratorConfig
 from gimp_draggan.edit import EditParams, EditRequest
@@ -22,8 +23,8 @@ from gimp_draggan.sessions import SessionCache
 pytestmark = pytest.mark.timeout(300)
 
 
-def _frame(need: Rect) -> CropBox:
-    return choose_box(need, 512, 512, resolution=32)
+def _frame(need: Rect) -> Framing:
+    return Framing(choose_box(need, 512, 512, resolution=32), SQUARE)
 
 
 def test_far_pairs_get_their_own_crops_and_near_ones_share() -> None:
