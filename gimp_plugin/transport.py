@@ -40,6 +40,9 @@ class TransportUnavailable(RuntimeError):
     """Neither pyzmq nor the fallback can serve this address/security combination."""
 
 
+SEND_TIMEOUT_MS = 5000  # A DEALER's send blocks while no connection is up (e.g. CURVE refused).
+
+
 class ZmqTransport:
     """pyzmq DEALER socket; one per connection, closed with LINGER 0 (lazy-pirate style)."""
 
@@ -51,6 +54,7 @@ class ZmqTransport:
         self._zmq = zmq
         sock: zmq.Socket = zmq.Context.instance().socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
         sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)
         if curve is not None:
             sock.curve_publickey = curve.public
@@ -60,7 +64,13 @@ class ZmqTransport:
         self._sock = sock
 
     def send(self, frames: list[bytes]) -> None:
-        self._sock.send_multipart(frames, copy=len(frames) < 2 or max(map(len, frames)) < 65536)
+        """Queue one message; OSError (the client retries on a fresh socket) when no connection
+        took it within SEND_TIMEOUT_MS."""
+        try:
+            self._sock.send_multipart(
+                frames, copy=len(frames) < 2 or max(map(len, frames)) < 65536)
+        except self._zmq.Again:
+            raise OSError("no connection to the daemon took the message") from None
 
     def recv(self, timeout_s: float) -> list[bytes] | None:
         if not self._sock.poll(max(0, int(timeout_s * 1000)), self._zmq.POLLIN):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import zmq
 import zmq.auth
@@ -10,6 +12,7 @@ from server_fakes import FakeExecutor
 from gimp_draggan.keys import load_server_keys, make_keys
 from gimp_draggan.server import Server, ServerConfig
 from gimp_draggan_plugin import protocol as P
+from gimp_draggan_plugin import transport
 from gimp_draggan_plugin.client import Client, DaemonError, curve_for, load_curve_keys
 from gimp_draggan_plugin.transport import CurveKeys
 
@@ -48,6 +51,24 @@ def test_unknown_client_key_gets_nothing(keyed):
             pytest.raises(DaemonError) as err:
         client.hello()
     assert err.value.code == "timeout"
+
+
+def test_a_refused_handshake_never_blocks_a_send(keyed, monkeypatch):
+    """Once the daemon refuses the key, libzmq drops the DEALER's pipe and a send would block
+    for ever; it must give up (OSError, which the client turns into a retry or a timeout)."""
+    address, key_dir, tmp_path = keyed
+    monkeypatch.setattr(transport, "SEND_TIMEOUT_MS", 300)
+    _, secret = zmq.auth.create_certificates(str(tmp_path), "stranger")
+    pub, sec = zmq.auth.load_certificate(secret)
+    sock = transport.ZmqTransport(address, CurveKeys(pub, sec or b"",
+                                                     load_server_keys(key_dir).public))
+    try:
+        with pytest.raises(OSError, match="no connection"):
+            for _ in range(20):
+                sock.send([b"", b"hello"])
+                time.sleep(0.3)
+    finally:
+        sock.close()
 
 
 def test_plain_client_gets_nothing(keyed):
