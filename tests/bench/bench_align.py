@@ -13,7 +13,7 @@ Each scene's head is inverted with `pti.invert` (as the pipeline does: crop with
 flattened, clipped) in three crops:
 - square: `SquareFraming` around the head's bounding rectangle (what a user's selection gives);
 - oracle: the paste's own box (the head exactly as it was generated);
-- aligned: `KeypointAligner` (detector + Umeyama fit to the template, two rounds).
+- aligned: `KeypointAligner` (detector + Umeyama fit to the template, repeated until it settles).
 
 Scored in layer space over the head region — a disc around the head estimated from its
 keypoints (world: ground truth; G: the detector's): centre one half-height above the chin towards
