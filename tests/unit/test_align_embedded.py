@@ -153,6 +153,16 @@ def test_a_turned_head_is_framed_upright(degrees: float) -> None:
     assert _template_error(layer, pasted) > 2 * KEYPOINT_TOLERANCE_PX
 
 
+def test_every_pixel_depth_is_framed_alike() -> None:
+    layer, _, needed = _turned_scene(123, 20.0)
+    aligner = KeypointAligner()
+    u8 = aligner.frame(layer, needed, 64)
+    for other in ((layer.astype(np.uint16) * 257), layer.astype(np.float32) / 255):
+        got = aligner.frame(other, needed, 64)
+        assert abs(got.angle - u8.angle) < math.radians(0.1)
+        assert abs(got.side - u8.side) <= 1 and abs(got.x0 - u8.x0) <= 1
+
+
 def test_a_flat_layer_falls_back_to_the_square() -> None:
     layer = np.full((160, 200, 4), 128, np.uint8)
     layer[..., 3] = 255
