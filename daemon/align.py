@@ -191,9 +191,14 @@ def locate(aligner: Aligner, layer: np.ndarray, needed: Rect, resolution: int) -
 
 def aligner_for(alignment: str | None, find_faces: FindFaces | None = None) -> Aligner:
     """The aligner a model's ``"alignment"`` (models.json) calls for: None -> `SquareFraming`,
-    "ffhq" -> `FaceAligner` over ``find_faces`` (default: `gimp_draggan.faces.find_faces`)."""
+    "ffhq" -> `FaceAligner` over ``find_faces`` (default: `gimp_draggan.faces.find_faces`),
+    "embedded" -> the embedded model's `KeypointAligner`."""
     if alignment is None:
         return SquareFraming()
+    if alignment == "embedded":
+        from gimp_draggan.align_embedded import KeypointAligner
+
+        return KeypointAligner()
     if alignment == FFHQ:
         if find_faces is None:
             from gimp_draggan.faces import find_faces as detector
@@ -201,6 +206,6 @@ def aligner_for(alignment: str | None, find_faces: FindFaces | None = None) -> A
             find_faces = detector
         return FaceAligner(find_faces)
     raise ValueError(
-        f"unknown face alignment {alignment!r} in the model table; known: {FFHQ!r} "
+        f"unknown face alignment {alignment!r} in the model table; known: {FFHQ!r}, \"embedded\" "
         "(or none); update gimp-draggan or fix models.json"
     )

@@ -13,12 +13,15 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gimp_draggan_plugin import protocol as P
 
 from .jobs import JobError
 from .worker import ProgressFn, StopFn
+
+if TYPE_CHECKING:
+    from .align import Aligner
 
 log = logging.getLogger("gimp_draggan.executor")
 
@@ -131,10 +134,19 @@ class PipelineExecutor:
         model = self._model_ref(request.model)
         if request.seed is not None:
             return self._seed_drag(request, model, on_progress, should_stop)
-        return self._photo(request, model, on_progress, should_stop)
+        return self._photo(request, model, self._aligner(request.model), on_progress,
+                           should_stop)
 
-    def _photo(self, request: P.JobRequest, model: str, on_progress: ProgressFn,
-               should_stop: StopFn) -> P.JobResult:
+    def _aligner(self, name: str) -> Aligner:
+        """How the model wants its crops framed: its table entry's ``"alignment"``; an
+        operator's model file gets the plain square."""
+        from .align import aligner_for
+
+        entry = None if name in self.files else self._table().get(name)
+        return aligner_for(None if entry is None else entry.alignment)
+
+    def _photo(self, request: P.JobRequest, model: str, aligner: Aligner,
+               on_progress: ProgressFn, should_stop: StopFn) -> P.JobResult:
         from .edit import EditParams, EditRequest, Progress
         from .pipeline import EditCancelled, run_edit, run_invert
         from .sessions import UnknownSession
@@ -154,7 +166,7 @@ class PipelineExecutor:
         run = run_edit if request.op == "drag" else run_invert
         try:
             r = run(edit, device=self.device, sessions=self.sessions, on_progress=progress,
-                    should_stop=should_stop)
+                    should_stop=should_stop, aligner=aligner)
         except EditCancelled as exc:
             raise JobError("cancelled", str(exc)) from None
         except UnknownSession as exc:

@@ -21,6 +21,7 @@ from PIL import Image
 from pipeline_helpers import small_counted_inversion
 
 from gimp_draggan.align import FaceAligner, SquareFraming, ffhq_box
+from gimp_draggan.align_embedded import KeypointAligner
 from gimp_draggan.crop import Rect, model_view
 from gimp_draggan.draggan.checkpoint import save_generator
 from gimp_draggan.draggan.networks import Generator, GeneratorConfig
@@ -85,7 +86,7 @@ def test_models_say_which_framing_they_need(model: str) -> None:
     for name in ("stylegan2-ffhq-512x512", "stylegan2-ada-ffhq-1024"):
         aligner = framing_for(name)
         assert isinstance(aligner, FaceAligner) and aligner.find_faces is faces.find_faces
-    assert isinstance(framing_for("embedded"), SquareFraming)
+    assert isinstance(framing_for("embedded"), KeypointAligner)      # its own keypoints
     assert isinstance(framing_for("stylegan2-afhqcat-512x512"), SquareFraming)
     assert isinstance(framing_for(model), SquareFraming)              # a file: no alignment
 
