@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from gimp_draggan.crop import CropBox, Rect, choose_box, model_view
+from gimp_draggan.crop import CropBox, Rect, choose_box
 from gimp_draggan.pixels import DTYPES
+from gimp_draggan.pyramid import LayerPyramid
 
 if TYPE_CHECKING:
     from gimp_draggan.faces import FaceLandmarks
@@ -110,17 +111,18 @@ class FaceAligner:
         self.fallback = fallback or SquareFraming()
         self._layer: np.ndarray | None = None
         self._faces: dict[Rect, list[FaceLandmarks]] = {}
+        self._pyramid: LayerPyramid | None = None
 
     def faces(self, layer: np.ndarray, needed: Rect) -> list[FaceLandmarks]:
         """The faces ``find_faces`` sees around ``needed`` (what the model would see: the layer
-        flattened over grey, read one square at a time)."""
+        flattened over grey, big windows read from a `LayerPyramid`)."""
         if layer is not self._layer:
-            self._layer, self._faces = layer, {}
+            self._layer, self._faces, self._pyramid = layer, {}, None
         if needed not in self._faces:
             h, w = layer.shape[:2]
-            depth = _depth(layer)
-            self._faces[needed] = list(self.find_faces(
-                lambda box: model_view(layer, depth, box), w, h, needed))
+            if self._pyramid is None:
+                self._pyramid = LayerPyramid(layer, _depth(layer))
+            self._faces[needed] = list(self.find_faces(self._pyramid.read, w, h, needed))
         return self._faces[needed]
 
     def locate(self, layer: np.ndarray, needed: Rect, resolution: int) -> Framing:

@@ -253,7 +253,7 @@ def choose_box(
     )
 
 
-def _block_mean(
+def block_mean(
     region: np.ndarray, k: int, convert: Callable[[np.ndarray], np.ndarray]
 ) -> np.ndarray:
     """Average ``k x k`` pixel blocks of ``region`` ([H, W] or [H, W, C]), converting strips of
@@ -338,7 +338,7 @@ def layer_to_model(
         raise ValueError("the crop box does not overlap the layer")
     k = max(1, box.side // (2 * box.resolution))
     region = layer[inside.y0: inside.y1, inside.x0: inside.x1]
-    small = _block_mean(region, k, convert)
+    small = block_mean(region, k, convert)
     r = box.resolution
     if box.angle != 0.0:
         return _turned_to_model(small, k, box, pad_mode)
