@@ -432,6 +432,13 @@ def _apply(work: _Layer, layer: _Layer, patch: Patch) -> _Layer:
     return replace(work, rgba=rgba)
 
 
+def _apply_all(work: _Layer, layer: _Layer, patches: list[Patch]) -> _Layer:
+    """``work`` with ``patches`` pasted in, in order."""
+    for p in patches:
+        work = _apply(work, layer, p)
+    return work
+
+
 def _merge(layer: _Layer, patches: list[Patch]) -> Patch:
     """One patch over the bounding box of ``patches``, pasted in order onto ``layer`` (each
     made on the layer the earlier ones left, so where two overlap the later one is right)."""
@@ -482,9 +489,16 @@ def run_edit(
     steps = 0
     groups = _groups(layer, model, framing)
     work = layer    # The layer as the edits so far left it (a copy only once crops overlap).
+    pending: list[Patch] = []   # Patches not pasted into `work` yet.
     for n, group in enumerate(groups):
         session = _session(request, work, model, group.needed, framing, sessions,
                            tracker.invert_step, should_stop, timings)
+        if any(_touches(p, session.box) for p in pending):
+            # A hinted or cached crop, larger than planned, reaches over an earlier edit: look
+            # again on the layer as that edit left it (else its patch would paste it away).
+            work, pending = _apply_all(work, layer, pending), []
+            session = _session(request, work, model, group.needed, framing, sessions,
+                               tracker.invert_step, should_stop, timings)
         session_ids.append(session.id)
         t0 = time.perf_counter()
         result = _drag(session, work, group.pairs, request.params, tracker, should_stop)
@@ -492,8 +506,9 @@ def run_edit(
         _add(timings, "drag", time.perf_counter() - t0)
         t0 = time.perf_counter()
         patches.append(_composite(session, work, result))
+        pending.append(patches[-1])
         if any(_touches(patches[-1], later.box) for later in groups[n + 1:]):
-            work = _apply(work, layer, patches[-1])
+            work, pending = _apply_all(work, layer, pending), []
         _add(timings, "composite", time.perf_counter() - t0)
     patch = _merge(work, patches)
     timings["total"] = time.perf_counter() - start
