@@ -253,6 +253,10 @@ def _session(
     found = sessions.find(model.key, layer.size, needed, digest, max_side=2 * box.side)
     if found is not None:
         return found
+    try:    # This very crop, inverted before (a subject's face box need not hold `needed`).
+        return sessions.get(session_id(model.key, digest(box)))
+    except UnknownSession:
+        pass
 
     log.info("framing %s for %s: box %s", framed.method, needed, box)
     t0 = time.perf_counter()

@@ -1,0 +1,60 @@
+"""Review: inverting the same photo again finds the session the first inversion made."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+import torch
+from pipeline_helpers import small_counted_inversion
+
+from gimp_draggan.align import FaceAligner, ffhq_box
+from gimp_draggan.draggan.checkpoint import save_generator
+from gimp_draggan.draggan.networks import Generator, GeneratorConfig
+from gimp_draggan.edit import EditParams, EditRequest
+from gimp_draggan.faces import FaceLandmarks
+from gimp_draggan.pipeline import run_invert
+from gimp_draggan.sessions import SessionCache
+
+pytestmark = pytest.mark.timeout(300)
+
+TINY = GeneratorConfig(img_resolution=32, z_dim=32, w_dim=32, channel_base=256, channel_max=32,
+                       mapping_layers=2)
+FACE = FaceLandmarks(   # The astronaut's eyes and mouth, roughly.
+    eye_left=(215.0, 95.0), eye_right=(262.0, 95.0), nose=(240.0, 125.0),
+    mouth=(238.5, 160.0), mouth_left=None, mouth_right=None, score=0.9,
+    box=(180.0, 50.0, 300.0, 200.0),
+)
+
+
+@pytest.fixture
+def small(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list[int]]:
+    calls = small_counted_inversion(monkeypatch, tmp_path)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield calls
+    torch.set_num_threads(before)
+
+
+def test_a_second_invert_without_points_reuses_the_face_session(
+    small: list[int], tmp_path: Path
+) -> None:
+    torch.manual_seed(0)
+    model = str(save_generator(Generator(TINY), tmp_path / "tiny.safetensors"))
+    rgba = np.dstack([skimage.data.astronaut(), np.full((512, 512), 255, np.uint8)])
+    req = EditRequest(512, 512, rgba.tobytes(), "u8", [], model, params=EditParams(steps=1))
+    sessions = SessionCache()
+    ids = []
+    for hint in (None, None, "stale-or-unknown"):
+        r = run_invert(EditRequest(512, 512, req.pixels, "u8", [], model, params=req.params,
+                                   session=hint),
+                       device="cpu", sessions=sessions, on_progress=lambda e: None,
+                       should_stop=lambda: False,
+                       aligner=FaceAligner(lambda read, w, h, around: [FACE]))
+        ids.append(r.session)
+    assert sessions.get(ids[0]).box == ffhq_box(FACE, 512, 512, 32)
+    assert ids[0] == ids[1] == ids[2]
+    assert len(small) == 1                      # inverted once
