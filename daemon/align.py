@@ -15,7 +15,7 @@ log which framing a session used; `frame` is the protocol every aligner implemen
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -33,6 +33,7 @@ FindFaces = Callable[[Callable[[CropBox], np.ndarray], int, int, Rect], "list[Fa
 
 SQUARE = "square"
 FFHQ = "ffhq"
+_FIRST_GROWTH = 48  # Layer pixels the first wider face search adds on each side of `needed`.
 
 
 class Aligner(Protocol):
@@ -127,23 +128,26 @@ class FaceAligner:
 
     def locate(self, layer: np.ndarray, needed: Rect, resolution: int) -> Framing:
         """FFHQ's box of the face whose turned square holds ``needed`` (the square centred
-        nearest to it when several do), else the fallback square."""
+        nearest to it when several do), else the fallback square. A face's square reaches well
+        past its detector box (hair, ears, chin), so when no face found around ``needed`` will
+        do, faces are searched around ever wider areas (`_search_areas`) up to the layer."""
         h, w = layer.shape[:2]
         nx, ny = (needed.x0 + needed.x1) / 2.0, (needed.y0 + needed.y1) / 2.0
-        best: tuple[float, CropBox, FaceLandmarks] | None = None
-        for face in self.faces(layer, needed):
-            try:
-                box = ffhq_box(face, w, h, resolution)
-            except ValueError:
-                continue
-            if not box.holds(needed):
-                continue
-            d = math.hypot(box.x0 + box.side / 2.0 - nx, box.y0 + box.side / 2.0 - ny)
-            if best is None or d < best[0]:
-                best = (d, box, face)
-        if best is None:
-            return Framing(self.fallback.frame(layer, needed, resolution), SQUARE)
-        return Framing(best[1], FFHQ, best[2])
+        for area in _search_areas(needed, w, h):
+            best: tuple[float, CropBox, FaceLandmarks] | None = None
+            for face in self.faces(layer, area):
+                try:
+                    box = ffhq_box(face, w, h, resolution)
+                except ValueError:
+                    continue
+                if not box.holds(needed):
+                    continue
+                d = math.hypot(box.x0 + box.side / 2.0 - nx, box.y0 + box.side / 2.0 - ny)
+                if best is None or d < best[0]:
+                    best = (d, box, face)
+            if best is not None:
+                return Framing(best[1], FFHQ, best[2])
+        return Framing(self.fallback.frame(layer, needed, resolution), SQUARE)
 
     def frame(self, layer: np.ndarray, needed: Rect, resolution: int) -> CropBox:
         return self.locate(layer, needed, resolution).box
@@ -160,6 +164,21 @@ class FaceAligner:
             except ValueError:
                 continue
         return None
+
+
+def _search_areas(needed: Rect, width: int, height: int) -> Iterator[Rect]:
+    """``needed``, then ``needed`` grown on every side by its extent (at least
+    ``_FIRST_GROWTH`` pixels), four times more each time, clipped to the layer, until the
+    whole layer is searched."""
+    whole = Rect(0, 0, width, height)
+    yield needed
+    grow = max(_FIRST_GROWTH, needed.width, needed.height)
+    area = needed
+    while not area.contains(whole):
+        area = Rect(needed.x0 - grow, needed.y0 - grow, needed.x1 + grow,
+                    needed.y1 + grow).intersect(whole)
+        yield area
+        grow *= 4
 
 
 @dataclass(frozen=True)
