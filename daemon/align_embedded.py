@@ -158,16 +158,31 @@ class KeypointAligner:
     max_residual: float = 0.06    # Side units.
     max_angle: float = math.radians(60)
     detector: str | None = None   # Weights file; None = the shipped asset.
+    starts: int = 3               # First squares tried: 1x, 2x, 4x the square around ``needed``.
 
     def frame(self, layer: np.ndarray, needed: Rect, resolution: int) -> CropBox:
         return self.locate(layer, needed, resolution).box
 
     def locate(self, layer: np.ndarray, needed: Rect, resolution: int) -> Framing:
-        """The aligned box ("embedded"), or the fallback square ("square")."""
-        best = self.best(self.fits(layer, needed, resolution))
-        if self.plausible(best, needed):
-            return Framing(best.box, EMBEDDED)
-        return Framing(SquareFraming(self.margin).frame(layer, needed, resolution), SQUARE)
+        """The aligned box ("embedded"), or the fallback square ("square").
+
+        The rounds start from the square around ``needed``; when they do not settle on a
+        plausible head there (points close together on a big head, no selection), they start
+        again from squares twice and four times as wide around the same centre. A plausible
+        fit whose rounds never settled is used only when no start settles."""
+        first = SquareFraming(self.margin).frame(layer, needed, resolution)
+        unsettled: AlignFit | None = None
+        for start in _widening(first, self.starts):
+            fits = self.fits(layer, needed, resolution, start)
+            best = self.best(fits)
+            if not self.plausible(best, needed):
+                continue
+            if _settled(fits[-1].seen, fits[-1].box):
+                return Framing(best.box, EMBEDDED)
+            unsettled = unsettled or best
+        if unsettled is not None:
+            return Framing(unsettled.box, EMBEDDED)
+        return Framing(first, SQUARE)
 
     @staticmethod
     def best(fits: list[AlignFit]) -> AlignFit:
@@ -182,14 +197,16 @@ class KeypointAligner:
             and abs(fit.box.angle) <= self.max_angle and fit.box.holds(needed)
         )
 
-    def fits(self, layer: np.ndarray, needed: Rect, resolution: int) -> list[AlignFit]:
-        """Every round's fit, first to last. The rounds end early once the square stops moving
-        (`_settled`), or leaves the layer, or grows or shrinks ``max_growth`` times the first."""
+    def fits(self, layer: np.ndarray, needed: Rect, resolution: int,
+             start: CropBox | None = None) -> list[AlignFit]:
+        """Every round's fit, first to last, from ``start`` (default: the square around
+        ``needed``). The rounds end early once the square stops moving (`_settled`), or leaves
+        the layer, or grows or shrinks ``max_growth`` times the first."""
         if layer.ndim != 3 or layer.shape[2] != 4:
             raise ValueError(f"layer must be [H, W, 4] RGBA, got {list(layer.shape)}")
         if self.rounds < 1:
             raise ValueError(f"rounds must be >= 1, got {self.rounds}")
-        first = SquareFraming(self.margin).frame(layer, needed, resolution)
+        first = start or SquareFraming(self.margin).frame(layer, needed, resolution)
         box = first
         out: list[AlignFit] = []
         for _ in range(self.rounds):
@@ -220,6 +237,19 @@ class KeypointAligner:
         sim = umeyama(points + 0.5, tmpl)
         residual = float(np.sqrt(((sim.apply(points + 0.5) - tmpl) ** 2).sum(axis=1).mean()))
         return AlignFit(box_from_similarity(sim, box), seen, points, spread, residual)
+
+
+def _widening(first: CropBox, count: int) -> list[CropBox]:
+    """``first`` and up to ``count - 1`` squares doubling in side around its centre, while they
+    still fit within twice the layer's longer side."""
+    out = [first]
+    limit = 2 * max(first.layer_width, first.layer_height)
+    cx, cy = first.centre
+    while len(out) < count and out[-1].side * 2 <= limit:
+        side = out[-1].side * 2
+        out.append(replace(first, x0=math.floor(cx - side / 2.0 + 0.5),
+                           y0=math.floor(cy - side / 2.0 + 0.5), side=side))
+    return out
 
 
 def _settled(before: CropBox, after: CropBox) -> bool:

@@ -153,6 +153,20 @@ def test_a_turned_head_is_framed_upright(degrees: float) -> None:
     assert _template_error(layer, pasted) > 2 * KEYPOINT_TOLERANCE_PX
 
 
+def test_points_close_together_on_a_big_head_still_find_it() -> None:
+    """No selection and one short drag at the mouth: the square around the points shows only
+    the mouth, so the aligner starts again from wider squares."""
+    box = CropBox(40, 40, 320, 400, 400, 64, math.radians(20.0))     # a 5x head
+    layer = _paste(123, box)
+    mouth = render([123]).keypoints[0, 5].double().numpy() - 0.5        # mouth top
+    (mx, my), = box.to_layer([tuple(mouth)])
+    needed = Rect(int(mx) - 3, int(my) - 3, int(mx) + 4, int(my) + 4)
+    assert KeypointAligner(starts=1).locate(layer, needed, 64).method == "square"
+    framing = KeypointAligner().locate(layer, needed, 64)
+    assert framing.method == "embedded" and framing.box.holds(needed)
+    assert math.degrees(framing.box.angle) == pytest.approx(20.0, abs=TURN_TOLERANCE_DEG)
+
+
 def test_every_pixel_depth_is_framed_alike() -> None:
     layer, _, needed = _turned_scene(123, 20.0)
     aligner = KeypointAligner()
