@@ -5,9 +5,14 @@ For a W x H RGBA 8-bit layer and a square selection of a given side, times the c
 back into the layer (change map included), and records the peak numpy memory of each (Python's
 tracemalloc sees numpy's buffers). Yardstick in the same run: one copy of the whole layer.
 
-    python tests/bench/bench_pipeline.py [--width 8000] [--height 6000] [--res 512] [--json]
+    python tests/bench/bench_pipeline.py [--width 8000] [--height 6000] [--res 512]
+        [--angles 0 20] [--json]
 
-`--json` prints, last, one line with a record per selection side: `side`, `digest_ms`, `crop_ms`,
+Each selection is measured with the crop square turned by each of ``--angles`` (degrees; a face
+model's FFHQ crop is turned by the head's tilt, `CropBox.angle`).
+
+`--json` prints, last, one line with a record per selection side and angle: `side`, `angle`,
+`digest_ms`, `crop_ms`,
 `composite_ms`, `crop_peak_mb`, `composite_peak_mb`, `patch_mb`, plus `layer_mb` and `memcpy_ms`.
 """
 
@@ -15,9 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 import tracemalloc
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -41,7 +48,8 @@ def _measure(fn: Callable[[], Any]) -> tuple[Any, float, float]:
     return out, ms, peak / 2**20
 
 
-def bench(width: int, height: int, res: int, sides: list[int]) -> dict[str, Any]:
+def bench(width: int, height: int, res: int, sides: list[int],
+          angles: list[float]) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     layer = rng.integers(0, 256, (height, width, 4), dtype=np.uint8)
     layer[..., 3] = 255
@@ -49,12 +57,12 @@ def bench(width: int, height: int, res: int, sides: list[int]) -> dict[str, Any]
     np.copy(layer)
     memcpy_ms = (time.perf_counter() - t0) * 1000
     records = []
-    for side in sides:
+    for side, degrees in ((s, d) for s in sides for d in angles):
         x0, y0 = (width - side) // 2, (height - side) // 2
         needed = Rect(x0, y0, x0 + side, y0 + side)
         selection = np.zeros((height, width), np.uint8)
         selection[y0: y0 + side, x0: x0 + side] = 255
-        box = choose_box(needed, width, height, res)
+        box = replace(choose_box(needed, width, height, res), angle=math.radians(degrees))
         _, digest_ms, _ = _measure(lambda box=box: crop_digest(layer, "u8", box))
         target, crop_ms, crop_peak = _measure(
             lambda box=box: layer_to_model(layer[:, :, :3], box, lambda a: to_float(a, "u8"))
@@ -67,7 +75,7 @@ def bench(width: int, height: int, res: int, sides: list[int]) -> dict[str, Any]
 
         patch, composite_ms, composite_peak = _measure(blend)
         records.append({
-            "side": side, "box": box.side, "digest_ms": round(digest_ms, 1),
+            "side": side, "angle": degrees, "box": box.side, "digest_ms": round(digest_ms, 1),
             "crop_ms": round(crop_ms, 1), "composite_ms": round(composite_ms, 1),
             "crop_peak_mb": round(crop_peak, 1), "composite_peak_mb": round(composite_peak, 1),
             "patch_mb": round(patch.pixels.nbytes / 2**20, 1),
@@ -84,16 +92,18 @@ def main() -> None:
     p.add_argument("--res", type=int, default=512, help="model resolution")
     p.add_argument("--sides", type=int, nargs="+", default=[600, 4000],
                    help="selection sides to measure")
+    p.add_argument("--angles", type=float, nargs="+", default=[0.0],
+                   help="turns of the crop square to measure, degrees")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
-    out = bench(args.width, args.height, args.res, args.sides)
+    out = bench(args.width, args.height, args.res, args.sides, args.angles)
     print(f"layer {out['width']}x{out['height']} RGBA u8 ({out['layer_mb']} MB), "
           f"model {args.res} px, one layer copy {out['memcpy_ms']} ms")
-    print("selection  box    digest ms  crop ms  composite ms  crop peak MB  composite peak MB"
-          "  patch MB")
+    print("selection  angle  box    digest ms  crop ms  composite ms  crop peak MB  "
+          "composite peak MB  patch MB")
     for r in out["records"]:
-        print(f"{r['side']:9d}  {r['box']:5d}  {r['digest_ms']:9.1f}  {r['crop_ms']:7.1f}  "
-              f"{r['composite_ms']:12.1f}  {r['crop_peak_mb']:12.1f}  "
+        print(f"{r['side']:9d}  {r['angle']:5g}  {r['box']:5d}  {r['digest_ms']:9.1f}  "
+              f"{r['crop_ms']:7.1f}  {r['composite_ms']:12.1f}  {r['crop_peak_mb']:12.1f}  "
               f"{r['composite_peak_mb']:17.1f}  {r['patch_mb']:8.1f}")
     if args.json:
         print(json.dumps(out))
