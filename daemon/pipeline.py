@@ -11,8 +11,9 @@ Behaviour worth knowing:
   selection may change, so a handle or target outside it is an error, not a silent no-op.
 - A request's `session` id is a hint: the session is used when it still holds the same model,
   preset and pixels over a box that holds the points; otherwise the cache is searched (for a
-  crop that holds the points and is at most twice as wide as a fresh one), and on a miss the
-  crop is inverted anew (the photo form always carries its pixels).
+  crop that holds the points and is at most twice as wide as a fresh one, or the fresh crop
+  itself), and on a miss the crop is inverted anew (the photo form always carries its pixels).
+  A crop aligned on a face (FFHQ) serves only that face, as hint or as cache hit.
 - Only what the drag changed is replaced: the blend is weighted by a soft map of where the
   dragged image differs from the inversion's reconstruction, so the rest of the crop keeps the
   photo's own pixels rather than the generator's imperfect copy of them.
@@ -43,8 +44,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gimp_draggan.align import (
+    FFHQ,
     Aligner,
     FaceAligner,
+    Framing,
     SquareFraming,
     SubjectFraming,
     aligner_for,
@@ -235,6 +238,20 @@ def _session(
             digests[box] = crop_digest(layer.rgba, layer.depth, box)
         return digests[box]
 
+    located: list[Framing] = []
+
+    def framed_here() -> Framing:
+        if not located:
+            t0 = time.perf_counter()
+            located.append(locate(framing, layer.rgba, needed, model.G.img_resolution))
+            _add(timings, "frame", time.perf_counter() - t0)
+        return located[0]
+
+    def accept(s: Session) -> bool:
+        """A crop aligned on a face serves only that face: a neighbour's aligned square may
+        hold these points too, but shows this face off-centre and unaligned."""
+        return s.info.get("framing") != FFHQ or _same_square(s.box, framed_here().box)
+
     if request.session is not None:
         try:
             hinted = sessions.get(request.session)
@@ -244,13 +261,13 @@ def _session(
             hinted is not None and hinted.model_key == model.key
             and (hinted.box.layer_width, hinted.box.layer_height) == layer.size
             and hinted.box.holds(needed) and digest(hinted.box) == hinted.digest
+            and accept(hinted)
         ):
             return hinted
-    t0 = time.perf_counter()
-    framed = locate(framing, layer.rgba, needed, model.G.img_resolution)
+    framed = framed_here()
     box = framed.box
-    _add(timings, "frame", time.perf_counter() - t0)
-    found = sessions.find(model.key, layer.size, needed, digest, max_side=2 * box.side)
+    found = sessions.find(model.key, layer.size, needed, digest, max_side=2 * box.side,
+                          accept=accept)
     if found is not None:
         return found
     try:    # This very crop, inverted before (a subject's face box need not hold `needed`).
@@ -283,6 +300,13 @@ def _session(
     )
     sessions.put(session)
     return session
+
+
+def _same_square(a: CropBox, b: CropBox) -> bool:
+    """Whether two aligned boxes frame the same face (centres and sides within a quarter of
+    a side; neighbouring faces' squares lie about a face apart)."""
+    return (math.dist(a.centre, b.centre) <= 0.25 * b.side
+            and abs(a.side - b.side) <= 0.25 * b.side)
 
 
 def _distances(a: Sequence[Point], b: Sequence[Point]) -> list[float]:

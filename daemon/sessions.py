@@ -130,11 +130,12 @@ class SessionCache:
         needed: Rect,
         digest: Callable[[CropBox], str],
         max_side: int | None = None,
+        accept: Callable[[Session], bool] | None = None,
     ) -> Session | None:
         """Most recent session for ``model_key`` whose box on a ``layer_size`` (w, h) layer holds
         ``needed`` (`CropBox.holds`), is at most ``max_side`` pixels wide (a much bigger crop
-        would show the model the region too small), and whose pixels match (``digest(box)`` =
-        its digest)."""
+        would show the model the region too small), that ``accept`` (if given) takes, and whose
+        pixels match (``digest(box)`` = its digest)."""
         with self._lock:
             candidates = [
                 s for s in reversed(self._sessions.values())
@@ -142,6 +143,7 @@ class SessionCache:
                 and (s.box.layer_width, s.box.layer_height) == layer_size
                 and s.box.holds(needed)
                 and (max_side is None or s.box.side <= max_side)
+                and (accept is None or accept(s))
             ]
         for s in candidates:
             if digest(s.box) == s.digest:

@@ -16,7 +16,7 @@ from gimp_draggan.draggan.checkpoint import save_generator
 from gimp_draggan.draggan.networks import Generator, GeneratorConfig
 from gimp_draggan.edit import EditParams, EditRequest
 from gimp_draggan.faces import FaceLandmarks
-from gimp_draggan.pipeline import run_invert
+from gimp_draggan.pipeline import run_edit, run_invert
 from gimp_draggan.sessions import SessionCache
 
 pytestmark = pytest.mark.timeout(300)
@@ -58,3 +58,46 @@ def test_a_second_invert_without_points_reuses_the_face_session(
     assert sessions.get(ids[0]).box == ffhq_box(FACE, 512, 512, 32)
     assert ids[0] == ids[1] == ids[2]
     assert len(small) == 1                      # inverted once
+
+
+def _shifted(face: FaceLandmarks, dx: float) -> FaceLandmarks:
+    def move(p):
+        return None if p is None else (p[0] + dx, p[1])
+
+    x0, y0, x1, y1 = face.box
+    return FaceLandmarks(
+        eye_left=move(face.eye_left), eye_right=move(face.eye_right), nose=move(face.nose),
+        mouth=move(face.mouth), mouth_left=None, mouth_right=None, score=face.score,
+        box=(x0 + dx, y0, x1 + dx, y1),
+    )
+
+
+def test_a_drag_on_one_face_uses_its_own_crop_not_a_neighbours_that_holds_it(
+    small: list[int], tmp_path: Path
+) -> None:
+    torch.manual_seed(0)
+    model = str(save_generator(Generator(TINY), tmp_path / "tiny.safetensors"))
+    rgba = np.dstack([skimage.data.astronaut(), np.full((512, 512), 255, np.uint8)])
+    left, right = FACE, _shifted(FACE, 100.0)
+    on_right = (right.nose, (right.nose[0] + 10.0, right.nose[1] + 5.0))
+    on_left = (left.nose, (left.nose[0] + 10.0, left.nose[1] + 5.0))
+    boxes = {name: ffhq_box(f, 512, 512, 32) for name, f in (("left", left), ("right", right))}
+    assert boxes["left"].holds(list(on_right))             # the left square holds it too
+
+    def aligner() -> FaceAligner:
+        return FaceAligner(lambda read, w, h, around: [left, right])
+
+    sessions = SessionCache()
+    prepared = run_invert(EditRequest(512, 512, rgba.tobytes(), "u8", [on_right, on_left], model,
+                                      params=EditParams(steps=1)),
+                          device="cpu", sessions=sessions, on_progress=lambda e: None,
+                          should_stop=lambda: False, aligner=aligner())
+    assert sessions.get(prepared.session).box == boxes["right"]
+    assert {s.box for s in sessions.kept()} == {boxes["right"], boxes["left"]}
+    assert len(small) == 2                                 # each face its own crop
+    r = run_edit(EditRequest(512, 512, rgba.tobytes(), "u8", [on_right], model,
+                             params=EditParams(steps=1, lr=0.05)),
+                 device="cpu", sessions=sessions, on_progress=lambda e: None,
+                 should_stop=lambda: False, aligner=aligner())
+    assert len(small) == 2                                 # prepared: no new inversion
+    assert sessions.get(r.session).box == boxes["right"]
