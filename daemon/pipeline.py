@@ -266,14 +266,14 @@ def _session(
             return hinted
     framed = framed_here()
     box = framed.box
-    found = sessions.find(model.key, layer.size, needed, digest, max_side=2 * box.side,
-                          accept=accept)
-    if found is not None:
-        return found
     try:    # This very crop, inverted before (a subject's face box need not hold `needed`).
         return sessions.get(session_id(model.key, digest(box)))
     except UnknownSession:
         pass
+    found = sessions.find(model.key, layer.size, needed, digest, max_side=2 * box.side,
+                          accept=accept)
+    if found is not None:
+        return found
 
     log.info("framing %s for %s: box %s", framed.method, needed, box)
     t0 = time.perf_counter()
