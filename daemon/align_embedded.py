@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -159,11 +159,26 @@ class KeypointAligner:
     max_angle: float = math.radians(60)
     detector: str | None = None   # Weights file; None = the shipped asset.
     starts: int = 3               # First squares tried: 1x, 2x, 4x the square around ``needed``.
+    # Framings already made for one layer (the pipeline frames the same regions several times
+    # while planning groups and finding sessions): the layer they belong to, and by region.
+    _layer: list[np.ndarray] = field(default_factory=list, compare=False, repr=False)
+    _seen: dict[tuple[Rect, int], Framing] = field(default_factory=dict, compare=False,
+                                                   repr=False)
 
     def frame(self, layer: np.ndarray, needed: Rect, resolution: int) -> CropBox:
         return self.locate(layer, needed, resolution).box
 
     def locate(self, layer: np.ndarray, needed: Rect, resolution: int) -> Framing:
+        """`fresh_locate`, remembered per region of the same layer object."""
+        if not self._layer or self._layer[0] is not layer:
+            self._layer[:] = [layer]
+            self._seen.clear()
+        key = (needed, resolution)
+        if key not in self._seen:
+            self._seen[key] = self.fresh_locate(layer, needed, resolution)
+        return self._seen[key]
+
+    def fresh_locate(self, layer: np.ndarray, needed: Rect, resolution: int) -> Framing:
         """The aligned box ("embedded"), or the fallback square ("square").
 
         The rounds start from the square around ``needed``; when they do not settle on a

@@ -199,3 +199,21 @@ def test_bad_layers_are_refused() -> None:
         KeypointAligner().frame(np.zeros((64, 64, 3), np.uint8), Rect(0, 0, 64, 64), 64)
     with pytest.raises(ValueError, match="uint8, uint16 or float32"):
         KeypointAligner().frame(np.zeros((64, 64, 4), np.int32), Rect(0, 0, 64, 64), 64)
+
+
+def test_framings_are_remembered_per_region_of_one_layer(monkeypatch: pytest.MonkeyPatch) -> None:
+    layer, _, needed = _turned_scene(123, 20.0)
+    aligner = KeypointAligner()
+    rounds: list[CropBox] = []
+    real = KeypointAligner.fit_once
+
+    def counted(self, lay, box):
+        rounds.append(box)
+        return real(self, lay, box)
+
+    monkeypatch.setattr(KeypointAligner, "fit_once", counted)
+    first = aligner.locate(layer, needed, 64)
+    ran = len(rounds)
+    assert ran >= 1 and aligner.locate(layer, needed, 64) == first and len(rounds) == ran
+    again = aligner.locate(layer.copy(), needed, 64)            # another layer: framed anew
+    assert again == first and len(rounds) == 2 * ran
