@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import logging
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,6 @@ import pytest
 import skimage.data
 import torch
 from PIL import Image
-from pipeline_helpers import small_counted_inversion
 
 from gimp_draggan.align import FaceAligner, SquareFraming, ffhq_box
 from gimp_draggan.align_embedded import KeypointAligner
@@ -49,15 +47,6 @@ FACE = FaceLandmarks(
     nose=_turn((240.0, 125.0), ANGLE), mouth=_turn((238.5, 160.0), ANGLE),
     mouth_left=None, mouth_right=None, score=0.95, box=(180.0, 50.0, 300.0, 200.0),
 )
-
-
-@pytest.fixture
-def small(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list[int]]:
-    calls = small_counted_inversion(monkeypatch, tmp_path)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield calls
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import skimage.data
 import torch
-from pipeline_helpers import small_counted_inversion
 
 from gimp_draggan.align import SQUARE, Framing
 from gimp_draggan.crop import Rect, choose_box
@@ -68,15 +66,6 @@ def test_selection_parts_of_a_big_selection_use_a_coarse_grid() -> None:
     sel[2000:2100, 3000:3100] = 1
     labels, cell = selection_parts(sel)
     assert cell == 8 and labels.shape == (375, 500) and labels.max() == 2
-
-
-@pytest.fixture
-def small(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list[int]]:
-    calls = small_counted_inversion(monkeypatch, tmp_path)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield calls
-    torch.set_num_threads(before)
 
 
 def test_two_faces_in_one_drag_are_edited_one_after_another(

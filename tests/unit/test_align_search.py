@@ -1,4 +1,4 @@
-"""Review: points in a face's FFHQ square but outside the detector's face box (hair, ears, chin)
+"""Points in a face's FFHQ square but outside the detector's face box (hair, ears, chin)
 still get the face's aligned crop."""
 
 from __future__ import annotations

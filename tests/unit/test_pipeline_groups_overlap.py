@@ -1,4 +1,4 @@
-"""Review: a later group's crop that overlaps an earlier group's patch must see that edit.
+"""A later group's crop that overlaps an earlier group's patch must see that edit.
 
 The groups are planned with fresh crops, but a group's session may come from the request's hint
 or the cache, with a bigger box than planned; its patch then covers pixels an earlier group
@@ -7,14 +7,12 @@ changed, and must not paste the layer's old pixels back over them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import skimage.data
 import torch
-from pipeline_helpers import small_counted_inversion
 
 from gimp_draggan.draggan.checkpoint import save_generator
 from gimp_draggan.draggan.networks import Generator, GeneratorConfig
@@ -26,15 +24,6 @@ pytestmark = pytest.mark.timeout(300)
 
 TINY = GeneratorConfig(img_resolution=32, z_dim=32, w_dim=32, channel_base=256, channel_max=32,
                        mapping_layers=2)
-
-
-@pytest.fixture
-def small(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list[int]]:
-    calls = small_counted_inversion(monkeypatch, tmp_path)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield calls
-    torch.set_num_threads(before)
 
 
 def _paste(rgba: np.ndarray, r: EditResult) -> np.ndarray:

@@ -1,15 +1,13 @@
-"""Review: inverting the same photo again finds the session the first inversion made."""
+"""Inverting the same photo again finds the session the first inversion made."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import skimage.data
 import torch
-from pipeline_helpers import small_counted_inversion
 
 from gimp_draggan.align import FaceAligner, ffhq_box
 from gimp_draggan.draggan.checkpoint import save_generator
@@ -28,15 +26,6 @@ FACE = FaceLandmarks(   # The astronaut's eyes and mouth, roughly.
     mouth=(238.5, 160.0), mouth_left=None, mouth_right=None, score=0.9,
     box=(180.0, 50.0, 300.0, 200.0),
 )
-
-
-@pytest.fixture
-def small(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list[int]]:
-    calls = small_counted_inversion(monkeypatch, tmp_path)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield calls
-    torch.set_num_threads(before)
 
 
 def test_a_second_invert_without_points_reuses_the_face_session(
