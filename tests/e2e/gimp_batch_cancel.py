@@ -12,8 +12,8 @@ image = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(os.env
 source = image.get_layers()[0]
 path = Gimp.Path.new(image, "drag points")
 image.insert_path(path, None, 0)
-sid = path.bezier_stroke_new_moveto(30.0, 30.0)
-path.bezier_stroke_lineto(sid, 40.0, 36.0)
+sid = path.bezier_stroke_new_moveto(30.0, 30.0)        # far to go: the drag cannot end before
+path.bezier_stroke_lineto(sid, 130.0, 100.0)            # the test kills it
 proc = Gimp.get_pdb().lookup_procedure("plug-in-draggan-drag")
 cfg = proc.create_config()
 cfg.set_property("image", image)

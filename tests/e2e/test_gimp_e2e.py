@@ -8,7 +8,9 @@ mirror for the first build; without them the test FAILS with the reason — it n
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import os
 import shutil
 import socket
@@ -25,7 +27,6 @@ CHROOT = ROOT / ".e2e" / "gimp-root"
 PLUGINS = CHROOT / "root" / ".config" / "GIMP" / "3.0" / "plug-ins"
 BATCH = Path(__file__).with_name("gimp_batch_drag.py")
 CANCEL_BATCH = Path(__file__).with_name("gimp_batch_cancel.py")
-EMBEDDED = ROOT / "daemon" / "assets" / "embedded.safetensors"
 WORK_IN_CHROOT = "/tmp/draggan-e2e"
 # Generous: a quiet 2-core CI machine needs well under a minute per GIMP run, but a shared, loaded
 # one can be 10x slower (the default drag runs 140 inversion + up to 200 drag steps on CPU).
@@ -33,10 +34,12 @@ GIMP_TIMEOUT_S = 1500
 
 pytestmark = pytest.mark.timeout(2 * GIMP_TIMEOUT_S)   # the module's first test builds the chroot
 
-IMAGE_W, IMAGE_H = 80, 64
+IMAGE_W, IMAGE_H = 160, 128
 PAD_X, PAD_Y = 12, 6                     # the layer's offset in the canvas the batch makes
-STROKES = [[30, 30, 36, 33], [50, 40, 52, 46]]      # handle x, y -> target x, y (image pixels)
-SELECTION = [22, 22, 40, 32]             # x, y, w, h (image pixels)
+SELECTION = [PAD_X + 40, PAD_Y + 24, 80, 80]        # x, y, w, h (image pixels): the head
+# The picture: a cartoon head of the embedded model's world, 2x, turned 20° counter-clockwise, so
+# the daemon frames it with a turned crop (`align_embedded`) that sticks out of the layer.
+HEAD_SEED, HEAD_TURN_DEG, HEAD_SCALE = 20_000_123, 20.0, 2
 
 
 def free_address() -> str:
@@ -71,24 +74,52 @@ def gimp_root() -> Path:
     return CHROOT
 
 
+@functools.cache
+def head_scene() -> tuple[bytes, tuple[tuple[float, float, float, float], ...]]:
+    """The picture (RGB PNG bytes) and two strokes (handle x, y, target x, y; image pixels):
+    the nose 6 px to the head's right, the upper lip 10 px down, along the turned head's axes."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from gimp_draggan.draggan.train.world import render
+
+    world = render([HEAD_SEED])
+    pixels = ((world.images[0].permute(1, 2, 0).numpy() + 1) / 2 * 255).clip(0, 255)
+    side = 64 * HEAD_SCALE
+    head = Image.fromarray(pixels.astype(np.uint8)).resize((side, side),
+                                                           Image.Resampling.BICUBIC)
+    turned = head.convert("RGBA").rotate(HEAD_TURN_DEG, Image.Resampling.BICUBIC, expand=True)
+    a = math.radians(HEAD_TURN_DEG)
+
+    def place(p):   # head pixels (edges) -> turned picture, as Pillow turns it
+        dx, dy = p[0] - side / 2, p[1] - side / 2
+        return (turned.width / 2 + math.cos(a) * dx + math.sin(a) * dy,
+                turned.height / 2 - math.sin(a) * dx + math.cos(a) * dy)
+
+    kps = world.keypoints[0].double().numpy() * HEAD_SCALE
+    cx, cy = place(kps.mean(axis=0))
+    ox, oy = round(IMAGE_W / 2 - cx), round(IMAGE_H / 2 - cy)
+    image = Image.new("RGB", (IMAGE_W, IMAGE_H))
+    image.putdata([(40 + x, 60 + y, 140 + (x * y) % 60)
+                   for y in range(IMAGE_H) for x in range(IMAGE_W)])
+    image.paste(turned, (ox, oy), turned)
+
+    def image_point(p):   # pixel centres, in the padded GIMP image
+        x, y = place(p)
+        return round(x + ox - 0.5 + PAD_X, 1), round(y + oy - 0.5 + PAD_Y, 1)
+
+    nose, lip = kps[2], kps[5]
+    strokes = tuple((*image_point(h), *image_point(h + d)) for h, d in
+                    ((nose, np.array([6.0, 0.0])), (lip, np.array([0.0, 10.0]))))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue(), strokes
+
+
 @pytest.fixture(scope="module")
-def model_file(tmp_path_factory) -> Path:
-    """The embedded model when it exists, else a tiny generator built here."""
-    if EMBEDDED.is_file():
-        return EMBEDDED
-    import torch
-
-    from gimp_draggan.draggan.checkpoint import save_generator
-    from gimp_draggan.draggan.networks import Generator, GeneratorConfig
-
-    torch.manual_seed(0)
-    G = Generator(GeneratorConfig(img_resolution=32, z_dim=32, w_dim=32, channel_base=256,
-                                  channel_max=32, mapping_layers=2))
-    return save_generator(G, tmp_path_factory.mktemp("model") / "tinye2e.safetensors")
-
-
-@pytest.fixture(scope="module")
-def daemon(model_file, tmp_path_factory):
+def daemon(tmp_path_factory):
     """`gimp-draggan serve` on a free loopback port, CPU, until the module is done."""
     from gimp_draggan_plugin.client import Client, DaemonError
 
@@ -96,7 +127,7 @@ def daemon(model_file, tmp_path_factory):
     log = tmp_path_factory.mktemp("daemon") / "serve.log"
     exe = shutil.which("gimp-draggan") or sys.executable
     argv = ([exe] if exe.endswith("gimp-draggan") else [exe, "-m", "gimp_draggan"])
-    argv += ["serve", "--bind", address, "--device", "cpu", "--model", str(model_file)]
+    argv += ["serve", "--bind", address, "--device", "cpu", "--model", "embedded"]
     # One torch thread: on a 2-core machine shared with other work, two threads contend and a tiny
     # model's step gets ~20x slower (measured); one thread is what a small test needs.
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -124,16 +155,15 @@ def daemon(model_file, tmp_path_factory):
 
 
 def write_png(path: Path) -> bytes:
-    """A photo-like test picture: smooth gradients plus a disc, RGB."""
-    from PIL import Image, ImageDraw
+    """The head scene as a PNG at ``path``; returns its RGBA pixels."""
+    import io
 
-    image = Image.new("RGB", (IMAGE_W, IMAGE_H))
-    image.putdata([(40 + 2 * x, 60 + 2 * y, 120 + (x * y) % 90)
-                   for y in range(IMAGE_H) for x in range(IMAGE_W)])
-    ImageDraw.Draw(image).ellipse([20, 18, 52, 50], fill=(200, 150, 120))
+    from PIL import Image
+
+    png, _ = head_scene()
     path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
-    return image.convert("RGBA").tobytes()
+    path.write_bytes(png)
+    return Image.open(io.BytesIO(png)).convert("RGBA").tobytes()
 
 
 def start_gimp(root: Path, batch: Path, env_vars: dict[str, str]) -> subprocess.Popen:
@@ -206,7 +236,7 @@ def gimp_run(gimp_root, daemon):
         "E2E_PNG": f"{WORK_IN_CHROOT}/in.png",
         "E2E_DEAD_ADDRESS": free_address(),
         "E2E_PAD_X": str(PAD_X), "E2E_PAD_Y": str(PAD_Y),
-        "E2E_STROKES": json.dumps(STROKES, separators=(",", ":")),
+        "E2E_STROKES": json.dumps(head_scene()[1], separators=(",", ":")),
         "E2E_SELECTION": json.dumps(SELECTION, separators=(",", ":")),
     }
     t0 = time.monotonic()
@@ -235,7 +265,7 @@ def test_drag_makes_one_new_layer_above_the_source(gimp_run):
     # inside the source layer, covering every handle and target
     assert nx >= PAD_X and ny >= PAD_Y
     assert nx + nw <= PAD_X + IMAGE_W and ny + nh <= PAD_Y + IMAGE_H
-    for hx, hy, tx, ty in STROKES:
+    for hx, hy, tx, ty in head_scene()[1]:
         for x, y in ((hx, hy), (tx, ty)):
             assert nx <= x < nx + nw and ny <= y < ny + nh, (x, y, case["new_rect"])
 
@@ -246,7 +276,8 @@ def test_new_layer_matches_the_daemons_patch(gimp_run):
     from gimp_draggan_plugin.client import Client
 
     result, _stderr, original, _env, (address, _hello, _log) = gimp_run
-    pairs = [((hx - PAD_X, hy - PAD_Y), (tx - PAD_X, ty - PAD_Y)) for hx, hy, tx, ty in STROKES]
+    pairs = [((hx - PAD_X, hy - PAD_Y), (tx - PAD_X, ty - PAD_Y))
+             for hx, hy, tx, ty in head_scene()[1]]
     sx, sy, sw, sh = SELECTION
     mask = bytearray(IMAGE_W * IMAGE_H)
     for y in range(sy - PAD_Y, sy - PAD_Y + sh):
@@ -256,6 +287,15 @@ def test_new_layer_matches_the_daemons_patch(gimp_run):
                             mask=bytes(mask), params={"steps": 1})
     assert result["cases"]["drag"]["new_rect"] == [patch.x + PAD_X, patch.y + PAD_Y,
                                                    patch.width, patch.height]
+
+
+def test_the_turned_head_got_a_turned_crop(gimp_run):
+    """The daemon framed the head as the embedded model's training heads are framed: a turned
+    square (its preview and patch went through the plug-in above)."""
+    log = gimp_run[4][2]
+    framed = [ln for ln in log.read_text().splitlines() if "framing " in ln]
+    assert framed and "framing embedded" in framed[0], framed
+    assert "angle=0.0)" not in framed[0], framed[0]
 
 
 def test_pixels_outside_selection_kept_inside_changed(gimp_run):
