@@ -28,7 +28,7 @@ from gimp_draggan.pyramid import LayerPyramid
 if TYPE_CHECKING:
     from gimp_draggan.faces import FaceLandmarks
 
-# find_faces(read, layer_width, layer_height, around) -> faces best first (ALIGN_SPEC section 2).
+# find_faces(read, layer_width, layer_height, around) -> faces best first (`gimp_draggan.faces`).
 FindFaces = Callable[[Callable[[CropBox], np.ndarray], int, int, Rect], "list[FaceLandmarks]"]
 
 SQUARE = "square"

@@ -116,7 +116,7 @@ def box_from_similarity(sim: Similarity, like: CropBox) -> CropBox:
     """The square whose side-unit coordinates are ``sim`` of layer edge coordinates, rounded
     to whole layer pixels, for ``like``'s layer and resolution.
 
-    With centre c, side S and angle a (ALIGN_SPEC §1) a layer edge point p has side-unit
+    With centre c, side S and angle a (`CropBox`) a layer edge point p has side-unit
     coordinates R(-a) (p - c) / S + 1/2, so S = 1/scale, R(-a) = rotation, c = R(a)(1/2 - t)/scale.
     """
     side_f = 1.0 / sim.scale

@@ -66,7 +66,7 @@ ROUNDS_SHOWN = 5           # Aligner rounds whose angle error is reported.
 @dataclass(frozen=True)
 class Scene:
     kind: str                 # "G" | "world"
-    angle_deg: float          # The paste's turn (ALIGN_SPEC sign: + turns the head clockwise).
+    angle_deg: float          # The paste's turn (`CropBox.angle` sign: + turns the head clockwise).
     layer: np.ndarray         # [H, W, 4] uint8.
     oracle: CropBox           # The paste: the head image exactly.
     centre: tuple[float, float]  # Head disc in layer edge coordinates.

@@ -1,6 +1,6 @@
 """The embedded model's aligner: Umeyama's fit, the box it makes, and the aligner on turned heads.
 
-Angles follow ALIGN_SPEC §1: a box turned by +a shows the model's +x axis along (cos a, sin a)
+Angles follow `CropBox.angle`: a box turned by +a shows the model's +x axis along (cos a, sin a)
 in the layer (y down), i.e. a head pasted with +a looks turned clockwise on screen, and the
 aligner that frames it upright returns angle ≈ +a.
 """
