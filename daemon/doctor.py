@@ -43,6 +43,7 @@ def run_checks(ctx: Context, cache: str | None = None) -> list[Check]:
             checks.append(doctor_host.check_daemon(address, record, keys))
     checks += doctor_host.check_models(cache)
     checks.append(doctor_host.check_torch(ctx))
+    checks.append(doctor_host.check_faces())
     from .registry import cache_dir
 
     checks += doctor_host.check_disk([("model cache", cache_dir(cache)),

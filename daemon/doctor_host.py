@@ -139,6 +139,25 @@ def check_models(cache: str | None = None) -> list[Check]:
     return rows
 
 
+def check_faces() -> Check:
+    """The face detector that frames faces for face models (FFHQ) loads and runs."""
+    import numpy as np
+
+    from .crop import Rect
+
+    try:
+        from .faces import facemesh, find_faces
+
+        facemesh.network()
+        find_faces(lambda box: np.full((box.resolution, box.resolution, 3), 0.5, np.float32),
+                   256, 256, Rect(0, 0, 256, 256))
+    except (ImportError, OSError, ValueError, RuntimeError, KeyError) as exc:
+        return Check("faces", "fail", f"the face detector does not load: {exc}",
+                     "re-install gimp-draggan: its face models ship in the package, and edits "
+                     "with a face model (FFHQ) fail without them")
+    return Check("faces", "ok", "face detector and landmarks load and run (FFHQ framing of faces)")
+
+
 def check_torch(ctx: Context) -> Check:
     """Which torch build runs the daemon, and whether it uses the GPU the machine has."""
     try:

@@ -195,6 +195,21 @@ def test_corrupt_download_is_a_failure(tmp_path: Path) -> None:
     assert f"models download {entry.name}" in bad[0].fix
 
 
+def test_face_detector_check_runs_it_and_names_the_fix(tmp_path: Path, monkeypatch) -> None:
+    from gimp_draggan.faces import blazeface
+
+    assert doctor_host.check_faces().status == "ok"
+    monkeypatch.setattr(blazeface, "_ASSETS", tmp_path)          # the shipped files are gone
+    blazeface.network.cache_clear()
+    try:
+        row = doctor_host.check_faces()
+    finally:
+        monkeypatch.undo()
+        blazeface.network.cache_clear()
+    assert row.status == "fail" and "face_detection" in row.detail
+    assert "re-install gimp-draggan" in row.fix
+
+
 def test_bundle_holds_report_logs_and_no_secret(tmp_path: Path, monkeypatch) -> None:
     plugins = install_plugin(tmp_path)
     secret = "S" * 40
