@@ -13,7 +13,8 @@ Behaviour worth knowing:
   preset and pixels over a box that holds the points; otherwise the cache is searched (for a
   crop that holds the points and is at most twice as wide as a fresh one, or the fresh crop
   itself), and on a miss the crop is inverted anew (the photo form always carries its pixels).
-  A crop aligned on a face (FFHQ) serves only that face, as hint or as cache hit.
+  A crop serves only points framed the same way now: an aligned crop only its own face, and a
+  plain square not where a face is now found (as hint or as cache hit).
 - Only what the drag changed is replaced: the blend is weighted by a soft map of where the
   dragged image differs from the inversion's reconstruction, so the rest of the crop keeps the
   photo's own pixels rather than the generator's imperfect copy of them.
@@ -44,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gimp_draggan.align import (
-    FFHQ,
+    SQUARE,
     Aligner,
     FaceAligner,
     Framing,
@@ -248,9 +249,15 @@ def _session(
         return located[0]
 
     def accept(s: Session) -> bool:
-        """A crop aligned on a face serves only that face: a neighbour's aligned square may
-        hold these points too, but shows this face off-centre and unaligned."""
-        return s.info.get("framing") != FFHQ or _same_square(s.box, framed_here().box)
+        """A crop serves these points only if it was framed the way they are framed now: an
+        aligned crop only for its own face (a neighbour's aligned square may hold these points
+        too, but shows this face off-centre and unaligned), and a plain square not where a
+        face is now found (an earlier edit's square around the area, unaligned)."""
+        was = s.info.get("framing", SQUARE)
+        if isinstance(framing, SquareFraming):      # A model without alignment: no detection.
+            return was == SQUARE
+        here = framed_here()
+        return was == here.method and (was == SQUARE or _same_square(s.box, here.box))
 
     if request.session is not None:
         try:

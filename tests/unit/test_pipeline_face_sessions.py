@@ -90,3 +90,37 @@ def test_a_drag_on_one_face_uses_its_own_crop_not_a_neighbours_that_holds_it(
                  should_stop=lambda: False, aligner=aligner())
     assert len(small) == 2                                 # prepared: no new inversion
     assert sessions.get(r.session).box == boxes["right"]
+
+
+def test_a_plain_square_made_before_does_not_serve_a_face_found_now(
+    small: list[int], tmp_path: Path
+) -> None:
+    """A selection over the whole portrait was framed as a plain square (no face square holds
+    it); a later drag on the face without a selection gets the face's aligned crop, although
+    the old square holds its points."""
+    torch.manual_seed(0)
+    model = str(save_generator(Generator(TINY), tmp_path / "tiny.safetensors"))
+    rgba = np.dstack([skimage.data.astronaut(), np.full((512, 512), 255, np.uint8)])
+    mask = np.zeros((512, 512), np.uint8)
+    mask[20:300, 120:360] = 255
+    on_nose = (FACE.nose, (FACE.nose[0] + 30.0, FACE.nose[1] + 15.0))
+    sessions = SessionCache()
+
+    def aligner() -> FaceAligner:
+        return FaceAligner(lambda read, w, h, around: [FACE])
+
+    first = run_edit(EditRequest(512, 512, rgba.tobytes(), "u8", [on_nose], model,
+                                 mask=mask.tobytes(), params=EditParams(steps=1)),
+                     device="cpu", sessions=sessions, on_progress=lambda e: None,
+                     should_stop=lambda: False, aligner=aligner())
+    square = sessions.get(first.session)
+    face_box = ffhq_box(FACE, 512, 512, 32)
+    assert square.info["framing"] == "square" and square.box.holds(list(on_nose))
+    assert square.box.side <= 2 * face_box.side              # a cache hit, size-wise
+    for hint in (first.session, None):
+        r = run_edit(EditRequest(512, 512, rgba.tobytes(), "u8", [on_nose], model,
+                                 params=EditParams(steps=1), session=hint),
+                     device="cpu", sessions=sessions, on_progress=lambda e: None,
+                     should_stop=lambda: False, aligner=aligner())
+        assert sessions.get(r.session).box == face_box
+    assert len(small) == 2                                   # the face inverted once
