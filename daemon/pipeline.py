@@ -10,9 +10,10 @@ Behaviour worth knowing:
 - With a selection, every handle and target must lie on a selected pixel: nothing outside the
   selection may change, so a handle or target outside it is an error, not a silent no-op.
 - A request's `session` id is a hint: the session is used when it still holds the same model,
-  preset and pixels over a box that holds the points; otherwise the cache is searched (for a
-  crop that holds the points and is at most twice as wide as a fresh one, or the fresh crop
-  itself), and on a miss the crop is inverted anew (the photo form always carries its pixels).
+  preset and pixels over a box that holds the points; otherwise the crop a fresh framing makes
+  is looked up by its id, then the cache is searched (for a crop that holds the points and is
+  at most twice as wide as the fresh one), and on a miss the crop is inverted anew (the photo
+  form always carries its pixels).
   A crop serves only points framed the same way now: an aligned crop only its own face, and a
   plain square not where a face is now found (as hint or as cache hit).
 - Only what the drag changed is replaced: the blend is weighted by a soft map of where the
@@ -25,7 +26,8 @@ Behaviour worth knowing:
   a crop overlaps what an earlier group changed (neighbouring faces' FFHQ squares), it is made
   from the layer as that edit left it.
 - Framing: models.json's ``"alignment"`` picks the aligner (`gimp_draggan.align.aligner_for`):
-  FFHQ models get the face holding the points framed as FFHQ framed it (a turned crop), with the
+  FFHQ models get the face holding the points framed as FFHQ framed it (a turned crop), the
+  embedded model its head framed by keypoints (`gimp_draggan.align_embedded`), both with the
   plain square as fallback; a model given as a file gets the square. The framing a session was
   made with is logged and kept in its ``info["framing"]``. Previews of a turned crop are drawn
   upright onto its bounding square over the layer's own pixels, so the protocol's (x, y, w, h)
