@@ -4,12 +4,15 @@ FFHQ models were trained on faces aligned by landmarks (eyes and mouth at fixed 
 head turned upright), and a real photo inverts far better when it is cropped the same way.
 `FaceAligner` finds the faces around the region to edit (a ``find_faces`` callable:
 `gimp_draggan.faces.find_faces` in the daemon, a fake in tests), builds FFHQ's square from the
-one holding the handles, targets and selection, and returns it as a turned `CropBox`. When no
-face holds them it falls back to `SquareFraming`, the square around the selection ∪ the points
-that models without alignment get (`aligner_for`: models.json's ``"alignment"`` says which).
+one holding the handles, targets and selection (searching ever wider areas when no face found
+near them has a square that holds them), and returns it as a turned `CropBox`. When no face
+holds them it falls back to `SquareFraming`, the square around the selection ∪ the points that
+models without alignment get (`aligner_for`: models.json's ``"alignment"`` says which; the
+embedded model's "embedded" is `gimp_draggan.align_embedded`). `SubjectFraming` frames the
+largest face for an inversion without points.
 
-`locate` returns the box with the method that made it ("ffhq" / "square"), so the pipeline can
-log which framing a session used; `frame` is the protocol every aligner implements.
+`locate` returns the box with the method that made it ("ffhq" / "embedded" / "square"), so the
+pipeline can log which framing a session used; `frame` is the protocol every aligner implements.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ class Aligner(Protocol):
 @dataclass(frozen=True)
 class Framing:
     box: CropBox
-    method: str                         # SQUARE, FFHQ, or the aligner's class name.
+    method: str                         # SQUARE, FFHQ, "embedded", or the aligner's class name.
     face: FaceLandmarks | None = None   # The face the box was built from.
 
 

@@ -9,6 +9,9 @@ images — and returns that transform's square as a `CropBox` with its `angle`. 
 repeated on each new crop until the square settles (the detector was trained upright, so each look
 at a straighter head is better: a 30° turn is left at ~10° by the first fit, ~1° by the third;
 tests/bench/bench_align.py measures it), and the round whose heatmaps were sharpest is kept.
+When the rounds from the square around ``needed`` do not settle on a plausible head (points close
+together on a big head, no selection), they start again from squares 2x and 4x as wide. Framings
+are remembered per region of one layer (the pipeline frames a region several times).
 
 Template: the mean of the world's ground-truth eyes and mouth corners over a fixed seed range
 (`TEMPLATE_SEEDS`, 1024 images), stored as a constant (`TEMPLATE`): computing it takes seconds on a
@@ -18,7 +21,8 @@ disjoint sets of 2048 seeds differ by 0.09 px at most.)
 
 Implausible detections fall back to `SquareFraming`: flat or face-less crops give broad heatmaps
 (the soft-argmax's spread, `max_spread`), mis-detected points do not fit the template's shape
-(`max_residual`), and a crop that does not hold ``needed`` is refused as the protocol demands.
+(`max_residual`), a turn over `max_angle` (60°) is not believed, and a crop that does not hold
+``needed`` is refused as the protocol demands.
 
 Coordinates: layer points are pixel centres (``crop``'s convention); the detector and the world
 use pixel edges (a pixel centre at integer + 0.5); the template is in units of the square's side,

@@ -1,9 +1,10 @@
 """Layer <-> model space: the square crop the generator sees, and the maps between the two.
 
 The crop is a square box around the selection ∪ the points, padded by a margin and kept centred on
-them (aligned models such as FFHQ or AFHQ expect the subject in the middle). Where the square
-leaves the layer, the missing part is filled by reflecting the layer at its border; nothing outside
-the layer is ever written back. The square is resized to the model resolution with Lanczos.
+them (aligned models such as FFHQ or AFHQ expect the subject in the middle); `gimp_draggan.align`
+may frame a face or head instead, as a turned box. Where the square leaves the layer, the missing
+part is filled by reflecting the layer at its border; nothing outside the layer is ever written
+back. The square is resized to the model resolution with Lanczos.
 
 Memory stays bounded for big layers: only the box's pixels are read, and when the box is much
 larger than the model (side >= 4x resolution), it is first averaged down by whole pixel blocks,
@@ -12,13 +13,13 @@ a strip of rows at a time, so no float copy of the full box is ever made.
 Coordinates: (x, y) = (column, row); a point at integer (i, j) is the centre of pixel (i, j), in the
 layer as in the model, so pixel centres map onto pixel centres.
 
-A box may be turned (`CropBox.angle`, for faces aligned as in FFHQ): the model then sees the
-square turned by that angle about its centre. Such a crop is made in two resamplings: the
-box's bounding rectangle is resized (Lanczos, after the same block average) so one pixel is one
-model pixel, then that upright image is turned into R x R with Pillow's bicubic affine
-transform on float planes. The way back mirrors it (turn upright at model scale, then Lanczos
-onto the layer pixels). An unturned box (angle 0) takes the original one-resize path, so its
-results do not change by a bit.
+A box may be turned (`CropBox.angle`, for faces aligned as in FFHQ and the embedded model's
+heads): the model then sees the square turned by that angle about its centre. Such a crop is
+made in two resamplings: the box's bounding rectangle is resized (Lanczos, after the same block
+average) so one pixel is one model pixel, then that upright image is turned into R x R with
+Pillow's bicubic affine transform on float planes. The way back mirrors it (turn upright at
+model scale, then Lanczos onto the layer pixels). An unturned box (angle 0) takes the original
+one-resize path, so its results do not change by a bit.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""`doctor`'s machine side: the installer's record, the daemon, models, torch and GPU, disk.
+"""`doctor`'s machine side: the installer's record, the daemon, models, torch and GPU, the face
+detector, disk.
 
 The daemon is asked through the same client the plug-in uses, so "reachable" here means
 reachable for GIMP too (same address, same keys, same transport).

@@ -2,7 +2,9 @@
 
 The wire names models only; this maps a name to a file: a registry entry, or a file the
 operator named on the command line (`serve --model FILE`, listed under its stem). A job never
-sees a path from the wire. All torch work happens here, in the worker thread.
+sees a path from the wire. The name also picks the crop framing: the registry entry's
+``"alignment"`` (`gimp_draggan.align.aligner_for`); an operator's file gets the plain square.
+All torch work happens here, in the worker thread.
 """
 
 from __future__ import annotations

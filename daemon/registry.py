@@ -45,7 +45,7 @@ class ModelEntry:
     package_path: str | None = None  # Shipped inside the package instead of downloaded.
     manual_url: str | None = None    # A page to fetch the file by hand (no direct link).
     approx_size: str | None = None
-    alignment: str | None = None     # How crops are framed: "ffhq" (gimp_draggan.align), None.
+    alignment: str | None = None     # How crops are framed: "ffhq", "embedded", None (align.py).
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

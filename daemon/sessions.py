@@ -3,9 +3,11 @@
 Inverting a crop (PTI) costs far more than a drag, and a user drags the same face many times. A
 `Session` keeps what one inversion made (the tuned generator, the pivot latent, the crop box and a
 digest of its pixels) under an id the client can send back. With or without that id, a request
-hits a session made from the same model and preset, on a layer of the same size, over a box that
-holds every point and the selection (the turned square, for a turned box), and whose pixels are
-identical (compared by digest), so a second drag on the same photo does no inversion.
+hits a session made from the same model, device and preset, on a layer of the same size, over a
+box that holds every point and the selection (the turned square, for a turned box), and whose
+pixels are identical (compared by digest), so a second drag on the same photo does no inversion.
+`find` also takes the widest box to accept and the caller's ``accept`` test (the pipeline's: a
+crop serves only points framed the same way now).
 
 Memory is bounded by a byte budget over the sessions' tensors and arrays: the least
 recently used sessions go first. `clear()` frees everything (the daemon calls it after running
@@ -36,7 +38,7 @@ class UnknownSession(ValueError):
 @dataclass
 class Session:
     id: str
-    model_key: str                  # What the inversion depended on: model file + preset.
+    model_key: str                  # What the inversion depended on: model file, device, preset.
     box: CropBox                    # The crop, in layer pixels.
     digest: str                     # `crop_digest` of the layer inside the box.
     generator: Any                  # Tuned generator (torch module on the device).
