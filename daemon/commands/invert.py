@@ -28,8 +28,9 @@ def register(subparsers: Any) -> None:
         "invert", help="invert a photo into a model (PTI) and write the reconstruction",
         description=(
             "PTI inversion: W projection, then pivotal tuning of a copy of the generator. "
-            "IN.png of another size than the model's is centre-cropped to a square and "
-            "resized (Lanczos) to the model resolution."
+            "IN.png of another size than the model's is brought to the model resolution: for a "
+            "face model the largest face is cut out as FFHQ frames it, otherwise (or with no "
+            "face found) it is centre-cropped to a square and resized (Lanczos)."
         ),
     )
     parser.add_argument("image", metavar="IN.png", help="image to invert (RGB; alpha is ignored)")
