@@ -9,7 +9,7 @@ near them has a square that holds them), and returns it as a turned `CropBox`. W
 holds them it falls back to `SquareFraming`, the square around the selection ∪ the points that
 models without alignment get (`aligner_for`: models.json's ``"alignment"`` says which; the
 embedded model's "embedded" is `gimp_draggan.align_embedded`). `SubjectFraming` frames the
-largest face for an inversion without points.
+largest face for an inversion without points or selection.
 
 `locate` returns the box with the method that made it ("ffhq" / "embedded" / "square"), so the
 pipeline can log which framing a session used; `frame` is the protocol every aligner implements.
