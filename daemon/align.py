@@ -93,8 +93,13 @@ def ffhq_box(face: FaceLandmarks, layer_width: int, layer_height: int,
     return CropBox(
         x0=math.floor(cx - side / 2.0 + 0.5), y0=math.floor(cy - side / 2.0 + 0.5), side=side,
         layer_width=layer_width, layer_height=layer_height, resolution=resolution,
-        angle=math.atan2(x[1], x[0]),
+        angle=_no_noise(math.atan2(x[1], x[0])),
     )
+
+
+def _no_noise(angle: float) -> float:
+    """0 for an angle that is rounding noise, so an upright face takes the unturned crop path."""
+    return 0.0 if abs(angle) < 1e-9 else angle
 
 
 def _depth(layer: np.ndarray) -> str:
@@ -116,6 +121,10 @@ class FaceAligner:
         self._layer: np.ndarray | None = None
         self._faces: dict[Rect, list[FaceLandmarks]] = {}
         self._pyramid: LayerPyramid | None = None
+
+    def forget(self) -> None:
+        """Drop what was found on the current layer (it was changed in place)."""
+        self._layer, self._faces, self._pyramid = None, {}, None
 
     def faces(self, layer: np.ndarray, needed: Rect) -> list[FaceLandmarks]:
         """The faces ``find_faces`` sees around ``needed`` (what the model would see: the layer

@@ -182,6 +182,11 @@ class KeypointAligner:
             self._seen[key] = self.fresh_locate(layer, needed, resolution)
         return self._seen[key]
 
+    def forget(self) -> None:
+        """Drop the framings made on the current layer (it was changed in place)."""
+        self._layer.clear()
+        self._seen.clear()
+
     def fresh_locate(self, layer: np.ndarray, needed: Rect, resolution: int) -> Framing:
         """The aligned box ("embedded"), or the fallback square ("square").
 

@@ -469,6 +469,14 @@ def _apply(work: _Layer, layer: _Layer, patch: Patch) -> _Layer:
     return replace(work, rgba=rgba)
 
 
+def _forget(framing: Aligner) -> None:
+    """The working layer changed in place: an aligner that remembers what it found on it (by
+    the array's identity) must look again."""
+    forget = getattr(framing, "forget", None)
+    if callable(forget):
+        forget()
+
+
 def _apply_all(work: _Layer, layer: _Layer, patches: list[Patch]) -> _Layer:
     """``work`` with ``patches`` pasted in, in order."""
     for p in patches:
@@ -534,6 +542,7 @@ def run_edit(
             # A hinted or cached crop, larger than planned, reaches over an earlier edit: look
             # again on the layer as that edit left it (else its patch would paste it away).
             work, pending = _apply_all(work, layer, pending), []
+            _forget(framing)
             session = _session(request, work, model, group.needed, framing, sessions,
                                tracker.invert_step, should_stop, timings)
         session_ids.append(session.id)
@@ -546,6 +555,7 @@ def run_edit(
         pending.append(patches[-1])
         if any(_touches(patches[-1], later.box) for later in groups[n + 1:]):
             work, pending = _apply_all(work, layer, pending), []
+            _forget(framing)
         _add(timings, "composite", time.perf_counter() - t0)
     patch = _merge(work, patches)
     timings["total"] = time.perf_counter() - start

@@ -81,7 +81,7 @@ def _tolerance(box: CropBox) -> float:
 def test_an_upright_face_lands_where_the_recipe_puts_it() -> None:
     res = 1024
     box = ffhq_box(UPRIGHT, 600, 500, res)
-    assert box.angle == pytest.approx(0.0, abs=1e-12)
+    assert box.angle == 0.0            # exactly: an upright face takes the unturned crop path
     # |eye_to_eye| = 60, |eye_to_mouth| = 70: half side = max(120, 126) = 126.
     assert box.side == 252
     eyes = [UPRIGHT.eye_left, UPRIGHT.eye_right, UPRIGHT.mouth]
@@ -212,3 +212,27 @@ def test_aligner_for_follows_the_model_table_word() -> None:
         aligner_for("dlib")
     assert locate(SquareFraming(), np.zeros((50, 50, 4), np.uint8), Rect(10, 10, 20, 20),
                   32).method == SQUARE
+
+
+def test_an_upright_face_with_rounding_noise_is_not_turned() -> None:
+    face = _face((180.1, 200.3), (240.7, 200.3), (210.4, 270.9))  # atan2 gives ~-2e-16 here
+    assert ffhq_box(face, 600, 500, 1024).angle == 0.0
+
+
+def test_forget_makes_the_aligner_look_again_at_a_layer_changed_in_place() -> None:
+    layer = np.zeros((200, 300, 4), np.uint8)
+    asked: list[Rect] = []
+
+    def find(read, w, h, around):
+        asked.append(around)
+        return []
+
+    aligner = FaceAligner(find)
+    needed = Rect(10, 10, 20, 20)
+    aligner.faces(layer, needed)
+    aligner.faces(layer, needed)
+    assert len(asked) == 1                       # remembered for this layer
+    layer[:50] = 255                             # an earlier edit pasted in place
+    aligner.forget()
+    aligner.faces(layer, needed)
+    assert len(asked) == 2

@@ -217,3 +217,5 @@ def test_framings_are_remembered_per_region_of_one_layer(monkeypatch: pytest.Mon
     assert ran >= 1 and aligner.locate(layer, needed, 64) == first and len(rounds) == ran
     again = aligner.locate(layer.copy(), needed, 64)            # another layer: framed anew
     assert again == first and len(rounds) == 2 * ran
+    aligner.forget()                                            # changed in place: anew too
+    assert aligner.locate(layer, needed, 64) == first and len(rounds) == 3 * ran
