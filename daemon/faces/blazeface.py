@@ -80,6 +80,8 @@ def decode(raw: np.ndarray, scores: np.ndarray, min_score: float) -> list[Detect
         r = raw[i] / INPUT_SIZE
         cx, cy = r[0] + centres[i, 0], r[1] + centres[i, 1]
         w, h = r[2], r[3]
+        if not (w >= 0 and h >= 0):      # As MediaPipe: a negative or NaN size is a glitch.
+            continue
         points = r[4: 4 + 2 * NUM_KEYPOINTS].reshape(NUM_KEYPOINTS, 2) + centres[i]
         found.append(Detection(float(scores[i]), (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2),
                                points))

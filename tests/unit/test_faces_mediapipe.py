@@ -124,3 +124,22 @@ def test_weighted_nms_as_mediapipe():
     np.testing.assert_allclose(merged[1].box, (0.0, (0.7 * 0.2 + 0.5 * 0.3) / 1.2, 1.0,
                                                (0.7 * 0.45 + 0.5 * 0.55) / 1.2))
     np.testing.assert_allclose(merged[1].keypoints, (0.7 * 9.0 + 0.5 * 5.0) / 1.2)
+
+
+def test_decode_drops_boxes_with_negative_or_nan_size_as_mediapipe():
+    """MediaPipe's TensorsToDetectionsCalculator skips a decoded box whose width or height is
+    negative or NaN (a model glitch); kept, it would poison the weighted NMS and give FaceMesh a
+    crop of negative side."""
+    raw = np.zeros((896, 16))
+    scores = np.zeros(896)
+    good, shrunk, flat, nan = 300, 301, 302, 303
+    raw[good, 2:4] = 40.0                                    # A 40 x 40 box (128 px input).
+    raw[shrunk, 2:4] = -40.0
+    raw[flat, 2:4] = (30.0, -5.0)
+    raw[nan, 2:4] = (np.nan, 30.0)
+    scores[[good, shrunk, flat, nan]] = (0.8, 0.95, 0.9, 0.85)
+    found = blazeface.decode(raw, scores, blazeface.MIN_SCORE)
+    assert len(found) == 1
+    assert found[0].score == 0.8
+    x0, y0, x1, y1 = found[0].box
+    assert x1 - x0 == pytest.approx(40 / 128) and y1 - y0 == pytest.approx(40 / 128)
