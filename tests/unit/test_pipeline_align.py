@@ -17,6 +17,7 @@ import pytest
 import skimage.data
 import torch
 from PIL import Image
+from pipeline_helpers import shifted_face
 
 from gimp_draggan.align import FaceAligner, SquareFraming, ffhq_box
 from gimp_draggan.align_embedded import KeypointAligner
@@ -169,22 +170,10 @@ def test_an_invert_without_points_frames_the_largest_face(small: list[int], mode
     assert session.box == SquareFraming(0).frame(rgba, Rect(0, 0, 512, 512), 32)
 
 
-def _shifted(face: FaceLandmarks, dx: float) -> FaceLandmarks:
-    def move(p):
-        return None if p is None else (p[0] + dx, p[1])
-
-    x0, y0, x1, y1 = face.box
-    return FaceLandmarks(
-        eye_left=move(face.eye_left), eye_right=move(face.eye_right), nose=move(face.nose),
-        mouth=move(face.mouth), mouth_left=None, mouth_right=None, score=face.score,
-        box=(x0 + dx, y0, x1 + dx, y1),
-    )
-
-
 def test_neighbouring_faces_are_edited_one_after_another(small: list[int], model: str) -> None:
     """Two faces whose FFHQ squares overlap (a group photo) keep their own aligned crops; the
     second crop is taken from the layer as the first edit left it."""
-    second = _shifted(FACE, 130.0)
+    second = shifted_face(FACE, 130.0)
     rgba = _photo()
     pairs = [(FACE.nose, (FACE.nose[0] + 40.0, FACE.nose[1] + 20.0)),
              (second.nose, (second.nose[0] + 40.0, second.nose[1] + 20.0))]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import skimage.data
 import torch
+from pipeline_helpers import shifted_face
 
 from gimp_draggan.align import FaceAligner, ffhq_box
 from gimp_draggan.draggan.checkpoint import save_generator
@@ -49,25 +50,13 @@ def test_a_second_invert_without_points_reuses_the_face_session(
     assert len(small) == 1                      # inverted once
 
 
-def _shifted(face: FaceLandmarks, dx: float) -> FaceLandmarks:
-    def move(p):
-        return None if p is None else (p[0] + dx, p[1])
-
-    x0, y0, x1, y1 = face.box
-    return FaceLandmarks(
-        eye_left=move(face.eye_left), eye_right=move(face.eye_right), nose=move(face.nose),
-        mouth=move(face.mouth), mouth_left=None, mouth_right=None, score=face.score,
-        box=(x0 + dx, y0, x1 + dx, y1),
-    )
-
-
 def test_a_drag_on_one_face_uses_its_own_crop_not_a_neighbours_that_holds_it(
     small: list[int], tmp_path: Path
 ) -> None:
     torch.manual_seed(0)
     model = str(save_generator(Generator(TINY), tmp_path / "tiny.safetensors"))
     rgba = np.dstack([skimage.data.astronaut(), np.full((512, 512), 255, np.uint8)])
-    left, right = FACE, _shifted(FACE, 100.0)
+    left, right = FACE, shifted_face(FACE, 100.0)
     on_right = (right.nose, (right.nose[0] + 10.0, right.nose[1] + 5.0))
     on_left = (left.nose, (left.nose[0] + 10.0, left.nose[1] + 5.0))
     boxes = {name: ffhq_box(f, 512, 512, 32) for name, f in (("left", left), ("right", right))}
