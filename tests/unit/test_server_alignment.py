@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import skimage.data
-from pipeline_helpers import small_counted_inversion
-from service_helpers import save_tiny_model, single_torch_thread
+from service_helpers import save_tiny_model
 
 from gimp_draggan.executor import PipelineExecutor
 from gimp_draggan.server import Server, ServerConfig
@@ -26,9 +25,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def daemon(monkeypatch: pytest.MonkeyPatch,
-           tmp_path: Path) -> Iterator[tuple[str, PipelineExecutor]]:
-    small_counted_inversion(monkeypatch, tmp_path)
+def daemon(small: list[int], tmp_path: Path) -> Iterator[tuple[str, PipelineExecutor]]:
     cache = tmp_path / "models-cache"
     (cache / "models").mkdir(parents=True)
     model = save_tiny_model(tmp_path)
@@ -48,13 +45,10 @@ def daemon(monkeypatch: pytest.MonkeyPatch,
     executor = PipelineExecutor("cpu", cache=str(cache), table=str(table))
     server = Server(ServerConfig(bind="tcp://127.0.0.1:*"), executor)
     server.start()
-    threads = single_torch_thread()
-    next(threads)
     try:
         yield server.address, executor
     finally:
         server.stop()
-        next(threads, None)
 
 
 def test_a_face_model_gets_the_face_aligned_and_others_the_square(daemon) -> None:

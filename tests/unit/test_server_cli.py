@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from service_helpers import pipeline_daemon, read_pixels, save_tiny_model, single_torch_thread
+from service_helpers import pipeline_daemon, read_pixels, single_torch_thread
 
 from gimp_draggan.cli import main
 from gimp_draggan_plugin import protocol as P
@@ -16,11 +16,6 @@ pytestmark = pytest.mark.timeout(120)
 @pytest.fixture(scope="module", autouse=True)
 def _one_torch_thread():
     yield from single_torch_thread()
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return save_tiny_model(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import pytest
 from service_helpers import (
     Raw,
     pipeline_daemon,
-    save_tiny_model,
     single_torch_thread,
     wait_for,
 )
@@ -30,11 +29,6 @@ pytestmark = pytest.mark.timeout(120)
 @pytest.fixture(scope="module", autouse=True)
 def _one_torch_thread():
     yield from single_torch_thread()
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return save_tiny_model(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture(scope="module")
