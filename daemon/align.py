@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from gimp_draggan.crop import CropBox, Rect, choose_box
-from gimp_draggan.pixels import DTYPES
+from gimp_draggan.pixels import depth_of
 from gimp_draggan.pyramid import LayerPyramid
 
 if TYPE_CHECKING:
@@ -102,13 +102,6 @@ def _no_noise(angle: float) -> float:
     return 0.0 if abs(angle) < 1e-9 else angle
 
 
-def _depth(layer: np.ndarray) -> str:
-    for name, dtype in DTYPES.items():
-        if layer.dtype == dtype:
-            return name
-    raise ValueError(f"layer pixels must be uint8, uint16 or float32, got {layer.dtype}")
-
-
 class FaceAligner:
     """FFHQ framing of the face that holds what must be edited; `SquareFraming` otherwise.
 
@@ -134,7 +127,7 @@ class FaceAligner:
         if needed not in self._faces:
             h, w = layer.shape[:2]
             if self._pyramid is None:
-                self._pyramid = LayerPyramid(layer, _depth(layer))
+                self._pyramid = LayerPyramid(layer, depth_of(layer))
             self._faces[needed] = list(self.find_faces(self._pyramid.read, w, h, needed))
         return self._faces[needed]
 
@@ -154,7 +147,7 @@ class FaceAligner:
                     continue
                 if not box.holds(needed):
                     continue
-                d = math.hypot(box.x0 + box.side / 2.0 - nx, box.y0 + box.side / 2.0 - ny)
+                d = math.dist(box.centre, (nx, ny))
                 if best is None or d < best[0]:
                     best = (d, box, face)
             if best is not None:

@@ -40,7 +40,7 @@ import numpy as np
 
 from gimp_draggan.align import SQUARE, Framing, SquareFraming
 from gimp_draggan.crop import CropBox, Rect, model_view
-from gimp_draggan.pixels import DTYPES
+from gimp_draggan.pixels import depth_of
 
 FIT_POINTS: tuple[int, ...] = (0, 1, 3, 4)   # world.KEYPOINT_NAMES: eyes, mouth corners.
 TEMPLATE_SEEDS = range(7_000_000, 7_001_024)  # Disjoint from the GAN's, detector's, eval seeds.
@@ -131,13 +131,6 @@ def box_from_similarity(sim: Similarity, like: CropBox) -> CropBox:
         like, x0=round(centre[0] - side / 2.0), y0=round(centre[1] - side / 2.0), side=side,
         angle=angle,
     )
-
-
-def _depth(layer: np.ndarray) -> str:
-    for name, dtype in DTYPES.items():
-        if layer.dtype == dtype:
-            return name
-    raise ValueError(f"layer pixels must be uint8, uint16 or float32, got {layer.dtype}")
 
 
 @dataclass(frozen=True)
@@ -250,7 +243,7 @@ class KeypointAligner:
         net = _detector(self.detector)
         r = int(net.resolution)
         seen = replace(box, resolution=r)
-        crop = model_view(layer, _depth(layer), seen)
+        crop = model_view(layer, depth_of(layer), seen)
         img = torch.from_numpy(crop).permute(2, 0, 1)[None] * 2.0 - 1.0
         with torch.no_grad():
             kps = net(img)[0, list(FIT_POINTS)].double().numpy()           # edges, detector px

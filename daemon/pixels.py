@@ -26,6 +26,14 @@ def check_depth(depth: str) -> None:
         raise ValueError(f"pixel depth must be one of {sorted(DEPTHS)}, got {depth!r}")
 
 
+def depth_of(arr: np.ndarray) -> str:
+    """The depth name of ``arr``'s dtype (the inverse of `DTYPES`)."""
+    for name, dtype in DTYPES.items():
+        if arr.dtype == dtype:
+            return name
+    raise ValueError(f"layer pixels must be uint8, uint16 or float32, got {arr.dtype}")
+
+
 def rgba_view(pixels: bytes, width: int, height: int, depth: str) -> np.ndarray:
     """Read-only ``[H, W, 4]`` view of the bytes in their own dtype (no copy)."""
     check_depth(depth)
