@@ -42,6 +42,11 @@ class Patch:
     def height(self) -> int:
         return int(self.pixels.shape[0])
 
+    @property
+    def rect(self) -> Rect:
+        """Where the patch lies in the layer."""
+        return Rect(self.x, self.y, self.x + self.width, self.y + self.height)
+
 
 def box_blur(a: np.ndarray, radius: int, passes: int = 3) -> np.ndarray:
     """Approximate Gaussian blur of a 2-D float array (repeated box filters, zeros outside)."""

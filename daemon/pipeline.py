@@ -458,8 +458,7 @@ def _composite(session: Session, layer: _Layer, result: DragResult) -> Patch:
 
 def _touches(patch: Patch, box: CropBox) -> bool:
     """Whether a later crop would see pixels ``patch`` changed."""
-    return not Rect(patch.x, patch.y, patch.x + patch.width, patch.y + patch.height).intersect(
-        box.rect).empty
+    return not patch.rect.intersect(box.rect).empty
 
 
 def _apply(work: _Layer, layer: _Layer, patch: Patch) -> _Layer:
@@ -469,18 +468,14 @@ def _apply(work: _Layer, layer: _Layer, patch: Patch) -> _Layer:
     return replace(work, rgba=rgba)
 
 
-def _forget(framing: Aligner) -> None:
-    """The working layer changed in place: an aligner that remembers what it found on it (by
-    the array's identity) must look again."""
+def _apply_all(work: _Layer, layer: _Layer, patches: list[Patch], framing: Aligner) -> _Layer:
+    """``work`` with ``patches`` pasted in, in order. The working layer may change in place, so
+    an aligner that remembers what it found on it (by the array's identity) must look again."""
+    for p in patches:
+        work = _apply(work, layer, p)
     forget = getattr(framing, "forget", None)
     if callable(forget):
         forget()
-
-
-def _apply_all(work: _Layer, layer: _Layer, patches: list[Patch]) -> _Layer:
-    """``work`` with ``patches`` pasted in, in order."""
-    for p in patches:
-        work = _apply(work, layer, p)
     return work
 
 
@@ -489,10 +484,9 @@ def _merge(layer: _Layer, patches: list[Patch]) -> Patch:
     made on the layer the earlier ones left, so where two overlap the later one is right)."""
     if len(patches) == 1:
         return patches[0]
-    rect = Rect(patches[0].x, patches[0].y, patches[0].x + patches[0].width,
-                patches[0].y + patches[0].height)
+    rect = patches[0].rect
     for p in patches[1:]:
-        rect = rect.union(Rect(p.x, p.y, p.x + p.width, p.y + p.height))
+        rect = rect.union(p.rect)
     out = np.array(layer.rgba[rect.y0: rect.y1, rect.x0: rect.x1])
     for p in patches:
         out[p.y - rect.y0: p.y - rect.y0 + p.height, p.x - rect.x0: p.x - rect.x0 + p.width] = (
@@ -541,8 +535,7 @@ def run_edit(
         if any(_touches(p, session.box) for p in pending):
             # A hinted or cached crop, larger than planned, reaches over an earlier edit: look
             # again on the layer as that edit left it (else its patch would paste it away).
-            work, pending = _apply_all(work, layer, pending), []
-            _forget(framing)
+            work, pending = _apply_all(work, layer, pending, framing), []
             session = _session(request, work, model, group.needed, framing, sessions,
                                tracker.invert_step, should_stop, timings)
         session_ids.append(session.id)
@@ -554,8 +547,7 @@ def run_edit(
         patches.append(_composite(session, work, result))
         pending.append(patches[-1])
         if any(_touches(patches[-1], later.box) for later in groups[n + 1:]):
-            work, pending = _apply_all(work, layer, pending), []
-            _forget(framing)
+            work, pending = _apply_all(work, layer, pending, framing), []
         _add(timings, "composite", time.perf_counter() - t0)
     patch = _merge(work, patches)
     timings["total"] = time.perf_counter() - start
