@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gimp_draggan.align import Framing
-from gimp_draggan.crop import CropBox, Rect, point_pixel, points_rect
+from gimp_draggan.crop import CropBox, Rect, box_iou, point_pixel, points_rect
 from gimp_draggan.edit import Point
 
 _MAX_GRID = 512  # Selection parts are found on a grid at most this many cells a side.
@@ -111,12 +111,5 @@ def plan_groups(
 def _share_crop(a: Framing, b: Framing) -> bool:
     """Two faces are edited apart, the same face together; other crops merge if they overlap."""
     if a.face is not None and b.face is not None:
-        return _iou(a.face.box, b.face.box) >= _SAME_FACE_IOU
+        return box_iou(a.face.box, b.face.box) >= _SAME_FACE_IOU
     return not a.box.rect.intersect(b.box.rect).empty
-
-
-def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
-    return w * h / union if union > 0 else 0.0

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gimp_draggan.crop import box_iou
 from gimp_draggan.faces.graph import Graph
 
 INPUT_SIZE = 128
@@ -88,14 +89,6 @@ def decode(raw: np.ndarray, scores: np.ndarray, min_score: float) -> list[Detect
     return weighted_nms(found, NMS_IOU)
 
 
-def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def weighted_nms(found: list[Detection], threshold: float) -> list[Detection]:
     """MediaPipe's weighted NMS: each best-scoring box absorbs the boxes overlapping it by more
     than ``threshold`` IoU, its box and keypoints becoming their score-weighted mean."""
@@ -103,7 +96,7 @@ def weighted_nms(found: list[Detection], threshold: float) -> list[Detection]:
     merged = []
     while rest:
         best = rest[0]
-        group = [d for d in rest if iou(best.box, d.box) > threshold or d is best]
+        group = [d for d in rest if box_iou(best.box, d.box) > threshold or d is best]
         rest = [d for d in rest if all(d is not g for g in group)]
         weights = np.array([d.score for d in group])
         boxes = np.array([d.box for d in group])

@@ -26,7 +26,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gimp_draggan.crop import CropBox, layer_to_model
+from gimp_draggan.crop import CropBox, box_iou, layer_to_model
 from gimp_draggan.faces import blazeface, facemesh
 
 data = pytest.importorskip("skimage.data")
@@ -116,7 +116,7 @@ def test_weighted_nms_as_mediapipe():
     d = _det(0.5, (0.0, 0.3, 1.0, 0.55), 5.0)       # IoU with a 0.25, with c 0.43: into c.
     for x, y, want in ((a, b, 0.4), (a, c, 0.25), (b, c, 0.2 / 0.45), (a, d, 0.25),
                        (c, d, 0.15 / 0.35)):
-        assert blazeface.iou(x.box, y.box) == pytest.approx(want)
+        assert box_iou(x.box, y.box) == pytest.approx(want)
     merged = blazeface.weighted_nms([b, d, a, c], blazeface.NMS_IOU)
     assert [m.score for m in merged] == [0.9, 0.7]
     np.testing.assert_allclose(merged[0].box, (0.0, 0.0, 1.0, (0.9 * 1.0 + 0.6 * 0.4) / 1.5))
