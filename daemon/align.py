@@ -36,6 +36,7 @@ FindFaces = Callable[[Callable[[CropBox], np.ndarray], int, int, Rect], "list[Fa
 
 SQUARE = "square"
 FFHQ = "ffhq"
+EMBEDDED = "embedded"   # The embedded model's keypoint framing (`gimp_draggan.align_embedded`).
 _FIRST_GROWTH = 48  # Layer pixels the first wider face search adds on each side of `needed`.
 
 
@@ -48,7 +49,7 @@ class Aligner(Protocol):
 @dataclass(frozen=True)
 class Framing:
     box: CropBox
-    method: str                         # SQUARE, FFHQ, "embedded", or the aligner's class name.
+    method: str                         # SQUARE, FFHQ, EMBEDDED, or the aligner's class name.
     face: FaceLandmarks | None = None   # The face the box was built from.
 
 
@@ -221,7 +222,7 @@ def aligner_for(alignment: str | None, find_faces: FindFaces | None = None) -> A
     "embedded" -> the embedded model's `KeypointAligner`."""
     if alignment is None:
         return SquareFraming()
-    if alignment == "embedded":
+    if alignment == EMBEDDED:
         from gimp_draggan.align_embedded import KeypointAligner
 
         return KeypointAligner()
@@ -232,6 +233,6 @@ def aligner_for(alignment: str | None, find_faces: FindFaces | None = None) -> A
             find_faces = detector
         return FaceAligner(find_faces)
     raise ValueError(
-        f"unknown face alignment {alignment!r} in the model table; known: {FFHQ!r}, \"embedded\" "
+        f"unknown face alignment {alignment!r} in the model table; known: {FFHQ!r}, {EMBEDDED!r} "
         "(or none); update gimp-draggan or fix models.json"
     )

@@ -38,13 +38,12 @@ from typing import Any
 
 import numpy as np
 
-from gimp_draggan.align import SQUARE, Framing, SquareFraming
+from gimp_draggan.align import EMBEDDED, SQUARE, Framing, SquareFraming
 from gimp_draggan.crop import CropBox, Rect, model_view
 from gimp_draggan.pixels import depth_of
 
 FIT_POINTS: tuple[int, ...] = (0, 1, 3, 4)   # world.KEYPOINT_NAMES: eyes, mouth corners.
 TEMPLATE_SEEDS = range(7_000_000, 7_001_024)  # Disjoint from the GAN's, detector's, eval seeds.
-EMBEDDED = "embedded"                         # models.json "alignment" and the framing's name.
 
 
 @dataclass(frozen=True)
