@@ -301,14 +301,15 @@ def resize_region(
         min(max(box[0], 0.0), w), min(max(box[1], 0.0), h),
         min(max(box[2], 0.0), w), min(max(box[3], 0.0), h),
     )
+    return _per_plane(img, lambda im: im.resize(size, resample, box=box))
+
+
+def _per_plane(img: np.ndarray, op: Callable[[Image.Image], Image.Image]) -> np.ndarray:
+    """Pillow ``op`` on float32 ``img`` ([H, W] or [H, W, C]) one mode-"F" plane at a time."""
     planes = [img] if img.ndim == 2 else [img[:, :, c] for c in range(img.shape[2])]
     out = [
-        np.asarray(
-            Image.fromarray(np.ascontiguousarray(p, dtype=np.float32), mode="F").resize(
-                size, resample, box=box
-            ),
-            dtype=np.float32,
-        )
+        np.asarray(op(Image.fromarray(np.ascontiguousarray(p, dtype=np.float32), mode="F")),
+                   dtype=np.float32)
         for p in planes
     ]
     return out[0] if img.ndim == 2 else np.stack(out, axis=-1)
@@ -379,14 +380,21 @@ def _pad_resize(
     return resize_region(small, size, (bx0 + pl, by0 + pt, bx1 + pl, by1 + pt))
 
 
+def _upright_grid(box: CropBox) -> tuple[Point, int, int]:
+    """The upright grid a turned box is resampled through: the bounding rectangle at the
+    model's scale plus a margin: its top-left corner (layer edge coordinates) and size."""
+    s, rect = box.scale, box.rect
+    margin = _TURN_MARGIN / s
+    origin = (rect.x0 - margin, rect.y0 - margin)
+    return (origin, math.ceil(rect.width * s) + 2 * _TURN_MARGIN,
+            math.ceil(rect.height * s) + 2 * _TURN_MARGIN)
+
+
 def _turned_to_model(small: np.ndarray, k: int, box: CropBox, pad_mode: str) -> np.ndarray:
     """``small`` (box.inside averaged by ``k``) -> the turned box at R x R: the bounding
     rectangle (plus a margin) resized to the model's scale, then turned (bicubic)."""
-    s, rect, inside = box.scale, box.rect, box.inside
-    margin = _TURN_MARGIN / s
-    origin = (rect.x0 - margin, rect.y0 - margin)
-    nw = math.ceil(rect.width * s) + 2 * _TURN_MARGIN
-    nh = math.ceil(rect.height * s) + 2 * _TURN_MARGIN
+    s, inside = box.scale, box.inside
+    origin, nw, nh = _upright_grid(box)
     bx0 = (origin[0] - inside.x0) / k
     by0 = (origin[1] - inside.y0) / k
     src = (bx0, by0, bx0 + nw / (s * k), by0 + nh / (s * k))
@@ -401,17 +409,7 @@ def _transform(
 ) -> np.ndarray:
     """Pillow affine transform of float32 ``img`` ([H, W] or [H, W, C]) plane by plane: output
     pixel edge coordinates (x, y) read ``img`` at (a x + b y + c, d x + e y + f); 0 outside."""
-    planes = [img] if img.ndim == 2 else [img[:, :, c] for c in range(img.shape[2])]
-    out = [
-        np.asarray(
-            Image.fromarray(np.ascontiguousarray(p, dtype=np.float32), mode="F").transform(
-                size, Image.Transform.AFFINE, data, resample
-            ),
-            dtype=np.float32,
-        )
-        for p in planes
-    ]
-    return out[0] if img.ndim == 2 else np.stack(out, axis=-1)
+    return _per_plane(img, lambda im: im.transform(size, Image.Transform.AFFINE, data, resample))
 
 
 def layer_sampler(
@@ -442,11 +440,7 @@ def layer_sampler(
 
         return upright_sample
 
-    outer = box.rect
-    margin = _TURN_MARGIN / s
-    origin = (outer.x0 - margin, outer.y0 - margin)
-    nw = math.ceil(outer.width * s) + 2 * _TURN_MARGIN
-    nh = math.ceil(outer.height * s) + 2 * _TURN_MARGIN
+    origin, nw, nh = _upright_grid(box)
     p = _MODEL_PAD
     padded = np.pad(img, [(p, p), (p, p)] + [(0, 0)] * (img.ndim - 2), mode="edge")
     a, b, c, d, e, f = box.model_from_grid(origin, 1.0 / s)
