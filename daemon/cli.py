@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from gimp_draggan.atomic import WriteError
+
 # Each module defines `register(subparsers)`, which adds its parser(s) with `func` set.
 COMMAND_MODULES = (
     "models",
@@ -39,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except WriteError as exc:  # A full disk after the work: the old file is intact; say so.
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -18,6 +18,7 @@ from typing import Any
 from gimp_draggan_plugin import protocol
 
 from . import doctor_gimp, doctor_host
+from .atomic import replacing
 from .doctor_base import Check, Context
 
 LABELS = {"ok": "OK", "info": "INFO", "warn": "WARN", "fail": "FAIL"}
@@ -126,7 +127,7 @@ def write_bundle(path: Path, checks: list[Check], ctx: Context) -> Path:
     from .logs import log_dir
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+    with replacing(path) as f, zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as z:
         z.writestr("report.txt", render_text(checks))
         z.writestr("report.json", json.dumps(report_json(checks), indent=2) + "\n")
         record = doctor_host.data_dir(ctx) / "install.json"

@@ -7,7 +7,6 @@ request (also in a later run). Only when the size and SHA-256 match is the file 
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import http.client
 import os
@@ -21,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
+
+from .atomic import NO_SPACE
 
 CHUNK = 1 << 20
 USER_AGENT = "gimp-draggan-downloader/1"
@@ -107,14 +108,19 @@ def _network_error(url: str, e: object) -> DownloadError:
     )
 
 
+def _no_space(directory: Path, needed: int, dest: Path) -> DownloadError:
+    return DownloadError(
+        f"no space left on {directory} (needs ~{max(needed / 1e6, 0.1):.0f} MB more for "
+        f"{dest.name}); free some space and run the same command again (it resumes), or choose "
+        "another cache (--cache-dir or $GIMP_DRAGGAN_CACHE)"
+    )
+
+
 def _check_space(directory: Path, needed: int, dest: Path) -> None:
     free = shutil.disk_usage(directory).free
     if needed > free:
-        raise DownloadError(
-            f"not enough disk space for {dest.name}: {format_bytes(needed)} more needed, "
-            f"{format_bytes(free)} free in {directory}; free some space or choose another cache "
-            "(--cache-dir or $GIMP_DRAGGAN_CACHE)"
-        )
+        raise DownloadError(f"not enough disk space: {format_bytes(free)} free; "
+                            f"{_no_space(directory, needed, dest)}")
 
 
 def _fetch_once(
@@ -157,6 +163,8 @@ def _fetch_once(
                 done += len(block)
                 if progress:
                     progress.update(done, total)
+            f.flush()
+            os.fsync(f.fileno())  # On disk before it can be renamed into place.
         if total is not None and done < total:
             raise http.client.IncompleteRead(b"", total - done)
 
@@ -180,11 +188,9 @@ def _transfer(
         except DownloadError as e:
             return str(e)
         except OSError as e:
-            if e.errno == errno.ENOSPC:
-                raise DownloadError(
-                    f"disk full while writing {part}; free some space and run the same "
-                    "command again to resume, or choose another cache (--cache-dir)"
-                ) from None
+            if e.errno in NO_SPACE:
+                left = (size or 0) - (part.stat().st_size if part.exists() else 0)
+                raise _no_space(part.parent, max(left, 0), part) from None
             raise DownloadError(f"cannot write {part}: {e}") from None
 
 
@@ -198,12 +204,14 @@ def download(
     retries: int = 5,
     timeout: float = 30.0,
     stream: TextIO | None = None,
+    expect_bytes: int | None = None,
 ) -> Downloaded:
     """Download ``dest`` from the first of ``urls`` that gives a verified file.
 
     ``sha256``/``size`` (None = unknown) are checked before the rename; ``hash_source`` names where
-    the pinned hash comes from, for the mismatch message. Connection drops are resumed up to
-    ``retries`` times per URL.
+    the pinned hash comes from, for the mismatch message. Free space is checked against ``size``
+    (else the estimate ``expect_bytes``) before the network is touched. Connection drops are
+    resumed up to ``retries`` times per URL.
     """
     if not urls:
         raise DownloadError(f"no download URL for {Path(dest).name}")
@@ -214,6 +222,9 @@ def download(
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DownloadError(f"cannot create the cache folder {dest.parent}: {e}") from None
+    expected = size if size is not None else expect_bytes
+    if expected is not None:
+        _check_space(dest.parent, expected - (part.stat().st_size if part.exists() else 0), dest)
     for url in urls:
         bar = ProgressBar(dest.name, stream) if show_progress else None
         error = _transfer(url, part, size, bar, timeout, retries)
@@ -254,7 +265,7 @@ def fetch_model(
     return download(
         entry.urls, registry.model_path(entry, cache), sha256=entry.sha256,
         size=entry.size_bytes, hash_source=entry.sha256_source, show_progress=show_progress,
-        stream=stream,
+        stream=stream, expect_bytes=entry.expected_bytes,
     ).path
 
 

@@ -222,7 +222,7 @@ class PipelineExecutor:
         def fetch() -> None:
             try:
                 download(entry.urls, dest, entry.sha256, entry.size_bytes, entry.sha256_source,
-                         show_progress=False)
+                         show_progress=False, expect_bytes=entry.expected_bytes)
             except BaseException as exc:
                 failure.append(exc)
 

@@ -8,13 +8,14 @@ daemon accepts; add a file per extra client).
 
 from __future__ import annotations
 
-import os
-import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gimp_draggan_plugin import client
+
+from . import atomic
 
 ALLOWED = "allowed_clients"
 
@@ -44,12 +45,15 @@ def make_keys(key_dir: Path, force: bool = False) -> list[Path]:
     allowed = key_dir / ALLOWED
     allowed.mkdir(exist_ok=True)
     files: list[Path] = []
-    for name in ("server", "client"):
-        public, secret = zmq.auth.create_certificates(str(key_dir), name)
-        os.chmod(secret, 0o600)
-        files += [Path(public), Path(secret)]
-    shutil.copyfile(key_dir / "client.key", allowed / "client.key")
-    files.append(allowed / "client.key")
+    # zmq writes the certificates in place; made in a scratch folder, each file then replaces
+    # its old copy whole (a full disk leaves the old pair, never half a key).
+    with tempfile.TemporaryDirectory(dir=key_dir, prefix=".new-keys-") as scratch:
+        for name in ("server", "client"):
+            public, secret = zmq.auth.create_certificates(scratch, name)
+            for made, mode in ((Path(public), 0o644), (Path(secret), 0o600)):
+                files.append(atomic.write_bytes(key_dir / made.name, made.read_bytes(), mode))
+    files.append(atomic.write_bytes(allowed / "client.key", (key_dir / "client.key").read_bytes(),
+                                    0o644))
     return files
 
 

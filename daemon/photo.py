@@ -67,7 +67,9 @@ def write_result(
 
     dest = Path(args.output)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(image)).save(dest)
+    from gimp_draggan.atomic import save_image
+
+    save_image(Image.fromarray(np.ascontiguousarray(image)), dest)
     print(f"done after {steps} steps{where}: handles "
           + " ".join(f"({x:g},{y:g})" for x, y in points) + f", wrote {dest}")
     if args.json:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
@@ -19,6 +20,7 @@ from typing import Any
 CACHE_ENV = "GIMP_DRAGGAN_CACHE"
 APP_DIR = "gimp-draggan"
 TABLE_FORMAT = "gimp-draggan-models"
+_UNITS = {"k": 10**3, "M": 10**6, "G": 10**9}
 
 
 class RegistryError(ValueError):
@@ -51,6 +53,18 @@ class ModelEntry:
     @property
     def downloadable(self) -> bool:
         return bool(self.urls)
+
+    @property
+    def expected_bytes(self) -> int | None:
+        """The pinned size, else the largest figure of ``approx_size`` ("~364-382 MB"): what
+        a download needs free before it starts."""
+        if self.size_bytes is not None:
+            return self.size_bytes
+        found = re.findall(r"([0-9.]+)\s*(?=(?:-[0-9.]+\s*)?([kMG])B)", self.approx_size or "")
+        if not found:
+            return None
+        number, unit = max(found, key=lambda m: float(m[0]) * _UNITS[m[1]])
+        return int(float(number) * _UNITS[unit])
 
 
 _FIELDS = set(ModelEntry.__dataclass_fields__) - {"extra"}

@@ -8,6 +8,8 @@ Python the user has, before any venv exists.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shlex
 import shutil
@@ -20,6 +22,30 @@ from pathlib import Path
 
 class InstallError(RuntimeError):
     """A step failed; the message says what to do."""
+
+
+def replace_file(path: Path, data: bytes, mode: int) -> None:
+    """Write a temporary file beside `path` (mode set before any byte), flush and fsync it, then
+    swap it in: a full disk or a crash leaves the old file as it was (the daemon's
+    `gimp_draggan.atomic` does the same; the installer runs before that package exists)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), mode)
+        with os.fdopen(fd, "wb") as f:
+            if os.name != "nt":
+                os.fchmod(f.fileno(), mode)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            raise InstallError(f"no space left on {path.parent} (needs ~"
+                               f"{max(len(data) / 1e6, 0.1):.1f} MB); free some space and run "
+                               "the installer again") from None
+        raise InstallError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _quote(argv: Sequence[str]) -> str:
@@ -49,10 +75,7 @@ class Actions:
         self._record(f"{verb} {path}")
         if not self.dry_run:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_bytes(data)
-            os.chmod(tmp, mode)
-            os.replace(tmp, path)
+            replace_file(path, data, mode)
         return True
 
     def remove(self, path: Path) -> bool:

@@ -173,6 +173,7 @@ def drag_and_report(
     """Run ``session`` to the stop rule or --steps, print progress, save -o, print the summary."""
     from PIL import Image
 
+    from gimp_draggan.atomic import save_image
     from gimp_draggan.draggan.networks import to_uint8
 
     start = time.perf_counter()
@@ -181,7 +182,7 @@ def drag_and_report(
     pixels = to_uint8(result.image)[0].numpy()
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels).save(out)
+    save_image(Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels), out)
     info = summary(result, device, seconds=round(seconds, 3), output=str(out), **extra)
     print(
         f"{'done' if result.converged else 'stopped'} after {result.steps} steps: handles "

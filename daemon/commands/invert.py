@@ -132,6 +132,7 @@ def _run(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image
 
+    from gimp_draggan.atomic import save_image
     from gimp_draggan.device import pick_device
     from gimp_draggan.draggan import pti
     from gimp_draggan.draggan.checkpoint import load_generator
@@ -168,7 +169,7 @@ def _run(args: argparse.Namespace) -> int:
     assert recon is not None
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(to_uint8(recon.cpu())[0].numpy()).save(out)
+    save_image(Image.fromarray(to_uint8(recon.cpu())[0].numpy()), out)
     seconds = time.perf_counter() - start
     what = "LPIPS" if choice.loss.is_lpips else "distance (not LPIPS)"
     print(

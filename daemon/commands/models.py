@@ -259,6 +259,7 @@ def run_render(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image
 
+    from gimp_draggan.atomic import save_image
     from gimp_draggan.device import pick_device
     from gimp_draggan.draggan.checkpoint import load_generator
     from gimp_draggan.draggan.networks import seed_to_z, to_uint8
@@ -278,7 +279,7 @@ def run_render(args: argparse.Namespace) -> int:
     if pixels.shape[2] not in (1, 3, 4):
         return _fail(f"cannot save a {pixels.shape[2]}-channel image as PNG")
     out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels).save(out)
+    save_image(Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels), out)
     print(f"wrote {out} ({G.img_resolution}x{G.img_resolution}, seed {args.seed}, "
           f"psi {args.trunc}, noise {args.noise_mode}, {device})")
     return 0
