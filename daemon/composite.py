@@ -16,6 +16,7 @@ time, so memory stays bounded for layer-sized selections.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -193,23 +194,17 @@ def composite(
     rect = blend_rect(box, selection)
     if rect.empty:
         raise ValueError("the selection does not overlap the crop: nothing can change")
-    radius = max(1.0, feather * box.side)
-    sel_feather = None if selection is None else _selection_feather(selection, rect, radius)
+    weight_at = blend_weight(layer, box, selection, rect, feather)
     out = np.array(layer[rect.y0: rect.y1, rect.x0: rect.x1])
     result_at = layer_sampler(result, box)
     change_at = None if change is None else layer_sampler(change, box, smooth=True)
     rows = max(1, _STRIP_BYTES // (rect.width * 4 * 16))
     for y0 in range(rect.y0, rect.y1, rows):
         strip = Rect(rect.x0, y0, rect.x1, min(rect.y1, y0 + rows))
-        weight = _box_feather(box, strip, radius)
-        if selection is not None and sel_feather is not None:
-            sel = selection[strip.y0: strip.y1, strip.x0: strip.x1]
-            weight *= sel.astype(np.float32) / 255.0
-            weight *= _feather_rows(sel_feather, rect, strip)
+        weight = weight_at(strip)
         if change_at is not None:
             weight *= np.clip(change_at(strip), 0.0, 1.0)
         orig = layer[strip.y0: strip.y1, strip.x0: strip.x1]
-        weight *= orig[:, :, 3] != 0
         if not weight.any():
             continue
         new = result_at(strip)
@@ -220,6 +215,26 @@ def composite(
         dst = out[strip.y0 - rect.y0: strip.y1 - rect.y0, :, :3]
         np.copyto(dst, from_float(new, depth), where=(weight > 0)[:, :, None])
     return Patch(pixels=out, x=rect.x0, y=rect.y0)
+
+
+def blend_weight(
+    layer: np.ndarray, box: CropBox, selection: np.ndarray | None, rect: Rect, feather: float,
+) -> Callable[[Rect], np.ndarray]:
+    """The blend weight over strips of ``rect`` (see the module doc, without the change map):
+    selection x its inward feather x the box's feather, 0 under alpha 0; ``[h, w]`` float32."""
+    radius = max(1.0, feather * box.side)
+    sel_feather = None if selection is None else _selection_feather(selection, rect, radius)
+
+    def weight_at(strip: Rect) -> np.ndarray:
+        weight = _box_feather(box, strip, radius)
+        if selection is not None and sel_feather is not None:
+            sel = selection[strip.y0: strip.y1, strip.x0: strip.x1]
+            weight *= sel.astype(np.float32) / 255.0
+            weight *= _feather_rows(sel_feather, rect, strip)
+        weight *= layer[strip.y0: strip.y1, strip.x0: strip.x1, 3] != 0
+        return weight
+
+    return weight_at
 
 
 def _feather_rows(grid: np.ndarray, rect: Rect, strip: Rect) -> np.ndarray:

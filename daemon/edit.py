@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 DEPTHS = {"u8": 1, "u16": 2, "f32": 4}  # bytes per channel of RGBA pixels
 PRESETS = ("fast", "quality")
+BLENDS = ("photo", "generator")  # Photo-true warp of the layer's pixels | the generator's image.
 
 Point = tuple[float, float]
 
@@ -24,6 +25,7 @@ class EditParams:
     preset: str = "fast"            # Inversion quality preset: "fast" | "quality".
     preview_every: int = 0          # Send a preview every N drag steps, 0 = never.
     preview_size: int = 256         # Longest side of a preview JPEG.
+    blend: str = "photo"            # What fills the edit: one of BLENDS.
 
 
 @dataclass(frozen=True)
@@ -58,11 +60,13 @@ class EditResult:
     width: int
     height: int
     depth: str
-    points: list[Point]             # Final handle positions, layer pixels.
-    distances: list[float]          # Final handle-target distances, layer pixels.
+    points: list[Point]             # Where each handle's content lies in the result, layer px.
+    distances: list[float]          # Its distance to the target, layer pixels.
     steps: int                      # Drag steps run.
     session: str                    # Id of the cached inversion (send it back to drag again).
     timings: dict[str, float] = field(default_factory=dict)  # Seconds per phase.
+    converged: bool = True          # Every handle reached the stop distance of its target.
+    worse: list[int] = field(default_factory=list)  # Pairs that ended farther than they began.
 
 
 ProgressFn = Callable[[Progress], None]

@@ -16,11 +16,18 @@ Behaviour worth knowing:
   form always carries its pixels).
   A crop serves only points framed the same way now: an aligned crop only its own face, and a
   plain square not where a face is now found (as hint or as cache hit).
-- Only what the drag changed is replaced: the blend is weighted by a soft map of where the
-  dragged image differs from the inversion's reconstruction, so the rest of the crop keeps the
-  photo's own pixels rather than the generator's imperfect copy of them.
-- Colour: the blurred inversion error (crop - reconstruction) is added back to the dragged image,
-  so where the tuned generator drifted in tone the patch still matches the photo.
+- Photo-true (the default ``blend="photo"``): the drag yields a motion field read from the
+  generator's features (`gimp_draggan.draggan.motion`), and the composite moves the layer's own
+  full-resolution pixels along it (`gimp_draggan.warp`); the generator's pixels fill in only
+  where the field has no source (content the drag revealed). Previews show that warp too.
+- Precision in layer pixels: handles are tracked to 1/8 model pixel, and the drag stops when
+  each is within `STOP_LAYER_PX` layer pixels of its target (never looser than the paper's
+  rule, never tighter than `STOP_FLOOR` model pixels, what tracking resolves). The warp then
+  places each handle that got there exactly on its target; a handle that did not is left where
+  the drag brought it, and the result says so (``converged``, ``worse``).
+- ``blend="generator"`` keeps the earlier composite for comparison: the dragged image where it
+  differs from the reconstruction, with the blurred inversion error (crop - reconstruction)
+  added back so its tone matches the photo.
 - Pairs far apart (two faces of a group photo) are edited one after another, each group in its
   own crop and session (`gimp_draggan.groups`); the result has one patch over all of them. When
   a crop overlaps what an earlier group changed (neighbouring faces' FFHQ squares), it is made
@@ -67,6 +74,7 @@ from gimp_draggan.crop import (
     preview_on_rect,
 )
 from gimp_draggan.edit import (
+    BLENDS,
     PRESETS,
     EditParams,
     EditRequest,
@@ -79,16 +87,21 @@ from gimp_draggan.edit import (
 from gimp_draggan.groups import Group, plan_groups
 from gimp_draggan.pixels import mask_view, rgba_view, to_bytes
 from gimp_draggan.sessions import Session, SessionCache, UnknownSession, crop_digest, session_id
+from gimp_draggan.warp import LayerField, warp_composite
 
 if TYPE_CHECKING:
     import torch
 
     from gimp_draggan.draggan.drag import DragResult, StepReport
+    from gimp_draggan.draggan.motion import MotionField
 
 FEATHER = 1.0 / 16.0        # Blend ramp width, fraction of the crop side.
 COLOR_RADIUS = 1.0 / 16.0   # Colour-matching blur radius, fraction of the model resolution.
 CHANGE_THRESHOLD = 0.04     # A channel moving this much (of full scale) counts as changed.
 CHANGE_RADIUS = 1.0 / 32.0  # Spread of the change map, fraction of the model resolution.
+STOP_LAYER_PX = 2.0         # A handle this close to its target (layer pixels) is there.
+STOP_FLOOR = 0.5            # ...but the drag never aims closer than this many model pixels.
+SAME_POINT = 0.5            # Handle and target closer than this (layer pixels): nothing to do.
 
 log = logging.getLogger("gimp_draggan.pipeline")
 
@@ -207,6 +220,8 @@ def _model(request: EditRequest, device: str, sessions: SessionCache,
     preset = request.params.preset
     if preset not in PRESETS:
         raise ValueError(f"unknown inversion preset {preset!r}: use one of {list(PRESETS)}")
+    if request.params.blend not in BLENDS:
+        raise ValueError(f"unknown blend {request.params.blend!r}: use one of {list(BLENDS)}")
     t0 = time.perf_counter()
     path, G = _generator(request.model, device, sessions)
     _add(timings, "load", time.perf_counter() - t0)
@@ -344,35 +359,76 @@ def _preview_jpeg(img: np.ndarray, size: int) -> bytes:
 
 def _preview(session: Session, layer: _Layer, img: torch.Tensor, size: int,
              ) -> tuple[bytes, tuple[int, int, int, int]]:
-    """A drag preview and where it lies in the layer (x, y, w, h). A turned crop's preview is
-    drawn upright onto its bounding square, over the layer's own pixels there (made once per
-    session and size, and kept with it)."""
+    """A generator-blend drag preview and where it lies in the layer (x, y, w, h). A turned
+    crop's preview is drawn upright onto its bounding square, over the layer's own pixels there
+    (made once per session and size, and kept with it)."""
     box = session.box
     pixels = img.numpy()
     if box.angle == 0.0:
         return _preview_jpeg(pixels, size), (box.x0, box.y0, box.side, box.side)
     rect = box.rect
     n = max(1, min(size, math.ceil(rect.width * box.scale)))
+    shown = preview_on_rect(pixels[:, :, :3].astype(np.float32) / 255.0,
+                            _backdrop(session, layer, n)[:, :, :3], box)
+    rgb = np.clip(np.rint(shown * 255.0), 0, 255).astype(np.uint8)
+    return _preview_jpeg(rgb, size), (rect.x0, rect.y0, rect.width, rect.height)
+
+
+def _backdrop(session: Session, layer: _Layer, n: int) -> np.ndarray:
+    """The layer over the box's bounding square at ``n`` pixels a side, float32 RGBA (alpha
+    1: flattened over grey as the model sees it); made once per session and size."""
     backdrop = session.backdrops.get(n)
     if backdrop is None:
+        rect = session.box.rect
         w, h = layer.size
-        backdrop = model_view(layer.rgba, layer.depth, CropBox(rect.x0, rect.y0, rect.width,
-                                                               w, h, n))
+        rgb = model_view(layer.rgba, layer.depth, CropBox(rect.x0, rect.y0, rect.width, w, h, n))
+        backdrop = np.dstack([rgb, np.ones(rgb.shape[:2], np.float32)])
         session.backdrops[n] = backdrop
-    shown = preview_on_rect(pixels[:, :, :3].astype(np.float32) / 255.0, backdrop, box)
-    rgb = np.clip(np.rint(shown * 255.0), 0, 255).astype(np.uint8)
+    return backdrop
+
+
+def _photo_preview(
+    session: Session, layer: _Layer, image: torch.Tensor, field: MotionField, size: int,
+) -> tuple[bytes, tuple[int, int, int, int]]:
+    """What the photo-true result will look like now: the same warp as the final composite, run
+    on the layer's bounding square of the box shrunk to the preview's size."""
+    box = session.box
+    rect = box.rect
+    n = max(8, min(size, rect.width))
+    k = n / rect.width
+    small = _backdrop(session, layer, n)
+    small_box = replace(
+        box, x0=round((box.x0 - rect.x0) * k), y0=round((box.y0 - rect.y0) * k),
+        side=max(1, round(box.side * k)), layer_width=n, layer_height=n,
+    )
+    small_sel = None
+    if layer.selection is not None:
+        w, h = layer.size
+        sel = layer_to_model(layer.selection, CropBox(rect.x0, rect.y0, rect.width, w, h, n),
+                             lambda a: a.astype(np.float32), pad_mode="constant")
+        small_sel = np.clip(np.rint(sel), 0, 255).astype(np.uint8)
+    shown = np.array(small)
+    if small_sel is None or small_sel.any():
+        patch = warp_composite(
+            small, "f32", _layer_field(field, small_box), _toned(session, image), small_sel,
+            feather=FEATHER,
+        )
+        shown[patch.y: patch.y + patch.height, patch.x: patch.x + patch.width] = patch.pixels
+    rgb = np.clip(np.rint(shown[:, :, :3] * 255.0), 0, 255).astype(np.uint8)
     return _preview_jpeg(rgb, size), (rect.x0, rect.y0, rect.width, rect.height)
 
 
 class _Tracker:
     """All pairs' current handles and distances (layer pixels), for progress reports while
-    the groups are edited one after another."""
+    the groups are edited one after another, and how each pair ended."""
 
     def __init__(self, layer: _Layer, on_progress: ProgressFn, total: int) -> None:
         self.points = list(layer.handles)
         self.targets = layer.targets
         self.on_progress = on_progress
         self.total = total
+        self.converged = True
+        self.worse: list[int] = []
 
     def update(self, pairs: Sequence[int], points: Sequence[Point]) -> None:
         for i, p in zip(pairs, points, strict=True):
@@ -394,6 +450,24 @@ class _Tracker:
         ))
 
 
+@dataclass(frozen=True)
+class _Dragged:
+    """One group's drag, in model pixels: the engine's result and where each handle's content
+    is to lie in the result (its target when the drag got there, else where it got)."""
+
+    result: DragResult
+    landing: list[Point]
+    stop: float                     # The stop distance the drag used, model pixels.
+
+
+def stop_distance(box: CropBox) -> float:
+    """The drag's stop distance in model pixels for this crop (see the module doc)."""
+    from gimp_draggan.draggan.drag import DragParams, pixel_radii
+
+    paper = pixel_radii(DragParams(), box.resolution).stop
+    return max(min(STOP_LAYER_PX * box.scale, paper), STOP_FLOOR)
+
+
 def _drag(
     session: Session,
     layer: _Layer,
@@ -401,34 +475,43 @@ def _drag(
     params: EditParams,
     tracker: _Tracker,
     should_stop: StopFn,
-) -> DragResult:
+) -> _Dragged:
     import torch
 
     from gimp_draggan.draggan.drag import DragParams, DragSession
 
     box = session.box
+    for i in pairs:
+        if math.dist(layer.handles[i], layer.targets[i]) < SAME_POINT:
+            raise ValueError(
+                f"pair {i}: handle and target are the same point ({SAME_POINT:g} layer pixels "
+                "or closer); drag the target away from the handle"
+            )
     handles = _model_points(box, [layer.handles[i] for i in pairs])
     targets = _model_points(box, [layer.targets[i] for i in pairs])
-    for i, (x, y), (tx, ty) in zip(pairs, handles, targets, strict=True):
-        if math.hypot(tx - round(x), ty - round(y)) < 1.0:
-            raise ValueError(
-                f"pair {i}: handle and target are less than one model pixel "
-                f"({1 / box.scale:.1f} layer pixels at this crop) apart; drag further, or "
-                "select a smaller region so the model sees it larger"
-            )
     mask = None
     if layer.selection is not None:
         m = layer_to_model(
             layer.selection, box, lambda a: a.astype(np.float32) / 255.0, pad_mode="constant"
         )
         mask = torch.from_numpy(np.clip(m, 0.0, 1.0))
-    drag_params = DragParams(lr=params.lr, mask_lambda=params.mask_lambda, max_steps=params.steps)
+    stop = stop_distance(box)
+    drag_params = DragParams(lr=params.lr, mask_lambda=params.mask_lambda, max_steps=params.steps,
+                             subpixel=True, stop_pixels=stop)
     engine = DragSession(session.generator, session.pivot, handles, targets, mask, drag_params)
+    photo = params.blend == "photo"
 
     def on_step(report: StepReport) -> None:
         preview, crop = None, None
         if report.preview is not None:
-            preview, crop = _preview(session, layer, report.preview, params.preview_size)
+            if photo and report.preview_feature is not None:
+                image = report.preview.permute(2, 0, 1)[None].float() / 127.5 - 1.0
+                field = _field(engine.start_feature, report.preview_feature, box,
+                               list(zip(report.points, engine.start_points, strict=True)))
+                preview, crop = _photo_preview(session, layer, image, field,
+                                               params.preview_size)
+            else:
+                preview, crop = _preview(session, layer, report.preview, params.preview_size)
         tracker.update(pairs, box.to_layer(report.points))
         tracker.drag_step(report.step, preview, crop)
 
@@ -438,22 +521,54 @@ def _drag(
     )
     if result.cancelled:
         raise EditCancelled("cancelled during the drag; nothing was changed")
-    tracker.update(pairs, box.to_layer(result.points))
-    return result
+    landing = [
+        t if photo and d <= stop else p
+        for p, t, d in zip(result.points, targets, result.distances, strict=True)
+    ]
+    tracker.update(pairs, box.to_layer(landing))
+    tracker.converged &= result.converged
+    for i, start, end in zip(pairs, _distances(handles, targets), result.distances, strict=True):
+        if end > start:
+            tracker.worse.append(i)
+    return _Dragged(result, landing, stop)
 
 
-def _composite(session: Session, layer: _Layer, result: DragResult) -> Patch:
+def _field(
+    f0: torch.Tensor, f1: torch.Tensor, box: CropBox, anchors: list[tuple[Point, Point]]
+) -> MotionField:
+    from gimp_draggan.draggan.motion import estimate_motion
+
+    return estimate_motion(f0, f1, box.resolution, anchors)
+
+
+def _layer_field(field: MotionField, box: CropBox) -> LayerField:
+    return LayerField(flow=field.flow.permute(1, 2, 0).cpu().numpy(),
+                      confidence=field.confidence.cpu().numpy(), box=box)
+
+
+def _toned(session: Session, image: torch.Tensor) -> np.ndarray:
+    """The dragged image with the photo's tone: the blurred inversion error added back."""
+    radius = max(1, round(COLOR_RADIUS * session.box.resolution))
+    toned = match_low_frequencies(_to_image(image), session.target, session.recon, radius)
+    return np.clip(toned, 0.0, 1.0)
+
+
+def _composite(session: Session, layer: _Layer, dragged: _Dragged, blend: str) -> Patch:
     box = session.box
+    result = dragged.result
+    if blend == "photo":
+        assert result.start_feature is not None and result.feature is not None
+        anchors = list(zip(dragged.landing, result.start_points, strict=True))
+        field = _field(result.start_feature, result.feature, box, anchors)
+        return warp_composite(layer.rgba, layer.depth, _layer_field(field, box),
+                              _toned(session, result.image), layer.selection, feather=FEATHER)
     image = _to_image(result.image)
     res = box.resolution
     change = change_weight(
         image, session.recon, CHANGE_THRESHOLD, max(1, round(CHANGE_RADIUS * res))
     )
-    radius = max(1, round(COLOR_RADIUS * res))
-    image = np.clip(match_low_frequencies(image, session.target, session.recon, radius), 0.0, 1.0)
-    return composite(
-        layer.rgba, layer.depth, box, image, layer.selection, feather=FEATHER, change=change
-    )
+    return composite(layer.rgba, layer.depth, box, _toned(session, result.image),
+                     layer.selection, feather=FEATHER, change=change)
 
 
 def _touches(patch: Patch, box: CropBox) -> bool:
@@ -540,11 +655,11 @@ def run_edit(
                                tracker.invert_step, should_stop, timings)
         session_ids.append(session.id)
         t0 = time.perf_counter()
-        result = _drag(session, work, group.pairs, request.params, tracker, should_stop)
-        steps += result.steps
+        dragged = _drag(session, work, group.pairs, request.params, tracker, should_stop)
+        steps += dragged.result.steps
         _add(timings, "drag", time.perf_counter() - t0)
         t0 = time.perf_counter()
-        patches.append(_composite(session, work, result))
+        patches.append(_composite(session, work, dragged, request.params.blend))
         pending.append(patches[-1])
         if any(_touches(patches[-1], later.box) for later in groups[n + 1:]):
             work, pending = _apply_all(work, layer, pending, framing), []
@@ -555,6 +670,7 @@ def run_edit(
         patch=to_bytes(patch.pixels), x=patch.x, y=patch.y, width=patch.width,
         height=patch.height, depth=request.depth, points=list(tracker.points),
         distances=tracker.distances, steps=steps, session=session_ids[0], timings=timings,
+        converged=tracker.converged, worse=sorted(tracker.worse),
     )
 
 

@@ -68,6 +68,8 @@ class DragParams:
     max_steps: int = 200            # Optimiser steps per `run` unless the caller says otherwise.
     num_optimised_ws: int = 6       # Only the first N vectors of w+ move.
     feature_res: int | None = None  # Feature block resolution; None = `default_feature_res`.
+    subpixel: bool = False          # Track and supervise at sub-pixel precision (photo edits).
+    stop_pixels: float | None = None  # Stop distance in model pixels; None = the paper's rule.
 
     def validate(self) -> None:
         for name in ("r1", "r2", "stop_distance", "stop_floor", "lr"):
@@ -78,6 +80,10 @@ class DragParams:
             raise ValueError(f"DragParams.mask_lambda must be >= 0, got {self.mask_lambda}")
         if self.max_steps < 0:
             raise ValueError(f"DragParams.max_steps must be >= 0, got {self.max_steps}")
+        if self.stop_pixels is not None and not (
+            math.isfinite(self.stop_pixels) and self.stop_pixels > 0
+        ):
+            raise ValueError(f"DragParams.stop_pixels must be > 0, got {self.stop_pixels}")
         if self.num_optimised_ws < 1:
             raise ValueError(
                 f"DragParams.num_optimised_ws must be >= 1, got {self.num_optimised_ws}"
@@ -100,10 +106,11 @@ def pixel_radii(params: DragParams, resolution: int) -> PixelRadii:
     (an empty or one-pixel disc), so r1 and r2 are at least 2 (a deliberate difference).
     """
     scale = resolution / REFERENCE_RES
+    stop = params.stop_pixels
     return PixelRadii(
         r1=max(round(params.r1 * scale), 2),
         r2=max(round(params.r2 * scale), 2),
-        stop=max(params.stop_distance * scale, params.stop_floor),
+        stop=max(params.stop_distance * scale, params.stop_floor) if stop is None else stop,
     )
 
 
@@ -124,6 +131,7 @@ class StepReport:
     step_seconds: float
     elapsed: float                  # Seconds since this `run` began.
     preview: torch.Tensor | None = None  # uint8 [H, W, C] on the CPU, when due.
+    preview_feature: torch.Tensor | None = None  # [1, C, f, f] features of the preview.
 
 
 @dataclass(frozen=True)
@@ -136,6 +144,9 @@ class DragResult:
     converged: bool                 # Every handle within the stop distance.
     cancelled: bool                 # `should_stop` ended the run.
     reports: list[StepReport] = field(default_factory=list)  # This run's steps.
+    start_points: list[Point] = field(default_factory=list)  # Handles at the start.
+    start_feature: torch.Tensor | None = None   # [1, C, f, f] features of the start latent.
+    feature: torch.Tensor | None = None         # [1, C, f, f] features of the final latent.
 
 
 # ----------------------------------------------------------------------------------------------
@@ -223,6 +234,42 @@ def track_handles(
     return moved
 
 
+SUBPIXEL_STEPS = 8  # Sub-pixel tracking resolves 1/8 pixel.
+
+
+def refine_subpixel(
+    grid: FeatureGrid,
+    feat: torch.Tensor,         # [1, C, h, w] feature map (or window at origin), detached.
+    refs: torch.Tensor,         # [P, C] initial feature of each handle.
+    found: list[tuple[int, int]],
+    origin: tuple[int, int] = (0, 0),
+) -> list[Point]:
+    """Each nearest-neighbour pixel refined to 1/`SUBPIXEL_STEPS` pixel: the resized map is
+    sampled bilinearly on that grid within one pixel of it, and the closest sample (L2) wins."""
+    last = grid.image_res - 1
+    n = SUBPIXEL_STEPS
+    offsets = torch.arange(-n, n + 1, device=feat.device, dtype=feat.dtype) / n
+    out = []
+    for (x, y), ref in zip(found, refs, strict=True):
+        x0, x1 = max(x - 1, 0), min(x + 1, last)
+        y0, y1 = max(y - 1, 0), min(y + 1, last)
+        win = grid.window(feat, x0, x1, y0, y1, origin)                 # [C, ny, nx]
+        sx = (x + offsets).clamp(x0, x1) - x0
+        sy = (y + offsets).clamp(y0, y1) - y0
+        gx = sx / max(x1 - x0, 1) * 2 - 1 if x1 > x0 else torch.zeros_like(sx)
+        gy = sy / max(y1 - y0, 1) * 2 - 1 if y1 > y0 else torch.zeros_like(sy)
+        gyy, gxx = torch.meshgrid(gy, gx, indexing="ij")
+        samples = F.grid_sample(
+            win[None], torch.stack([gxx, gyy], dim=-1)[None], mode="bilinear",
+            align_corners=True,
+        )[0]                                                            # [C, 2n+1, 2n+1]
+        dist = (samples - ref.reshape(-1, 1, 1)).square().sum(dim=0)
+        idx = int(dist.reshape(-1).argmin())
+        k = 2 * n + 1
+        out.append((float(sx[idx % k] + x0), float(sy[idx // k] + y0)))
+    return out
+
+
 @dataclass(frozen=True)
 class Disc:
     """Integer offsets ``(dx, dy)`` strictly closer than ``radius`` to the origin."""
@@ -246,17 +293,24 @@ def motion_loss(
     targets: list[Point],
     disc: Disc,
     origin: tuple[int, int] = (0, 0),
+    points: Sequence[Point] | None = None,
+    min_distance: float = 1.0,
 ) -> torch.Tensor:
-    """Sum over handles more than 1 px from their target of mean |F(p + d) - sg(F(p))| over
-    channels and the disc pixels p inside the image; F(p + d) is bilinear, clamped to the
-    border (``grid_sample(align_corners=True, padding_mode="border")`` on the resized map)."""
+    """Sum over handles more than ``min_distance`` from their target of mean
+    |F(p + d) - sg(F(p))| over channels and the disc pixels p inside the image; F(p + d) is
+    bilinear, clamped to the border (``grid_sample(align_corners=True, padding_mode="border")``
+    on the resized map). The disc lies around the pixel ``handles``; d points from the handle
+    (its sub-pixel ``points`` when given) towards the target, one pixel long, or as long as
+    what is left when that is less."""
     last = grid.image_res - 1
     reach = disc.radius  # farthest disc offset (radius - 1) plus the unit shift
     loss = feat.new_zeros(())
-    for (x, y), (tx, ty) in zip(handles, targets, strict=True):
-        dist = math.hypot(tx - x, ty - y)
-        if dist <= 1:
+    exact = handles if points is None else points
+    for (x, y), (hx, hy), (tx, ty) in zip(handles, exact, targets, strict=True):
+        dist = math.hypot(tx - hx, ty - hy)
+        if dist <= min_distance:
             continue
+        ux, uy = ((tx - hx) / dist, (ty - hy) / dist) if dist >= 1 else (tx - hx, ty - hy)
         # The resized pixels the disc and its shifted samples touch, as one dense window.
         wx0, wx1 = max(x - reach, 0), min(x + reach + 1, last)
         wy0, wy1 = max(y - reach, 0), min(y + reach + 1, last)
@@ -265,8 +319,8 @@ def motion_loss(
         inside = (px >= 0) & (px <= last) & (py >= 0) & (py <= last)
         px, py = px[inside], py[inside]
         src = win[:, py - wy0, px - wx0].detach()
-        sx = (px.to(feat.dtype) + (tx - x) / dist).clamp(0, last)
-        sy = (py.to(feat.dtype) + (ty - y) / dist).clamp(0, last)
+        sx = (px.to(feat.dtype) + ux).clamp(0, last)
+        sy = (py.to(feat.dtype) + uy).clamp(0, last)
         x0 = sx.floor().long().clamp(max=max(last - 1, 0))
         y0 = sy.floor().long().clamp(max=max(last - 1, 0))
         ax, ay = sx - x0, sy - y0
@@ -512,9 +566,10 @@ class DragSession:
         if len(hs) != len(ts):
             raise ValueError(f"{len(hs)} handles but {len(ts)} targets: give them in pairs")
         rounded = [(round(x), round(y)) for x, y in hs]
-        for i, ((x, y), (tx, ty)) in enumerate(zip(rounded, ts, strict=True)):
+        starts = hs if params.subpixel else [(float(x), float(y)) for x, y in rounded]
+        for i, ((x, y), (tx, ty)) in enumerate(zip(starts, ts, strict=True)):
             if math.hypot(tx - x, ty - y) < 1e-6:
-                raise ValueError(f"pair {i}: handle ({x}, {y}) is already on its target")
+                raise ValueError(f"pair {i}: handle ({x:g}, {y:g}) is already on its target")
 
         self.G = G
         self.params = params
@@ -527,7 +582,9 @@ class DragSession:
         self.w_opt = ws[:, :n].clone().requires_grad_(True)
         self.ws_fixed = ws[:, n:].clone()
         self.optimizer = torch.optim.Adam([self.w_opt], lr=params.lr)
-        self.handles: list[tuple[int, int]] = rounded
+        self.handles: list[tuple[int, int]] = rounded   # The pixels windows and discs centre on.
+        self.points: list[Point] = list(starts)           # Where the handles are (sub-pixel).
+        self.start_points: list[Point] = list(starts)
         self.targets: list[Point] = ts
         self.steps = 0
         self._tracked = True  # Handles belong to the current latent.
@@ -538,9 +595,8 @@ class DragSession:
         self.disc = disc_offsets(self.radii.r1, self.device)
         with torch.no_grad():
             f0 = self.synthesis(self.w_opt)
-            xs = torch.tensor([x for x, _ in rounded], device=self.device)
-            ys = torch.tensor([y for _, y in rounded], device=self.device)
-            self.refs = self.grid.pixels(f0, xs, ys).t().contiguous()   # [P, C]
+            self.start_feature = f0.detach()
+            self.refs = self._features_at(f0, starts)                   # [P, C]
             self.fixed = None if mask is None else _as_mask(mask, res, self.device)
             self.f0_fixed = None
             if self.fixed is not None and params.mask_lambda > 0:
@@ -551,8 +607,35 @@ class DragSession:
         """The current w+ ``[1, num_ws, w_dim]`` (detached)."""
         return torch.cat([self.w_opt.detach(), self.ws_fixed], dim=1)
 
+    def _features_at(self, feat: torch.Tensor, points: Sequence[Point]) -> torch.Tensor:
+        """Resized features of a whole map at (maybe fractional) points: ``[P, C]``."""
+        rows = []
+        for x, y in points:
+            x0, y0 = math.floor(x), math.floor(y)
+            x1, y1 = min(x0 + 1, self.resolution - 1), min(y0 + 1, self.resolution - 1)
+            ax, ay = x - x0, y - y0
+            xs = torch.tensor([x0, x1, x0, x1], device=self.device)
+            ys = torch.tensor([y0, y0, y1, y1], device=self.device)
+            corners = self.grid.pixels(feat, xs, ys)                     # [C, 4]
+            w = torch.tensor([(1 - ax) * (1 - ay), ax * (1 - ay), (1 - ax) * ay, ax * ay],
+                             device=self.device, dtype=corners.dtype)
+            rows.append(corners @ w)
+        return torch.stack(rows)
+
+    def _track(self, feat: torch.Tensor, origin: tuple[int, int] = (0, 0)) -> None:
+        """Move the handles to the current latent's features (``feat``, detached)."""
+        self.handles = track_handles(
+            self.grid, feat, self.refs, self.handles, self.radii.r2, origin
+        )
+        if self.params.subpixel:
+            self.points = refine_subpixel(self.grid, feat, self.refs, self.handles, origin)
+            self.handles = [(round(x), round(y)) for x, y in self.points]
+        else:
+            self.points = [(float(x), float(y)) for x, y in self.handles]
+        self._tracked = True
+
     def distances(self) -> list[float]:
-        pairs = zip(self.handles, self.targets, strict=True)
+        pairs = zip(self.points, self.targets, strict=True)
         return [math.hypot(tx - x, ty - y) for (x, y), (tx, ty) in pairs]
 
     def converged(self) -> bool:
@@ -575,7 +658,11 @@ class DragSession:
     def loss(self, feat: torch.Tensor, origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
         """Motion supervision + mask term at the current handles, on features ``[1, C, h, w]``:
         the whole map, or (no mask term) the window whose top-left pixel is ``origin``."""
-        loss = motion_loss(self.grid, feat, self.handles, self.targets, self.disc, origin)
+        if self.params.subpixel:
+            loss = motion_loss(self.grid, feat, self.handles, self.targets, self.disc, origin,
+                               points=self.points, min_distance=self.radii.stop / 2)
+        else:
+            loss = motion_loss(self.grid, feat, self.handles, self.targets, self.disc, origin)
         if self.f0_fixed is not None and self.fixed is not None:
             fixed = self.grid.full(feat) * self.fixed
             loss = loss + self.params.mask_lambda * (fixed - self.f0_fixed).abs().mean()
@@ -589,11 +676,8 @@ class DragSession:
             origin = (0, 0) if window is None else (window[0], window[2])
             feat = self.synthesis(self.w_opt, window)
             if not self._tracked:
-                self.handles = track_handles(
-                    self.grid, feat.detach(), self.refs, self.handles, self.radii.r2, origin
-                )
-                self._tracked = True
-            points = [(float(x), float(y)) for x, y in self.handles]
+                self._track(feat.detach(), origin)
+            points = list(self.points)
             distances = self.distances()
             loss_value = None
             if not self.converged():
@@ -612,17 +696,14 @@ class DragSession:
         )
 
     @torch.no_grad()
-    def render(self, track: bool = True) -> torch.Tensor:
-        """The image of the current latent ``[1, C, H, W]``; with ``track``, the handles move
-        to it (otherwise the next step tracks them)."""
+    def render(self, track: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """The image ``[1, C, H, W]`` and features ``[1, C, f, f]`` of the current latent; with
+        ``track``, the handles move to it (otherwise the next step tracks them)."""
         out = self.G.synthesis.run(self.ws, noise_mode="const", feature_res=self.feature_res)
         assert out.img is not None and out.feature is not None
         if track and not self._tracked:
-            self.handles = track_handles(
-                self.grid, out.feature, self.refs, self.handles, self.radii.r2
-            )
-            self._tracked = True
-        return out.img
+            self._track(out.feature)
+        return out.img, out.feature
 
     def run(
         self,
@@ -645,16 +726,18 @@ class DragSession:
                 break
             report = self.step(elapsed_from=start)
             if report.optimised and preview_every and report.step % preview_every == 0:
-                preview = to_uint8(self.render(track=False))[0].cpu()
-                report = replace(report, preview=preview)
+                img, feat = self.render(track=False)
+                report = replace(report, preview=to_uint8(img)[0].cpu(), preview_feature=feat)
             reports.append(report)
             if on_step is not None:
                 on_step(report)
             if not report.optimised:
                 break
-        image = self.render().cpu()
+        image, feature = self.render()
         return DragResult(
-            ws=self.ws.cpu(), image=image, points=[(float(x), float(y)) for x, y in self.handles],
+            ws=self.ws.cpu(), image=image.cpu(), points=list(self.points),
             distances=self.distances(), steps=self.steps,
             converged=self.converged(), cancelled=cancelled, reports=reports,
+            start_points=list(self.start_points), start_feature=self.start_feature.cpu(),
+            feature=feature.cpu(),
         )

@@ -210,13 +210,25 @@ def test_a_big_layer_is_edited_without_touching_more_than_the_crop(model: str) -
     assert peak < 16 * 2**20, f"peak {peak / 2**20:.1f} MB"             # the layer is 192 MB
 
 
-def test_points_closer_than_a_model_pixel_are_refused(model: str) -> None:
+def test_a_drag_shorter_than_a_model_pixel_lands_on_its_target(model: str) -> None:
+    """3 px in a 600 px crop is 0.16 model px: within the stop distance from the start, so the
+    drag takes no step and the photo-true warp alone places the handle's content."""
     rgba = _astronaut()
     sel = np.zeros((512, 512), np.uint8)
     sel[50:450, 50:450] = 255
-    pairs = [((200.0, 200.0), (203.0, 200.0))]           # 3 px in a 600 px crop: 0.16 model px
-    with pytest.raises(ValueError, match="less than one model pixel"):
-        _run(_request(model, rgba, pairs=pairs, mask=sel.tobytes()), SessionCache())
+    pairs = [((200.0, 200.0), (203.0, 200.0))]
+    r = _run(_request(model, rgba, pairs=pairs, mask=sel.tobytes()), SessionCache())
+    assert r.steps == 0 and r.converged and r.worse == []
+    assert r.points == [(203.0, 200.0)] and r.distances == [0.0]
+    out = np.frombuffer(r.patch, np.uint8).reshape(r.height, r.width, 4)
+    moved = out[200 - r.y, 203 - r.x, :3].astype(int)
+    assert np.abs(moved - rgba[200, 200, :3]).max() <= 2      # the handle's pixel arrived
+
+
+def test_handle_on_its_target_is_refused(model: str) -> None:
+    pairs = [((200.0, 200.0), (200.2, 200.0))]
+    with pytest.raises(ValueError, match="same point"):
+        _run(_request(model, _astronaut(), pairs=pairs), SessionCache())
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,205 @@
+"""Photo-true composite: the layer's own pixels moved along the drag's motion field.
+
+The drag's result is a field in model space (`gimp_draggan.draggan.motion`): each pixel of the
+dragged image came from (x + dx, y + dy) of the reconstruction, with a confidence that such a
+source exists. Here it is carried to layer pixels through the crop box (turned boxes too) and
+applied to the full-resolution photo:
+
+    out(p) = photo(p + w(p) * d(p))            where the source exists,
+    blended towards the generator's pixels       by w(p) * (1 - confidence(p)),
+
+with ``w`` the blend weight of the plain composite (selection x its inward feather x the box's
+feather, 0 under alpha 0). Tapering the *motion* by ``w`` (rather than cross-fading two images)
+leaves no ghost edges where the edit fades out. Motion below `STILL` layer pixels counts as none,
+so a pixel that did not move and has a source keeps its bytes exactly.
+
+Sampling keeps the photo's grain: any interpolation at a fractional offset softens the finest
+detail (a half-pixel shift keeps ~60 % of the high-pass energy with bicubic, ~75 % with a cubic
+spline), so the source is split in two bands. The smooth band (a small blur of the photo) is
+sampled bicubically (Catmull-Rom), which is exact for it; the detail band (photo minus that
+blur) is copied from the nearest source pixel, whole, less than half a pixel from where it
+belongs. Both are read from the source region only, clamped to the layer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from gimp_draggan.composite import Patch, blend_rect, blend_weight, box_blur
+from gimp_draggan.crop import CropBox, Rect, layer_sampler
+from gimp_draggan.pixels import DTYPES, from_float, to_float
+
+STILL = 0.05             # Layer pixels of motion that count as none.
+DETAIL_RADIUS = 1        # Box radius (3 passes, sigma ~1.4 px) splitting smooth from detail.
+_STRIP_PIXELS = 1 << 20  # Pixels per strip (bounded working memory on big selections).
+
+
+@dataclass(frozen=True)
+class LayerField:
+    """A motion field in model space, ready to be read at layer pixels through ``box``."""
+
+    flow: np.ndarray        # [R, R, 2] float32 (dx, dy), model pixels.
+    confidence: np.ndarray  # [R, R] float32 in [0, 1].
+    box: CropBox
+
+    def __post_init__(self) -> None:
+        r = self.box.resolution
+        if self.flow.shape != (r, r, 2) or self.confidence.shape != (r, r):
+            raise ValueError(
+                f"field must be [{r}, {r}, 2] + [{r}, {r}], got {list(self.flow.shape)} + "
+                f"{list(self.confidence.shape)}"
+            )
+
+    def at(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """At layer pixel centres (xs, ys): the motion (dx, dy) in layer pixels and the
+        confidence, each shaped like ``xs``."""
+        box = self.box
+        s = box.scale
+        c, sn = math.cos(box.angle), math.sin(box.angle)
+        cx, cy = box.centre
+        h = box.side / 2.0
+        qx, qy = xs + 0.5 - cx, ys + 0.5 - cy
+        u = (c * qx + sn * qy + h) * s - 0.5
+        v = (-sn * qx + c * qy + h) * s - 0.5
+        du, dv, conf = _bilinear(np.dstack([self.flow, self.confidence[:, :, None]]), u, v)
+        return (c * du - sn * dv) / s, (sn * du + c * dv) / s, conf
+
+
+def _bilinear(grid: np.ndarray, u: np.ndarray, v: np.ndarray) -> list[np.ndarray]:
+    """``grid`` ([R, R, C]) sampled bilinearly at model points (u, v), clamped to its edge:
+    one array per channel, shaped like ``u``."""
+    r = grid.shape[0]
+    u = np.clip(u, 0.0, r - 1.0)
+    v = np.clip(v, 0.0, r - 1.0)
+    x0 = np.minimum(np.floor(u).astype(np.int64), r - 2) if r > 1 else np.zeros_like(u, np.int64)
+    y0 = np.minimum(np.floor(v).astype(np.int64), r - 2) if r > 1 else np.zeros_like(v, np.int64)
+    ax = (u - x0)[..., None]
+    ay = (v - y0)[..., None]
+    x1, y1 = np.minimum(x0 + 1, r - 1), np.minimum(y0 + 1, r - 1)
+    top = grid[y0, x0] * (1 - ax) + grid[y0, x1] * ax
+    bottom = grid[y1, x0] * (1 - ax) + grid[y1, x1] * ax
+    out = (top * (1 - ay) + bottom * ay).astype(np.float32)
+    return [out[..., k] for k in range(grid.shape[2])]
+
+
+def _cubic_weights(t: np.ndarray) -> list[np.ndarray]:
+    """Catmull-Rom weights of the taps at -1, 0, 1, 2 for fractional offsets ``t`` in [0, 1)."""
+    t2, t3 = t * t, t * t * t
+    return [
+        0.5 * (-t3 + 2 * t2 - t),
+        0.5 * (3 * t3 - 5 * t2 + 2),
+        0.5 * (-3 * t3 + 4 * t2 + t),
+        0.5 * (t3 - t2),
+    ]
+
+
+def sample_bicubic(img: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Float ``img`` ([H, W, C]) at points (xs, ys) ([N], pixel centres at integers), clamped
+    to its edge: ``[N, C]``. A whole-pixel point reads that pixel exactly."""
+    h, w = img.shape[:2]
+    fx, fy = np.floor(xs), np.floor(ys)
+    wx = _cubic_weights((xs - fx).astype(np.float32))
+    wy = _cubic_weights((ys - fy).astype(np.float32))
+    ix, iy = fx.astype(np.int64), fy.astype(np.int64)
+    out = np.zeros((xs.shape[0], img.shape[2]), np.float32)
+    for j in range(4):
+        row = np.clip(iy + (j - 1), 0, h - 1)
+        acc = np.zeros_like(out)
+        for i in range(4):
+            acc += img[row, np.clip(ix + (i - 1), 0, w - 1)] * wx[i][:, None]
+        out += acc * wy[j][:, None]
+    return out
+
+
+@dataclass(frozen=True)
+class SourceBands:
+    """The layer's RGB over a region, split into a smooth band and a detail band."""
+
+    smooth: np.ndarray      # [h, w, 3] float32.
+    detail: np.ndarray      # [h, w, 3] float32: the region minus ``smooth``.
+    x0: int                 # The region's top-left pixel in the layer.
+    y0: int
+
+    @classmethod
+    def read(cls, layer: np.ndarray, depth: str, region: Rect) -> SourceBands:
+        rgb = to_float(layer[region.y0: region.y1, region.x0: region.x1, :3], depth)
+        smooth = np.dstack([box_blur(rgb[:, :, c], DETAIL_RADIUS) for c in range(3)])
+        # box_blur pads with zeros: renormalise by the blurred support so edges keep their level.
+        support = box_blur(np.ones(rgb.shape[:2], np.float32), DETAIL_RADIUS)
+        smooth /= support[:, :, None]
+        return cls(smooth=smooth, detail=rgb - smooth, x0=region.x0, y0=region.y0)
+
+    def sample(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        """RGB at layer points (xs, ys) ([N]): smooth band bicubic + detail band nearest."""
+        u, v = xs - self.x0, ys - self.y0
+        h, w = self.detail.shape[:2]
+        near_x = np.clip(np.floor(u + 0.5).astype(np.int64), 0, w - 1)
+        near_y = np.clip(np.floor(v + 0.5).astype(np.int64), 0, h - 1)
+        return sample_bicubic(self.smooth, u, v) + self.detail[near_y, near_x]
+
+
+def warp_composite(
+    layer: np.ndarray,
+    depth: str,
+    field: LayerField,
+    generated: np.ndarray,              # [R, R, 3] float32: dragged image, toned as the photo.
+    selection: np.ndarray | None = None,
+    feather: float = 1.0 / 16.0,        # Ramp width as a fraction of the crop side.
+) -> Patch:
+    """The photo-true patch (see the module doc) over the pixels that may change."""
+    box = field.box
+    if layer.ndim != 3 or layer.shape[2] != 4 or layer.dtype != DTYPES.get(depth):
+        raise ValueError(f"layer must be [H, W, 4] {depth}, got {layer.dtype} {list(layer.shape)}")
+    r = box.resolution
+    if generated.shape != (r, r, 3):
+        raise ValueError(f"generated image must be [{r}, {r}, 3], got {list(generated.shape)}")
+    rect = blend_rect(box, selection)
+    if rect.empty:
+        raise ValueError("the selection does not overlap the crop: nothing can change")
+    weight_at = blend_weight(layer, box, selection, rect, feather)
+    if _is_grey(layer, rect):
+        generated = np.repeat(generated.mean(axis=2, keepdims=True), 3, axis=2)
+    gen_at: Callable[[Rect], np.ndarray] = layer_sampler(generated, box)
+    out = np.array(layer[rect.y0: rect.y1, rect.x0: rect.x1])
+    reach = math.ceil(float(np.abs(field.flow).max()) / box.scale) + 3
+    bands = SourceBands.read(layer, depth, Rect(
+        max(0, rect.x0 - reach), max(0, rect.y0 - reach),
+        min(layer.shape[1], rect.x1 + reach), min(layer.shape[0], rect.y1 + reach),
+    ))
+    rows = max(1, _STRIP_PIXELS // max(1, rect.width))
+    xs_row = np.arange(rect.x0, rect.x1, dtype=np.float64)
+    for y0 in range(rect.y0, rect.y1, rows):
+        strip = Rect(rect.x0, y0, rect.x1, min(rect.y1, y0 + rows))
+        weight = weight_at(strip)
+        if not weight.any():
+            continue
+        ys = np.arange(strip.y0, strip.y1, dtype=np.float64)[:, None]
+        xs = np.broadcast_to(xs_row[None, :], weight.shape)
+        ys = np.broadcast_to(ys, weight.shape)
+        dx, dy, conf = field.at(xs, ys)
+        moved = np.hypot(dx, dy) * weight
+        still = np.clip((moved - STILL) / STILL, 0.0, 1.0) * weight
+        dx, dy = dx * still, dy * still
+        fill = weight * (1.0 - np.clip(conf, 0.0, 1.0))
+        touched = (still > 0) | (fill > 0)
+        if not touched.any():
+            continue
+        sel = np.nonzero(touched)
+        value = bands.sample(xs[sel] + dx[sel], ys[sel] + dy[sel])
+        if (fill > 0).any():
+            gen = gen_at(strip)[sel]
+            value += fill[sel][:, None] * (gen - value)
+        dst = out[strip.y0 - rect.y0: strip.y1 - rect.y0]
+        dst[sel[0], sel[1], :3] = from_float(value, depth)
+    return Patch(pixels=out, x=rect.x0, y=rect.y0)
+
+
+def _is_grey(layer: np.ndarray, rect: Rect) -> bool:
+    """Whether every pixel of ``rect`` has R = G = B (a grey layer stays grey)."""
+    region = layer[rect.y0: rect.y1, rect.x0: rect.x1]
+    return bool(np.array_equal(region[:, :, 0], region[:, :, 1])
+                and np.array_equal(region[:, :, 1], region[:, :, 2]))
