@@ -175,7 +175,8 @@ class PipelineExecutor:
             raise JobError("unknown_session", str(exc)) from None
         return P.JobResult(session=r.session, x=r.x, y=r.y, width=r.width, height=r.height,
                            depth=r.depth, patch=r.patch, points=list(r.points),
-                           distances=list(r.distances), steps=r.steps, timings=dict(r.timings))
+                           distances=list(r.distances), steps=r.steps, timings=dict(r.timings),
+                           converged=r.converged, worse=list(r.worse))
 
     def _generator(self, path: str) -> Any:
         """The generator in file `path` (from `_model_ref`), loaded once per device."""
@@ -204,7 +205,7 @@ class PipelineExecutor:
             session=f"seed-{request.seed}", width=w, height=h, depth="u8",
             patch=rgba_bytes(image), points=list(result.points),
             distances=list(result.distances), steps=result.steps,
-            timings={"total": time.perf_counter() - start},
+            timings={"total": time.perf_counter() - start}, converged=result.converged,
         )
 
     def download(self, name: str, on_progress: ProgressFn, should_stop: StopFn) -> None:

@@ -13,6 +13,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +60,11 @@ def paste_patch(layer: Any, patch: bytes, x: int, y: int, width: int, height: in
 def write_result(
     args: argparse.Namespace, image: Any, steps: int, points: list[tuple[float, float]],
     distances: list[float], sec_per_step: float | None, where: str, summary: dict[str, Any],
+    converged: bool = True, worse: Sequence[int] = (),
 ) -> None:
     """Save ``image`` to ``args.output``, print the closing line and, with --json, the summary
-    (the keys every drag form shares, then ``summary``'s)."""
+    (the keys every drag form shares, then ``summary``'s). A drag that ended short says so
+    (`closing_line`); the image is written either way."""
     import numpy as np
     from PIL import Image
 
@@ -70,15 +73,30 @@ def write_result(
     from gimp_draggan.atomic import save_image
 
     save_image(Image.fromarray(np.ascontiguousarray(image)), dest)
-    print(f"done after {steps} steps{where}: handles "
-          + " ".join(f"({x:g},{y:g})" for x, y in points) + f", wrote {dest}")
+    print(closing_line(steps, where, points, distances, converged, worse) + f"; wrote {dest}")
     if args.json:
         spp = None if sec_per_step is None else round(sec_per_step, 6)
         print(json.dumps({
             "steps": steps, "sec_per_step": spp,
             "points": [[x, y] for x, y in points],
-            "distances": [round(d, 4) for d in distances], **summary, "output": str(dest),
+            "distances": [round(d, 4) for d in distances], "converged": converged,
+            "worse": list(worse), **summary, "output": str(dest),
         }))
+
+
+def closing_line(steps: int, where: str, points: Sequence[tuple[float, float]],
+                 distances: Sequence[float], converged: bool, worse: Sequence[int]) -> str:
+    """"done …" only when every handle got there; else how far each one is from its target
+    (layer pixels), and which ones ended farther than they began."""
+    handles = " ".join(f"({x:.1f},{y:.1f})" for x, y in points)
+    if converged:
+        return f"done after {steps} steps{where}: handles {handles}"
+    line = (f"stopped short after {steps} steps{where}: handles {handles}, "
+            + ", ".join(f"pair {i} {d:.1f} px from its target" for i, d in enumerate(distances))
+            + " (more --steps, a larger selection or a shorter drag may reach it)")
+    if worse:
+        line += "; farther than at the start: " + ", ".join(f"pair {i}" for i in worse)
+    return line
 
 
 def run_photo(args: argparse.Namespace) -> int:
@@ -107,7 +125,8 @@ def run_photo(args: argparse.Namespace) -> int:
             mask = grey.tobytes()
         request = EditRequest(
             width=w, height=h, pixels=layer.tobytes(), depth="u8", pairs=list(args.pairs),
-            model=args.model, mask=mask, params=EditParams(steps=args.steps, lr=args.lr),
+            model=args.model, mask=mask,
+            params=EditParams(steps=args.steps, lr=args.lr, blend=args.blend),
         )
         print(f"drag: {args.image} ({w}x{h}), {len(args.pairs)} pair(s), model {args.model}, "
               f"device {device}", flush=True)
@@ -126,5 +145,6 @@ def run_photo(args: argparse.Namespace) -> int:
         r.distances, printer.sec_per_step(), "",
         {"device": device, "seconds": round(seconds, 3), "session": r.session,
          "patch": [r.x, r.y, r.width, r.height], "framing": framing, "timings": r.timings},
+        converged=r.converged, worse=r.worse,
     )
     return 0

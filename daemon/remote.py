@@ -67,7 +67,7 @@ def run_remote(args: argparse.Namespace, image_path: str | None = None) -> int:
     from gimp_draggan_plugin.client import Client, DaemonError, curve_for
 
     address = args.daemon or P.default_address()
-    params = {"steps": args.steps, "lr": args.lr}
+    params = {"steps": args.steps, "lr": args.lr, "blend": args.blend}
     printer = _Printer(sys.stdout)
     try:
         model = model_name(args.model) if args.model else None
@@ -101,6 +101,7 @@ def run_remote(args: argparse.Namespace, image_path: str | None = None) -> int:
         f" on {device} at {address}",
         {"device": device, "daemon": address, "seconds": round(seconds, 3),
          "session": r.session, "timings": r.timings},
+        converged=r.converged, worse=r.worse,
     )
     return 0
 

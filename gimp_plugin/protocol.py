@@ -10,6 +10,7 @@ preview). Nothing here unpickles, evaluates or opens anything a peer sent.
 
 from __future__ import annotations
 
+import hmac
 import json
 import math
 import os
@@ -22,6 +23,9 @@ DEFAULT_PORT = 5589
 DEFAULT_ADDRESS = f"tcp://127.0.0.1:{DEFAULT_PORT}"
 ADDRESS_ENV = "GIMP_DRAGGAN_DAEMON"
 SERVE_COMMAND = "gimp-draggan serve"
+TOKEN_FIELD = "token"                 # The owner's loopback secret, in every request's header.
+SECRET_ENV = "GIMP_DRAGGAN_SECRET"    # Path of the secret file (overrides the default).
+SECRET_NAME = "daemon.secret"         # In the user's config dir + gimp-draggan/.
 
 # ---- limits -----------------------------------------------------------------------------------
 MAX_HEADER_BYTES = 64 * 1024          # JSON header frame.
@@ -41,6 +45,7 @@ REQUEST_TIMEOUT_S = 3.0               # First answer to any request (hello, stat
 
 DEPTHS = {"u8": 1, "u16": 2, "f32": 4}  # Bytes per channel of RGBA pixels.
 PRESETS = ("fast", "quality")
+BLENDS = ("photo", "generator")  # photo: the layer's pixels warped; generator: its image.
 PHASES = ("invert", "drag", "download")
 
 REQUEST_OPS = ("hello", "drag", "invert", "cancel", "status", "models", "heartbeat")
@@ -66,6 +71,11 @@ ERROR_HINTS: dict[str, str] = {
     "unknown_session": "The daemon no longer holds that inverted photo; send the pixels again.",
     "unknown_model": "Pick a model from `gimp-draggan models list`.",
     "model_not_cached": "Download it first with `gimp-draggan models download NAME`.",
+    "model_damaged": "The model file is damaged or truncated; delete it and download it again "
+    "with `gimp-draggan models download NAME` (the message names the file).",
+    "not_your_daemon": "Start your own daemon on a free port (`gimp-draggan serve --bind "
+    "tcp://127.0.0.1:PORT`); if this daemon is yours, the client must read the secret file "
+    f"that `serve` wrote (${SECRET_ENV}, else the user's config dir + gimp-draggan/{SECRET_NAME}).",
     "download_failed": "Check the network connection and try again; `gimp-draggan models "
     "download NAME` shows the details.",
     "out_of_memory": "The GPU ran out of memory; use a smaller selection or a smaller model.",
@@ -94,6 +104,14 @@ class ProtocolError(Exception):
         self.message = message
 
 
+def authorized(header: dict[str, Any], secret: str | None) -> bool:
+    """True when no secret is required or the header's `token` is it (constant-time compare)."""
+    if secret is None:
+        return True
+    token = header.get(TOKEN_FIELD)
+    return isinstance(token, str) and hmac.compare_digest(token.encode(), secret.encode())
+
+
 def error_sentence(code: str, message: str) -> str:
     """A message plus what to do, for a person."""
     hint = ERROR_HINTS.get(code, "")
@@ -119,6 +137,7 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("preset", str, "fast", choices=PRESETS),
     ParamSpec("preview_every", int, 0, 0, 1000),
     ParamSpec("preview_size", int, 256, 32, 1024),
+    ParamSpec("blend", str, "photo", choices=BLENDS),
 )
 PARAM_NAMES = tuple(p.name for p in PARAMS)
 
@@ -462,6 +481,8 @@ class JobResult:
     distances: list[float] = field(default_factory=list)
     steps: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    converged: bool = True             # Every handle got within the stop distance.
+    worse: list[int] = field(default_factory=list)  # Pairs that ended farther than they began.
 
 
 def progress_frames(msg_id: str, ev: ProgressEvent) -> list[bytes]:
@@ -498,6 +519,7 @@ def result_frames(msg_id: str, r: JobResult) -> list[bytes]:
         "depth": r.depth, "points": [[float(x), float(y)] for x, y in r.points],
         "distances": [float(d) for d in r.distances], "steps": r.steps,
         "timings": {k: float(v) for k, v in r.timings.items()},
+        "converged": bool(r.converged), "worse": [int(i) for i in r.worse],
     }
     return encode("result", msg_id, fields, {"patch": r.patch} if r.patch else None)
 
@@ -512,6 +534,8 @@ def parse_result(msg: Message) -> JobResult:
             points=[(float(p[0]), float(p[1])) for p in h["points"]],
             distances=[float(d) for d in h["distances"]], steps=int(h["steps"]),
             timings={str(k): float(v) for k, v in h.get("timings", {}).items()},
+            converged=bool(h.get("converged", True)),
+            worse=[int(i) for i in h.get("worse", [])],
         )
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise ProtocolError("bad_message", f"malformed result reply: {exc}") from None

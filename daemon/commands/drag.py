@@ -134,6 +134,11 @@ def add_drag_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (paper: 2e-3)")
     parser.add_argument(
+        "--blend", choices=("photo", "generator"), default="photo",
+        help="photo form: what fills the edit — photo (default): the photo's own pixels moved "
+             "along the drag's motion; generator: the model's image (blurrier; for comparison)",
+    )
+    parser.add_argument(
         "--mask", metavar="M.png",
         help="greyscale image of the model's size: white = may move, black = keep",
     )
