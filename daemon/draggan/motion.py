@@ -153,6 +153,11 @@ def _best_offsets(
         curve = cl - 2.0 * c0 + ch
         ok = (lo != centre) & (hi != centre) & (curve > 1e-9)
         off = torch.where(ok, 0.5 * (cl - ch) / curve.clamp(min=1e-9), torch.zeros_like(c0))
+        # A parabola through a lopsided but exact minimum (c0 ~ 0) would still move it: trust
+        # the offset only as far as the minimum is not exact (for a true offset t the cost
+        # there is ~t^2 of its neighbours': t = 0.1 keeps half the offset, t = 0 none of it).
+        ratio = c0 / torch.minimum(cl, ch).clamp(min=1e-9)
+        off = off * ratio / (ratio + 0.01)
         sub.append(centre.to(cost.dtype) - radius + off.clamp(-0.5, 0.5))
     return torch.stack(sub), best, spread
 
