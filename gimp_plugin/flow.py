@@ -64,6 +64,8 @@ class Host(Protocol):
 
     def confirm(self, question: str) -> bool: ...
 
+    def notice(self, text: str) -> None: ...
+
 
 def visible_part(crop: Box, width: int, height: int) -> tuple[Box, Box] | None:
     """Where a preview of `crop` (which may stick out of the layer) lands on a `width` x `height`
@@ -153,6 +155,8 @@ def run(host: Host, client: Client, config: settings.Settings, layer: LayerData,
             raise PluginError(f"the daemon sent {result.depth} pixels for a {layer.depth} layer; "
                               "update the daemon and the plug-in to the same version")
         host.finish(result)
+        if not result.converged:
+            host.notice(texts.stopped_short(result))
         return result
     except BaseException as exc:
         host.discard()

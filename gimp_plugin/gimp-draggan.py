@@ -125,10 +125,15 @@ class GimpHost:
         self._write(on_layer, bytes(data), "R'G'B'A u8")
 
     def finish(self, result):
-        from gimp_draggan_plugin import settings
+        from gimp_draggan_plugin import settings, texts
 
         box = (result.x, result.y, result.width, result.height)
         self._write(box, result.patch, settings.DEPTH_FORMATS[result.depth])
+        if not result.converged:
+            self.layer.set_name(texts.layer_name(len(result.distances), result))
+
+    def notice(self, text):
+        Gimp.message(text)
 
     def close(self):
         """End the undo group if a change opened it (always called, also after errors)."""

@@ -26,8 +26,24 @@ def progress_fraction(phase: str, step: int, total: int) -> float:
     return part
 
 
-def layer_name(pairs: int) -> str:
-    return f"DragGAN drag ({pairs} point{'' if pairs == 1 else 's'})"
+def layer_name(pairs: int, result: protocol.JobResult | None = None) -> str:
+    """"DragGAN drag (2 points)"; a drag that ended short says by how much."""
+    short = ""
+    if result is not None and not result.converged and result.distances:
+        short = f", {max(result.distances):.1f} px short"
+    return f"DragGAN drag ({pairs} point{'' if pairs == 1 else 's'}{short})"
+
+
+def stopped_short(result: protocol.JobResult) -> str:
+    """What the person is told when the drag ended before every handle got there."""
+    far = ", ".join(f"handle {i + 1} is {d:.1f} px from its target"
+                    for i, d in enumerate(result.distances) if d > 0)
+    text = (f"DragGAN Drag stopped short after {result.steps} steps: {far}. The layer shows "
+            "how far it got; more steps, a larger selection or a shorter drag may reach it.")
+    if result.worse:
+        worse = ", ".join(str(i + 1) for i in result.worse)
+        text += f" Handle(s) {worse} ended farther from the target than they started."
+    return text
 
 
 def queued_text(position: int) -> str:

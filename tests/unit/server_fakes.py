@@ -22,6 +22,7 @@ class FakeExecutor:
         self.recovered = 0
         self.running = threading.Event()   # Set while a job runs (tests wait on it).
         self.fail_next: Exception | None = None
+        self.short_by: float = 0.0         # > 0: photo drags end this far from their targets.
 
     def info(self) -> dict[str, Any]:
         return {"device": self.name, "default_model": self.models[0],
@@ -61,8 +62,9 @@ class FakeExecutor:
         size = (spec.width, spec.height) if patch else (0, 0)
         return P.JobResult(session=f"{self.name}-{len(request.pixels)}", x=0, y=0, width=size[0],
                            height=size[1], depth=spec.depth, patch=patch, points=points,
-                           distances=[0.0] * len(points), steps=steps,
-                           timings={"drag": 0.001})
+                           distances=[self.short_by] * len(points), steps=steps,
+                           timings={"drag": 0.001}, converged=self.short_by == 0.0,
+                           worse=[0] if self.short_by > 0 else [])
 
     def download(self, name: str, on_progress: Any, should_stop: Any) -> None:
         on_progress(P.ProgressEvent("download", 1, 1))

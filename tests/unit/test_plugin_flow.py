@@ -18,7 +18,7 @@ import pytest
 from server_fakes import FakeExecutor
 
 from gimp_draggan.server import Server, ServerConfig
-from gimp_draggan_plugin import flow, protocol, settings
+from gimp_draggan_plugin import flow, protocol, settings, texts
 from gimp_draggan_plugin.client import Client, DaemonError
 
 TRANSPORTS = ["pyzmq", "zmtp"]
@@ -35,6 +35,7 @@ class FakeHost:
         self.finished: list[protocol.JobResult] = []
         self.discarded = 0
         self.questions: list[str] = []
+        self.notices: list[str] = []
 
     def progress(self, text: str, fraction: float) -> None:
         assert 0.0 <= fraction <= 1.0
@@ -52,6 +53,9 @@ class FakeHost:
     def confirm(self, question: str) -> bool:
         self.questions.append(question)
         return self.answer
+
+    def notice(self, text: str) -> None:
+        self.notices.append(text)
 
 
 def free_address() -> str:
@@ -90,6 +94,22 @@ def test_drag_through_the_service(daemon, transport):
     assert host.finished == [result] and host.discarded == 0
     assert result.patch == bytes(255 - b for b in data.pixels)
     assert "Dragging 5/5 \u2014 1.0 px to go" in host.texts
+    assert result.converged and host.notices == []
+
+
+def test_a_drag_that_ends_short_is_told_not_called_done(daemon):
+    address, executor = daemon
+    executor.short_by = 4.9
+    host = FakeHost()
+    with Client(address) as client:
+        result = flow.run(host, client, config(address), layer(), [((1.0, 1.0), (5.0, 4.0))],
+                          None, flow.Options(steps=3))
+    assert not result.converged and result.worse == [0] and result.distances == [4.9]
+    assert host.finished == [result]
+    assert len(host.notices) == 1
+    assert "stopped short after 3 steps: handle 1 is 4.9 px from its target" in host.notices[0]
+    assert "farther from the target than they started" in host.notices[0]
+    assert texts.layer_name(1, result) == "DragGAN drag (1 point, 4.9 px short)"
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
