@@ -26,6 +26,7 @@ import zmq
 from gimp_draggan_plugin import protocol as P
 
 from .keys import serve_curve
+from .logs import RefusalLog
 from .service_thread import ServiceThread
 
 log = logging.getLogger("gimp_draggan.broker")
@@ -47,6 +48,7 @@ class BrokerConfig:
     front: str
     back: str
     keys: Path | None = None            # CURVE on both sockets (required off loopback).
+    secret: str | None = None           # Owner's loopback secret clients must send (no CURVE).
     heartbeat_s: float = P.HEARTBEAT_INTERVAL_S
     silence_s: float = P.HEARTBEAT_TIMEOUT_S
 
@@ -66,6 +68,7 @@ class Broker(ServiceThread):
         self._client_seen: dict[bytes, float] = {}
         self._probe_until = 0.0
         self._auth: Any = None
+        self.refusals = RefusalLog(log)
 
     # ---- life cycle ---------------------------------------------------------------------------
     def start(self) -> tuple[str, str]:
@@ -139,6 +142,7 @@ class Broker(ServiceThread):
                 if now >= next_beat:
                     next_beat = now + self.config.heartbeat_s
                     self._check_liveness(now)
+                    self.refusals.flush()
             except Exception:  # A bug must not take the broker down; it is logged.
                 log.exception("error in the broker's loop; serving on")
 
@@ -186,6 +190,13 @@ class Broker(ServiceThread):
         except P.ProtocolError as exc:
             self._to_client(client, P.error_frames(P.peek_id(frames) or "-", exc.code,
                                                    exc.message))
+            return
+        if not P.authorized(msg.header, self.config.secret):
+            self.refusals.refused("not_your_daemon", client.hex(),
+                                  f"the {msg.op} request carried no or a wrong secret")
+            self._to_client(client, P.error_frames(msg.id, "not_your_daemon", "this broker at "
+                                                   f"{self.front_address} belongs to another "
+                                                   "user"))
             return
         if msg.op == "heartbeat":
             self._to_client(client, P.encode("heartbeat", msg.id))

@@ -8,6 +8,8 @@ daemon accepts; add a file per extra client).
 
 from __future__ import annotations
 
+import os
+import secrets
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,3 +93,31 @@ def serve_curve(ctx: Any, sock: Any, key_dir: Path, auth: Any = None) -> Any:
     sock.curve_secretkey = keys.secret
     sock.curve_server = True
     return auth
+
+
+def default_secret_file() -> Path:
+    """$GIMP_DRAGGAN_SECRET, else <user config dir>/gimp-draggan/daemon.secret."""
+    return Path(client.default_secret_file())
+
+
+def ensure_secret(path: Path | None = None) -> tuple[str, Path]:
+    """The owner's loopback secret and its file, created on first use (mode 0600 from its first
+    byte). Two daemons starting at once agree: the file is linked into place only if absent."""
+    path = path or default_secret_file()
+    if not path.is_file():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        draft = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+        atomic.write_text(draft, secrets.token_urlsafe(32) + "\n", mode=0o600)
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    if os.name != "nt" and path.stat().st_mode & 0o077:
+        os.chmod(path, 0o600)  # Someone widened it; only the owner may read it.
+    secret = client.read_secret(str(path))
+    if secret is None:
+        raise ValueError(f"cannot read the daemon secret {path}; delete it and start "
+                         "`gimp-draggan serve` again to make a new one")
+    return secret, path

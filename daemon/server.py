@@ -32,6 +32,7 @@ from gimp_draggan_plugin import protocol as P
 
 from .jobs import Job, JobError, JobQueue
 from .keys import serve_curve
+from .logs import RefusalLog
 from .service_thread import ServiceThread
 from .worker import DONE, MSG, START, Executor, Worker
 
@@ -39,6 +40,12 @@ log = logging.getLogger("gimp_draggan.server")
 
 PROBE_BURST_S = 0.5      # After a disconnect event, probe clients with open jobs this long...
 PROBE_EVERY_S = 0.05     # ...this often.
+REFUSALS = ("too_large", "queue_full", "not_your_daemon")  # Logged (rate-limited) when sent.
+HANDSHAKE_FAILED = {
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "its CURVE key is not in allowed_clients",
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "it broke the ZeroMQ handshake",
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "the handshake failed (no CURVE, or not ZeroMQ)",
+}
 
 
 def daemon_version() -> str:
@@ -61,6 +68,8 @@ class ServerConfig:
     heartbeat_s: float = P.HEARTBEAT_INTERVAL_S
     silence_s: float = P.HEARTBEAT_TIMEOUT_S
     max_message_bytes: int = P.MAX_MESSAGE_BYTES  # Per frame; a larger one drops the connection.
+    secret: str | None = None            # Owner's loopback secret every request must carry
+    #                                      (`serve` sets it without CURVE; None = not checked).
 
 
 class Server(ServiceThread):
@@ -87,6 +96,7 @@ class Server(ServiceThread):
         self._next_beat = 0.0
         self._started = time.monotonic()
         self.worker_mode = config.connect is not None
+        self.refusals = RefusalLog(log)
 
     # ---- life cycle ---------------------------------------------------------------------------
     def start(self) -> str:
@@ -147,9 +157,13 @@ class Server(ServiceThread):
                 f"(`gimp-draggan ping --daemon {bind}`)"
             ) from None
         self.address = front.getsockopt_string(zmq.LAST_ENDPOINT)
-        monitor = front.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        events_mask = zmq.EVENT_DISCONNECTED
+        for event in HANDSHAKE_FAILED:
+            events_mask |= event
+        monitor = front.get_monitor_socket(events_mask)
         log.info("listening on %s (protocol %d)%s", self.address, P.PROTOCOL_VERSION,
-                 " with CURVE" if cfg.keys else "")
+                 " with CURVE" if cfg.keys else
+                 " for its owner only (loopback secret)" if cfg.secret else "")
         return front, events, monitor
 
     def _common_options(self, sock: zmq.Socket) -> None:
@@ -193,14 +207,14 @@ class Server(ServiceThread):
         if front in ready:
             self._drain(front, self._on_front)
         if monitor is not None and monitor in ready:
-            self._drain(monitor, lambda _frames: None)
-            self._probe_until = time.monotonic() + PROBE_BURST_S
+            self._drain(monitor, self._on_monitor)
         now = time.monotonic()
         if probing:
             self._probe_clients()
         if now >= self._next_beat:
             self._next_beat = now + self.config.heartbeat_s
             self._heartbeat(now)
+            self.refusals.flush()
         if self._outbox:
             self._flush_outbox()
 
@@ -237,8 +251,21 @@ class Server(ServiceThread):
             self._send(envelope, frames)
 
     def _error(self, envelope: list[bytes], msg_id: str, code: str, message: str) -> None:
-        log.debug("error to %s: %s %s", msg_id or "?", code, message)
+        if code in REFUSALS:
+            self.refusals.refused(code, envelope[0].hex() if envelope else "?", message)
+        else:
+            log.debug("error to %s: %s %s", msg_id or "?", code, message)
         self._send(envelope, P.error_frames(msg_id or "-", code, message))
+
+    def _on_monitor(self, frames: list[bytes]) -> None:
+        """A dropped connection starts a probe burst; a failed handshake is a refusal."""
+        from zmq.utils.monitor import parse_monitor_message
+
+        event = parse_monitor_message(frames)["event"]
+        if event == zmq.EVENT_DISCONNECTED:
+            self._probe_until = time.monotonic() + PROBE_BURST_S
+        elif event in HANDSHAKE_FAILED:
+            self.refusals.refused("handshake", "(before a routing id)", HANDSHAKE_FAILED[event])
 
     # ---- from clients -------------------------------------------------------------------------
     def _on_front(self, parts: list[bytes]) -> None:
@@ -255,6 +282,11 @@ class Server(ServiceThread):
             msg = P.decode(frames)
         except P.ProtocolError as exc:
             self._error(envelope, P.peek_id(frames), exc.code, exc.message)
+            return
+        if not self.worker_mode and not P.authorized(msg.header, self.config.secret):
+            what = "no secret" if P.TOKEN_FIELD not in msg.header else "a wrong secret"
+            self._error(envelope, msg.id, "not_your_daemon", f"this daemon at {self.address} "
+                        f"belongs to another user: the {msg.op} request carried {what}")
             return
         log.debug("%s %s from %s", msg.op, msg.id, client.hex())
         try:

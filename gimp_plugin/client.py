@@ -63,12 +63,8 @@ def tcp_refused(address: str, timeout_s: float = 0.5) -> bool:
         return False
 
 
-def default_key_dir() -> str:
-    """$GIMP_DRAGGAN_KEYS, else <user config dir>/gimp-draggan/keys (what `gimp-draggan keys`
-    writes)."""
-    override = os.environ.get(KEYS_ENV)
-    if override:
-        return override
+def config_dir() -> str:
+    """<user config dir>/gimp-draggan: keys and the loopback secret live there."""
     home = os.path.expanduser("~")
     if sys.platform == "darwin":
         base = os.path.join(home, "Library", "Application Support")
@@ -76,7 +72,30 @@ def default_key_dir() -> str:
         base = os.environ.get("APPDATA") or os.path.join(home, "AppData", "Roaming")
     else:
         base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
-    return os.path.join(base, "gimp-draggan", "keys")
+    return os.path.join(base, "gimp-draggan")
+
+
+def default_key_dir() -> str:
+    """$GIMP_DRAGGAN_KEYS, else <user config dir>/gimp-draggan/keys (what `gimp-draggan keys`
+    writes)."""
+    return os.environ.get(KEYS_ENV) or os.path.join(config_dir(), "keys")
+
+
+def default_secret_file() -> str:
+    """$GIMP_DRAGGAN_SECRET, else <user config dir>/gimp-draggan/daemon.secret: the owner's
+    loopback secret, which `serve` creates (mode 0600) and every local client sends."""
+    return os.environ.get(P.SECRET_ENV) or os.path.join(config_dir(), P.SECRET_NAME)
+
+
+def read_secret(path: str | None = None) -> str | None:
+    """The secret in `path` (default: `default_secret_file()`); None when there is none this
+    user can read (the daemon then answers `not_your_daemon`, which says what to do)."""
+    try:
+        with open(path or default_secret_file(), encoding="ascii") as f:
+            secret = f.read().strip()
+    except (OSError, ValueError):
+        return None
+    return secret or None
 
 
 def curve_for(address: str, key_dir: str | None = None) -> CurveKeys | None:
@@ -126,9 +145,13 @@ class Client:
         heartbeat_s: float = P.HEARTBEAT_INTERVAL_S,
         silence_s: float = P.HEARTBEAT_TIMEOUT_S,
         prefer: str | None = None,
+        secret: str | None = None,
     ) -> None:
+        """`secret`: the daemon owner's loopback secret; None reads this user's secret file
+        (without CURVE: with CURVE the keys authenticate)."""
         self.address = P.check_address(address or P.default_address())
         self.curve = curve
+        self.secret = secret if secret is not None or curve is not None else read_secret()
         self.timeout_s = timeout_s
         self.retries = retries
         self.heartbeat_s = heartbeat_s
@@ -170,6 +193,13 @@ class Client:
 
     def _new_id(self, op: str) -> str:
         return f"{op}-{self._tag}-{next(self._ids)}"
+
+    def _encode(self, op: str, fields: dict[str, Any] | None = None,
+                blobs: dict[str, bytes] | None = None, msg_id: str | None = None) -> list[bytes]:
+        """A request's frames, with the secret in its header when there is one."""
+        if self.secret is not None:
+            fields = {**(fields or {}), P.TOKEN_FIELD: self.secret}
+        return P.encode(op, msg_id or self._new_id(op), fields, blobs)
 
     # ---- operations ---------------------------------------------------------------------------
     def hello(self, client: str = "gimp-draggan") -> dict[str, Any]:
@@ -258,7 +288,7 @@ class Client:
                  *, on_event: EventFn | None = None, should_stop: StopFn | None = None,
                  job: bool = False) -> P.Message:
         msg_id = self._new_id(op)
-        frames = P.encode(op, msg_id, fields, blobs)
+        frames = self._encode(op, fields, blobs, msg_id)
         # A big layer takes a while to travel before the daemon can answer `queued`.
         first_answer_s = self.timeout_s + sum(map(len, frames)) / UPLOAD_BYTES_PER_S
         for attempt in range(self.retries + 1):
@@ -303,10 +333,10 @@ class Client:
                 self.close()
                 raise DaemonError("cancelled", "cancelled (the daemon did not confirm in time)")
             if job and not cancel_sent and should_stop is not None and should_stop():
-                transport.send(P.encode("cancel", self._new_id("cancel"), {"job": msg_id}))
+                transport.send(self._encode("cancel", {"job": msg_id}))
                 cancel_sent, cancel_deadline = True, now + CANCEL_WAIT_S
             if job and acknowledged and now - last_beat >= self.heartbeat_s:
-                transport.send(P.encode("heartbeat", self._new_id("hb")))
+                transport.send(self._encode("heartbeat"))
                 last_beat = now
             frames = transport.recv(min(0.1, self.heartbeat_s))
             if frames is None:
@@ -331,4 +361,4 @@ class Client:
         if self._transport is not None:
             # If the connection is gone already, the daemon cancels a vanished client's jobs.
             with contextlib.suppress(OSError):
-                self._transport.send(P.encode("cancel", self._new_id("cancel"), {"job": msg_id}))
+                self._transport.send(self._encode("cancel", {"job": msg_id}))

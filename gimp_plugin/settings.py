@@ -27,6 +27,9 @@ class Settings:
     serve_command: tuple[str, ...]       # Empty = the plug-in cannot start a daemon itself.
     curve: tuple[str, str, str] | None   # (client public, client secret, server public), Z85.
     transport: str | None = None         # None = pyzmq when it imports, else the built-in ZMTP.
+    secret: str | None = None            # The owner's loopback secret from the installer's
+    #                                      config (a Flatpak GIMP cannot read ~/.config); None =
+    #                                      the Client reads the user's secret file itself.
 
 
 def read_config(plugin_dir: Path) -> dict[str, object]:
@@ -70,7 +73,11 @@ def load(plugin_dir: Path, argument: str, env: Mapping[str, str]) -> Settings:
     transport = env.get(TRANSPORT_ENV, "").strip() or None
     if transport not in (None, "pyzmq", "zmtp"):
         raise ValueError(f"{TRANSPORT_ENV}={transport!r}: use pyzmq, zmtp or leave it unset")
-    return Settings(address, tuple(command), curve, transport)
+    secret = config.get("secret")
+    if secret is not None and not (isinstance(secret, str) and secret.strip()):
+        raise ValueError(f"secret in {plugin_dir / CONFIG_NAME} must be a non-empty string; "
+                         "re-run the gimp-draggan installer")
+    return Settings(address, tuple(command), curve, transport, secret)
 
 
 def serve_argv(settings: Settings, which=shutil.which) -> list[str] | None:

@@ -95,7 +95,13 @@ def install(args: argparse.Namespace, plugin_dirs: Sequence[Path], actions: Acti
         proto.check_address(args.bind)
         serve += ["--bind", args.bind]
     record.serve_command = tuple(serve)
-    config = plugin_config.make_config(address, serve, args.client_key, args.server_key)
+    secret = ""
+    if args.client_key is None and proto.is_loopback(address):
+        home = daemon_env.home_dir(env, platform)
+        secret = plugin_config.ensure_secret(
+            actions, plugin_config.secret_file(env, platform, home))
+    config = plugin_config.make_config(address, serve, args.client_key, args.server_key,
+                                       secret)
     record.plugin_configs = tuple(
         str(plugin_config.write_config(actions, d, config)) for d in plugin_dirs
     )

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+import secrets
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from actions import Actions
 
 CONFIG_NAME = "gimp-draggan.json"
 CONFIG_VERSION = 1
+SECRET_ENV = "GIMP_DRAGGAN_SECRET"
 _KEY_RE = re.compile(r'^\s*(public|secret)-key\s*=\s*"(.{40})"\s*$', re.MULTILINE)
 
 
@@ -28,6 +30,8 @@ class PluginConfig:
     curve_public: str = ""                # Client key pair + the server's public key (Z85),
     curve_secret: str = ""                # all three or none.
     curve_server_public: str = ""
+    secret: str = ""                      # The owner's loopback secret (no CURVE), so a sandboxed
+    #                                       GIMP (Flatpak) that cannot see ~/.config has it too.
 
     def __post_init__(self) -> None:
         if not self.address.startswith(("tcp://", "ipc://")):
@@ -46,6 +50,8 @@ class PluginConfig:
         if self.curve_public:
             body["curve"] = {"public": self.curve_public, "secret": self.curve_secret,
                              "server_public": self.curve_server_public}
+        if self.secret:
+            body["secret"] = self.secret
         return json.dumps(body, indent=2, sort_keys=True) + "\n"
 
 
@@ -64,9 +70,42 @@ def read_certificate(path: Path, want_secret: bool) -> tuple[str, str]:
     return found["public"], found.get("secret", "")
 
 
+def secret_file(env: Mapping[str, str], platform: str, home: Path) -> Path:
+    """Where `gimp-draggan serve` keeps the owner's loopback secret (the same rule as the
+    plug-in's `client.default_secret_file`, restated: the installer imports nothing of ours)."""
+    if env.get(SECRET_ENV):
+        return Path(env[SECRET_ENV])
+    if platform == "macos":
+        base = home / "Library" / "Application Support"
+    elif platform == "windows":
+        base = Path(env.get("APPDATA") or home / "AppData" / "Roaming")
+    else:
+        base = Path(env.get("XDG_CONFIG_HOME") or home / ".config")
+    return base / "gimp-draggan" / "daemon.secret"
+
+
+def ensure_secret(actions: Actions, path: Path) -> str:
+    """The secret in `path`, made now (mode 0600) when there is none yet; '' in a dry run that
+    would make it."""
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        text = ""
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read the daemon secret {path}: {exc}; delete it and run the "
+                         "installer again") from None
+    if text:
+        return text
+    text = secrets.token_urlsafe(32)
+    actions.write_file(path, text + "\n", mode=0o600)
+    return "" if actions.dry_run else text
+
+
 def make_config(address: str, serve_command: Sequence[str] = (),
-                client_key: Path | None = None, server_key: Path | None = None) -> PluginConfig:
-    """The config for `address`; key files are needed together or not at all."""
+                client_key: Path | None = None, server_key: Path | None = None,
+                loopback_secret: str = "") -> PluginConfig:
+    """The config for `address`; key files are needed together or not at all. Without keys it
+    carries `loopback_secret`; with them, CURVE authenticates and the secret stays out."""
     if (client_key is None) != (server_key is None):
         raise ValueError("--client-key and --server-key go together (both files come from "
                          "`gimp-draggan keys`)")
@@ -74,7 +113,8 @@ def make_config(address: str, serve_command: Sequence[str] = (),
     if client_key is not None and server_key is not None:
         public, secret = read_certificate(client_key, want_secret=True)
         server_public, _ = read_certificate(server_key, want_secret=False)
-    return PluginConfig(address, tuple(serve_command), public, secret, server_public)
+    return PluginConfig(address, tuple(serve_command), public, secret, server_public,
+                        "" if public else loopback_secret)
 
 
 def write_config(actions: Actions, plugin_dir: Path, config: PluginConfig) -> Path:

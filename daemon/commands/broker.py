@@ -31,6 +31,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from gimp_draggan.broker import Broker, BrokerConfig
     from gimp_draggan.commands.serve import key_dir_for
+    from gimp_draggan.keys import ensure_secret
     from gimp_draggan.logs import setup_logging
     from gimp_draggan.server import ServerError
 
@@ -39,8 +40,9 @@ def run(args: argparse.Namespace) -> int:
     keys = (Path(args.keys).expanduser() if args.keys
             else key_dir_for(front, None, True) or key_dir_for(args.back, None, True))
     try:
-        broker = Broker(BrokerConfig(front=front, back=args.back, keys=keys))
-    except ValueError as exc:
+        secret = None if keys is not None else ensure_secret()[0]
+        broker = Broker(BrokerConfig(front=front, back=args.back, keys=keys, secret=secret))
+    except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

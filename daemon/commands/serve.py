@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from gimp_draggan.device import pick_device
     from gimp_draggan.executor import PipelineExecutor, operator_models
     from gimp_draggan.jobs import JobError
+    from gimp_draggan.keys import ensure_secret
     from gimp_draggan.logs import setup_logging
     from gimp_draggan.server import Server, ServerConfig, ServerError
 
@@ -69,10 +70,15 @@ def run(args: argparse.Namespace) -> int:
         executor = PipelineExecutor(device, default, files, args.cache_dir)
         if default is not None:
             executor.check_model(default)
+        secret = None
+        if args.broker is None and keys is None:  # Without CURVE, the owner's secret.
+            secret, secret_file = ensure_secret()
+            logging.getLogger("gimp_draggan.serve").info(
+                "clients must send the secret in %s (only its owner can read it)", secret_file)
         config = ServerConfig(bind=args.bind or P.default_address(), connect=args.broker,
-                              max_queue=args.max_queue, keys=keys)
+                              max_queue=args.max_queue, keys=keys, secret=secret)
         server = Server(config, executor)
-    except (ValueError, ServerError) as exc:
+    except (ValueError, OSError, ServerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (JobError, P.ProtocolError) as exc:

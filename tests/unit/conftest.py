@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from pipeline_helpers import small_counted_inversion
 from service_helpers import save_tiny_model, single_torch_thread
+
+from gimp_draggan_plugin.protocol import SECRET_ENV
+
+
+@pytest.fixture(autouse=True, scope="session")
+def own_secret(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Daemons started by the tests (`serve` in a subprocess too) and their clients share a
+    loopback secret in a temporary file, never the user's own (docs/PROTOCOL.md, Security)."""
+    path = tmp_path_factory.mktemp("secret") / "daemon.secret"
+    before = os.environ.get(SECRET_ENV)
+    os.environ[SECRET_ENV] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop(SECRET_ENV, None)
+    else:
+        os.environ[SECRET_ENV] = before
 
 
 @pytest.fixture(scope="module")
