@@ -55,6 +55,7 @@ class PipelineExecutor:
         self.cache = cache
         self.table = table          # Model table file; None = the packaged models.json.
         self.sessions = SessionCache()
+        self._failed: dict[str, tuple[tuple[int, int] | None, str]] = {}  # path -> (stamp, why)
         self.default_model = default_model or next(iter(self.files), None) or self._first_cached()
 
     # ---- models -------------------------------------------------------------------------------
@@ -66,30 +67,52 @@ class PipelineExecutor:
 
     def _first_cached(self) -> str | None:
 
-        for name, entry in self._table().items():
-            if self._cached(entry):
+        for name in self._table():
+            if self._cached(name):
                 return name
         return None
 
-    def _cached(self, entry: Any) -> bool:
-        """The entry's file is present (and of the pinned size, where one is pinned)."""
+    def _damage(self, name: str) -> str | None:
+        """Why model `name`'s file cannot be used, with the fix; None when it looks whole. A
+        load that failed is remembered until the file changes; else the cheap look."""
         from . import registry
+        from .modelcheck import damaged_sentence, problem
 
-        path = registry.model_path(entry, self.cache)
-        if not path.is_file():
-            return False
-        return bool(entry.package_path) or entry.size_bytes in (None, path.stat().st_size)
+        path = Path(self._model_ref(name))
+        stamp, why = self._failed.get(str(path), (None, None))
+        if why is not None and stamp == _stamp(path):
+            return why
+        if name in self.files:
+            found = problem(path)
+            return None if found is None else damaged_sentence(path, found, None)
+        return registry.damage(self._table()[name], self.cache)
+
+    def _cached(self, name: str) -> bool:
+        """The model's file is present and looks whole (and did not fail to load)."""
+        return Path(self._model_ref(name)).is_file() and self._damage(name) is None
+
+    def _loaded_badly(self, name: str, exc: Exception) -> JobError:
+        """Remember that `name`'s file failed to load (until it changes); the job's error."""
+        from .modelcheck import damaged_sentence
+
+        path = Path(self._model_ref(name))
+        why = str(exc).removeprefix(f"{path}: ")
+        sentence = damaged_sentence(path, why, None if name in self.files else name)
+        self._failed[str(path)] = (_stamp(path), sentence)
+        log.error("%s", sentence)
+        return JobError("model_damaged", sentence)
 
     def models(self) -> list[dict[str, Any]]:
-
-        rows = [{"name": n, "resolution": _file_resolution(p), "cached": True,
-                 "description": f"file {p.name}", "domain": "", "downloadable": False}
-                for n, p in self.files.items()]
-        for name, e in self._table().items():
-            cached = self._cached(e)
-            rows.append({"name": name, "resolution": e.resolution, "cached": cached,
-                         "description": e.description, "domain": e.domain,
-                         "downloadable": e.downloadable})
+        rows = [{"name": n, "resolution": _file_resolution(p), "description": f"file {p.name}",
+                 "domain": "", "downloadable": False} for n, p in self.files.items()]
+        rows += [{"name": n, "resolution": e.resolution, "description": e.description,
+                  "domain": e.domain, "downloadable": e.downloadable}
+                 for n, e in self._table().items()]
+        for row in rows:
+            broken = self._damage(row["name"])
+            row["cached"] = broken is None and Path(self._model_ref(row["name"])).is_file()
+            if broken is not None:
+                row["damaged"] = broken
         return rows
 
     def info(self) -> dict[str, Any]:
@@ -101,13 +124,14 @@ class PipelineExecutor:
         name = name or self.default_model
         if name is None:
             raise JobError("model_not_cached", "no model is available on this daemon")
-        if name in self.files:
-            return name
         table = self._table()
-        if name not in table:
+        if name not in self.files and name not in table:
             raise JobError("unknown_model", f"no model named {name!r}; this daemon has "
                            f"{', '.join([*self.files, *table])}")
-        if not self._cached(table[name]):
+        broken = self._damage(name)
+        if broken is not None:
+            raise JobError("model_damaged", broken)
+        if not self._cached(name):
             raise JobError("model_not_cached", f"model {name!r} is not downloaded")
         return name
 
@@ -123,21 +147,32 @@ class PipelineExecutor:
         """Load the default model onto the device, so the first job does not wait for it."""
         if self.default_model is None:
             return
+        from .draggan.checkpoint import CheckpointError
+
         start = time.perf_counter()
-        self._generator(self._model_ref(self.check_model(self.default_model)))
+        name = self.check_model(self.default_model)
+        try:
+            self._generator(self._model_ref(name))
+        except CheckpointError as exc:
+            raise self._loaded_badly(name, exc) from None
         log.info("model %s ready on %s in %.1f s", self.default_model, self.device,
                  time.perf_counter() - start)
 
     # ---- jobs ---------------------------------------------------------------------------------
     def run(self, request: P.JobRequest, on_progress: ProgressFn,
             should_stop: StopFn) -> P.JobResult:
+        from .draggan.checkpoint import CheckpointError
+
         if request.model is None:
             raise JobError("bad_request", "no model")
         model = self._model_ref(request.model)
-        if request.seed is not None:
-            return self._seed_drag(request, model, on_progress, should_stop)
-        return self._photo(request, model, self._aligner(request.model), on_progress,
-                           should_stop)
+        try:
+            if request.seed is not None:
+                return self._seed_drag(request, model, on_progress, should_stop)
+            return self._photo(request, model, self._aligner(request.model), on_progress,
+                               should_stop)
+        except CheckpointError as exc:
+            raise self._loaded_badly(request.model, exc) from None
 
     def _aligner(self, name: str) -> Aligner:
         """How the model wants its crops framed: its table entry's ``"alignment"``; an
@@ -252,6 +287,15 @@ class PipelineExecutor:
                 torch.cuda.empty_cache()
         except ImportError:
             pass
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """(size, mtime) of a file, to notice that it was replaced; None when it is gone."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
 
 
 def _file_resolution(path: Path) -> int | None:

@@ -147,13 +147,26 @@ def model_path(entry: ModelEntry, cache: str | Path | None = None) -> Path:
     return cache_dir(cache) / "models" / entry.filename
 
 
-def is_cached(name: str, cache: str | Path | None = None) -> bool:
-    """True when the model's file is present (and of the pinned size, where one is pinned)."""
-    entry = get_entry(name)
+def damage(entry: ModelEntry, cache: str | Path | None = None) -> str | None:
+    """The sentence saying the entry's file is damaged and how to fix it, or None when it is
+    absent or looks whole (`modelcheck`: pinned size and a header look, no full load)."""
+    from .modelcheck import damaged_sentence, problem
+
     path = model_path(entry, cache)
-    if not path.is_file():
-        return False
-    return entry.size_bytes is None or path.stat().st_size == entry.size_bytes
+    found = problem(path, entry.size_bytes)
+    if found is None:
+        return None
+    return damaged_sentence(path, found, None if entry.package_path else entry.name)
+
+
+def entry_cached(entry: ModelEntry, cache: str | Path | None = None) -> bool:
+    """True when the entry's file is present and looks whole (see `damage`)."""
+    return model_path(entry, cache).is_file() and damage(entry, cache) is None
+
+
+def is_cached(name: str, cache: str | Path | None = None) -> bool:
+    """True when the model's file is present and looks whole (see `damage`)."""
+    return entry_cached(get_entry(name), cache)
 
 
 def resolve(name_or_path: str | Path, cache: str | Path | None = None) -> Path:
@@ -166,6 +179,10 @@ def resolve(name_or_path: str | Path, cache: str | Path | None = None) -> Path:
     if text in table:
         entry = table[text]
         path = model_path(entry, cache)
+        broken = damage(entry, cache)
+        if broken is not None:
+            raise RegistryError(broken + (" (reinstall gimp-draggan)" if entry.package_path
+                                          else ""))
         if entry.package_path:
             if not path.is_file():
                 raise RegistryError(
@@ -173,7 +190,7 @@ def resolve(name_or_path: str | Path, cache: str | Path | None = None) -> Path:
                     "lacks it; reinstall gimp-draggan"
                 )
             return path
-        if is_cached(text, cache):
+        if path.is_file():
             return path
         if entry.downloadable:
             how = f"run `gimp-draggan models download {text}`"

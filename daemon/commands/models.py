@@ -119,9 +119,8 @@ def _rows(cache: str | None) -> list[dict[str, Any]]:
     rows = []
     for entry in registry.load_table().values():
         path = registry.model_path(entry, cache)
-        cached = path.is_file() and (
-            entry.size_bytes is None or path.stat().st_size == entry.size_bytes
-        )
+        damaged = registry.damage(entry, cache)
+        cached = path.is_file() and damaged is None
         resolution = entry.resolution
         if resolution is None and entry.package_path:
             resolution = _embedded_resolution(path)
@@ -129,7 +128,8 @@ def _rows(cache: str | None) -> list[dict[str, Any]]:
             "name": entry.name, "kind": entry.kind, "domain": entry.domain,
             "resolution": resolution, "num_ws": entry.num_ws,
             "size_bytes": entry.size_bytes, "size": _size_text(entry, path),
-            "cached": cached, "shipped": bool(entry.package_path), "path": str(path),
+            "cached": cached, "damaged": damaged, "shipped": bool(entry.package_path),
+            "path": str(path),
             "sha256": entry.sha256, "sha256_source": entry.sha256_source,
             "licence": entry.licence, "urls": list(entry.urls),
         })
@@ -150,9 +150,13 @@ def run_list(args: argparse.Namespace) -> int:
     print(header)
     for r in rows:
         state = "shipped" if r["shipped"] and r["cached"] else ("yes" if r["cached"] else "no")
+        state = "DAMAGED" if r["damaged"] else state
         res = str(r["resolution"]) if r["resolution"] else "-"
         sha = r["sha256"] or "(none pinned)"
         print(f"{r['name']:<26} {res:>5} {r['size']:>12}  {state:<8} {sha}")
+    for r in rows:
+        if r["damaged"]:
+            print(r["damaged"])
     return 0
 
 

@@ -41,4 +41,7 @@ def run(args: argparse.Namespace) -> int:
           f"{address} via {transport}: device {hello.get('device')}, default model "
           f"{hello.get('default_model') or '(none)'}, cached models: "
           f"{', '.join(cached) or 'none'}")
+    for model in hello.get("models", []):
+        if model.get("damaged"):
+            print(f"warning: {model['damaged']}")
     return 0

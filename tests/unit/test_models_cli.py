@@ -52,10 +52,13 @@ def test_list_shows_table_and_cache_state(
     line = next(s for s in out.splitlines() if s.startswith("stylegan2-ffhq-512x512"))
     assert line.split()[1] == "512" and " no " in line
     (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "stylegan2-ffhq-512x512.pkl").write_bytes(b"x")
+    (tmp_path / "models" / "stylegan2-ffhq-512x512.pkl").write_bytes(b"\x80\x04N.")
+    (tmp_path / "models" / "stylegan2_lions_512_pytorch.pkl").write_bytes(b"x")
     rc, out, _ = _run(["models", "list", "--cache-dir", str(tmp_path), "--json"], capsys)
     rows = {r["name"]: r for r in json.loads(out)["models"]}
     assert rows["stylegan2-ffhq-512x512"]["cached"] is True
+    assert rows["stylegan2-lions-512"]["cached"] is False  # Garbage is damaged, not cached.
+    assert "models download stylegan2-lions-512" in rows["stylegan2-lions-512"]["damaged"]
     assert rows["stylegan2-afhqcat-512x512"]["cached"] is False
 
 

@@ -80,7 +80,11 @@ def test_resolve_and_is_cached(tmp_path: Path) -> None:
     assert not registry.is_cached(name, tmp_path)
     path = tmp_path / "models" / "stylegan2-ffhq-512x512.pkl"
     path.parent.mkdir(parents=True)
-    path.write_bytes(b"x")
+    path.write_bytes(b"x")  # Garbage is not "cached" (issue 21), and resolve says why.
+    assert not registry.is_cached(name, tmp_path)
+    with pytest.raises(RegistryError, match=f"damaged .*delete {path} and download it again"):
+        registry.resolve(name, tmp_path)
+    path.write_bytes(b"\x80\x04N.")  # Looks like a whole pickle (loading is the loader's job).
     assert registry.is_cached(name, tmp_path)
     assert registry.resolve(name, tmp_path) == path
     # Pinned size: a file of the wrong size is not "cached".
