@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 
+from gimp_draggan.argcheck import join_negative_values
 from gimp_draggan.atomic import WriteError
 
 # Each module defines `register(subparsers)`, which adds its parser(s) with `func` set.
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(join_negative_values(sys.argv[1:] if argv is None else argv))
     try:
         return int(args.func(args) or 0)
     except WriteError as exc:  # A full disk after the work: the old file is intact; say so.

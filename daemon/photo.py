@@ -1,9 +1,10 @@
 """`gimp-draggan drag IN.png …` in-process: the whole photo path on a full-size image file.
 
-Reads IN.png as 8-bit RGBA (and --mask as 8-bit grey of the same size, white = may move), runs
-`pipeline.run_edit` (crop -> PTI inversion -> drag -> composite), pastes the patch into the image
-and writes OUT.png (RGB when the image is opaque). Progress lines go to stdout; with --json the
-last line is a JSON summary. The same request sent with --daemon gives the same image.
+Reads IN.png as u8 or u16 RGBA (`imagefile`; --mask as 8-bit grey of the same size, white = may
+move), runs `pipeline.run_edit` (crop -> PTI inversion -> drag -> composite), pastes the patch into
+the image and writes OUT.png in the input's mode and depth (grey stays grey, 16 bits stay 16).
+Progress lines go to stdout; with --json the last line is a JSON summary. The same request sent
+with --daemon gives the same image.
 """
 
 from __future__ import annotations
@@ -49,12 +50,13 @@ def median_step_seconds(times: list[float]) -> float | None:
 
 
 def paste_patch(layer: Any, patch: bytes, x: int, y: int, width: int, height: int) -> Any:
-    """The u8 RGBA layer ``[H, W, 4]`` with the patch pasted at (x, y); RGB when opaque."""
+    """A copy of the RGBA layer ``[H, W, 4]`` (u8 or u16) with the patch (same depth) pasted at
+    (x, y)."""
     import numpy as np
 
     out = layer.copy()
-    out[y: y + height, x: x + width] = np.frombuffer(patch, np.uint8).reshape(height, width, 4)
-    return out[:, :, :3] if (out[:, :, 3] == 255).all() else out
+    out[y: y + height, x: x + width] = np.frombuffer(patch, layer.dtype).reshape(height, width, 4)
+    return out
 
 
 def write_result(
@@ -64,15 +66,13 @@ def write_result(
 ) -> None:
     """Save ``image`` to ``args.output``, print the closing line and, with --json, the summary
     (the keys every drag form shares, then ``summary``'s). A drag that ended short says so
-    (`closing_line`); the image is written either way."""
-    import numpy as np
-    from PIL import Image
-
+    (`closing_line`); the image is written either way. ``image``: anything with
+    ``save(fp, format=...)`` (`imagefile.ImageFile.encode`)."""
     dest = Path(args.output)
     dest.parent.mkdir(parents=True, exist_ok=True)
     from gimp_draggan.atomic import save_image
 
-    save_image(Image.fromarray(np.ascontiguousarray(image)), dest)
+    save_image(image, dest)
     print(closing_line(steps, where, points, distances, converged, worse) + f"; wrote {dest}")
     if args.json:
         spp = None if sec_per_step is None else round(sec_per_step, 6)
@@ -100,36 +100,27 @@ def closing_line(steps: int, where: str, points: Sequence[tuple[float, float]],
 
 
 def run_photo(args: argparse.Namespace) -> int:
-    """Edit ``args.image`` with ``args.pairs`` (layer pixels) and write ``args.output``."""
-    import numpy as np
-    from PIL import Image
-
+    """Edit ``args.image`` with ``args.pairs`` (layer pixels) and write ``args.output`` in the
+    image's own mode and depth (`imagefile`); arguments were checked by `drag.check_args`."""
     from gimp_draggan.device import pick_device
+    from gimp_draggan.imagefile import read_image, read_mask
     from gimp_draggan.pipeline import EditCancelled, run_edit
     from gimp_draggan.sessions import SessionCache
+    from gimp_draggan_plugin import protocol as P
 
     try:
+        image = read_image(args.image)
+        w, h = image.width, image.height
+        mask = read_mask(args.mask, w, h) if args.mask else None
+        check_inside(args.pairs, w, h)
         device = pick_device(args.device)
-        with Image.open(args.image) as im:
-            layer = np.asarray(im.convert("RGBA"), dtype=np.uint8)
-        h, w = layer.shape[:2]
-        mask = None
-        if args.mask:
-            with Image.open(args.mask) as im:
-                grey = np.asarray(im.convert("L"), dtype=np.uint8)
-            if grey.shape != (h, w):
-                raise ValueError(
-                    f"mask {args.mask}: is {grey.shape[1]}x{grey.shape[0]} but must be {w}x{h} "
-                    "(the image's size; white = may move, black = keep)"
-                )
-            mask = grey.tobytes()
         request = EditRequest(
-            width=w, height=h, pixels=layer.tobytes(), depth="u8", pairs=list(args.pairs),
-            model=args.model, mask=mask,
+            width=w, height=h, pixels=image.rgba.tobytes(), depth=image.depth,
+            pairs=list(args.pairs), model=args.model, mask=mask,
             params=EditParams(steps=args.steps, lr=args.lr, blend=args.blend),
         )
-        print(f"drag: {args.image} ({w}x{h}), {len(args.pairs)} pair(s), model {args.model}, "
-              f"device {device}", flush=True)
+        print(f"drag: {args.image} ({w}x{h}, {image.written_as}), {len(args.pairs)} pair(s), "
+              f"model {args.model}, device {device}", flush=True)
         printer = _Printer()
         sessions = SessionCache()
         start = time.perf_counter()
@@ -137,14 +128,22 @@ def run_photo(args: argparse.Namespace) -> int:
                      should_stop=lambda: False)
         seconds = time.perf_counter() - start
         framing = sessions.get(r.session).info.get("framing")
-    except (ValueError, OSError, EditCancelled) as exc:
+    except (ValueError, OSError, EditCancelled, P.ProtocolError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     write_result(
-        args, paste_patch(layer, r.patch, r.x, r.y, r.width, r.height), r.steps, r.points,
-        r.distances, printer.sec_per_step(), "",
+        args, image.encode(paste_patch(image.rgba, r.patch, r.x, r.y, r.width, r.height)),
+        r.steps, r.points, r.distances, printer.sec_per_step(), "",
         {"device": device, "seconds": round(seconds, 3), "session": r.session,
          "patch": [r.x, r.y, r.width, r.height], "framing": framing, "timings": r.timings},
         converged=r.converged, worse=r.worse,
     )
     return 0
+
+
+def check_inside(pairs: Sequence[tuple[tuple[float, float], tuple[float, float]]],
+                  width: int, height: int) -> None:
+    """Every handle and target inside the image: the daemon's rule (`protocol.check_pairs`)."""
+    from gimp_draggan_plugin import protocol as P
+
+    P.check_pairs([[hx, hy, tx, ty] for (hx, hy), (tx, ty) in pairs], (width, height), need=True)

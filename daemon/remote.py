@@ -1,7 +1,8 @@
 """`gimp-draggan drag ... --daemon ADDR`: the same drag, run by the daemon instead of in-process.
 
-The seed form sends the seed and points; the photo form sends the image's RGBA pixels (and the
-mask) and writes the image with the returned patch pasted at its offset. Either way the daemon
+The seed form sends the seed and points; the photo form sends the image's RGBA pixels (u8, or u16
+for a 16-bit file) and the mask, and writes the image with the returned patch pasted at its offset,
+in the input's mode and depth (`imagefile`). Either way the daemon
 runs the same code as the in-process command, so the output image is the same.
 """
 
@@ -60,10 +61,13 @@ class _Printer:
 
 
 def run_remote(args: argparse.Namespace, image_path: str | None = None) -> int:
-    """Run the drag of `args` (seed form, or photo form with `image_path`) on the daemon."""
+    """Run the drag of `args` (seed form, or photo form with `image_path`) on the daemon; the
+    arguments were checked by `drag.check_args` (the daemon's own rules)."""
     import numpy as np
     from PIL import Image
 
+    from gimp_draggan.imagefile import read_image, read_mask
+    from gimp_draggan.photo import check_inside
     from gimp_draggan_plugin.client import Client, DaemonError, curve_for
 
     address = args.daemon or P.default_address()
@@ -71,28 +75,31 @@ def run_remote(args: argparse.Namespace, image_path: str | None = None) -> int:
     printer = _Printer(sys.stdout)
     try:
         model = model_name(args.model) if args.model else None
+        image = None
+        if image_path is None:
+            if args.seed is None:
+                raise ValueError("give --seed N: the start image is generated from that seed")
+            mask, mw, mh = _seed_mask(args.mask)
+        else:
+            image = read_image(image_path)
+            mw, mh = image.width, image.height
+            mask = read_mask(args.mask, mw, mh) if args.mask else None
+            check_inside(args.pairs, mw, mh)
         with Client(address, curve=curve_for(address, args.keys)) as client:
             hello = client.hello("gimp-draggan-cli")
             start = time.perf_counter()
-            if image_path is None:
-                if args.seed is None:
-                    raise ValueError("give --seed N: the start image is generated from that seed")
-                mask, mw, mh = _mask(args.mask)
+            if image is None:
                 r = client.drag(seed=args.seed, pairs=args.pairs, model=model, params=params,
                                 mask=mask, width=mw, height=mh, on_event=printer)
-                out = np.frombuffer(r.patch, np.uint8).reshape(r.height, r.width, 4)[:, :, :3]
+                rgb = np.frombuffer(r.patch, np.uint8).reshape(r.height, r.width, 4)[:, :, :3]
+                out = Image.fromarray(np.ascontiguousarray(rgb))
             else:
-                with Image.open(image_path) as im:
-                    layer = np.asarray(im.convert("RGBA"), dtype=np.uint8)
-                h, w = layer.shape[:2]
-                mask, mw, mh = _mask(args.mask)
-                if mask is not None and (mw, mh) != (w, h):
-                    raise ValueError(f"mask {args.mask}: is {mw}x{mh} but must be {w}x{h}")
-                r = client.drag(pixels=layer.tobytes(), width=w, height=h, pairs=args.pairs,
-                                mask=mask, model=model, params=params, on_event=printer)
-                out = paste_patch(layer, r.patch, r.x, r.y, r.width, r.height)
+                r = client.drag(pixels=image.rgba.tobytes(), width=mw, height=mh,
+                                depth=image.depth, pairs=args.pairs, mask=mask, model=model,
+                                params=params, on_event=printer)
+                out = image.encode(paste_patch(image.rgba, r.patch, r.x, r.y, r.width, r.height))
             seconds = time.perf_counter() - start
-    except (DaemonError, ValueError, OSError) as exc:
+    except (DaemonError, ValueError, OSError, P.ProtocolError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     device = hello.get("device")
@@ -106,16 +113,12 @@ def run_remote(args: argparse.Namespace, image_path: str | None = None) -> int:
     return 0
 
 
-def _mask(path: str | None) -> tuple[bytes | None, int, int]:
-    """A greyscale mask file -> (u8 bytes, width, height); white = may move."""
+def _seed_mask(path: str | None) -> tuple[bytes | None, int, int]:
+    """The seed form's model-sized mask file -> (u8 bytes, width, height); white = may move.
+    (The daemon checks it against the model's size.)"""
     if not path:
         return None, 0, 0
-    import numpy as np
-    from PIL import Image
+    from gimp_draggan.imagefile import mask_bytes, read_image
 
-    try:
-        with Image.open(path) as im:
-            grey = np.asarray(im.convert("L"), dtype=np.uint8)
-    except OSError as exc:
-        raise ValueError(f"mask {path}: cannot read it as an image ({exc})") from None
-    return grey.tobytes(), grey.shape[1], grey.shape[0]
+    image = read_image(path)
+    return mask_bytes(image), image.width, image.height

@@ -560,24 +560,50 @@ def default_address() -> str:
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """A parsed ZeroMQ address; the one parser every side uses (client, daemon, installer)."""
+
+    scheme: str             # "tcp" | "ipc" | "inproc"
+    host: str               # tcp: host or "*" (IPv6 in brackets); ipc/inproc: the path or name.
+    port: int | None        # tcp: 1-65535; None for "*" (any free port) and ipc/inproc.
+
+    @property
+    def loopback(self) -> bool:
+        """Never leaves this machine: ipc://, inproc://, tcp:// on a loopback host."""
+        if self.scheme != "tcp":
+            return True
+        return self.host in _LOOPBACK_HOSTS or self.host.startswith("127.")
+
+
+def parse_address(address: str) -> Endpoint:
+    """tcp://HOST:PORT (PORT may be * to bind any), ipc://PATH or inproc://NAME; ValueError that
+    starts "not a ZeroMQ address" otherwise."""
+    scheme, sep, rest = str(address).partition("://")
+    if sep and rest and scheme in ("ipc", "inproc"):
+        return Endpoint(scheme, rest, None)
+    if sep and scheme == "tcp":
+        host, colon, port = rest.rpartition(":")
+        if colon and host and port == "*":
+            return Endpoint("tcp", host, None)
+        if colon and host and port.isdigit() and 0 < int(port) < 65536:
+            return Endpoint("tcp", host, int(port))
+    raise ValueError(
+        f"not a ZeroMQ address: {address!r}; use tcp://HOST:PORT (e.g. {DEFAULT_ADDRESS}) or "
+        "ipc://PATH"
+    )
+
+
 def is_loopback(address: str) -> bool:
-    """True for tcp:// on a loopback host, ipc:// and inproc:// (never leave this machine)."""
-    if address.startswith(("ipc://", "inproc://")):
-        return True
-    if not address.startswith("tcp://"):
+    """True for tcp:// on a loopback host, ipc:// and inproc:// (never leave this machine); False
+    for anything that is not an address."""
+    try:
+        return parse_address(address).loopback
+    except ValueError:
         return False
-    host = address[len("tcp://"):].rsplit(":", 1)[0]
-    return host in _LOOPBACK_HOSTS or host.startswith("127.")
 
 
 def check_address(address: str) -> str:
-    """A ZeroMQ endpoint this project can use: tcp://HOST:PORT, ipc://PATH or inproc://NAME."""
-    if address.startswith(("ipc://", "inproc://")) and len(address) > 8:
-        return address
-    if address.startswith("tcp://"):
-        host, sep, port = address[len("tcp://"):].rpartition(":")
-        if sep and host and (port == "*" or (port.isdigit() and 0 < int(port) < 65536)):
-            return address
-    raise ValueError(
-        f"bad address {address!r}: use tcp://HOST:PORT (e.g. {DEFAULT_ADDRESS}) or ipc://PATH"
-    )
+    """``address`` itself when `parse_address` takes it (ValueError otherwise)."""
+    parse_address(address)
+    return address

@@ -18,7 +18,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gimp_draggan import argcheck
 from gimp_draggan.remote import add_daemon_option, run_remote
+from gimp_draggan_plugin import protocol as P
 
 if TYPE_CHECKING:
     import numpy as np
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 
 Point = tuple[float, float]
 SEED_PSI = 0.7  # Truncation of the official GUI's random starts.
+LOCAL_MODEL = "embedded"  # --model's default without --daemon: the model shipped in the package.
 
 
 def parse_pair(text: str) -> tuple[Point, Point]:
@@ -58,21 +61,11 @@ def pair_argument(text: str) -> tuple[Point, Point]:
 def load_mask(path: str | Path, width: int, height: int) -> np.ndarray:
     """A greyscale image -> float32 ``[H, W]`` in [0, 1]; white (1) = may move."""
     import numpy as np
-    from PIL import Image
 
-    try:
-        with Image.open(path) as im:
-            im.load()
-            size = im.size
-            grey = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
-    except OSError as e:
-        raise ValueError(f"mask {path}: cannot read it as an image ({e})") from None
-    if size != (width, height):
-        raise ValueError(
-            f"mask {path}: is {size[0]}x{size[1]} but must be {width}x{height} "
-            "(white = may move, black = keep)"
-        )
-    return grey
+    from gimp_draggan.imagefile import read_mask
+
+    grey = np.frombuffer(read_mask(path, width, height), np.uint8).reshape(height, width)
+    return grey.astype(np.float32) / 255.0
 
 
 def sec_per_step(reports: list[StepReport]) -> float | None:
@@ -121,8 +114,9 @@ def summary(result: DragResult, device: str, **extra: Any) -> dict[str, Any]:
 def add_drag_options(parser: argparse.ArgumentParser) -> None:
     """Options every form of `drag` shares."""
     parser.add_argument(
-        "--model", required=True, metavar="FILE_OR_NAME",
-        help="model name from `gimp-draggan models list`, or a .pkl/.safetensors file",
+        "--model", metavar="FILE_OR_NAME",
+        help="model name from `gimp-draggan models list`, or a .pkl/.safetensors file (default: "
+             f"{LOCAL_MODEL}; with --daemon the daemon's default model)",
     )
     parser.add_argument(
         "-p", "--pair", dest="pairs", action="append", type=pair_argument, required=True,
@@ -130,9 +124,11 @@ def add_drag_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--steps", type=int, default=200, metavar="N",
-        help="maximum optimiser steps (default 200; stops earlier when every handle is there)",
+        help=f"maximum optimiser steps, {_range('steps')} (default 200; stops earlier when "
+             "every handle is there)",
     )
-    parser.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (paper: 2e-3)")
+    parser.add_argument("--lr", type=float, default=2e-3,
+                        help=f"Adam learning rate, {_range('lr')} (paper: 2e-3)")
     parser.add_argument(
         "--blend", choices=("photo", "generator"), default="photo",
         help="photo form: what fills the edit — photo (default): the photo's own pixels moved "
@@ -140,11 +136,17 @@ def add_drag_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--mask", metavar="M.png",
-        help="greyscale image of the model's size: white = may move, black = keep",
+        help="greyscale image, white = may move, black = keep; photo form: the image's size, "
+             "seed form: the model's",
     )
     parser.add_argument("--device", help="cpu, cuda, cuda:N, mps (default: auto)")
     parser.add_argument("--json", action="store_true", help="last line: JSON summary")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.png", help="result image")
+
+
+def _range(name: str) -> str:
+    spec = next(p for p in P.PARAMS if p.name == name)
+    return f"{spec.lo:g} to {spec.hi:g}"
 
 
 def register(subparsers: Any) -> None:
@@ -198,23 +200,39 @@ def drag_and_report(
     return 0
 
 
-def run(args: argparse.Namespace) -> int:
+def check_args(args: argparse.Namespace) -> str | None:
+    """Every argument, before any work: the one-line error, or None. (The points' bounds need the
+    image's or the model's size and are checked once that is known.)"""
     if args.seed is None and args.image is None:
-        return _fail("give --seed N (edit a generated image) or IN.png (a photo to edit)")
-    if Path(args.output).suffix.lower() != ".png":
-        return _fail(f"{args.output}: the output must be a .png file")
-    if args.steps < 0:
-        return _fail(f"--steps must be >= 0, got {args.steps}")
+        return "give --seed N (edit a generated image) or IN.png (a photo to edit)"
+    if args.image is not None and args.seed is not None:
+        return "give either IN.png (a photo) or --seed N (a generated image), not both"
+    try:
+        argcheck.check_daemon(args.daemon)
+        argcheck.check_params(steps=args.steps, lr=args.lr, blend=args.blend)
+        argcheck.check_seed(args.seed)
+        argcheck.check_pairs(args.pairs)
+        for name, path in (("IN.png", args.image), ("--mask", args.mask)):
+            if path is not None and not Path(path).expanduser().is_file():
+                return f"{name} {path}: no such file"
+        argcheck.check_output(args.output, [args.image, args.mask])
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    problem = check_args(args)
+    if problem:
+        return _fail(problem)
+    if args.daemon is not None:
+        return run_remote(args, image_path=args.image)
+    if args.model is None:
+        args.model = LOCAL_MODEL
     if args.image is not None:
-        if args.seed is not None:
-            return _fail("give either IN.png (a photo) or --seed N (a generated image), not both")
-        if args.daemon is not None:
-            return run_remote(args, image_path=args.image)
         from gimp_draggan.photo import run_photo
 
         return run_photo(args)
-    if args.daemon is not None:
-        return run_remote(args)
     try:
         return _run_seed(args)
     except ValueError as e:  # bad points, mask, model file, device, ...

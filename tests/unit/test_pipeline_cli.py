@@ -76,7 +76,7 @@ def test_photo_form_writes_the_full_image_changed_only_in_the_mask(
     [
         (["--mask", "small"], "must be 451x300"),
         (["--seed", "3"], "not both"),
-        (["-p", "900,10:10,10"], "outside the 451x300 layer"),
+        (["-p", "900,10:10,10"], "outside the 451x300 image"),
     ],
 )
 def test_photo_form_errors_are_sentences(
