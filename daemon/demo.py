@@ -3,11 +3,13 @@
 It starts a real daemon on a free loopback port (or uses `--daemon ADDR`), sends the bundled
 sample photo with two handle -> target pairs and a selection through the same client the GIMP
 plug-in uses, and writes what a person wants to see: before/after pictures with the points
-drawn, the drag as it happened (GIF and contact sheet from the daemon's live previews), and a
-report (steps, distances, timings) as JSON and Markdown.
+drawn and the edited region zoomed, the drag as it happened (GIF and contact sheet from the
+daemon's live previews, which show the photo-true result), and a report (steps, distances,
+where each handle's content went, timings) as JSON and Markdown.
 
-The sample (`assets/demo_photo.png`) is a 256x192 "photo" made by the project's procedural world
-(`make_sample`); the points and the selection below belong to it.
+The sample (`assets/demo_photo.png`) is a real photo: a 320x320 crop of NASA's public-domain
+portrait of astronaut Eileen Collins, as scikit-image ships it (`make_sample`); the points and
+the selection below belong to it.
 """
 
 from __future__ import annotations
@@ -25,9 +27,8 @@ from typing import Any
 from gimp_draggan_plugin import protocol as P
 
 SAMPLE = "assets/demo_photo.png"
-SAMPLE_SEED = 13                 # World seed of the sample's head (see make_sample).
-SAMPLE_TOP = 24                  # Rows cut from the top of the 256 px world image.
-SAMPLE_SIZE = (256, 192)
+SAMPLE_BOX = (96, 0, 416, 320)   # Where the sample lies in scikit-image's astronaut.png.
+SAMPLE_SIZE = (320, 320)
 
 Point = tuple[float, float]
 
@@ -52,19 +53,23 @@ class Scene:
 
 
 SCENE = Scene(
-    pairs=(((164.0, 138.0), (164.0, 156.0)),    # lower lip down: open the mouth
-           ((163.0, 105.0), (175.0, 105.0))),   # nose to the right: turn the head
-    ellipse=(165.0, 92.0, 82.0, 82.0),
-    caption="open the mouth and turn the head; only the selected head may change",
+    pairs=(((109.0, 147.0), (104.0, 140.0)),    # her right mouth corner out and up
+           ((149.0, 147.0), (154.0, 140.0))),   # her left mouth corner out and up
+    ellipse=(129.0, 155.0, 65.0, 85.0),
+    caption="a wider smile: both mouth corners dragged 8.6 px out and up; only the selected "
+            "face may change",
 )
+ZOOM_BOX = (84, 110, 180, 180)   # The edited region shown enlarged (x0, y0, x1, y1).
+ZOOM = 3
 
 
 @dataclass(frozen=True)
 class DemoOptions:
     out: Path = Path("draggan-demo")
-    steps: int = 150                 # Max drag steps (the stop rule usually ends earlier).
-    preset: str = "quality"          # Inversion preset: "fast" leaves artifacts on this model.
-    preview_every: int = 4           # A preview every N drag steps -> GIF frames.
+    steps: int = 200                 # Max drag steps (the stop rule usually ends earlier).
+    preset: str = "fast"             # Inversion preset: the photo-true warp needs motion only.
+    lr: float = 5e-3                 # The 64 px embedded model needs a larger step than 2e-3.
+    preview_every: int = 5           # A preview every N drag steps -> GIF frames.
     device: str = "cpu"
     model: str = "embedded"          # Registry name, or a generator file.
     daemon: str | None = None        # Use this running daemon instead of starting one.
@@ -78,6 +83,7 @@ class DemoReport:
     transport: str
     steps: int
     max_steps: int
+    converged: bool
     pairs: list[dict[str, Any]]
     changed_pixels_inside: int
     changed_pixels_outside: int
@@ -100,14 +106,12 @@ def load_sample() -> Any:
 
 
 def make_sample() -> Any:
-    """Render the sample from the procedural world (how `assets/demo_photo.png` was made)."""
+    """Cut the sample from scikit-image's astronaut (how `assets/demo_photo.png` was made)."""
     from PIL import Image
+    from skimage import data
 
-    from .draggan.train.world import render, to_uint8_hwc
-
-    batch = render([SAMPLE_SEED], 256)
-    pixels = to_uint8_hwc(batch.images)[0][SAMPLE_TOP:SAMPLE_TOP + SAMPLE_SIZE[1]]
-    return Image.fromarray(pixels, "RGB")
+    x0, y0, x1, y1 = SAMPLE_BOX
+    return Image.fromarray(data.astronaut()[y0:y1, x0:x1], "RGB")
 
 
 def selection_mask(width: int, height: int, ellipse: tuple[float, float, float, float]) -> bytes:
@@ -235,8 +239,8 @@ def run(options: DemoOptions, bar: ProgressBar | None = None) -> DemoReport:
             result = client.drag(
                 pairs=[(h, t) for h, t in SCENE.pairs], pixels=photo.tobytes(), width=width,
                 height=height, mask=mask, model=_model_name(options),
-                params={"steps": options.steps, "preset": options.preset,
-                        "preview_every": options.preview_every, "preview_size": 256},
+                params={"steps": options.steps, "preset": options.preset, "lr": options.lr,
+                        "preview_every": options.preview_every, "preview_size": 320},
                 on_event=on_event,
             )
             job_s = time.perf_counter() - started
@@ -283,7 +287,8 @@ def summarise(options: DemoOptions, hello: dict[str, Any], address: str, transpo
                       "final_distance": round(dist, 2)})
     return DemoReport(
         model=_model_name(options), device=str(hello.get("device", "?")), daemon=address,
-        transport=transport, steps=result.steps, max_steps=options.steps, pairs=pairs,
+        transport=transport, steps=result.steps, max_steps=options.steps,
+        converged=result.converged, pairs=pairs,
         changed_pixels_inside=int((changed & inside).sum()),
         changed_pixels_outside=int((changed & ~inside).sum()),
         mean_change_inside=round(float(np.abs(a - b)[inside].mean()), 3),
@@ -312,17 +317,26 @@ def _draw_points(image: Any, pairs: list[tuple[Point, Point]], scale: float,
     return img
 
 
-def side_by_side(before: Any, after: Any, result: P.JobResult, scale: float = 2.0) -> Any:
-    """The README picture: before (handles red, targets blue, selection) | after (final points)."""
+def side_by_side(before: Any, after: Any, result: P.JobResult, scale: float = 1.0) -> Any:
+    """The README picture. Top: before (handles red, targets blue, the selection) | after (where
+    the handles' content went), at 100 %. Below: the edited region of each, ZOOM x, pixel for
+    pixel (nearest neighbour), unmarked, so the photo's own texture can be judged."""
     from PIL import Image
 
     targets = [t for _, t in SCENE.pairs]
     left = _draw_points(before, list(SCENE.pairs), scale, SCENE.ellipse)
     right = _draw_points(after, list(zip(result.points, targets, strict=True)), scale, None)
+    x0, y0, x1, y1 = ZOOM_BOX
+    size = ((x1 - x0) * ZOOM, (y1 - y0) * ZOOM)
+    zooms = [im.convert("RGB").crop(ZOOM_BOX).resize(size, Image.Resampling.NEAREST)
+             for im in (before, after)]
     gap = 8
-    sheet = Image.new("RGB", (left.width + right.width + gap, left.height), (255, 255, 255))
+    width = max(left.width + right.width, 2 * size[0]) + gap
+    sheet = Image.new("RGB", (width, left.height + gap + size[1]), (255, 255, 255))
     sheet.paste(left, (0, 0))
     sheet.paste(right, (left.width + gap, 0))
+    for i, zoom in enumerate(zooms):
+        sheet.paste(zoom, (i * (size[0] + gap), left.height + gap))
     return sheet
 
 
@@ -393,10 +407,11 @@ def markdown(report: DemoReport) -> str:
     lines = [
         "# gimp-draggan demo", "",
         f"{SCENE.caption}.", "",
-        "![before | after](demo.png)", "",
+        "![before | after, and the edited region 3x](demo.png)", "",
         f"- model `{report.model}` on `{report.device}`, daemon {report.daemon} "
         f"(client transport: {report.transport})",
-        f"- drag steps: {report.steps} of at most {report.max_steps}",
+        f"- drag steps: {report.steps} of at most {report.max_steps}"
+        + ("" if report.converged else " — stopped short of the targets"),
         f"- pixels changed inside the selection: {report.changed_pixels_inside} (mean change "
         f"{report.mean_change_inside} / 255); outside: {report.changed_pixels_outside}",
         "", "| pair | handle | target | final | distance before | distance after |",

@@ -41,10 +41,10 @@ def test_scene_fits_the_sample() -> None:
 
 
 def test_sample_is_made_by_its_recipe() -> None:
-    shipped = np.asarray(demo.load_sample().convert("RGB"), np.int16)
-    again = np.asarray(demo.make_sample(), np.int16)
-    assert shipped.shape == again.shape == (192, 256, 3)
-    assert np.abs(shipped - again).mean() < 1.0      # float rounding may differ across CPUs
+    shipped = np.asarray(demo.load_sample().convert("RGB"))
+    again = np.asarray(demo.make_sample())
+    assert shipped.shape == again.shape == (320, 320, 3)
+    assert np.array_equal(shipped, again)             # a lossless crop of the photo
 
 
 def test_progress_bar_without_a_terminal_prints_quarters() -> None:
@@ -95,13 +95,20 @@ def test_demo_runs_offline_and_edits_only_the_selection(quiet_home: Path, capsys
     inside = inside.reshape(h, w) > 0
     diff = np.abs(after - before).max(axis=2)
     assert (diff[~inside] == 0).all()                 # byte-identical outside the selection
-    assert (diff[inside] > 0).mean() > 0.05           # the head was redrawn
+    assert (diff[inside] > 0).mean() > 0.05           # the face moved
     assert report["changed_pixels_outside"] == 0
     for pair in report["pairs"]:                      # every handle got nearer its target
         assert pair["final_distance"] < pair["start_distance"]
+    # Photo-true: the photo's own texture, not the generator's 64 px image, fills the edit.
+    def detail(img: np.ndarray) -> float:
+        grey = img[..., :3].mean(axis=2)
+        return float(np.abs(np.diff(grey, axis=0)).mean() + np.abs(np.diff(grey, axis=1)).mean())
+
+    x0, y0, x1, y1 = demo.ZOOM_BOX
+    assert detail(after[y0:y1, x0:x1]) > 0.85 * detail(before[y0:y1, x0:x1])
 
     gif = Image.open(out / "progress.gif")
     assert gif.n_frames == report["frames"] >= 2
     sheet = Image.open(out / "demo.png")
-    assert sheet.width > 2 * w and sheet.height == 2 * h
+    assert sheet.width > 2 * w and sheet.height > h + 2 * (y1 - y0)
     assert "| phase | seconds |" in (out / "report.md").read_text()
