@@ -51,22 +51,15 @@ def register(subparsers: Any) -> None:
 
 
 def load_image(path: str | Path) -> np.ndarray:
-    """Any Pillow-readable image -> float32 ``[H, W, 3]`` in [0, 1] (8/16-bit, grey or colour)."""
+    """Any Pillow-readable image -> float32 ``[H, W, 3]`` in [0, 1] (8/16-bit, grey or colour;
+    alpha ignored), refused past the daemon's size limits (`imagefile.read_image`)."""
     import numpy as np
-    from PIL import Image, UnidentifiedImageError
 
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode.startswith("I"):  # 16-bit greyscale PNG
-                grey = np.asarray(im, dtype=np.float32) / 65535.0
-            elif im.mode == "F":
-                grey = np.asarray(im, dtype=np.float32)
-            else:
-                return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-            return np.repeat(grey.clip(0.0, 1.0)[:, :, None], 3, axis=2)
-    except (OSError, UnidentifiedImageError) as e:
-        raise ValueError(f"{path}: cannot read it as an image ({e})") from None
+    from gimp_draggan.imagefile import read_image
+
+    image = read_image(path)
+    scale = np.float32(1.0 / (65535.0 if image.depth == "u16" else 255.0))
+    return image.rgba[:, :, :3].astype(np.float32) * scale
 
 
 def fit_square(img: np.ndarray, size: int) -> tuple[np.ndarray, bool]:
@@ -119,9 +112,12 @@ def _fail(message: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    if Path(args.output).suffix.lower() != ".png":
-        return _fail(f"{args.output}: the output must be a .png file")
+    from gimp_draggan.argcheck import check_output
+
+    if not Path(args.image).expanduser().is_file():
+        return _fail(f"IN.png {args.image}: no such file")
     try:
+        check_output(args.output, [args.image])
         return _run(args)
     except ValueError as e:  # unreadable image, unknown model, bad device, ...
         return _fail(str(e))

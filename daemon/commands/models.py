@@ -263,15 +263,16 @@ def run_render(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image
 
+    from gimp_draggan.argcheck import check_output, check_seed
     from gimp_draggan.atomic import save_image
     from gimp_draggan.device import pick_device
     from gimp_draggan.draggan.checkpoint import load_generator
     from gimp_draggan.draggan.networks import seed_to_z, to_uint8
 
     out = Path(args.output)
-    if out.suffix.lower() != ".png":
-        return _fail(f"{out}: the output must be a .png file")
     try:
+        check_seed(args.seed)
+        check_output(args.output, [args.model])
         device = pick_device(args.device)
     except ValueError as e:
         return _fail(str(e))

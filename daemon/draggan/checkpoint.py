@@ -209,12 +209,19 @@ def _sniff(path: Path) -> str:
         raise CheckpointError(f"{path}: the file is empty (an interrupted download?)")
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         return "pickle"
-    if len(head) >= 9 and head[8:9] == b"{":
+    named_pickle = path.suffix.lower() == ".pkl"  # Never read as safetensors + a config.
+    header_len = int.from_bytes(head[:8], "little") if len(head) >= 8 else 0
+    if not named_pickle and head[8:9] == b"{" and 8 + header_len <= path.stat().st_size:
         return "safetensors"
     if head[:2] == b"PK":
         raise CheckpointError(
             f"{path}: a zip archive (torch.save?), not a StyleGAN .pkl or a gimp-draggan "
             ".safetensors file"
+        )
+    if named_pickle:
+        raise CheckpointError(
+            f"{path}: damaged or truncated pickle, not a StyleGAN .pkl (starts with "
+            f"{head[:8]!r}); download it again"
         )
     raise CheckpointError(
         f"{path}: not a StyleGAN .pkl or gimp-draggan .safetensors file (starts with {head[:8]!r})"
