@@ -45,7 +45,7 @@ class _Printer:
 
     def __call__(self, ev: P.ProgressEvent | P.QueuedEvent) -> None:
         if isinstance(ev, P.QueuedEvent):
-            print(f"queued: {ev.position} ahead", file=self.stream, flush=True)
+            print(f"queued: {P.queue_words(ev.position)}", file=self.stream, flush=True)
             return
         now = time.perf_counter()
         if ev.phase == "drag":

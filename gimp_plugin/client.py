@@ -75,6 +75,40 @@ def config_dir() -> str:
     return os.path.join(base, "gimp-draggan")
 
 
+PROBE_S = 0.8  # A ZeroMQ peer sends its greeting at once (libzmq's I/O thread, not Python).
+
+
+def not_zeromq(address: str, timeout_s: float = PROBE_S) -> str | None:
+    """Why what listens at a tcp:// address is not a ZeroMQ socket (e.g. a web server on the
+    daemon's port), or None: it greeted like ZeroMQ, nothing listens, or it cannot be told."""
+    if not address.startswith("tcp://"):
+        return None
+    host, _, port = address[len("tcp://"):].rpartition(":")
+    data = b""
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s) as s:
+            deadline = time.monotonic() + timeout_s
+            while len(data) < 10:
+                s.settimeout(max(deadline - time.monotonic(), 0.001))
+                chunk = s.recv(10 - len(data))
+                if not chunk:
+                    break
+                data += chunk
+    except TimeoutError:
+        if not data:
+            return (f"something listens at {address} but sent no ZeroMQ greeting within "
+                    f"{timeout_s:g} s: another program (not a gimp-draggan daemon) holds the "
+                    "port, or the daemon there is stopped or hung")
+    except ConnectionResetError:
+        pass
+    except (OSError, ValueError):
+        return None
+    if data[:1] == b"\xff" and (len(data) < 10 or data[9:10] == b"\x7f"):
+        return None
+    what = f"it answered {data[:32]!r}" if data else "it closed the connection at once"
+    return f"something else listens at {address}, not a gimp-draggan daemon ({what})"
+
+
 def default_key_dir() -> str:
     """$GIMP_DRAGGAN_KEYS, else <user config dir>/gimp-draggan/keys (what `gimp-draggan keys`
     writes)."""
@@ -181,6 +215,9 @@ class Client:
         if self._transport is None:
             if tcp_refused(self.address):
                 raise DaemonNotRunning(self.address)
+            other = not_zeromq(self.address)
+            if other is not None:
+                raise DaemonError("port_taken", other)
             try:
                 self._transport = connect(self.address, self.curve, prefer=self.prefer)
             except TransportUnavailable as exc:

@@ -88,6 +88,8 @@ ERROR_HINTS: dict[str, str] = {
     "the plug-in.",
     "internal": "The daemon hit an unexpected error; see its log file and report it.",
     "not_running": f"Start it with `{SERVE_COMMAND}`.",
+    "port_taken": "Another program holds that port: stop it, or start the daemon on a free "
+    f"port (`{SERVE_COMMAND} --bind tcp://127.0.0.1:PORT`) and use that address.",
     "timeout": f"The daemon did not answer; check it is running (`{SERVE_COMMAND}`) and that "
     "the address and keys are right.",
 }
@@ -110,6 +112,15 @@ def authorized(header: dict[str, Any], secret: str | None) -> bool:
         return True
     token = header.get(TOKEN_FIELD)
     return isinstance(token, str) and hmac.compare_digest(token.encode(), secret.encode())
+
+
+def queue_words(position: int) -> str:
+    """A `queued` position for people: 1 is "next to run" (a running job may still be ahead),
+    N is N - 1 waiting jobs ahead."""
+    if position <= 1:
+        return "next to run"
+    ahead = position - 1
+    return f"{ahead} job{'' if ahead == 1 else 's'} ahead"
 
 
 def error_sentence(code: str, message: str) -> str:

@@ -47,8 +47,7 @@ def stopped_short(result: protocol.JobResult) -> str:
 
 
 def queued_text(position: int) -> str:
-    ahead = f"{position} job{'' if position == 1 else 's'}"
-    return f"Waiting for the daemon ({ahead} ahead)"
+    return f"Waiting for the daemon ({protocol.queue_words(position)})"
 
 
 def start_hint(address: str) -> str:

@@ -62,6 +62,12 @@ class ZmqTransport:
             sock.curve_serverkey = curve.server_public
         sock.connect(address)
         self._sock = sock
+        # A DEALER reconnects silently; the monitor tells when the daemon's end went away (a
+        # killed daemon), so the client can say so at once instead of after the heartbeat.
+        self._monitor = sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        self._poller = zmq.Poller()
+        self._poller.register(sock, zmq.POLLIN)
+        self._poller.register(self._monitor, zmq.POLLIN)
 
     def send(self, frames: list[bytes]) -> None:
         """Queue one message; OSError (the client retries on a fresh socket) when no connection
@@ -73,11 +79,21 @@ class ZmqTransport:
             raise OSError("no connection to the daemon took the message") from None
 
     def recv(self, timeout_s: float) -> list[bytes] | None:
-        if not self._sock.poll(max(0, int(timeout_s * 1000)), self._zmq.POLLIN):
-            return None
-        return list(self._sock.recv_multipart())
+        """The next message, None on timeout; ConnectionError once the connection dropped."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        ready = dict(self._poller.poll(max(0, int(timeout_s * 1000))))
+        if self._sock in ready:
+            return list(self._sock.recv_multipart())
+        if self._monitor in ready:
+            event = recv_monitor_message(self._monitor)["event"]
+            if event == self._zmq.EVENT_DISCONNECTED:
+                raise ConnectionError("the daemon closed the connection")
+        return None
 
     def close(self) -> None:
+        self._sock.disable_monitor()
+        self._monitor.close(linger=0)
         self._sock.close(linger=0)
 
 

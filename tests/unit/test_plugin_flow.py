@@ -241,10 +241,12 @@ def test_progress_events_become_text_and_previews():
     on_event(protocol.ProgressEvent("drag", 35, 200, [(1.0, 1.0)], [4.2], b"jpeg-1"))
     on_event(SimpleNamespace(phase="drag", step=40, total=200, distances=[3.0],
                              preview=b"jpeg-2", crop=[4, 5, 30.0, 20]))
-    assert host.texts == ["Waiting for the daemon (2 jobs ahead)", "Inverting 120/300",
+    assert host.texts == ["Waiting for the daemon (1 job ahead)", "Inverting 120/300",
                           "Dragging 35/200 \u2014 4.2 px to go",
                           "Dragging 40/200 \u2014 3.0 px to go"]
     assert host.previews == [(b"jpeg-2", (4, 5, 30, 20))]
+    on_event(protocol.QueuedEvent(1))  # An idle daemon: position 1 is next, nothing ahead.
+    assert host.texts[-1] == "Waiting for the daemon (next to run)"
 
 
 def test_visible_part_of_a_preview():
