@@ -112,6 +112,8 @@ def _redacted_config(path: Path) -> str:
         return f"unreadable: {exc}\n"
     if isinstance(body, dict) and isinstance(body.get("curve"), dict):
         body["curve"] = {**body["curve"], "secret": "<removed>"}
+    if isinstance(body, dict) and "secret" in body:  # The loopback secret stays home too.
+        body["secret"] = "<removed>"
     return json.dumps(body, indent=2) + "\n"
 
 
