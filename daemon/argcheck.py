@@ -72,14 +72,14 @@ def check_daemon(address: str | None) -> None:
 def check_output(output: str, inputs: Sequence[str | None]) -> None:
     """``-o``: a .png that is none of ``inputs`` and whose folder can be written (or created)."""
     out = Path(output).expanduser()
-    if out.suffix.lower() != ".png":
-        raise ValueError(f"{output}: the output must be a .png file")
     for given in inputs:
         if given and _same_file(out, Path(given).expanduser()):
             raise ValueError(f"-o {output} is the input {given}; write the result to another file "
                              "(the input is never overwritten)")
     if out.is_dir():
         raise ValueError(f"-o {output} is a folder; give a file name such as {out / 'out.png'}")
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"{output}: the output must be a .png file")
     folder = out.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent

@@ -85,6 +85,8 @@ def run_remote(args: argparse.Namespace, image_path: str | None = None) -> int:
             mw, mh = image.width, image.height
             mask = read_mask(args.mask, mw, mh) if args.mask else None
             check_inside(args.pairs, mw, mh)
+            print(f"drag: {image_path} ({mw}x{mh}, {image.written_as}), {len(args.pairs)} "
+                  f"pair(s), daemon {address}", flush=True)
         with Client(address, curve=curve_for(address, args.keys)) as client:
             hello = client.hello("gimp-draggan-cli")
             start = time.perf_counter()
