@@ -182,10 +182,11 @@ class Client:
         secret: str | None = None,
     ) -> None:
         """`secret`: the daemon owner's loopback secret; None reads this user's secret file
-        (without CURVE: with CURVE the keys authenticate)."""
+        at each request (without CURVE: with CURVE the keys authenticate). Read late because
+        the plug-in may start the daemon, which makes the file, after this client exists."""
         self.address = P.check_address(address or P.default_address())
         self.curve = curve
-        self.secret = secret if secret is not None or curve is not None else read_secret()
+        self.secret = secret
         self.timeout_s = timeout_s
         self.retries = retries
         self.heartbeat_s = heartbeat_s
@@ -234,8 +235,10 @@ class Client:
     def _encode(self, op: str, fields: dict[str, Any] | None = None,
                 blobs: dict[str, bytes] | None = None, msg_id: str | None = None) -> list[bytes]:
         """A request's frames, with the secret in its header when there is one."""
-        if self.secret is not None:
-            fields = {**(fields or {}), P.TOKEN_FIELD: self.secret}
+        token = self.secret if self.secret is not None or self.curve is not None \
+            else read_secret()
+        if token is not None:
+            fields = {**(fields or {}), P.TOKEN_FIELD: token}
         return P.encode(op, msg_id or self._new_id(op), fields, blobs)
 
     # ---- operations ---------------------------------------------------------------------------

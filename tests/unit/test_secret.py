@@ -3,6 +3,7 @@ and keeps serving its owner while refusing the others."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import pwd
@@ -49,19 +50,29 @@ def owned() -> Iterator[Server]:
 def test_a_client_without_the_secret_is_refused_and_the_owner_served(
         owned: Server, transport: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, "gimp_draggan")
-    for wrong in ("guess", ""):
-        with Client(owned.address, secret=wrong or None, prefer=transport) as stranger:
-            stranger.secret = wrong or None
-            with pytest.raises(DaemonError) as refused:
-                stranger.hello()
-        assert refused.value.code == "not_your_daemon"
-        assert "belongs to another user" in str(refused.value)
+    with Client(owned.address, secret="guess", prefer=transport) as stranger, \
+            pytest.raises(DaemonError) as refused:
+        stranger.hello()
+    assert refused.value.code == "not_your_daemon"
+    assert "belongs to another user" in str(refused.value)
     with Client(owned.address, secret="the-owners-secret", prefer=transport) as owner:
         assert owner.hello()["default_model"] == "tiny"
         result = owner.drag(pixels=bytes(16), width=2, height=2, pairs=[((0, 0), (1, 1))],
                             params={"steps": 2})
         assert result.patch == bytes([255] * 16)
     assert any("refused not_your_daemon from client" in r.getMessage() for r in caplog.records)
+
+
+def test_the_secret_file_is_read_when_a_request_goes(
+        owned: Server, own_secret: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plug-in makes its client, then starts the daemon, which writes the secret."""
+    monkeypatch.setenv(P.SECRET_ENV, str(own_secret.with_name("later.secret")))
+    with Client(owned.address) as client:
+        with pytest.raises(DaemonError, match="carried no secret"):
+            client.hello()
+        ensure_secret(own_secret.with_name("later.secret"))
+        owned.config = dataclasses.replace(owned.config, secret=read_secret())
+        assert client.hello()["server"]
 
 
 def test_a_raw_request_without_token_gets_no_answer_but_the_error(owned: Server) -> None:
