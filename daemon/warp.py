@@ -18,7 +18,8 @@ detail (a half-pixel shift keeps ~60 % of the high-pass energy with bicubic, ~75
 spline), so the source is split in two bands. The smooth band (a small blur of the photo) is
 sampled bicubically (Catmull-Rom), which is exact for it; the detail band (photo minus that
 blur) is copied from the nearest source pixel, whole, less than half a pixel from where it
-belongs. Both are read from the source region only, clamped to the layer.
+belongs. Both are read from the source region only, clamped to the layer; a fully transparent
+source pixel reads as the grey the model sees there, never as the colour hidden under it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gimp_draggan.composite import Patch, blend_rect, blend_weight, box_blur
-from gimp_draggan.crop import CropBox, Rect, layer_sampler
+from gimp_draggan.crop import FLATTEN_GREY, CropBox, Rect, layer_sampler
 from gimp_draggan.pixels import DTYPES, from_float, to_float
 
 STILL = 0.05             # Layer pixels of motion that count as none.
@@ -126,7 +127,9 @@ class SourceBands:
 
     @classmethod
     def read(cls, layer: np.ndarray, depth: str, region: Rect) -> SourceBands:
-        rgb = to_float(layer[region.y0: region.y1, region.x0: region.x1, :3], depth)
+        pixels = layer[region.y0: region.y1, region.x0: region.x1]
+        rgb = to_float(pixels[:, :, :3], depth)
+        rgb[pixels[:, :, 3] == 0] = FLATTEN_GREY   # Never pull hidden colours into view.
         smooth = np.dstack([box_blur(rgb[:, :, c], DETAIL_RADIUS) for c in range(3)])
         # box_blur pads with zeros: renormalise by the blurred support so edges keep their level.
         support = box_blur(np.ones(rgb.shape[:2], np.float32), DETAIL_RADIUS)

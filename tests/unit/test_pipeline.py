@@ -256,3 +256,31 @@ def test_a_handle_outside_the_selection_is_refused() -> None:
         _run(req, SessionCache())
     with pytest.raises(ValueError, match="expected 1048576 bytes"):
         _run(EditRequest(512, 512, b"\0" * 10, "u8", [PAIR], "m"), SessionCache())
+
+
+def _detail(img: np.ndarray, where: np.ndarray) -> float:
+    grey = img[..., :3].astype(np.float64).mean(axis=2)
+    hp = grey - 0.25 * (np.roll(grey, 1, 0) + np.roll(grey, -1, 0) + np.roll(grey, 1, 1)
+                        + np.roll(grey, -1, 1))
+    return float(np.mean(hp[where] ** 2))
+
+
+def test_the_photo_blend_keeps_the_photos_detail(model: str) -> None:
+    """Whatever the (here random) generator draws, the photo blend only moves the photo's own
+    pixels: the changed region keeps its fine detail; the generator blend is another image."""
+    rgba = _astronaut()
+    sel = np.zeros((512, 512), np.uint8)
+    sel[90:220, 160:290] = 255
+    pairs = [((205.0, 147.0), (199.0, 141.0))]
+    outs = {}
+    for blend in ("photo", "generator"):
+        r = _run(_request(model, rgba, pairs=pairs, mask=sel.tobytes(),
+                          params=EditParams(steps=20, blend=blend)), SessionCache())
+        outs[blend] = _apply(rgba, r)
+    for blend, out in outs.items():
+        changed = np.any(out != rgba, axis=2)
+        assert changed.any() and not changed[sel == 0].any(), blend
+    changed = np.any(outs["photo"] != rgba, axis=2)
+    ratio = _detail(outs["photo"], changed) / _detail(rgba, changed)
+    assert ratio > 0.9
+    assert not np.array_equal(outs["photo"], outs["generator"])
