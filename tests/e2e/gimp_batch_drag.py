@@ -1,6 +1,6 @@
 # GIMP 3 batch script (python-fu-eval, fed on stdin by tests/e2e/test_gimp_e2e.py).
 # It runs inside the chroot's GIMP and prints one line "E2E-RESULT <json>" with what it saw;
-# the test asserts on that. Settings arrive as environment variables (gimp-batch.sh GIMP_BATCH_ENV).
+# the test asserts on that. Settings arrive as environment variables (gimp_batch.sh GIMP_BATCH_ENV).
 import json
 import os
 
