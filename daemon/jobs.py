@@ -1,7 +1,7 @@
-"""Jobs of the daemon and the bounded queue between the socket loop and the worker thread.
+"""Jobs of the daemon and the bounded queue between the socket loop and what runs them.
 
-The socket loop adds and cancels; the worker takes one job at a time. Positions (1 = next)
-are what a waiting client is told.
+The socket loop adds and cancels; the worker takes one job at a time (the cluster's dispatcher
+one per idle actor). Positions (1 = next) are what a waiting client is told.
 """
 
 from __future__ import annotations
@@ -9,12 +9,14 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from gimp_draggan_plugin import protocol as P
 
 _serial = itertools.count(1)
+T = TypeVar("T")
 
 
 class JobError(Exception):
@@ -49,14 +51,14 @@ class Job:
 
 
 class JobQueue:
-    """Bounded FIFO of waiting jobs plus the one running job; thread-safe."""
+    """Bounded FIFO of waiting jobs plus the running ones (one per worker); thread-safe."""
 
     def __init__(self, max_queue: int) -> None:
         if max_queue < 1:
             raise ValueError("max_queue must be at least 1")
         self.max_queue = max_queue
         self._waiting: deque[Job] = deque()
-        self._running: Job | None = None
+        self._running: list[Job] = []
         self._cond = threading.Condition()
         self.done = 0
 
@@ -79,13 +81,30 @@ class JobQueue:
                 self._cond.wait(timeout_s)
             if not self._waiting:
                 return None
-            self._running = self._waiting.popleft()
-            return self._running
+            job = self._waiting.popleft()
+            self._running.append(job)
+            return job
+
+    def take_first(self, choose: Callable[[Job], T | None],
+                   timeout_s: float) -> tuple[Job, T] | None:
+        """Dispatcher side: the first waiting job that `choose` finds a place for (now
+        running), with that place; None when there is none (waits `timeout_s` only for an
+        empty queue). Later jobs may overtake one whose place is busy."""
+        with self._cond:
+            if not self._waiting:
+                self._cond.wait(timeout_s)
+            for job in self._waiting:
+                place = choose(job)
+                if place is not None:
+                    self._waiting.remove(job)
+                    self._running.append(job)
+                    return job, place
+            return None
 
     def finish(self, job: Job) -> None:
         with self._cond:
-            if self._running is job:
-                self._running = None
+            if job in self._running:
+                self._running.remove(job)
             self.done += 1
 
     def remove(self, job: Job) -> bool:
@@ -99,7 +118,9 @@ class JobQueue:
 
     @property
     def running(self) -> Job | None:
-        return self._running
+        """The longest-running job (the only one with a single worker)."""
+        with self._cond:
+            return self._running[0] if self._running else None
 
     def waiting(self) -> list[Job]:
         with self._cond:

@@ -34,7 +34,7 @@ from .jobs import Job, JobError, JobQueue
 from .keys import serve_curve
 from .logs import RefusalLog
 from .service_thread import ServiceThread
-from .worker import DONE, MSG, START, Executor, Worker
+from .worker import DONE, MSG, START, Executor, Runner, RunnerFactory, Worker
 
 log = logging.getLogger("gimp_draggan.server")
 
@@ -78,14 +78,15 @@ class Server(ServiceThread):
     kind = "daemon"
 
     def __init__(self, config: ServerConfig, executor: Executor,
-                 ctx: zmq.Context | None = None) -> None:
+                 ctx: zmq.Context | None = None, runner: RunnerFactory = Worker) -> None:
         super().__init__()
         self.config = config
         self.executor = executor
+        self.runner = runner                # Worker thread, or the cluster's dispatcher.
         self.ctx = ctx or zmq.Context.instance()
         self.queue = JobQueue(config.max_queue)
         self.address = ""
-        self._worker: Worker | None = None
+        self._worker: Runner | None = None
         self._auth: Any = None
         self._events_addr = f"inproc://gimp-draggan-events-{uuid.uuid4().hex}"
         self._jobs: dict[bytes, Job] = {}                    # key -> job
@@ -106,7 +107,7 @@ class Server(ServiceThread):
 
     def serve_forever(self) -> None:
         front, events, monitor = self._open_or_report(self._open)
-        self._worker = Worker(self.ctx, self._events_addr, self.queue, self.executor)
+        self._worker = self.runner(self.ctx, self._events_addr, self.queue, self.executor)
         self._worker.start()
         self._ready.set()
         try:

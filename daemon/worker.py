@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import zmq
@@ -48,6 +49,20 @@ class Executor(Protocol):
     def recover(self) -> None:
         """After out-of-memory: drop caches so the next job can run."""
         ...
+
+
+class Runner(Protocol):
+    """What runs the queued jobs: the one `Worker` thread, or the cluster's dispatcher."""
+
+    stopping: threading.Event
+
+    def start(self) -> None: ...
+
+    def join(self, timeout: float | None = None) -> None: ...
+
+
+# Made by the server once its event socket is bound: (context, event address, queue, executor).
+RunnerFactory = Callable[[zmq.Context, str, JobQueue, Executor], Runner]
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -104,39 +119,58 @@ class Worker(threading.Thread):
             if not should_stop():
                 sock.send_multipart([MSG, job.key, *P.progress_frames(job.id, ev)])
 
-        try:
-            if should_stop():
-                raise JobError("cancelled", "cancelled before it started")
-            if job.op == "models":
-                name = job.args["name"]
-                self._executor.download(name, on_progress, should_stop)
-                if should_stop():
-                    raise JobError("cancelled", "download cancelled")
-                return P.encode("models", job.id, {"models": self._executor.info()["models"],
-                                                   "downloaded": name})
-            if job.request is None:
-                raise JobError("internal", f"job {job.id} has no request")
-            result = self._executor.run(job.request, on_progress, should_stop)
-            if should_stop():
-                raise JobError("cancelled", "cancelled")
-            return P.result_frames(job.id, result)
-        except JobError as exc:
-            return P.error_frames(job.id, exc.code, exc.message)
-        except Exception as exc:
-            return self._failure(job, exc)
+        return run_job(self._executor, JobSpec(job.id, job.op, job.request, job.args),
+                       on_progress, should_stop)
 
-    def _failure(self, job: Job, exc: Exception) -> list[bytes]:
-        if job.cancelled.is_set():
-            return P.error_frames(job.id, "cancelled", "cancelled")
-        if is_out_of_memory(exc):
-            log.warning("job %s ran out of memory: %s; freeing caches", job.id, exc)
-            try:
-                self._executor.recover()
-            except Exception:
-                log.exception("recovering from out-of-memory failed")
-            return P.error_frames(job.id, "out_of_memory", f"out of memory: {exc}")
-        if isinstance(exc, ValueError):
-            log.info("job %s rejected: %s", job.id, exc)
-            return P.error_frames(job.id, "bad_request", str(exc))
-        log.exception("job %s failed", job.id)
-        return P.error_frames(job.id, "internal", f"{type(exc).__name__}: {exc}")
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a job runs, without the socket loop's bookkeeping: it can travel to a Ray actor."""
+
+    id: str
+    op: str                                   # "drag" | "invert" | "models"
+    request: P.JobRequest | None
+    args: dict[str, Any]
+
+
+def run_job(executor: Executor, job: JobSpec, on_progress: ProgressFn,
+            should_stop: StopFn) -> list[bytes]:
+    """Run one job on `executor`; its final reply, encoded. Shared by the worker thread and the
+    cluster's actors, so both answer every failure with the same code."""
+    try:
+        if should_stop():
+            raise JobError("cancelled", "cancelled before it started")
+        if job.op == "models":
+            name = job.args["name"]
+            executor.download(name, on_progress, should_stop)
+            if should_stop():
+                raise JobError("cancelled", "download cancelled")
+            return P.encode("models", job.id, {"models": executor.info()["models"],
+                                               "downloaded": name})
+        if job.request is None:
+            raise JobError("internal", f"job {job.id} has no request")
+        result = executor.run(job.request, on_progress, should_stop)
+        if should_stop():
+            raise JobError("cancelled", "cancelled")
+        return P.result_frames(job.id, result)
+    except JobError as exc:
+        return P.error_frames(job.id, exc.code, exc.message)
+    except Exception as exc:
+        return _failure(executor, job.id, exc, should_stop())
+
+
+def _failure(executor: Executor, job_id: str, exc: Exception, cancelled: bool) -> list[bytes]:
+    if cancelled:
+        return P.error_frames(job_id, "cancelled", "cancelled")
+    if is_out_of_memory(exc):
+        log.warning("job %s ran out of memory: %s; freeing caches", job_id, exc)
+        try:
+            executor.recover()
+        except Exception:
+            log.exception("recovering from out-of-memory failed")
+        return P.error_frames(job_id, "out_of_memory", f"out of memory: {exc}")
+    if isinstance(exc, ValueError):
+        log.info("job %s rejected: %s", job_id, exc)
+        return P.error_frames(job_id, "bad_request", str(exc))
+    log.exception("job %s failed", job_id)
+    return P.error_frames(job_id, "internal", f"{type(exc).__name__}: {exc}")
