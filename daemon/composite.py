@@ -194,7 +194,7 @@ def composite(
     rect = blend_rect(box, selection)
     if rect.empty:
         raise ValueError("the selection does not overlap the crop: nothing can change")
-    weight_at = blend_weight(layer, box, selection, rect, feather)
+    weight_at = blend_weight(layer, box, selection, rect, feather * box.side)
     out = np.array(layer[rect.y0: rect.y1, rect.x0: rect.x1])
     result_at = layer_sampler(result, box)
     change_at = None if change is None else layer_sampler(change, box, smooth=True)
@@ -218,11 +218,12 @@ def composite(
 
 
 def blend_weight(
-    layer: np.ndarray, box: CropBox, selection: np.ndarray | None, rect: Rect, feather: float,
+    layer: np.ndarray, box: CropBox, selection: np.ndarray | None, rect: Rect, radius: float,
 ) -> Callable[[Rect], np.ndarray]:
     """The blend weight over strips of ``rect`` (see the module doc, without the change map):
-    selection x its inward feather x the box's feather, 0 under alpha 0; ``[h, w]`` float32."""
-    radius = max(1.0, feather * box.side)
+    selection x its inward feather x the box's feather (ramps ``radius`` layer pixels wide),
+    0 under alpha 0; ``[h, w]`` float32."""
+    radius = max(1.0, radius)
     sel_feather = None if selection is None else _selection_feather(selection, rect, radius)
 
     def weight_at(strip: Rect) -> np.ndarray:

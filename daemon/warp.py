@@ -163,7 +163,7 @@ def warp_composite(
     rect = blend_rect(box, selection)
     if rect.empty:
         raise ValueError("the selection does not overlap the crop: nothing can change")
-    weight_at = blend_weight(layer, box, selection, rect, feather)
+    weight_at = blend_weight(layer, box, selection, rect, taper_radius(field, rect, feather))
     if _is_grey(layer, rect):
         generated = np.repeat(generated.mean(axis=2, keepdims=True), 3, axis=2)
     gen_at: Callable[[Rect], np.ndarray] = layer_sampler(generated, box)
@@ -199,6 +199,19 @@ def warp_composite(
         dst = out[strip.y0 - rect.y0: strip.y1 - rect.y0]
         dst[sel[0], sel[1], :3] = from_float(value, depth)
     return Patch(pixels=out, x=rect.x0, y=rect.y0)
+
+
+def taper_radius(field: LayerField, rect: Rect, feather: float) -> float:
+    """How wide (layer pixels) the motion fades out towards the selection's and the box's edges:
+    ``feather`` of the blend region's shorter side or of the box, whichever is less, but at
+    least twice the largest motion (a steeper ramp would stretch the texture in it visibly), and
+    never wider than ``feather`` of the box (the generator blend's ramp). A box much wider than
+    the selection (several faces in one crop) so keeps the motion at the handles whole."""
+    box = field.box
+    widest = feather * box.side
+    largest = float(np.hypot(field.flow[..., 0], field.flow[..., 1]).max()) / box.scale
+    narrow = feather * min(box.side, rect.width, rect.height)
+    return min(widest, max(narrow, 2.0 * largest))
 
 
 def _is_grey(layer: np.ndarray, rect: Rect) -> bool:

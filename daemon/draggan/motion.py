@@ -105,7 +105,7 @@ def estimate_motion(
     flow = F.interpolate(flow[None] * cell, size=size, mode="bicubic", align_corners=False)[0]
     conf = F.interpolate(conf[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
     if anchors:
-        sigma = max(params.anchor_sigma * resolution, 2.0 * cell)
+        sigma = max(params.anchor_sigma * resolution, 2.0 * cell, reach * cell)
         flow, near = _anchor(flow, anchors, sigma)
         conf = torch.maximum(conf, near)
     return MotionField(flow=flow.contiguous(), confidence=conf.clamp(0.0, 1.0).contiguous())

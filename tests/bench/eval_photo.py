@@ -26,6 +26,7 @@ import json
 import math
 import statistics
 import sys
+from dataclasses import replace
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -109,13 +110,13 @@ def residual(before: np.ndarray, after: np.ndarray, pair: Pair, half: int) -> fl
     return float(np.hypot(found[0] - tx, found[1] - ty) / np.hypot(tx - hx, ty - hy))
 
 
-def edit(rgb: np.ndarray, mask: np.ndarray, pairs: list[Pair], blend: str, steps: int,
+def edit(rgb: np.ndarray, mask: np.ndarray, pairs: list[Pair], blend: str, params: EditParams,
          sessions: SessionCache) -> tuple[np.ndarray, dict]:
     h, w = rgb.shape[:2]
     rgba = np.dstack([rgb, np.full((h, w), 255, np.uint8)])
     request = EditRequest(width=w, height=h, pixels=rgba.tobytes(), depth="u8", pairs=pairs,
                           model="embedded", mask=mask.tobytes(),
-                          params=EditParams(steps=steps, blend=blend))
+                          params=replace(params, blend=blend))
     r = run_edit(request, device="cpu", sessions=sessions, on_progress=lambda p: None,
                  should_stop=lambda: False)
     out = rgba.copy()
@@ -128,9 +129,9 @@ def edit(rgb: np.ndarray, mask: np.ndarray, pairs: list[Pair], blend: str, steps
 
 
 def measure(name: str, rgb: np.ndarray, mask: np.ndarray, pairs: list[Pair], blend: str,
-            steps: int, save: str | None) -> dict:
+            params: EditParams, save: str | None) -> dict:
     sessions = SessionCache()
-    out, info = edit(rgb, mask, pairs, blend, steps, sessions)
+    out, info = edit(rgb, mask, pairs, blend, params, sessions)
     if save:
         Image.fromarray(out).save(f"{save}/{name}-{blend}.png")
     changed = np.any(out != rgb, axis=2)
@@ -138,7 +139,7 @@ def measure(name: str, rgb: np.ndarray, mask: np.ndarray, pairs: list[Pair], ble
              if changed.any() else None)
     res = [residual(rgb, out, p, max(4, math.ceil(math.dist(*p)))) for p in pairs]
     grey = np.repeat(rgb.mean(axis=2, keepdims=True).round().astype(np.uint8), 3, axis=2)
-    grey_out, _ = edit(grey, mask, pairs, blend, steps, SessionCache())
+    grey_out, _ = edit(grey, mask, pairs, blend, params, SessionCache())
     chroma = int(max(np.abs(grey_out[:, :, 0].astype(int) - grey_out[:, :, 1]).max(),
                      np.abs(grey_out[:, :, 1].astype(int) - grey_out[:, :, 2]).max()))
     return {
@@ -155,15 +156,17 @@ def measure(name: str, rgb: np.ndarray, mask: np.ndarray, pairs: list[Pair], ble
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--lr", type=float, default=None, help="drag step size (default: the model's)")
     ap.add_argument("--cases", default="astronaut,chelsea,group")
     ap.add_argument("--blends", default="photo,generator")
     ap.add_argument("--save", metavar="DIR", help="write each output PNG here")
     args = ap.parse_args(argv)
+    params = EditParams(steps=args.steps) if args.lr is None else EditParams(steps=args.steps,
+                                                                             lr=args.lr)
     report: dict[str, dict] = {}
     for name, (rgb, mask, pairs) in cases(args.cases.split(",")).items():
         for blend in args.blends.split(","):
-            report[f"{name}/{blend}"] = measure(name, rgb, mask, pairs, blend, args.steps,
-                                                args.save)
+            report[f"{name}/{blend}"] = measure(name, rgb, mask, pairs, blend, params, args.save)
             print(name, blend, report[f"{name}/{blend}"], file=sys.stderr, flush=True)
     print(json.dumps(report))
     return 0
