@@ -1,4 +1,5 @@
-"""`gimp-draggan serve`: run the daemon (one GPU, one job at a time, a bounded queue)."""
+"""`gimp-draggan serve`: run the daemon (one GPU, one job at a time, a bounded queue; with
+`--cluster`, jobs run on Ray actors, one per GPU: docs/CLUSTER.md)."""
 
 from __future__ import annotations
 
@@ -20,9 +21,15 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--bind", metavar="ADDR", help=f"address to listen on (default: "
                    f"${P.ADDRESS_ENV} or {P.DEFAULT_ADDRESS})")
-    p.add_argument("--broker", metavar="ADDR", help="instead of listening, serve the back end of "
-                   "a `gimp-draggan broker` at ADDR")
-    p.add_argument("--device", help="cpu, cuda, cuda:N, mps (default: auto)")
+    p.add_argument("--device", help="cpu, cuda, cuda:N, mps (default: auto); with --cluster: "
+                   "cpu or cuda")
+    p.add_argument("--cluster", metavar="ADDRESS", help="run jobs on Ray actors: `local` starts "
+                   "a private Ray here, `auto` or ray://HOST:PORT joins a cluster (needs the "
+                   "[cluster] extra; docs/CLUSTER.md)")
+    p.add_argument("--actors", type=int, metavar="N", help="with --cluster and no GPUs: how many "
+                   "CPU actors (default 1); with GPUs one per GPU")
+    p.add_argument("--threads-per-actor", type=int, metavar="K", help="with --cluster: torch "
+                   "threads per actor (default: the cluster's CPUs / actors)")
     p.add_argument("--model", action="append", default=[], metavar="NAME|FILE",
                    help="default model (registry name or a checkpoint file, which clients then "
                    "name by its stem); repeat to offer several files")
@@ -56,28 +63,32 @@ def run(args: argparse.Namespace) -> int:
     from gimp_draggan.keys import ensure_secret
     from gimp_draggan.logs import setup_logging
     from gimp_draggan.server import Server, ServerConfig, ServerError
+    from gimp_draggan.worker import Worker
 
     log_file = setup_logging("daemon", args.verbose)
+    if args.cluster is None and (args.actors or args.threads_per_actor):
+        print("error: --actors and --threads-per-actor need --cluster", file=sys.stderr)
+        return 2
     try:
-        device = pick_device(args.device)
+        device = pick_device(args.device) if args.cluster is None else "cluster"
         files = operator_models(args.model)
         names = [m for m in args.model if not Path(m).expanduser().is_file()]
         if names:
             P.check_name(names[0])
         default = names[0] if names else next(iter(files), None)
-        address = args.broker or args.bind or P.default_address()
-        keys = key_dir_for(address, args.keys, is_bind=args.broker is None)
+        address = args.bind or P.default_address()
+        keys = key_dir_for(address, args.keys, is_bind=True)
         executor = PipelineExecutor(device, default, files, args.cache_dir)
         if default is not None:
             executor.check_model(default)
         secret = None
-        if args.broker is None and keys is None:  # Without CURVE, the owner's secret.
+        if keys is None:  # Without CURVE, the owner's secret.
             secret, secret_file = ensure_secret()
             logging.getLogger("gimp_draggan.serve").info(
                 "clients must send the secret in %s (only its owner can read it)", secret_file)
-        config = ServerConfig(bind=args.bind or P.default_address(), connect=args.broker,
-                              max_queue=args.max_queue, keys=keys, secret=secret)
-        server = Server(config, executor)
+        config = ServerConfig(bind=address, max_queue=args.max_queue, keys=keys, secret=secret)
+        runner = Worker if args.cluster is None else cluster_runner(args, executor)
+        server = Server(config, executor, runner=runner)
     except (ValueError, OSError, ServerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -91,12 +102,39 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     logging.getLogger("gimp_draggan.serve").info(
-        "device %s, default model %s, log file %s", device, executor.default_model or "(none)",
-        log_file or "(none)",
+        "device %s, default model %s, log file %s", executor.device,
+        executor.default_model or "(none)", log_file or "(none)",
     )
     try:
         server.serve_forever()
     except ServerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if args.cluster is not None:
+            from gimp_draggan.cluster import leave
+
+            leave()
     return 0
+
+
+def cluster_runner(args: argparse.Namespace, executor: Any) -> Any:
+    """Join the Ray cluster and start its actors; the dispatcher factory for the server. The
+    local executor only lists and checks models; its device line names the cluster."""
+    from gimp_draggan import cluster
+
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise ValueError("--cluster needs Ray: pip install 'gimp-draggan[cluster]'") from None
+    config = cluster.ClusterConfig(args.cluster, args.actors, args.threads_per_actor,
+                                   args.device)
+    try:
+        cluster.join(config.address)
+        pool = cluster.start_actors(config, executor.default_model, executor.files,
+                                    args.cache_dir)
+    except cluster.ClusterError as exc:
+        cluster.leave()
+        raise ValueError(str(exc)) from None
+    executor.device = pool.description
+    return pool.dispatcher
