@@ -68,7 +68,6 @@ class DemoOptions:
     out: Path = Path("draggan-demo")
     steps: int = 200                 # Max drag steps (the stop rule usually ends earlier).
     preset: str = "fast"             # Inversion preset: the photo-true warp needs motion only.
-    lr: float = 5e-3                 # The 64 px embedded model needs a larger step than 2e-3.
     preview_every: int = 5           # A preview every N drag steps -> GIF frames.
     device: str = "cpu"
     model: str = "embedded"          # Registry name, or a generator file.
@@ -239,7 +238,7 @@ def run(options: DemoOptions, bar: ProgressBar | None = None) -> DemoReport:
             result = client.drag(
                 pairs=[(h, t) for h, t in SCENE.pairs], pixels=photo.tobytes(), width=width,
                 height=height, mask=mask, model=_model_name(options),
-                params={"steps": options.steps, "preset": options.preset, "lr": options.lr,
+                params={"steps": options.steps, "preset": options.preset,
                         "preview_every": options.preview_every, "preview_size": 320},
                 on_event=on_event,
             )

@@ -20,7 +20,7 @@ Point = tuple[float, float]
 @dataclass(frozen=True)
 class EditParams:
     steps: int = 200                # Max drag steps (the stop rule may end earlier).
-    lr: float = 2e-3                # Adam learning rate on the latent (paper).
+    lr: float | None = None         # Adam learning rate on the latent; None = the model's.
     mask_lambda: float = 20.0       # Weight of the fixed-region term (GUI default).
     preset: str = "fast"            # Inversion quality preset: "fast" | "quality".
     preview_every: int = 0          # Send a preview every N drag steps, 0 = never.

@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -168,11 +169,22 @@ class PipelineExecutor:
         model = self._model_ref(request.model)
         try:
             if request.seed is not None:
+                request = self._with_lr(request)
                 return self._seed_drag(request, model, on_progress, should_stop)
-            return self._photo(request, model, self._aligner(request.model), on_progress,
-                               should_stop)
+            return self._photo(self._with_lr(request), model, self._aligner(request.model),
+                               on_progress, should_stop)
         except CheckpointError as exc:
             raise self._loaded_badly(request.model, exc) from None
+
+    def _with_lr(self, request: P.JobRequest) -> P.JobRequest:
+        """The request with its drag step size chosen: the client's, else the model's (named
+        by the registry; an operator's file gets the paper's)."""
+        from .pipeline import PAPER_LR, drag_lr
+
+        if request.params.get("lr") is not None or request.model is None:
+            return request
+        lr = PAPER_LR if request.model in self.files else drag_lr(request.model)
+        return replace(request, params={**request.params, "lr": lr})
 
     def _aligner(self, name: str) -> Aligner:
         """How the model wants its crops framed: its table entry's ``"alignment"``; an

@@ -71,7 +71,9 @@ def run_remote(args: argparse.Namespace, image_path: str | None = None) -> int:
     from gimp_draggan_plugin.client import Client, DaemonError, curve_for
 
     address = args.daemon or P.default_address()
-    params = {"steps": args.steps, "lr": args.lr, "blend": args.blend}
+    params = {"steps": args.steps, "blend": args.blend}
+    if args.lr is not None:
+        params["lr"] = args.lr
     printer = _Printer(sys.stdout)
     try:
         model = model_name(args.model) if args.model else None

@@ -143,7 +143,7 @@ class ParamSpec:
 # Same names and defaults as gimp_draggan.edit.EditParams (a test keeps them equal).
 PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("steps", int, 200, 0, 2000),
-    ParamSpec("lr", float, 2e-3, 1e-5, 0.1),
+    ParamSpec("lr", float, None, 1e-5, 0.1),        # None: the model's own (models.json).
     ParamSpec("mask_lambda", float, 20.0, 0.0, 1000.0),
     ParamSpec("preset", str, "fast", choices=PRESETS),
     ParamSpec("preview_every", int, 0, 0, 1000),
@@ -165,6 +165,9 @@ def check_params(params: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for spec in PARAMS:
         value = params.get(spec.name, spec.default)
+        if value is None and spec.default is None:     # Unset: the daemon chooses.
+            out[spec.name] = None
+            continue
         if spec.kind is str:
             if value not in spec.choices:
                 raise ProtocolError(

@@ -24,9 +24,6 @@ def register(subparsers: Any) -> None:
     p.add_argument("--preset", choices=("fast", "quality"), default="fast",
                    help="inversion preset (default fast: the photo-true edit takes the "
                         "generator's motion, not its pixels)")
-    p.add_argument("--lr", type=float, default=5e-3,
-                   help="drag step size (default 5e-3: the 64 px embedded model needs a "
-                        "larger step than the paper's 2e-3 for 512 px models)")
     p.add_argument("--preview-every", type=int, default=5, metavar="N",
                    help="a live preview every N drag steps (default 5; 0 = none)")
     p.add_argument("--device", default="cpu",
@@ -49,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         options = demo.DemoOptions(
-            out=args.out, steps=args.steps, preset=args.preset, lr=args.lr,
+            out=args.out, steps=args.steps, preset=args.preset,
             preview_every=args.preview_every,
             device=pick_device(args.device) if args.daemon is None else args.device,
             model=args.model, daemon=args.daemon,

@@ -127,8 +127,9 @@ def add_drag_options(parser: argparse.ArgumentParser) -> None:
         help=f"maximum optimiser steps, {_range('steps')} (default 200; stops earlier when "
              "every handle is there)",
     )
-    parser.add_argument("--lr", type=float, default=2e-3,
-                        help=f"Adam learning rate, {_range('lr')} (paper: 2e-3)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help=f"Adam learning rate, {_range('lr')} (default: the model's; the "
+                             "paper's 2e-3, 5e-3 for the embedded model)")
     parser.add_argument(
         "--blend", choices=("photo", "generator"), default="photo",
         help="photo form: what fills the edit — photo (default): the photo's own pixels moved "
@@ -258,7 +259,10 @@ def _run_seed(args: argparse.Namespace) -> int:
         ws = G.mapping(seed_to_z(args.seed, G.z_dim).to(device), truncation_psi=SEED_PSI)
     handles = [h for h, _ in args.pairs]
     targets = [t for _, t in args.pairs]
-    params = DragParams(lr=args.lr, max_steps=args.steps)
+    from gimp_draggan.pipeline import drag_lr
+
+    lr = drag_lr(str(args.model)) if args.lr is None else args.lr
+    params = DragParams(lr=lr, max_steps=args.steps)
     session = DragSession(G, ws, handles, targets, mask=mask, params=params)
     print(
         f"drag: {args.model} ({res}x{res}, features {session.feature_res} px), seed {args.seed}, "

@@ -11,6 +11,7 @@ import io
 import math
 import tracemalloc
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -284,3 +285,18 @@ def test_the_photo_blend_keeps_the_photos_detail(model: str) -> None:
     ratio = _detail(outs["photo"], changed) / _detail(rgba, changed)
     assert ratio > 0.9
     assert not np.array_equal(outs["photo"], outs["generator"])
+
+
+def test_the_drag_step_size_is_the_models_unless_the_request_names_one() -> None:
+    from gimp_draggan.executor import PipelineExecutor
+    from gimp_draggan.pipeline import PAPER_LR, drag_lr
+    from gimp_draggan_plugin import protocol as P
+
+    assert drag_lr("embedded") == 0.005 and drag_lr("stylegan2-ffhq-512x512") == PAPER_LR
+    executor = PipelineExecutor("cpu", default_model="embedded")
+    request = P.JobRequest(op="drag", id="j", model="embedded", pairs=[((1.0, 1.0), (4.0, 4.0))],
+                           params=P.check_params({}), image=None, pixels=None, mask=None,
+                           session=None, seed=None)
+    assert executor._with_lr(request).params["lr"] == 0.005
+    named = replace(request, params=P.check_params({"lr": 0.01}))
+    assert executor._with_lr(named).params["lr"] == 0.01

@@ -74,7 +74,7 @@ def test_job_validation_accepts_a_good_photo_job_and_fills_defaults():
     req = check(job_frames(params={"steps": 5}))
     assert req.image == P.ImageSpec(4, 3, "u8")
     assert req.pairs == [((0.0, 0.0), (3.0, 2.0))]
-    assert req.params["steps"] == 5 and req.params["lr"] == pytest.approx(2e-3)
+    assert req.params["steps"] == 5 and req.params["lr"] is None   # the model's own step
     assert req.seed is None and req.mask is None
 
 
