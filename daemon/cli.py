@@ -21,7 +21,6 @@ COMMAND_MODULES = (
     "serve",
     "ping",
     "keys",
-    "broker",
     "drag",
     "invert",
 )

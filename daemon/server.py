@@ -1,4 +1,5 @@
-"""The daemon's socket loop: a ROUTER front, one worker thread, a bounded queue, heartbeats.
+"""The daemon's socket loop: a ROUTER front, one worker thread (or, with `serve --cluster`, a
+dispatcher over Ray actors: `cluster`), a bounded queue, heartbeats.
 
 One thread owns the client socket and never blocks on work: it validates requests, answers
 hello/status/models/cancel at once, queues jobs (telling waiting clients their position),
@@ -9,9 +10,6 @@ Vanished clients are found three ways: the ROUTER is ROUTER_MANDATORY, so a send
 peer fails (EHOSTUNREACH); a socket monitor's DISCONNECTED event starts a burst of such probes,
 so a killed client is noticed within milliseconds; and a client silent for
 HEARTBEAT_TIMEOUT_S while it has open jobs is dropped.
-
-Behind a broker (`connect=`) the front is a DEALER to the broker's back end; envelopes are the
-same, and the broker does the liveness work and sends `gone` for a vanished client.
 """
 
 from __future__ import annotations
@@ -61,8 +59,7 @@ class ServerError(RuntimeError):
 
 @dataclass(frozen=True)
 class ServerConfig:
-    bind: str = P.DEFAULT_ADDRESS        # ROUTER address (ignored with `connect`).
-    connect: str | None = None           # Worker mode: DEALER to a broker's back end.
+    bind: str = P.DEFAULT_ADDRESS        # ROUTER address.
     max_queue: int = P.MAX_QUEUE_DEFAULT
     keys: Path | None = None             # CURVE key dir; required for a non-loopback bind.
     heartbeat_s: float = P.HEARTBEAT_INTERVAL_S
@@ -96,7 +93,6 @@ class Server(ServiceThread):
         self._probe_until = 0.0
         self._next_beat = 0.0
         self._started = time.monotonic()
-        self.worker_mode = config.connect is not None
         self.refusals = RefusalLog(log)
 
     # ---- life cycle ---------------------------------------------------------------------------
@@ -128,15 +124,6 @@ class Server(ServiceThread):
         cfg = self.config
         events = self.ctx.socket(zmq.PAIR)
         events.bind(self._events_addr)
-        if cfg.connect is not None:
-            front = self.ctx.socket(zmq.DEALER)
-            self._common_options(front)
-            self._curve_client(front)
-            front.connect(P.check_address(cfg.connect))
-            self.address = cfg.connect
-            front.send_multipart([b"", *P.encode("ready", "worker", self._worker_state())])
-            log.info("worker connected to broker %s", cfg.connect)
-            return front, events, None
         bind = P.check_address(cfg.bind)
         if not P.is_loopback(bind) and cfg.keys is None:
             raise ServerError(
@@ -171,17 +158,6 @@ class Server(ServiceThread):
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)
         sock.setsockopt(zmq.SNDHWM, 10000)
-
-    def _curve_client(self, sock: zmq.Socket) -> None:
-        """Worker mode with keys: authenticate to the broker as its client."""
-        if self.config.keys is None:
-            return
-        from gimp_draggan_plugin.client import load_curve_keys
-
-        keys = load_curve_keys(str(self.config.keys))
-        sock.curve_publickey = keys.public
-        sock.curve_secretkey = keys.secret
-        sock.curve_serverkey = keys.server_public
 
     # ---- the loop -----------------------------------------------------------------------------
     def _loop(self, front: zmq.Socket, events: zmq.Socket, monitor: zmq.Socket | None) -> None:
@@ -274,9 +250,6 @@ class Server(ServiceThread):
             return  # A routing id with no message: nothing to answer.
         envelope, frames = parts[:1], parts[1:]
         client = envelope[0]
-        if self.worker_mode and client == b"":
-            self._on_broker(frames)
-            return
         if client in self._by_client:
             self._last_seen[client] = time.monotonic()
         try:
@@ -284,7 +257,7 @@ class Server(ServiceThread):
         except P.ProtocolError as exc:
             self._error(envelope, P.peek_id(frames), exc.code, exc.message)
             return
-        if not self.worker_mode and not P.authorized(msg.header, self.config.secret):
+        if not P.authorized(msg.header, self.config.secret):
             what = "no secret" if P.TOKEN_FIELD not in msg.header else "a wrong secret"
             self._error(envelope, msg.id, "not_your_daemon", f"this daemon at {self.address} "
                         f"belongs to another user: the {msg.op} request carried {what}")
@@ -316,8 +289,6 @@ class Server(ServiceThread):
             self._enqueue(Job(envelope, msg.id, op, request=req))
         elif op == "models":
             self._models(envelope, msg)
-        elif op == "gone" and self.worker_mode:
-            self._client_gone(envelope[0], "gone (broker)")
         else:
             raise P.ProtocolError("unknown_op", f"unknown op {op!r}; known: {P.REQUEST_OPS}")
 
@@ -450,26 +421,10 @@ class Server(ServiceThread):
             self._send([client], beat, final=False)
 
     def _heartbeat(self, now: float) -> None:
-        if self.worker_mode:
-            self._front.send_multipart([b"", *P.encode("heartbeat", "worker",
-                                                       self._worker_state())])
-            return
         for client, seen in list(self._last_seen.items()):
             if now - seen > self.config.silence_s:
                 self._client_gone(client, f"silent for {now - seen:.1f} s")
         self._probe_clients()
-
-    # ---- broker link --------------------------------------------------------------------------
-    def _worker_state(self) -> dict[str, Any]:
-        return {"waiting": len(self.queue.waiting()), "busy": self.queue.running is not None,
-                "max_queue": self.queue.max_queue}
-
-    def _on_broker(self, frames: list[bytes]) -> None:
-        """Control messages from the broker itself (empty client frame): heartbeats."""
-        try:
-            P.decode(frames)
-        except P.ProtocolError as exc:
-            log.warning("bad control message from the broker: %s", exc.message)
 
 
 def _op_of(header: bytes) -> str:

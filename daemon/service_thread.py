@@ -1,4 +1,4 @@
-"""The life cycle the daemon and the broker share: `serve_forever()` in the foreground (the CLI),
+"""The daemon's life cycle: `serve_forever()` in the foreground (the CLI),
 or `start()` in a background thread (tests, embedding) that returns once the sockets listen and
 re-raises a startup failure (address in use, missing keys) in the caller's thread."""
 
@@ -15,7 +15,7 @@ log = logging.getLogger("gimp_draggan.service")
 
 
 class ServiceThread:
-    """Base of `Server` and `Broker`; subclasses implement `serve_forever` and open their
+    """Base of `Server`; subclasses implement `serve_forever` and open their
     sockets through `_open_or_report`."""
 
     kind = "service"  # Named in the log when the loop fails.
