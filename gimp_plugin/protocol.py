@@ -81,9 +81,8 @@ ERROR_HINTS: dict[str, str] = {
     "out_of_memory": "The GPU ran out of memory; use a smaller selection or a smaller model.",
     "cancelled": "The job was cancelled; nothing was changed.",
     "not_found": "No such job is open for this client.",
-    "worker_lost": "The daemon running this job stopped; start it again and retry.",
-    "no_worker": "No daemon is connected to the broker; start one with "
-    "`gimp-draggan serve --broker ADDR`.",
+    "worker_lost": "The cluster worker running this job died; retry (the daemon serves on and "
+    "inverts the photo anew).",
     "transport_missing": "Re-run the gimp-draggan installer; it puts a ZeroMQ transport next to "
     "the plug-in.",
     "internal": "The daemon hit an unexpected error; see its log file and report it.",
