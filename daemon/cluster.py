@@ -302,7 +302,8 @@ class Dispatcher(threading.Thread):
             while not self.stopping.is_set():
                 self._probe()
                 self._start_jobs(sock)
-                self._relay(sock)
+                if not self._relay(sock) and not any(s.up for s in self.pool.slots):
+                    self.stopping.wait(POLL_S)  # Every actor restarts: nothing to do yet.
                 self._send_cancels()
         except Exception:
             log.exception("the dispatcher failed")
@@ -368,17 +369,20 @@ class Dispatcher(threading.Thread):
             slot.probe = None
 
     # ---- relaying -----------------------------------------------------------------------------
-    def _relay(self, sock: zmq.Socket) -> None:
+    def _relay(self, sock: zmq.Socket) -> bool:
+        """Forward what the running jobs' actors sent (waits up to POLL_S); False when no job
+        runs."""
         import ray
 
         slots = [s for s in self.pool.slots if s.running is not None]
         if not slots:
-            return
+            return False
         ready, _ = ray.wait([s.running.stream for s in slots if s.running], num_returns=1,
                             timeout=POLL_S)
         for slot in slots:
             if slot.running is not None and any(r is slot.running.stream for r in ready):
                 self._drain(sock, slot)
+        return True
 
     def _drain(self, sock: zmq.Socket, slot: Slot) -> None:
         """Forward what `slot`'s stream has ready; end the job on its final reply or death."""
@@ -491,7 +495,7 @@ def start_actors(config: ClusterConfig, default_model: str | None,
     remote = ray.remote(DragActor).options(
         num_gpus=1 if on_gpus else 0, num_cpus=0 if on_gpus else threads,
         max_concurrency=4, max_restarts=-1)
-    handles = [remote.remote(spec) for _ in range(count)]
+    handles: list[Any] = [remote.remote(spec) for _ in range(count)]
     try:
         infos = ray.get([h.describe.remote() for h in handles], timeout=READY_TIMEOUT_S)
     except ray.exceptions.GetTimeoutError:
