@@ -421,7 +421,8 @@ class Dispatcher(threading.Thread):
         job = slot.running.job
         slot.running = None
         self._queue.finish(job)
-        self.pool.finished(slot, job.request.model if job.request else None, session)
+        loaded = job.request.model if job.request and session is not None else None
+        self.pool.finished(slot, loaded, session)
         sock.send_multipart([DONE, job.key, *frames], copy=False)
 
     def _lost(self, sock: zmq.Socket, slot: Slot, exc: Exception) -> None:
