@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,24 @@ import pytest
 from pipeline_helpers import small_counted_inversion
 from service_helpers import save_tiny_model, single_torch_thread
 
+from gimp_draggan.logs import LOGGER
 from gimp_draggan_plugin.protocol import SECRET_ENV
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """An in-process `serve` (`logs.setup_logging`) points the gimp_draggan logger at this
+    test's captured stderr and stops it propagating; every later test gets the logger back as
+    it was (else they log to a closed stream and caplog sees nothing)."""
+    logger = logging.getLogger(LOGGER)
+    handlers, propagate, level = list(logger.handlers), logger.propagate, logger.level
+    yield
+    for handler in logger.handlers:
+        if handler not in handlers:
+            handler.close()
+    logger.handlers[:] = handlers
+    logger.propagate = propagate
+    logger.setLevel(level)
 
 
 @pytest.fixture(autouse=True, scope="session")
