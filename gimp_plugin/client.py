@@ -167,7 +167,7 @@ def _read_cert(path: str) -> dict[str, bytes]:
 
 
 class Client:
-    """Talks to one daemon (or broker) address; reconnects lazily."""
+    """Talks to one daemon address; reconnects lazily."""
 
     def __init__(
         self,
