@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from service_helpers import TINY, save_tiny_model
-from test_server_cli import restore_logging  # noqa: F401 (a fixture)
 
 from gimp_draggan import modelcheck, registry
 from gimp_draggan.cli import main
@@ -116,7 +115,6 @@ def test_a_model_that_fails_to_load_fails_its_job_as_damaged(
         server.stop()
 
 
-@pytest.mark.usefixtures("restore_logging")
 def test_serve_refuses_a_damaged_model(tiny: Path, tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch,
                                        capsys: pytest.CaptureFixture[str]) -> None:
