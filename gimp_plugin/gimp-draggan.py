@@ -42,6 +42,13 @@ HELP = (
     "one."
 )
 ARG_NAMES = ("model", "max-steps", "mask-strength", "preset", "daemon-address")
+# The result layer has the image's mode: pixels travel as R'G'B'A and GEGL converts them to grey
+# or to the nearest palette entry when they are written.
+LAYER_TYPES = {
+    Gimp.ImageBaseType.RGB: Gimp.ImageType.RGBA_IMAGE,
+    Gimp.ImageBaseType.GRAY: Gimp.ImageType.GRAYA_IMAGE,
+    Gimp.ImageBaseType.INDEXED: Gimp.ImageType.INDEXEDA_IMAGE,
+}
 
 
 def _error(procedure, status, message):
@@ -74,7 +81,8 @@ class GimpHost:
                 self.grouped = True
             x, y, width, height = box
             layer = Gimp.Layer.new(self.image, self.name, width, height,
-                                   Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+                                   LAYER_TYPES[self.image.get_base_type()], 100.0,
+                                   Gimp.LayerMode.NORMAL)
             parent = self.source.get_parent()
             self.image.insert_layer(layer, parent, self.image.get_item_position(self.source))
             layer.set_offsets(self.src_x + x, self.src_y + y)
@@ -176,9 +184,6 @@ def check_drawables(image, drawables):
     if item.is_group():
         return None, ("a layer group is selected: select one layer inside it (or merge the group "
                       "with Layer \u2192 Merge Layer Group) and run DragGAN Drag again")
-    if image.get_base_type() != Gimp.ImageBaseType.RGB:
-        return None, ("DragGAN Drag works on RGB images: use Image \u2192 Mode \u2192 RGB, then "
-                      "run it again")
     return item, None
 
 
@@ -240,7 +245,7 @@ def run(procedure, run_mode, image, drawables, config, data):
 def _run(procedure, run_mode, image, drawables, config):
     try:
         from gimp_draggan_plugin import flow, mask, points, settings, texts
-        from gimp_draggan_plugin.client import Client
+        from gimp_draggan_plugin.client import Client, read_secret
         from gimp_draggan_plugin.transport import CurveKeys
     except ImportError as exc:
         return _error(procedure, Gimp.PDBStatusType.EXECUTION_ERROR,
@@ -291,8 +296,11 @@ def _run(procedure, run_mode, image, drawables, config):
     host = GimpHost(image, layer, texts.layer_name(len(pairs)), interactive)
     Gimp.progress_init("DragGAN Drag")
     try:
-        with Client(config_settings.address, curve=curve,
-                    prefer=config_settings.transport) as client:
+        # The secret file as `serve` keeps it ($GIMP_DRAGGAN_SECRET or the user's), else the
+        # installer's copy (a Flatpak GIMP cannot read ~/.config; the copy may be stale).
+        secret = read_secret() or config_settings.secret
+        with Client(config_settings.address, curve=curve, prefer=config_settings.transport,
+                    secret=secret) as client:
             flow.run(host, client, config_settings, layer_data, pairs, selection, options)
     except flow.PluginError as exc:
         return _error(procedure, Gimp.PDBStatusType.EXECUTION_ERROR, f"DragGAN Drag: {exc}")
@@ -311,7 +319,7 @@ class DragGanPlugin(Gimp.PlugIn):
 
     def do_create_procedure(self, name):
         procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, run, None)
-        procedure.set_image_types("RGB*")
+        procedure.set_image_types("*")   # Grey and indexed layers are edited through RGB.
         procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
         procedure.set_menu_label("_DragGAN Drag\u2026")
         procedure.add_menu_path("<Image>/Filters/Distorts")

@@ -85,6 +85,30 @@ if res and len(layers) == 2:
                 inside_changed=inside_changed)
 out["cases"]["drag"] = case
 
+# ---- case 1b: grey and indexed copies: the edit comes back in the image's own mode -------------
+for mode in ("grey", "indexed"):
+    other = image.duplicate()
+    if mode == "grey":
+        other.convert_grayscale()
+    else:
+        other.convert_indexed(Gimp.ConvertDitherType.NONE, Gimp.ConvertPaletteType.GENERATE, 255,
+                              False, False, "")
+    src = other.get_layers()[-1]
+    before_other = pixels(src)
+    ids = {lay.get_id() for lay in other.get_layers()}
+    res = call(other, src, max_steps=5)
+    new = [lay for lay in other.get_layers() if lay.get_id() not in ids]
+    data = pixels(new[0]) if new else b""
+    out["cases"][mode] = {
+        "result": res, "layers_added": len(new),
+        "new_name": new[0].get_name() if new else None,
+        "base_type": other.get_base_type().value_nick,
+        "new_type": new[0].type().value_nick if new else None,
+        "source_unchanged": pixels(src) == before_other,
+        "grey_pixels": all(data[i] == data[i + 1] == data[i + 2] for i in range(0, len(data), 4)),
+    }
+    other.delete()
+
 # ---- case 2: no daemon at the address -> an error naming the start command ---------------------
 count = len(image.get_layers())
 res = call(image, source, daemon_address=env["E2E_DEAD_ADDRESS"])

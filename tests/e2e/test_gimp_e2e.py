@@ -29,6 +29,8 @@ PLUGINS = CHROOT / "root" / ".config" / "GIMP" / "3.0" / "plug-ins"
 BATCH = Path(__file__).with_name("gimp_batch_drag.py")
 CANCEL_BATCH = Path(__file__).with_name("gimp_batch_cancel.py")
 WORK_IN_CHROOT = "/tmp/draggan-e2e"
+# The daemon's loopback secret, where the plug-in inside the chroot can read it (docs/PROTOCOL.md).
+SECRET_IN_CHROOT = f"{WORK_IN_CHROOT}/daemon.secret"
 # Generous: a quiet 2-core CI machine needs well under a minute per GIMP run, but a shared, loaded
 # one can be 10x slower (the default drag runs 140 inversion + up to 200 drag steps on CPU).
 GIMP_TIMEOUT_S = 1500
@@ -113,9 +115,17 @@ def head_scene() -> tuple[bytes, tuple[tuple[float, float, float, float], ...]]:
 
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    """`gimp-draggan serve` on a free loopback port, CPU, until the module is done."""
+def daemon(tmp_path_factory, gimp_root):
+    """`gimp-draggan serve` on a free loopback port, CPU, until the module is done; its secret
+    file lies in the chroot, and this process's clients read it there too."""
     from gimp_draggan_plugin.client import Client, DaemonError
+    from gimp_draggan_plugin.protocol import SECRET_ENV
+
+    secret = gimp_root / SECRET_IN_CHROOT.lstrip("/")
+    secret.parent.mkdir(parents=True, exist_ok=True)
+    secret.unlink(missing_ok=True)
+    before = os.environ.get(SECRET_ENV)
+    os.environ[SECRET_ENV] = str(secret)
 
     address = free_address()
     log = tmp_path_factory.mktemp("daemon") / "serve.log"
@@ -124,7 +134,7 @@ def daemon(tmp_path_factory):
     argv += ["serve", "--bind", address, "--device", "cpu", "--model", "embedded"]
     # One torch thread: on a 2-core machine shared with other work, two threads contend and a tiny
     # model's step gets ~20x slower (measured); one thread is what a small test needs.
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **{SECRET_ENV: str(secret)})
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
@@ -146,6 +156,10 @@ def daemon(tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if before is None:
+            os.environ.pop(SECRET_ENV, None)
+        else:
+            os.environ[SECRET_ENV] = before
 
 
 def write_png(path: Path) -> bytes:
@@ -161,6 +175,7 @@ def write_png(path: Path) -> bytes:
 
 
 def start_gimp(root: Path, batch: Path, env_vars: dict[str, str]) -> subprocess.Popen:
+    env_vars = {**env_vars, "GIMP_DRAGGAN_SECRET": SECRET_IN_CHROOT}
     env = dict(os.environ)
     env.update(env_vars)
     env["GIMP_BATCH_ENV"] = " ".join(env_vars)
@@ -297,6 +312,23 @@ def test_pixels_outside_selection_kept_inside_changed(gimp_run):
     assert case["outside_count"] == 0 or case["outside_equal"] == case["outside_count"], case
     assert case["inside_count"] > 0 and case["inside_changed"] > 0, case
     assert case["source_unchanged"], "the source layer was modified"
+
+
+@pytest.mark.parametrize(("mode", "base", "layer_type"),
+                         [("grey", "gray", "graya-image"), ("indexed", "indexed",
+                                                             "indexeda-image")])
+def test_grey_and_indexed_images_get_the_edit_in_their_own_mode(gimp_run, mode, base,
+                                                                 layer_type):
+    case = gimp_run[0]["cases"][mode]
+    assert case["result"]["status"] == "success", case
+    assert case["base_type"] == base, case
+    assert case["new_type"] == layer_type, case             # a new layer, in the image's mode
+    assert case["layers_added"] == 1 and case["source_unchanged"], case
+    # 5 steps do not reach the targets: the layer's name says so.
+    assert case["new_name"].startswith("DragGAN drag (2 points, "), case
+    assert case["new_name"].endswith(" px short)"), case
+    if mode == "grey":
+        assert case["grey_pixels"], case
 
 
 def test_one_undo_group_closed_by_the_plugin(gimp_run):
