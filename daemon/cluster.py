@@ -16,7 +16,8 @@ busy waits for it (later jobs may overtake it): a re-inversion costs more than t
 
 Faults: an actor that dies mid-job gives its client `worker_lost` at once (Ray notices the
 closed connection); the sessions it held are forgotten, so their next jobs are placed anew and
-inverted again. Ray restarts the actor (`max_restarts=-1`), which loads the default model.
+inverted again. Ray restarts the actor (`max_restarts=-1`), which loads the default model;
+it gets jobs again once it answers (until then jobs go to the other actors).
 """
 
 from __future__ import annotations
@@ -107,13 +108,16 @@ class DragActor:
         return ActorInfo(os.getpid(), self.executor.device, ray.util.get_node_ip_address())
 
     def cancel(self, key: str) -> None:
-        """Stop job `key` before its next inversion or drag step."""
-        self._cancelled[key] = self._step.get(key, "none")
+        """Stop job `key` before its next inversion or drag step (a finished one: nothing)."""
+        step = self._step.get(key)
+        if step is not None:
+            self._cancelled[key] = step
 
     def run(self, key: str, job: JobSpec) -> Iterator[ActorReply]:
         """Run `job`, yielding progress as it comes and the final reply last (a Ray streaming
         generator: the executor runs in a thread, its callbacks feed the stream)."""
         replies: queue.Queue[ActorReply] = queue.Queue()
+        self._step[key] = "none"
 
         def should_stop() -> bool:
             return key in self._cancelled
@@ -138,8 +142,8 @@ class DragActor:
                 if reply.final and key in self._cancelled:
                     reply = ActorReply(P.error_frames(
                         job.id, "cancelled", f"cancelled: the actor stopped after "
-                        f"{self._step.get(key, 'none')}; the cancel came after "
-                        f"{self._cancelled[key]}"), final=True)
+                        f"{self._step[key]}; the cancel came after {self._cancelled[key]}"),
+                        final=True)
                 yield reply
                 if reply.final:
                     return
