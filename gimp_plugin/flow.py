@@ -90,7 +90,7 @@ def describe(exc: BaseException, address: str, model: str = "") -> str:
         return texts.error_sentence("not_running", str(exc), address, model)
     if isinstance(exc, ImportError):
         return texts.error_sentence("transport_missing", str(exc), address, model)
-    return (f"DragGAN Drag failed unexpectedly ({type(exc).__name__}: {exc}). Please report it "
+    return (f"The plug-in failed unexpectedly ({type(exc).__name__}: {exc}). Please report it "
             "with the output of `gimp-draggan doctor`.")
 
 
@@ -126,13 +126,21 @@ def reach_daemon(host: Host, client: Client, config: settings.Settings,
     return hello
 
 
-def event_handler(host: Host) -> Callable[[Any], None]:
-    """Turns the daemon's queued/progress events into GIMP progress and live previews."""
+def event_handler(host: Host, note: str = "") -> Callable[[Any], None]:
+    """Turns the daemon's queued/progress events into GIMP progress and live previews. `note`
+    (e.g. which region changes) follows every progress text; a drag that began without any
+    inversion says it reuses the earlier one."""
+    inverted = False
+
     def on_event(event: Any) -> None:
+        nonlocal inverted
         if isinstance(event, protocol.QueuedEvent):
             host.progress(texts.queued_text(event.position), 0.0)
             return
-        host.progress(texts.progress_text(event.phase, event.step, event.total, event.distances),
+        inverted = inverted or event.phase == "invert"
+        text = texts.progress_text(event.phase, event.step, event.total, event.distances)
+        extra = [texts.REUSED_NOTE] if event.phase == "drag" and not inverted else []
+        host.progress(" \u00b7 ".join([text, *extra, *([note] if note else [])]),
                       texts.progress_fraction(event.phase, event.step, event.total))
         if event.preview and event.crop:
             x, y, width, height = (int(v) for v in event.crop)
@@ -145,12 +153,15 @@ def run(host: Host, client: Client, config: settings.Settings, layer: LayerData,
     """Reach the daemon, drag, hand the result to the host; on any failure the host discards
     what it showed and a PluginError says what to do."""
     try:
-        reach_daemon(host, client, config)
-        host.progress(texts.progress_text("invert", 0, 0), 0.0)
+        hello = reach_daemon(host, client, config)
+        note = "" if mask is not None else texts.region_note(
+            texts.model_domain(hello, options.model))
+        host.progress(" \u00b7 ".join(filter(None, [texts.progress_text("invert", 0, 0), note])),
+                      0.0)
         result = client.drag(pairs=pairs, pixels=layer.pixels, width=layer.width,
                              height=layer.height, depth=layer.depth, mask=mask,
                              model=options.model or None, params=options.params(),
-                             on_event=event_handler(host))
+                             on_event=event_handler(host, note))
         if result.depth != layer.depth:
             raise PluginError(f"the daemon sent {result.depth} pixels for a {layer.depth} layer; "
                               "update the daemon and the plug-in to the same version")

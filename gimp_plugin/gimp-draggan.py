@@ -57,12 +57,18 @@ def _error(procedure, status, message):
 
 
 class GimpHost:
-    """`flow.Host` on a GIMP image: progress bar, the live result layer, questions."""
+    """`flow.Host` on a GIMP image: progress bar, the live result layer, questions.
 
-    def __init__(self, image, source, name, interactive):
+    Everything the plug-in does to the image happens inside one undo group, opened with the first
+    change (the layer) and closed on every path; GIMP closes it itself when the plug-in is killed
+    (Cancel). Live previews go into that same layer, masked by the selection (soft edges without
+    one), so a killed run leaves one undo step that changes nothing outside the selection."""
+
+    def __init__(self, image, source, pairs, selection, interactive):
         self.image = image
         self.source = source
-        self.name = name
+        self.pairs = pairs
+        self.selection = selection       # layer-sized mask bytes, or None (no selection)
         self.interactive = interactive
         self.layer = None
         self.box = None
@@ -70,7 +76,7 @@ class GimpHost:
         _ok, self.src_x, self.src_y = source.get_offsets()
 
     # -- the new layer ----------------------------------------------------------------------------
-    def _layer_at(self, box):
+    def _layer_at(self, box, name):
         """The new layer, covering `box` (layer pixels of the source); made at the first call."""
         if self.layer is not None and self.box != box:
             self.image.remove_layer(self.layer)
@@ -80,7 +86,7 @@ class GimpHost:
                 self.image.undo_group_start()  # fails before any leaves no empty undo step
                 self.grouped = True
             x, y, width, height = box
-            layer = Gimp.Layer.new(self.image, self.name, width, height,
+            layer = Gimp.Layer.new(self.image, name, width, height,
                                    LAYER_TYPES[self.image.get_base_type()], 100.0,
                                    Gimp.LayerMode.NORMAL)
             parent = self.source.get_parent()
@@ -89,14 +95,12 @@ class GimpHost:
             self.layer, self.box = layer, box
         return self.layer
 
-    def _write(self, box, data, fmt):
-        layer = self._layer_at(box)
-        width, height = box[2], box[3]
-        buffer = layer.get_buffer()
+    @staticmethod
+    def _set(drawable, width, height, data, fmt):
+        buffer = drawable.get_buffer()
         buffer.set(Gegl.Rectangle.new(0, 0, width, height), fmt, data)
         buffer.flush()
-        layer.update(0, 0, width, height)
-        Gimp.displays_flush()
+        drawable.update(0, 0, width, height)
 
     # -- flow.Host ------------------------------------------------------------------------------
     def progress(self, text, fraction):
@@ -104,12 +108,13 @@ class GimpHost:
         Gimp.progress_update(min(max(fraction, 0.0), 1.0))
 
     def preview(self, jpeg, box):
-        """Show a daemon preview (a small JPEG of the crop `box`, layer pixels) in the new layer.
+        """Show a daemon preview (a small JPEG of the crop `box`, layer pixels) in the new layer,
+        through a layer mask made from the selection (or soft edges without one).
 
         The JPEG is opened as a separate, never displayed image and scaled to the crop's size; the
         part on the source layer is copied into the new layer, so the photo's image and its undo
         history see only those pixels."""
-        from gimp_draggan_plugin import flow
+        from gimp_draggan_plugin import flow, mask, texts
 
         part = flow.visible_part(box, self.source.get_width(), self.source.get_height())
         if part is None:
@@ -130,15 +135,31 @@ class GimpHost:
                 Gegl.Rectangle.new(*in_crop), 1.0, "R'G'B'A u8", Gegl.AbyssPolicy.CLAMP)
         finally:
             shown.delete()
-        self._write(on_layer, bytes(data), "R'G'B'A u8")
+        layer = self._layer_at(on_layer, texts.PREVIEW_NAME)
+        width, height = on_layer[2], on_layer[3]
+        if layer.get_mask() is None:
+            if self.selection is not None:
+                shape = mask.crop(self.selection, self.source.get_width(), on_layer)
+            else:
+                shape = mask.crop(mask.soft_edges(box[2], box[3]), box[2], in_crop)
+            layer_mask = layer.create_mask(Gimp.AddMaskType.BLACK)
+            layer.add_mask(layer_mask)
+            self._set(layer_mask, width, height, shape, "Y u8")
+        self._set(layer, width, height, bytes(data), "R'G'B'A u8")
+        Gimp.displays_flush()
 
     def finish(self, result):
+        """The daemon's patch (already blended through the selection) replaces the preview."""
         from gimp_draggan_plugin import settings, texts
 
         box = (result.x, result.y, result.width, result.height)
-        self._write(box, result.patch, settings.DEPTH_FORMATS[result.depth])
-        if not result.converged:
-            self.layer.set_name(texts.layer_name(len(result.distances), result))
+        layer = self._layer_at(box, texts.layer_name(self.pairs, result))
+        if layer.get_mask() is not None:
+            layer.remove_mask(Gimp.MaskApplyMode.DISCARD)
+        layer.set_name(texts.layer_name(self.pairs, result))
+        self._set(layer, result.width, result.height, result.patch,
+                  settings.DEPTH_FORMATS[result.depth])
+        Gimp.displays_flush()
 
     def notice(self, text):
         Gimp.message(text)
@@ -164,6 +185,8 @@ class GimpHost:
         dialog.set_title("DragGAN Drag")
         answer = dialog.run()
         dialog.destroy()
+        while Gtk.events_pending():  # let it vanish before the job runs, not after
+            Gtk.main_iteration()
         return answer == Gtk.ResponseType.YES
 
 
@@ -238,7 +261,7 @@ def run(procedure, run_mode, image, drawables, config, data):
 
         traceback.print_exc()  # to GIMP's stderr, for bug reports
         return _error(procedure, Gimp.PDBStatusType.EXECUTION_ERROR,
-                      f"DragGAN Drag failed unexpectedly ({type(exc).__name__}: {exc}). Please "
+                      f"The plug-in failed unexpectedly ({type(exc).__name__}: {exc}). Please "
                       "report it with the output of `gimp-draggan doctor`.")
 
 
@@ -253,7 +276,25 @@ def _run(procedure, run_mode, image, drawables, config):
                       "installer and restart GIMP.")
     layer, problem = check_drawables(image, drawables)
     if problem:
-        return _error(procedure, Gimp.PDBStatusType.CALLING_ERROR, f"DragGAN Drag: {problem}.")
+        return _error(procedure, Gimp.PDBStatusType.CALLING_ERROR, texts.sentence(problem))
+
+    # The points and the selection are checked before the dialog opens: a person without a usable
+    # path learns how to draw one instead of filling in a dialog first.
+    width, height = layer.get_width(), layer.get_height()
+    try:
+        _ok, off_x, off_y = layer.get_offsets()
+        path = points.choose_path(read_paths(image))
+        pairs = points.to_layer(points.pairs_from_path(path), off_x, off_y, width, height)
+        selection = read_mask(image, layer, width, height)
+        if selection is not None:
+            fixed = mask.handles_fixed(selection, width, [h for h, _t in pairs])
+            if fixed:
+                numbers = ", ".join(str(i + 1) for i in fixed)
+                raise points.PointsError(
+                    f"the handle of pair {numbers} lies outside the selection, so it cannot "
+                    "move: select an area that includes the handles (or Select \u2192 None)")
+    except ValueError as exc:  # PointsError, MaskError
+        return _error(procedure, Gimp.PDBStatusType.CALLING_ERROR, texts.sentence(str(exc)))
 
     interactive = run_mode == Gimp.RunMode.INTERACTIVE
     if interactive:
@@ -267,33 +308,21 @@ def _run(procedure, run_mode, image, drawables, config):
         if not ok:
             return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
 
-    width, height = layer.get_width(), layer.get_height()
     try:
         config_settings = settings.load(Path(HERE), config.get_property("daemon-address") or "",
                                         os.environ)
         options = read_options(config)
-        _ok, off_x, off_y = layer.get_offsets()
-        path = points.choose_path(read_paths(image))
-        pairs = points.to_layer(points.pairs_from_path(path), off_x, off_y, width, height)
-        selection = read_mask(image, layer, width, height)
-        if selection is not None:
-            fixed = mask.handles_fixed(selection, width, [h for h, _t in pairs])
-            if fixed:
-                numbers = ", ".join(str(i + 1) for i in fixed)
-                raise points.PointsError(
-                    f"the handle of pair {numbers} lies outside the selection, so it cannot "
-                    "move: select an area that includes the handles (or Select \u2192 None)")
         depth = settings.depth_for(image.get_precision().value_nick)
         pixels = layer.get_buffer().get(Gegl.Rectangle.new(0, 0, width, height), 1.0,
                                         settings.DEPTH_FORMATS[depth], Gegl.AbyssPolicy.NONE)
         layer_data = flow.LayerData(width, height, depth, bytes(pixels))
-    except ValueError as exc:  # PointsError, MaskError, bad settings
-        return _error(procedure, Gimp.PDBStatusType.CALLING_ERROR, f"DragGAN Drag: {exc}.")
+    except ValueError as exc:  # bad settings
+        return _error(procedure, Gimp.PDBStatusType.CALLING_ERROR, texts.sentence(str(exc)))
 
     curve = None
     if config_settings.curve is not None:
         curve = CurveKeys(*(k.encode("ascii") for k in config_settings.curve))
-    host = GimpHost(image, layer, texts.layer_name(len(pairs)), interactive)
+    host = GimpHost(image, layer, len(pairs), selection, interactive)
     Gimp.progress_init("DragGAN Drag")
     try:
         # The secret file as `serve` keeps it ($GIMP_DRAGGAN_SECRET or the user's), else the
@@ -303,7 +332,7 @@ def _run(procedure, run_mode, image, drawables, config):
                     secret=secret) as client:
             flow.run(host, client, config_settings, layer_data, pairs, selection, options)
     except flow.PluginError as exc:
-        return _error(procedure, Gimp.PDBStatusType.EXECUTION_ERROR, f"DragGAN Drag: {exc}")
+        return _error(procedure, Gimp.PDBStatusType.EXECUTION_ERROR, texts.sentence(str(exc)))
     finally:
         host.close()
         Gimp.progress_end()
@@ -333,7 +362,7 @@ class DragGanPlugin(Gimp.PlugIn):
             "model", "_Model", "Model name from `gimp-draggan models list`; empty = the "
             "daemon's default", "", flags)
         procedure.add_int_argument(
-            "max-steps", "Max _steps", "Most drag steps (it stops earlier once every handle "
+            "max-steps", "Max ste_ps", "Most drag steps (it stops earlier once every handle "
             "reached its target)", 1, 2000, 200, flags)
         procedure.add_double_argument(
             "mask-strength", "Mask s_trength", "How firmly the unselected area is held in place "

@@ -64,3 +64,23 @@ def handles_fixed(mask: bytes, layer_width: int, points: list[tuple[float, float
         if mask[int(y) * layer_width + int(x)] == 0:
             fixed.append(index)
     return fixed
+
+
+def crop(mask: bytes, layer_width: int, box: tuple[int, int, int, int]) -> bytes:
+    """The part of a layer-sized mask under `box` (x, y, width, height on the layer)."""
+    x, y, width, height = box
+    return b"".join(mask[(y + row) * layer_width + x:(y + row) * layer_width + x + width]
+                    for row in range(height))
+
+
+def soft_edges(width: int, height: int) -> bytes:
+    """A mask that fades to 0 over the outer eighth of a width x height box: a live preview without
+    a selection shows the daemon's feathered edit, not the seam of its resampled square."""
+    feather = max(1, min(width, height) // 8)
+
+    def ramp(i: int, n: int) -> float:
+        return min(1.0, (min(i, n - 1 - i) + 0.5) / feather)
+
+    cols = [ramp(i, width) for i in range(width)]
+    return b"".join(bytes(round(255 * min(r, c)) for c in cols)
+                    for r in (ramp(j, height) for j in range(height)))

@@ -26,6 +26,10 @@ def progress_fraction(phase: str, step: int, total: int) -> float:
     return part
 
 
+# The layer while live previews show in it; a run killed by Cancel leaves it, named so.
+PREVIEW_NAME = "DragGAN preview (unfinished: Edit \u2192 Undo removes it)"
+
+
 def layer_name(pairs: int, result: protocol.JobResult | None = None) -> str:
     """"DragGAN drag (2 points)"; a drag that ended short says by how much."""
     short = ""
@@ -38,12 +42,41 @@ def stopped_short(result: protocol.JobResult) -> str:
     """What the person is told when the drag ended before every handle got there."""
     far = ", ".join(f"handle {i + 1} is {d:.1f} px from its target"
                     for i, d in enumerate(result.distances) if d > 0)
-    text = (f"DragGAN Drag stopped short after {result.steps} steps: {far}. The layer shows "
+    text = (f"The drag stopped short after {result.steps} steps: {far}. The layer shows "
             "how far it got; more steps, a larger selection or a shorter drag may reach it.")
     if result.worse:
         worse = ", ".join(str(i + 1) for i in result.worse)
         text += f" Handle(s) {worse} ended farther from the target than they started."
     return text
+
+
+def sentence(text: str) -> str:
+    """One sentence for GIMP's error dialog, which names the procedure itself ("Calling error for
+    'DragGAN Drag': ..."): capital first letter, exactly one final period."""
+    text = text.strip().rstrip(".")
+    return f"{text[:1].upper()}{text[1:]}."
+
+
+def model_domain(hello: dict, model: str) -> str:
+    """What the model in use was trained on ("human faces"), from the daemon's `hello`; "" when
+    the daemon does not say."""
+    name = model or hello.get("default_model") or ""
+    for entry in hello.get("models") or []:
+        if isinstance(entry, dict) and entry.get("name") == name:
+            return str(entry.get("domain") or "")
+    return ""
+
+
+def region_note(domain: str) -> str:
+    """What changes without a selection: the daemon frames the face (face and head models) or
+    the subject holding the points and feathers its edge."""
+    what = "face" if any(w in domain.lower() for w in ("face", "head")) else "subject"
+    return f"no selection: editing the {what} around the points, feathered"
+
+
+# The drag began without inverting: the daemon reused this area's earlier inversion (of whatever
+# preset made it), e.g. a Fast run right after a Quality one.
+REUSED_NOTE = "reusing this area's earlier inversion (the preset applies to new ones)"
 
 
 def queued_text(position: int) -> str:

@@ -80,7 +80,8 @@ if res and len(layers) == 2:
             else:
                 outside_count += 1
                 outside_equal += got == want
-    case.update(new_rect=[nx, ny, nw, nh], outside_count=outside_count,
+    case.update(new_rect=[nx, ny, nw, nh], has_mask=new.get_mask() is not None,
+                outside_count=outside_count,
                 outside_equal=outside_equal, inside_count=inside_count,
                 inside_changed=inside_changed)
 out["cases"]["drag"] = case
@@ -102,6 +103,7 @@ for mode in ("grey", "indexed"):
     out["cases"][mode] = {
         "result": res, "layers_added": len(new),
         "new_name": new[0].get_name() if new else None,
+        "has_mask": bool(new) and new[0].get_mask() is not None,
         "base_type": other.get_base_type().value_nick,
         "new_type": new[0].type().value_nick if new else None,
         "source_unchanged": pixels(src) == before_other,

@@ -269,6 +269,7 @@ def test_drag_makes_one_new_layer_above_the_source(gimp_run):
     assert case["result"]["status"] == "success", f"{case['result']}\n{stderr[-4000:]}"
     layers = case["layers"]
     assert [lay["name"] for lay in layers] == ["DragGAN drag (2 points)", "Background"]
+    assert not case["has_mask"], "the preview's mask stayed on the result layer"
     assert layers[1]["offsets"] == [PAD_X, PAD_Y]
     nx, ny, nw, nh = case["new_rect"]
     # inside the source layer, covering every handle and target
@@ -324,9 +325,12 @@ def test_grey_and_indexed_images_get_the_edit_in_their_own_mode(gimp_run, mode, 
     assert case["base_type"] == base, case
     assert case["new_type"] == layer_type, case             # a new layer, in the image's mode
     assert case["layers_added"] == 1 and case["source_unchanged"], case
-    # 5 steps do not reach the targets: the layer's name says so.
+    assert not case["has_mask"], case
+    # 5 steps do not reach the targets: the layer's name says so, and a message (Gimp.message,
+    # on stderr in batch mode) tells how far each handle is.
     assert case["new_name"].startswith("DragGAN drag (2 points, "), case
     assert case["new_name"].endswith(" px short)"), case
+    assert "The drag stopped short after 5 steps: handle " in gimp_run[1], gimp_run[1][-3000:]
     if mode == "grey":
         assert case["grey_pixels"], case
 
@@ -370,20 +374,28 @@ def kill_moment(status: dict, phase: str) -> bool:
     return running.get("phase") == "drag" and running.get("step", 0) >= 30
 
 
+CANCEL_SELECTION = [20, 20, 120, 90]     # x, y, w, h (image = layer pixels): holds the stroke
+
+
 @pytest.mark.parametrize("phase", ["invert", "drag"])
-def test_cancel_kills_the_plugin_and_gimp_cleans_up(gimp_root, daemon, phase):
-    """GIMP's Cancel ends the plug-in process. Killed while inverting: nothing was shown, the image
-    and its undo history are untouched. Killed after live previews: the half-done layer stays in
-    the plug-in's one undo group, which GIMP closes itself (one undo removes it). Either way GIMP
-    keeps running and the daemon frees its worker."""
+def test_cancel_kills_the_plugin_and_leaves_the_image_as_before_or_one_undo_away(gimp_root, daemon,
+                                                                                 phase):
+    """GIMP's Cancel ends the plug-in process (SIGKILL). Killed while inverting: nothing was shown,
+    the image is exactly as before (not even dirty). Killed after live previews: the only change
+    is the preview layer, inside the plug-in's one undo group, which GIMP closes itself (one undo
+    removes it); masked by the selection, it shows nothing outside it. Either way the source,
+    the selection and the path are untouched, undo stays enabled, GIMP keeps running and the
+    daemon frees its worker."""
+    from gimp_draggan_plugin import texts
     from gimp_draggan_plugin.client import Client
 
     address, _hello, log = daemon
     write_png(gimp_root / WORK_IN_CHROOT.lstrip("/") / "in.png")
     with Client(address, timeout_s=5.0) as client:
         assert client.status().get("running") is None, "the daemon is still busy"
-    gimp = start_gimp(gimp_root, CANCEL_BATCH, {"GIMP_DRAGGAN_DAEMON": address,
-                                                "E2E_PNG": f"{WORK_IN_CHROOT}/in.png"})
+    gimp = start_gimp(gimp_root, CANCEL_BATCH, {
+        "GIMP_DRAGGAN_DAEMON": address, "E2E_PNG": f"{WORK_IN_CHROOT}/in.png",
+        "E2E_SELECTION": json.dumps(CANCEL_SELECTION, separators=(",", ":"))})
     killed = None
     try:
         deadline = time.monotonic() + GIMP_TIMEOUT_S
@@ -413,9 +425,15 @@ def test_cancel_kills_the_plugin_and_gimp_cleans_up(gimp_root, daemon, phase):
     assert gimp.returncode == 0 and result, stdout + stderr
     assert result["status"] == "calling-error", seen   # "returned no return values"
     assert result["alive"], seen
+    x, y, w, h = CANCEL_SELECTION
+    assert result["source_unchanged"] and result["undo_enabled"], seen
+    assert result["selection"] == [x, y, x + w, y + h] and result["strokes"] == 1, seen
     if phase == "invert":
-        assert result["layers"] == ["Background"], seen
+        assert result["layers"] == ["Background"] and not result["dirty"], seen
         assert "left image undo in inconsistent state" not in stderr, seen
     else:
-        assert result["layers"] == ["DragGAN drag (1 point)", "Background"], seen
-        assert "left image undo in inconsistent state, closing open undo groups" in stderr, seen
+        assert result["layers"] == [texts.PREVIEW_NAME, "Background"], seen
+        left = result["left"]
+        assert left["masked"] and left["shown_outside"] == 0 and left["shown_inside"] > 0, seen
+        # the one group the plug-in had open, closed by GIMP: one undo step
+        assert seen.count("left image undo in inconsistent state, closing open undo groups") == 1

@@ -93,7 +93,12 @@ def test_drag_through_the_service(daemon, transport):
         assert client.transport_name == transport
     assert host.finished == [result] and host.discarded == 0
     assert result.patch == bytes(255 - b for b in data.pixels)
-    assert "Dragging 5/5 \u2014 1.0 px to go" in host.texts
+    # No selection: every progress text says which region changes. The fake daemon drags without
+    # inverting, which the plug-in tells as reusing an earlier inversion.
+    note = "no selection: editing the subject around the points, feathered"
+    assert host.texts[0] == f"Inverting \u00b7 {note}"
+    assert (f"Dragging 5/5 \u2014 1.0 px to go \u00b7 {texts.REUSED_NOTE} \u00b7 {note}"
+            in host.texts)
     assert result.converged and host.notices == []
 
 
@@ -166,9 +171,11 @@ def test_mask_travels_with_the_request(daemon):
             return original(**kwargs)
 
         client.drag = spy  # type: ignore[method-assign]
-        flow.run(FakeHost(), client, config(address), data, [((0.0, 0.0), (3.0, 1.0))],
+        host = FakeHost()
+        flow.run(host, client, config(address), data, [((0.0, 0.0), (3.0, 1.0))],
                  bytes([255, 0, 0, 0, 255, 255, 0, 0]), flow.Options(steps=1))
     assert seen == [bytes([255, 0, 0, 0, 255, 255, 0, 0])]
+    assert host.texts and not any("no selection" in t for t in host.texts)
 
 
 def test_non_interactive_never_asks(daemon):
@@ -247,6 +254,31 @@ def test_progress_events_become_text_and_previews():
     assert host.previews == [(b"jpeg-2", (4, 5, 30, 20))]
     on_event(protocol.QueuedEvent(1))  # An idle daemon: position 1 is next, nothing ahead.
     assert host.texts[-1] == "Waiting for the daemon (next to run)"
+
+
+def test_a_drag_without_inversion_says_it_reuses_one_and_the_note_follows():
+    host = FakeHost()
+    on_event = flow.event_handler(host, "no selection: editing the face around the points")
+    on_event(protocol.ProgressEvent("drag", 1, 10, [(1.0, 1.0)], [2.0]))
+    on_event(protocol.ProgressEvent("invert", 1, 10))      # a second face, inverted anew
+    on_event(protocol.ProgressEvent("drag", 2, 10, [(1.0, 1.0)], [1.0]))
+    assert host.texts == [
+        f"Dragging 1/10 \u2014 2.0 px to go \u00b7 {texts.REUSED_NOTE} \u00b7 no selection: "
+        "editing the face around the points",
+        "Inverting 1/10 \u00b7 no selection: editing the face around the points",
+        "Dragging 2/10 \u2014 1.0 px to go \u00b7 no selection: editing the face around the points"]
+
+
+def test_region_note_names_the_face_for_face_models():
+    hello = {"default_model": "ffhq", "models": [
+        {"name": "ffhq", "domain": "human faces"}, {"name": "embedded",
+                                                    "domain": "cartoon heads (procedural)"},
+        {"name": "lions", "domain": "lions"}]}
+    assert texts.model_domain(hello, "") == "human faces"
+    assert texts.model_domain(hello, "lions") == "lions"
+    assert texts.model_domain(hello, "gone") == ""
+    assert "editing the face around" in texts.region_note(texts.model_domain(hello, "embedded"))
+    assert "editing the subject around" in texts.region_note("lions")
 
 
 def test_visible_part_of_a_preview():

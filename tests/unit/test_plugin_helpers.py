@@ -136,7 +136,27 @@ def test_handles_fixed():
     assert mask.handles_fixed(m, 2, [(1.2, 0.0), (0.5, 1.9), (1.0, 1.0)]) == [1]
 
 
+def test_mask_crop_takes_the_box():
+    m = bytes(range(12))                      # 4 x 3
+    assert mask.crop(m, 4, (1, 1, 2, 2)) == bytes([5, 6, 9, 10])
+
+
+def test_soft_edges_fade_out_at_the_border_only():
+    soft = mask.soft_edges(32, 16)            # feather: 16 // 8 = 2 px
+    assert len(soft) == 32 * 16
+    assert soft[0] < 255 // 2 and soft[8 * 32 + 16] == 255      # a corner, the middle
+    row = soft[8 * 32:9 * 32]
+    assert row[0] < row[1] < row[2] == 255 and row[-1] == row[0]
+
+
 # ---- words --------------------------------------------------------------------------------------
+def test_sentences_for_gimps_error_dialog():
+    """GIMP names the procedure itself: no name repeated, one capital, one period."""
+    assert texts.sentence("a layer group is selected: run DragGAN Drag again.") == (
+        "A layer group is selected: run DragGAN Drag again.")
+    assert texts.sentence("done") == "Done."
+
+
 def test_progress_texts():
     assert texts.progress_text("invert", 120, 300) == "Inverting 120/300"
     assert texts.progress_text("drag", 35, 200, [4.2, 1.0]) == "Dragging 35/200 \u2014 4.2 px to go"
