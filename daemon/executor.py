@@ -16,10 +16,11 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from gimp_draggan_plugin import protocol as P
 
+from . import threads
 from .jobs import JobError
 from .worker import ProgressFn, StopFn
 
@@ -48,10 +49,13 @@ class PipelineExecutor:
 
     def __init__(self, device: str, default_model: str | None = None,
                  files: dict[str, Path] | None = None, cache: str | None = None,
-                 table: str | None = None) -> None:
+                 table: str | None = None, threads: int | Literal["auto"] | None = None) -> None:
+        """``threads``: torch threads for each job — a count, "auto" (the cores free when the
+        job starts, `gimp_draggan.threads`), or None (leave torch's setting alone)."""
         from .sessions import SessionCache
 
         self.device = device
+        self.threads = threads
         self.files = dict(files or {})
         self.cache = cache
         self.table = table          # Model table file; None = the packaged models.json.
@@ -167,6 +171,9 @@ class PipelineExecutor:
         if request.model is None:
             raise JobError("bad_request", "no model")
         model = self._model_ref(request.model)
+        if self.threads is not None and self.device == "cpu":
+            used = threads.apply(None if self.threads == "auto" else self.threads)
+            log.info("job %s: %d torch thread(s)", request.id, used)
         try:
             if request.seed is not None:
                 request = self._with_lr(request)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gimp_draggan import threads
 from gimp_draggan.edit import EditParams, EditRequest, Progress
 
 
@@ -114,6 +115,8 @@ def run_photo(args: argparse.Namespace) -> int:
         mask = read_mask(args.mask, w, h) if args.mask else None
         check_inside(args.pairs, w, h)
         device = pick_device(args.device)
+        if device == "cpu":
+            threads.apply(args.threads)
         request = EditRequest(
             width=w, height=h, pixels=image.rgba.tobytes(), depth=image.depth,
             pairs=list(args.pairs), model=args.model, mask=mask,

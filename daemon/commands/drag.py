@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gimp_draggan import argcheck
+from gimp_draggan import argcheck, threads
 from gimp_draggan.remote import add_daemon_option, run_remote
 from gimp_draggan_plugin import protocol as P
 
@@ -141,8 +141,21 @@ def add_drag_options(parser: argparse.ArgumentParser) -> None:
              "seed form: the model's",
     )
     parser.add_argument("--device", help="cpu, cuda, cuda:N, mps (default: auto)")
+    parser.add_argument("--threads", type=threads_argument, metavar="N",
+                        help="torch CPU threads (default: the cores free now; also "
+                             "$GIMP_DRAGGAN_THREADS)")
     parser.add_argument("--json", action="store_true", help="last line: JSON summary")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.png", help="result image")
+
+
+def threads_argument(text: str) -> int:
+    """argparse ``type=`` for --threads: a whole number >= 1, as a usage error otherwise."""
+    try:
+        value = threads.parse_threads(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    assert value is not None
+    return value
 
 
 def _range(name: str) -> str:
@@ -250,6 +263,8 @@ def _run_seed(args: argparse.Namespace) -> int:
     from gimp_draggan.registry import resolve
 
     device = pick_device(args.device)
+    if device == "cpu":
+        threads.apply(args.threads)
     G = load_generator(resolve(args.model)).to(device)
     res = G.img_resolution
     mask = None

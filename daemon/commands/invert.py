@@ -17,6 +17,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gimp_draggan import threads
+from gimp_draggan.commands.drag import threads_argument
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -44,6 +47,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--backbone", choices=("vgg16", "alexnet"), default="vgg16",
                         help="LPIPS backbone, used when cached (default vgg16, as PTI)")
     parser.add_argument("--device", help="cpu, cuda, cuda:N, mps (default: auto)")
+    parser.add_argument("--threads", type=threads_argument, metavar="N",
+                        help="torch CPU threads (default: the cores free now; also "
+                             "$GIMP_DRAGGAN_THREADS)")
     parser.add_argument("--json", action="store_true", help="last line: JSON summary")
     parser.add_argument("-o", "--output", required=True, metavar="RECON.png",
                         help="reconstruction, at the model resolution")
@@ -139,6 +145,8 @@ def _run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     img = load_image(args.image)
     device = pick_device(args.device)
+    if device == "cpu":
+        threads.apply(args.threads)
     G = load_generator(resolve(args.model)).to(device).eval().requires_grad_(False)
     res = G.img_resolution
     img, framing = frame_face(img, args.model, res)

@@ -38,6 +38,8 @@ def register(subparsers: Any) -> None:
                    f"{P.MAX_QUEUE_DEFAULT})")
     p.add_argument("--keys", metavar="DIR", help="CURVE key dir from `gimp-draggan keys` "
                    "(default for a non-loopback address: the user's key dir)")
+    p.add_argument("--threads", metavar="N", help="torch CPU threads per job (default: the "
+                   "cores free when each job starts; also $GIMP_DRAGGAN_THREADS)")
     p.add_argument("--cache-dir", metavar="DIR", help="model cache folder")
     p.add_argument("--verbose", action="store_true", help="log every request")
     p.set_defaults(func=run)
@@ -63,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from gimp_draggan.keys import ensure_secret
     from gimp_draggan.logs import setup_logging
     from gimp_draggan.server import Server, ServerConfig, ServerError
+    from gimp_draggan.threads import parse_threads
     from gimp_draggan.worker import Worker
 
     log_file = setup_logging("daemon", args.verbose)
@@ -78,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
         default = names[0] if names else next(iter(files), None)
         address = args.bind or P.default_address()
         keys = key_dir_for(address, args.keys, is_bind=True)
-        executor = PipelineExecutor(device, default, files, args.cache_dir)
+        executor = PipelineExecutor(device, default, files, args.cache_dir,
+                                    threads=parse_threads(args.threads) or "auto")
         if default is not None:
             executor.check_model(default)
         secret = None
