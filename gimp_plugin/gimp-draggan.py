@@ -28,18 +28,21 @@ if HERE not in sys.path:
 
 PROC_NAME = "plug-in-draggan-drag"
 HELP = (
-    "Moves parts of a photo the way DragGAN does: the picture is re-imagined so that each handle "
-    "point lands on its target, for example to turn a head, open a mouth or lift a corner of the "
-    "lips.\n\n"
-    "1. Mark the points with the Paths tool (B): click once on the part to move (handle), then "
-    "click where it should go (target). Shift+click starts another stroke = another pair "
-    "(up to 16).\n"
-    "2. Optional: select the area that may change (any selection tool); the rest stays as it is. "
-    "Without a selection the whole region around the points may change.\n"
-    "3. Run Filters \u2192 Distorts \u2192 DragGAN Drag\u2026 on the photo's layer. The result "
-    "appears as a new layer above it while the daemon works; the source layer is not changed.\n\n"
+    "Moves parts of a photo the way DragGAN does: each handle point is dragged onto its target "
+    "and the photo's own pixels move along the drag, for example to turn a head, open a mouth or "
+    "lift a corner of the lips.\n\n"
+    "1. Mark the points with the Paths tool (B): click once on the part to move (the first "
+    "anchor = the handle), then click where it should go (the last anchor = the target). "
+    "Shift+click starts another stroke = another pair (up to 16).\n"
+    "2. Optional: select the area that may change (any selection tool, soft edges pass through); "
+    "the rest stays as it is. Without a selection the face or subject around the points changes, "
+    "feathered.\n"
+    "3. Run Filters \u2192 Distorts \u2192 DragGAN Drag\u2026 on the photo's layer. A live "
+    "preview, masked by the selection, shows the result forming; the result is a new layer above "
+    "the photo (one undo step); the photo's layer is not changed. Cancel leaves the image as "
+    "before, or one undo step away.\n\n"
     "Needs the gimp-draggan daemon (`gimp-draggan serve`); the plug-in offers to start a local "
-    "one."
+    "one. The Help button opens the full how-to."
 )
 ARG_NAMES = ("model", "max-steps", "mask-strength", "preset", "daemon-address")
 # The result layer has the image's mode: pixels travel as R'G'B'A and GEGL converts them to grey
@@ -302,7 +305,13 @@ def _run(procedure, run_mode, image, drawables, config):
 
         GimpUi.init("gimp-draggan")
         dialog = GimpUi.ProcedureDialog.new(procedure, config, "DragGAN Drag")
-        dialog.fill(list(ARG_NAMES))
+        label = dialog.get_label("how-to", texts.dialog_summary(path.name, len(pairs),
+                                                                 selection is not None),
+                                 False, False)
+        label.set_line_wrap(True)
+        label.set_max_width_chars(60)
+        label.set_xalign(0.0)
+        dialog.fill(["how-to", *ARG_NAMES])
         ok = dialog.run()
         dialog.destroy()
         if not ok:
@@ -344,6 +353,9 @@ class DragGanPlugin(Gimp.PlugIn):
         return False
 
     def do_query_procedures(self):
+        # Help: the pages shipped beside this file (help/en/gimp-help.xml maps the procedure's
+        # help id to help/en/index.html), offline; GIMP's Help button opens them.
+        self.set_help_domain("gimp-draggan", Gio.File.new_for_path(os.path.join(HERE, "help")))
         return [PROC_NAME]
 
     def do_create_procedure(self, name):

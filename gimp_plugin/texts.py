@@ -50,6 +50,16 @@ def stopped_short(result: protocol.JobResult) -> str:
     return text
 
 
+def dialog_summary(path: str, pairs: int, selected: bool) -> str:
+    """The dialog's first lines: what the run will use, and how to change it."""
+    region = ("only the selected area changes" if selected else
+              "no selection: the face or subject around the points changes, feathered")
+    return (f"Path \u201c{path}\u201d: {pairs} handle \u2192 target pair"
+            f"{'' if pairs == 1 else 's'}; {region}.\n"
+            "Each stroke of the path (Paths tool, B) is one pair: its first point is the handle, "
+            "its last the target; Shift+click starts another stroke.")
+
+
 def sentence(text: str) -> str:
     """One sentence for GIMP's error dialog, which names the procedure itself ("Calling error for
     'DragGAN Drag': ..."): capital first letter, exactly one final period."""

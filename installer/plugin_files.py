@@ -14,6 +14,7 @@ from actions import Actions, InstallError
 NAME = "gimp-draggan"
 ENTRY = f"{NAME}.py"
 PACKAGE = "gimp_draggan_plugin"
+HELP = "help"
 SHEBANG = "#!/usr/bin/env python3"
 
 
@@ -51,6 +52,9 @@ def install(actions: Actions, source: Path, plugins_dir: Path) -> Path:
         for old in sorted(package.glob("*.py")):
             if old.name not in wanted:
                 actions.remove(old)
+    # The help pages GIMP's Help button opens (the entry file registers `help/` as its help domain).
+    for page in sorted(p for p in (source / HELP).rglob("*") if p.is_file()):
+        actions.write_file(target / page.relative_to(source), _text(page), mode=0o644)
     return target
 
 

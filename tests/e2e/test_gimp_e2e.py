@@ -263,6 +263,17 @@ def test_procedure_registered(gimp_run):
     assert result["registered"], f"plug-in-draggan-drag not in the PDB:\n{stderr[-3000:]}"
 
 
+def test_help_domain_registered_with_the_shipped_pages(gimp_run):
+    """GIMP recorded the plug-in's help domain (its Help button opens the shipped page, offline):
+    pluginrc names the domain and the installed help folder, which maps the procedure's id."""
+    pluginrc = (PLUGINS.parent / "pluginrc").read_text(errors="replace")
+    help_dir = PLUGINS / "gimp-draggan" / "help"
+    assert '(help-def "gimp-draggan" ' in pluginrc, pluginrc[-2000:]
+    assert "/plug-ins/gimp-draggan/help" in pluginrc.split('(help-def "gimp-draggan" ')[1]
+    assert 'id="plug-in-draggan-drag"' in (help_dir / "en" / "gimp-help.xml").read_text()
+    assert (help_dir / "en" / "index.html").is_file()
+
+
 def test_drag_makes_one_new_layer_above_the_source(gimp_run):
     result, stderr, *_ = gimp_run
     case = result["cases"]["drag"]

@@ -40,6 +40,9 @@ def assert_installed(plugins: Path) -> None:
     package = folder / "gimp_draggan_plugin"
     assert sorted(p.name for p in package.glob("*.py")) == MODULES
     assert (package / "zmtp.py").read_bytes() == (ROOT / "gimp_plugin" / "zmtp.py").read_bytes()
+    help_map = (folder / "help" / "en" / "gimp-help.xml").read_text()
+    assert 'id="plug-in-draggan-drag" ref="index.html"' in help_map
+    assert "Paths tool" in (folder / "help" / "en" / "index.html").read_text()
     config = json.loads((folder / "gimp-draggan.json").read_text())
     assert config["address"] == "tcp://127.0.0.1:5589"
 

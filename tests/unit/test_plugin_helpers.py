@@ -150,6 +150,15 @@ def test_soft_edges_fade_out_at_the_border_only():
 
 
 # ---- words --------------------------------------------------------------------------------------
+def test_dialog_summary_says_what_the_run_uses():
+    text = texts.dialog_summary("drag points", 2, False)
+    assert text.startswith(
+        "Path \u201cdrag points\u201d: 2 handle \u2192 target pairs; no selection")
+    assert "Shift+click starts another stroke" in text
+    one = texts.dialog_summary("p", 1, True)
+    assert "1 handle \u2192 target pair; only the selected area" in one
+
+
 def test_sentences_for_gimps_error_dialog():
     """GIMP names the procedure itself: no name repeated, one capital, one period."""
     assert texts.sentence("a layer group is selected: run DragGAN Drag again.") == (
