@@ -12,7 +12,7 @@ set -euo pipefail
 usage() { echo "gimp_batch: $*" >&2; exit 2; }
 [ $# -eq 1 ] || usage "usage: $0 ROOT < batch.py"
 ROOT=$(realpath -m -- "$1")
-[ -x "$ROOT/usr/bin/gimp-console-3.0" ] || usage "$ROOT has no GIMP 3; run make_chroot.sh $ROOT"
+[ -x "$ROOT/usr/bin/gimp-console" ] || usage "$ROOT has no GIMP 3; run make_chroot.sh $ROOT"
 [ "$(id -u)" -eq 0 ] || usage "needs root (chroot)"
 
 if [ -z "${_GIMP_BATCH_NS:-}" ] && unshare --mount --propagation private true 2>/dev/null; then
@@ -39,7 +39,7 @@ done
 start=$SECONDS
 set +e
 chroot "$ROOT" /usr/bin/env -i "${VARS[@]}" timeout -k 10 "${GIMP_TIMEOUT:-180}" \
-    gimp-console-3.0 -i -n --batch-interpreter=python-fu-eval -b - --quit
+    gimp-console -i -n --batch-interpreter=python-fu-eval -b - --quit
 rc=$?
 set -e
 echo "gimp_batch: exit $rc after $(( SECONDS - start )) s" >&2

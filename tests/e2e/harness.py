@@ -1,5 +1,7 @@
-"""The GIMP 3 the end-to-end tests drive: a Debian trixie chroot built by make_chroot.sh into the
-git-ignored .e2e/ (once per checkout, about a minute; then reused), batches run by gimp_batch.sh.
+"""The GIMPs the end-to-end tests drive: Debian chroots built by make_chroot.sh into the git-ignored
+.e2e/ (once per checkout, about a minute or two each; then reused), batches run by gimp_batch.sh.
+GIMP 3.0 comes from Debian trixie (.e2e/gimp-root), GIMP 3.2 from Debian forky, i.e. testing
+(.e2e/gimp-root-forky).
 
 `missing()` names what this machine lacks to build or enter it (root, debootstrap or apt-get to
 install it, unshare, the Debian mirror); the tests skip with that one line instead of erroring.
@@ -17,6 +19,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 CHROOT = ROOT / ".e2e" / "gimp-root"
+# GIMP version -> (Debian suite, chroot). Testing moves: forky's GIMP is 3.2.x as of 2026-12.
+GIMPS = {"3.0": ("trixie", CHROOT), "3.2": ("forky", ROOT / ".e2e" / "gimp-root-forky")}
 MAKE_CHROOT = HERE / "make_chroot.sh"
 GIMP_BATCH = HERE / "gimp_batch.sh"
 MIRROR = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org/debian")
@@ -24,7 +28,12 @@ BUILD_TIMEOUT_S = 1200
 
 
 def built(root: Path = CHROOT) -> bool:
-    return (root / "usr" / "bin" / "gimp-console-3.0").is_file()
+    return (root / "usr" / "bin" / "gimp-console").is_file()
+
+
+def version(root: Path) -> str:
+    """The built chroot's GIMP as major.minor ("3.0"), from its gimp-console link."""
+    return (root / "usr" / "bin" / "gimp-console").resolve().name.rsplit("-", 1)[1]
 
 
 def missing(root: Path = CHROOT) -> str | None:
@@ -48,8 +57,9 @@ def missing(root: Path = CHROOT) -> str | None:
     return None
 
 
-def build(root: Path = CHROOT) -> None:
-    """make_chroot.sh ROOT; AssertionError with its output's tail when it fails."""
-    done = subprocess.run([str(MAKE_CHROOT), str(root)], capture_output=True, text=True,
+def build(root: Path = CHROOT, suite: str = "trixie") -> str | None:
+    """make_chroot.sh ROOT SUITE; None when built, else its output's tail."""
+    done = subprocess.run([str(MAKE_CHROOT), str(root), suite], capture_output=True, text=True,
                           timeout=BUILD_TIMEOUT_S)
-    assert done.returncode == 0, f"make_chroot.sh {root} failed:\n{done.stderr[-3000:]}"
+    return None if done.returncode == 0 else f"make_chroot.sh {root} {suite} failed:\n" \
+        f"{done.stderr[-3000:]}"

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# make_chroot.sh ROOT — a Debian trixie chroot at ROOT with GIMP 3 (3.0.4 in trixie) and the
-# Python bits its plug-ins use, for the end-to-end tests (tests/e2e/harness.py calls it).
+# make_chroot.sh ROOT [SUITE] — a Debian chroot at ROOT with GIMP 3 and the Python bits its plug-ins
+# use, for the end-to-end tests (tests/e2e/harness.py calls it). SUITE: trixie (default; GIMP 3.0.4)
+# or forky (Debian testing; GIMP 3.2).
 #
 # Needs root, debootstrap (apt-installed on the host when missing) and the Debian mirror
 # ($DEBIAN_MIRROR, default http://deb.debian.org/debian). Idempotent: returns at once when ROOT
-# already has gimp-console-3.0 and no half-installed package; an interrupted build continues.
+# already has gimp-console and no half-installed package; an interrupted build continues.
 # The mounts the package install needs (proc, dev, sys) live in a private mount namespace, so they
 # vanish with this script whatever way it ends. About a minute from nothing; ~800 MB.
 set -euo pipefail
@@ -12,8 +13,9 @@ set -euo pipefail
 fail() { echo "make_chroot: $*" >&2; exit 1; }
 say() { echo "make_chroot: [$(( SECONDS ))s] $*" >&2; }
 
-[ $# -eq 1 ] && [ -n "$1" ] || fail "usage: $0 ROOT"
+[ $# -ge 1 ] && [ $# -le 2 ] && [ -n "$1" ] || fail "usage: $0 ROOT [SUITE]"
 ROOT=$(realpath -m -- "$1")
+SUITE=${2:-trixie}
 [ "$ROOT" != / ] || fail "refusing to build into /"
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 PACKAGES="gimp python3-gi gir1.2-gimp-3.0 python3-zmq python3-numpy"
@@ -24,8 +26,8 @@ half_installed() {
 }
 
 if [ -z "${_MAKE_CHROOT_NS:-}" ]; then
-    if [ -x "$ROOT/usr/bin/gimp-console-3.0" ] && ! half_installed; then
-        say "$ROOT has gimp-console-3.0 already"
+    if [ -x "$ROOT/usr/bin/gimp-console" ] && ! half_installed; then
+        say "$ROOT has gimp-console already"
         exit 0
     fi
     [ "$(id -u)" -eq 0 ] || fail "needs root (debootstrap and chroot)"
@@ -36,14 +38,17 @@ if [ -z "${_MAKE_CHROOT_NS:-}" ]; then
     fi
     # Base system: debootstrap deletes ROOT/debootstrap when it has finished.
     if [ ! -x "$ROOT/usr/bin/apt-get" ] || [ -d "$ROOT/debootstrap" ]; then
-        say "debootstrap trixie from $MIRROR"
+        say "debootstrap $SUITE from $MIRROR"
         mkdir -p "$ROOT"
-        debootstrap --variant=minbase trixie "$ROOT" "$MIRROR" >&2 \
+        # An older debootstrap has no script for a newer suite (Debian 12's lacks forky): sid's fits.
+        SCRIPT=/usr/share/debootstrap/scripts/$SUITE
+        [ -e "$SCRIPT" ] || SCRIPT=/usr/share/debootstrap/scripts/sid
+        debootstrap --variant=minbase "$SUITE" "$ROOT" "$MIRROR" "$SCRIPT" >&2 \
             || fail "debootstrap failed; see $ROOT/debootstrap/debootstrap.log (a re-run continues)"
     fi
     # The rest runs with its mounts in a mount namespace of its own.
     export _MAKE_CHROOT_NS=1
-    exec unshare --mount --propagation private -- "$BASH" "$(realpath -- "$0")" "$ROOT"
+    exec unshare --mount --propagation private -- "$BASH" "$(realpath -- "$0")" "$ROOT" "$SUITE"
 fi
 
 mount -t proc proc "$ROOT/proc"
@@ -59,10 +64,13 @@ if half_installed; then
     inside dpkg --configure -a >&2 || fail "dpkg --configure -a failed in $ROOT"
 fi
 say "apt-get install $PACKAGES"
-inside apt-get update -qq >&2 || fail "apt-get update failed inside $ROOT (mirror $MIRROR)"
+# Testing's Release file carries a Valid-Until a week ahead; a mirror copy older than the clock is
+# "expired". Signatures are still checked; only the freshness date is not.
+inside apt-get -o Acquire::Check-Valid-Until=false update -qq >&2 \
+    || fail "apt-get update failed inside $ROOT (mirror $MIRROR)"
 # shellcheck disable=SC2086
 inside apt-get install -y -qq --no-install-recommends $PACKAGES >&2 \
     || fail "apt-get install failed inside $ROOT (a re-run continues)"
 inside apt-get clean
-[ -x "$ROOT/usr/bin/gimp-console-3.0" ] || fail "installed, but $ROOT has no gimp-console-3.0"
+[ -x "$ROOT/usr/bin/gimp-console" ] || fail "installed, but $ROOT has no gimp-console"
 say "gimp $(inside dpkg-query -W -f='${Version}' gimp) in $ROOT"

@@ -1,10 +1,12 @@
 """End to end in a real GIMP 3: installer -> GIMP registers the plug-in -> a batch script drags
 points on a PNG through a real `gimp-draggan serve` daemon on 127.0.0.1 (CPU, small model).
 
-GIMP 3.0.4 comes from a Debian trixie chroot built by this folder's make_chroot.sh (`harness`:
-once per checkout, into the git-ignored .e2e/; ~1 minute, then reused). Needs root (chroot) and,
-for the first build, debootstrap and the Debian mirror; where one is missing every test here is
-skipped with a one-line reason naming it (CI, root with the mirror, runs them).
+Every test runs on GIMP 3.0 (Debian trixie) and GIMP 3.2 (Debian forky = testing), each from a
+chroot built by this folder's make_chroot.sh (`harness`: once per checkout, into the git-ignored
+.e2e/; 1-2 minutes, then reused). Needs root (chroot) and, for the first build, debootstrap and
+the Debian mirror; where one is missing every test here is skipped with a one-line reason naming
+it (CI, root with the mirror, runs them). A trixie build that fails is a failure; a forky one that
+fails (Debian testing can be uninstallable for a while) skips the 3.2 run with its last line.
 """
 
 from __future__ import annotations
@@ -24,8 +26,6 @@ import harness
 import pytest
 
 ROOT = harness.ROOT
-CHROOT = harness.CHROOT
-PLUGINS = CHROOT / "root" / ".config" / "GIMP" / "3.0" / "plug-ins"
 BATCH = Path(__file__).with_name("gimp_batch_drag.py")
 CANCEL_BATCH = Path(__file__).with_name("gimp_batch_cancel.py")
 WORK_IN_CHROOT = "/tmp/draggan-e2e"
@@ -51,23 +51,34 @@ def free_address() -> str:
         return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
-@pytest.fixture(scope="module")
-def gimp_root() -> Path:
-    """The chroot with GIMP 3 and the plug-in installed by installer/install.sh."""
-    reason = harness.missing()
+def plugins_dir(root: Path) -> Path:
+    return root / "root" / ".config" / "GIMP" / harness.version(root) / "plug-ins"
+
+
+@pytest.fixture(scope="module", params=sorted(harness.GIMPS), ids=lambda v: f"gimp{v}")
+def gimp_root(request) -> Path:
+    """The chroot with the GIMP of this run and the plug-in installed by installer/install.sh."""
+    suite, root = harness.GIMPS[request.param]
+    reason = harness.missing(root)
     if reason:
-        pytest.skip(f"GIMP 3 end-to-end: {reason}")
-    harness.build()
-    home = CHROOT / "tmp" / "draggan-e2e-home"     # the installer's record goes here, not ~
+        pytest.skip(f"GIMP {request.param} end-to-end: {reason}")
+    failed = harness.build(root, suite)
+    if failed and suite == "forky":
+        pytest.skip(f"GIMP 3.2: Debian {suite} could not be installed: "
+                    f"{failed.strip().splitlines()[-1]}")
+    assert failed is None, failed
+    assert harness.version(root) == request.param, harness.version(root)
+    home = root / "tmp" / "draggan-e2e-home"     # the installer's record goes here, not ~
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
     env = {"PATH": os.environ["PATH"], "HOME": str(home), "LANG": "C.UTF-8"}
+    plugins = plugins_dir(root)
     install = subprocess.run([str(ROOT / "installer" / "install.sh"), "--plugin-only",
-                              "--gimp-dir", str(PLUGINS)], env=env, capture_output=True,
+                              "--gimp-dir", str(plugins)], env=env, capture_output=True,
                              text=True, timeout=120)
     assert install.returncode == 0, install.stdout + install.stderr
-    assert os.access(PLUGINS / "gimp-draggan" / "gimp-draggan.py", os.X_OK)
-    return CHROOT
+    assert os.access(plugins / "gimp-draggan" / "gimp-draggan.py", os.X_OK)
+    return root
 
 
 @functools.cache
@@ -255,7 +266,7 @@ def gimp_run(gimp_root, daemon):
     assert code == 0 and result, (f"GIMP exit {code}\nstdout:\n{stdout[-3000:]}\nstderr:\n"
                                   f"{stderr[-5000:]}\ndaemon log:\n{log.read_text()[-3000:]}")
     print(f"GIMP batch wall time: {seconds:.1f} s")
-    return result, stderr, original, env_vars, daemon
+    return result, stderr, original, env_vars, daemon, gimp_root
 
 
 def test_procedure_registered(gimp_run):
@@ -266,8 +277,9 @@ def test_procedure_registered(gimp_run):
 def test_help_domain_registered_with_the_shipped_pages(gimp_run):
     """GIMP recorded the plug-in's help domain (its Help button opens the shipped page, offline):
     pluginrc names the domain and the installed help folder, which maps the procedure's id."""
-    pluginrc = (PLUGINS.parent / "pluginrc").read_text(errors="replace")
-    help_dir = PLUGINS / "gimp-draggan" / "help"
+    plugins = plugins_dir(gimp_run[5])
+    pluginrc = (plugins.parent / "pluginrc").read_text(errors="replace")
+    help_dir = plugins / "gimp-draggan" / "help"
     assert '(help-def "gimp-draggan" ' in pluginrc, pluginrc[-2000:]
     assert "/plug-ins/gimp-draggan/help" in pluginrc.split('(help-def "gimp-draggan" ')[1]
     assert 'id="plug-in-draggan-drag"' in (help_dir / "en" / "gimp-help.xml").read_text()
@@ -296,7 +308,7 @@ def test_new_layer_matches_the_daemons_patch(gimp_run):
     depends on the crop and the selection, not on the steps; the inverted crop is cached.)"""
     from gimp_draggan_plugin.client import Client
 
-    result, _stderr, original, _env, (address, _hello, _log) = gimp_run
+    result, _stderr, original, _env, (address, _hello, _log), _root = gimp_run
     pairs = [((hx - PAD_X, hy - PAD_Y), (tx - PAD_X, ty - PAD_Y))
              for hx, hy, tx, ty in head_scene()[1]]
     sx, sy, sw, sh = SELECTION
@@ -354,7 +366,7 @@ def test_one_undo_group_closed_by_the_plugin(gimp_run):
 
 
 def test_daemon_down_error_names_the_start_command(gimp_run):
-    result, _stderr, _orig, env_vars, _d = gimp_run
+    result, _stderr, _orig, env_vars, _d, _root = gimp_run
     down = result["cases"]["down"]
     assert down["result"]["status"] == "execution-error", down
     assert f"gimp-draggan serve --bind {env_vars['E2E_DEAD_ADDRESS']}" in down["result"]["message"]

@@ -42,3 +42,12 @@ def test_nothing_under_tests_reaches_outside_the_project() -> None:
         if path.is_file() and path.suffix in (".py", ".sh"):
             text = path.read_text(errors="replace")
             assert not any(n in text for n in needles), path
+
+
+def test_version_comes_from_the_gimp_console_link(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "usr" / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "gimp-console-3.2").write_text("")
+    (bin_dir / "gimp-console").symlink_to("gimp-console-3.2")
+    assert harness.built(tmp_path) and harness.version(tmp_path) == "3.2"
+    assert set(harness.GIMPS) == {"3.0", "3.2"}
