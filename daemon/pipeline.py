@@ -556,8 +556,8 @@ def _field(
 
 
 def _layer_field(field: MotionField, box: CropBox) -> LayerField:
-    return LayerField(flow=field.flow.permute(1, 2, 0).cpu().numpy(),
-                      confidence=field.confidence.cpu().numpy(), box=box)
+    return LayerField(flow=field.flow.permute(1, 2, 0).float().cpu().numpy(),
+                      confidence=field.confidence.float().cpu().numpy(), box=box)
 
 
 def _toned(session: Session, image: torch.Tensor) -> np.ndarray:

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn.functional as F
 
+from gimp_draggan.draggan.adam import Adam
 from gimp_draggan.draggan.networks import (
     LRELU_GAIN,
     Generator,
@@ -581,7 +582,7 @@ class DragSession:
         ws = ws.detach().to(device=self.device, dtype=torch.float32)
         self.w_opt = ws[:, :n].clone().requires_grad_(True)
         self.ws_fixed = ws[:, n:].clone()
-        self.optimizer = torch.optim.Adam([self.w_opt], lr=params.lr)
+        self.optimizer = Adam([self.w_opt], lr=params.lr)
         self.handles: list[tuple[int, int]] = rounded   # The pixels windows and discs centre on.
         self.points: list[Point] = list(starts)           # Where the handles are (sub-pixel).
         self.start_points: list[Point] = list(starts)
@@ -682,7 +683,7 @@ class DragSession:
             loss_value = None
             if not self.converged():
                 loss = self.loss(feat, origin)
-                self.optimizer.zero_grad(set_to_none=True)
+                self.optimizer.zero_grad()
                 loss.backward()
                 self.optimizer.step()
                 loss_value = float(loss.detach())

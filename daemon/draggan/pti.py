@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
+from .adam import Adam
 from .lpips import PerceptualLoss, psnr
 from .networks import Generator, SynthesisLayer
 
@@ -42,7 +43,8 @@ class InversionCancelled(RuntimeError):
 @dataclass(frozen=True)
 class InvertParams:
     # Step 1: W projection.
-    projection_steps: int = 60        # Adam steps on w.
+    projection_steps: int = 30        # Adam steps on w (photo-true edits need motion, not
+    #                                   pixels: half of 60 + 50 kept their quality, PERFORMANCE.md).
     projection_lr: float = 0.04       # Peak learning rate.
     lr_rampup: float = 0.05           # Fraction of steps with a linear warm-up.
     lr_rampdown: float = 0.25         # Fraction of steps with a cosine decay to 0.
@@ -53,7 +55,7 @@ class InvertParams:
     w_noise_ramp: float = 0.75        # Fraction of steps over which it decays to 0.
     projection_l2: float = 0.0        # Weight of pixel MSE beside the perceptual distance.
     # Step 2: pivotal tuning.
-    tuning_steps: int = 50            # Max Adam steps on the synthesis weights.
+    tuning_steps: int = 25            # Max Adam steps on the synthesis weights.
     tuning_lr: float = 3e-3           # Peak learning rate.
     tuning_schedule: str = "cosine"   # "constant" | "cosine" (decay to 10 % of tuning_lr).
     tuning_l2: float = 1.0            # Weight of pixel MSE.
@@ -265,15 +267,13 @@ def _project(
     bufs = _noise_buffers(Gt) if params.optimize_noise else []
     for b in bufs:
         b.requires_grad_(True)
-    opt = torch.optim.Adam([w_opt, *bufs], lr=params.projection_lr, betas=(0.9, 0.999))
+    opt = Adam([w_opt, *bufs], lr=params.projection_lr, betas=(0.9, 0.999))
     g = torch.Generator(device=w_opt.device).manual_seed(params.seed)
     steps = params.projection_steps
     for step in range(steps):
         tick()
         t = step / steps
-        lr = projection_lr(params, t)
-        for group in opt.param_groups:
-            group["lr"] = lr
+        opt.lr = projection_lr(params, t)
         fade = max(0.0, 1.0 - t / params.w_noise_ramp) ** 2 if params.w_noise_ramp > 0 else 0.0
         jitter = torch.randn(w_opt.shape, generator=g, device=w_opt.device)
         ws = (w_opt + jitter * spread * params.w_noise_start * fade).expand(1, Gt.num_ws, -1)
@@ -283,7 +283,7 @@ def _project(
             objective = objective + params.projection_l2 * F.mse_loss(img, target)
         if bufs:
             objective = objective + params.noise_reg_weight * noise_regularizer(bufs)
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         objective.backward()
         opt.step()
         with torch.no_grad():
@@ -302,7 +302,7 @@ def _tune(
     anchor = copy.deepcopy(Gt).requires_grad_(False) if params.locality_weight > 0 else None
     weights = list(Gt.synthesis.parameters())
     Gt.synthesis.requires_grad_(True)
-    opt = torch.optim.Adam(weights, lr=params.tuning_lr)
+    opt = Adam(weights, lr=params.tuning_lr)
     g = torch.Generator(device=ws.device).manual_seed(params.seed + 1)
     for step in range(params.tuning_steps):
         img = _render(Gt, ws)
@@ -310,13 +310,12 @@ def _tune(
         if float(dist.detach()) <= stop:
             return step
         tick()
-        for group in opt.param_groups:
-            group["lr"] = tuning_lr(params, step)
+        opt.lr = tuning_lr(params, step)
         objective = params.tuning_l2 * F.mse_loss(img, target) + params.tuning_perceptual * dist
         if anchor is not None:
             far = _locality(Gt, anchor, ws, loss, params, g)
             objective = objective + params.locality_weight * far
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         objective.backward()
         opt.step()
     return params.tuning_steps
