@@ -15,6 +15,9 @@ import time
 
 THREADS_ENV = "GIMP_DRAGGAN_THREADS"
 SAMPLE_S = 0.1       # How long the machine's idle time is sampled.
+REUSE_S = 5.0        # A sample this recent is reused (repeat drags come seconds apart).
+
+_last: tuple[float, int] | None = None   # (when, free cores) of the latest sample.
 
 
 def usable_cores() -> int:
@@ -71,11 +74,18 @@ def parse_threads(value: str | int | None) -> int | None:
 
 
 def choose(requested: int | None = None) -> int:
-    """``requested``, else ``$GIMP_DRAGGAN_THREADS``, else `free_cores`."""
+    """``requested``, else ``$GIMP_DRAGGAN_THREADS``, else `free_cores` (sampled at most every
+    `REUSE_S` seconds: the sample costs `SAMPLE_S` of every job's time)."""
+    global _last
     if requested is not None:
         return requested
     fixed = parse_threads(os.environ.get(THREADS_ENV))
-    return fixed if fixed is not None else free_cores()
+    if fixed is not None:
+        return fixed
+    now = time.monotonic()
+    if _last is None or now - _last[0] > REUSE_S:
+        _last = (now, free_cores())
+    return _last[1]
 
 
 def apply(requested: int | None = None) -> int:
