@@ -114,8 +114,9 @@ class PipelineExecutor:
                   "domain": e.domain, "downloadable": e.downloadable}
                  for n, e in self._table().items()]
         for row in rows:
-            broken = self._damage(row["name"])
-            row["cached"] = broken is None and Path(self._model_ref(row["name"])).is_file()
+            name = str(row["name"])
+            broken = self._damage(name)
+            row["cached"] = broken is None and Path(self._model_ref(name)).is_file()
             if broken is not None:
                 row["damaged"] = broken
         return rows

@@ -214,7 +214,7 @@ def read_mask(path: str | Path, width: int, height: int) -> bytes:
 
 def mask_bytes(layer: ImageFile) -> bytes:
     """A mask image's grey (Pillow's "L" weights) as u8 bytes, 255 = may move."""
-    luma = layer.rgba[:, :, :3].astype(np.float32) @ np.float32([0.299, 0.587, 0.114])
+    luma = layer.rgba[:, :, :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     if layer.depth == "u16":
         luma *= np.float32(255.0 / 65535.0)
     return np.clip(np.rint(luma), 0, 255).astype(np.uint8).tobytes()

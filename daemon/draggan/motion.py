@@ -66,7 +66,7 @@ class MotionField:
 
     def at(self, points: Sequence[Point]) -> list[Point]:
         """The flow (dx, dy) at model points (bilinear)."""
-        return [tuple(v) for v in _sample(self.flow, points).t().tolist()]  # type: ignore[misc]
+        return [(float(dx), float(dy)) for dx, dy in _sample(self.flow, points).t().tolist()]
 
 
 def identity(resolution: int) -> MotionField:
