@@ -36,7 +36,7 @@ FindFaces = Callable[[Callable[[CropBox], np.ndarray], int, int, Rect], "list[Fa
 
 SQUARE = "square"
 FFHQ = "ffhq"
-EMBEDDED = "embedded"   # The embedded model's keypoint framing (`gimp_draggan.align_embedded`).
+EMBEDDED = "embedded"  # The embedded model's keypoint framing (`gimp_draggan.align_embedded`).
 _FIRST_GROWTH = 48  # Layer pixels the first wider face search adds on each side of `needed`.
 
 
@@ -49,8 +49,8 @@ class Aligner(Protocol):
 @dataclass(frozen=True)
 class Framing:
     box: CropBox
-    method: str                         # SQUARE, FFHQ, EMBEDDED, or the aligner's class name.
-    face: FaceLandmarks | None = None   # The face the box was built from.
+    method: str  # SQUARE, FFHQ, EMBEDDED, or the aligner's class name.
+    face: FaceLandmarks | None = None  # The face the box was built from.
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,7 @@ class SquareFraming:
         return Framing(self.frame(layer, needed, resolution), SQUARE)
 
 
-def ffhq_box(face: FaceLandmarks, layer_width: int, layer_height: int,
-             resolution: int) -> CropBox:
+def ffhq_box(face: FaceLandmarks, layer_width: int, layer_height: int, resolution: int) -> CropBox:
     """The square FFHQ's alignment cuts around ``face``, as a turned box.
 
     Recipe (FFHQ dataset): with the eyes' mean e, eye_to_eye = right - left and eye_to_mouth =
@@ -92,8 +91,12 @@ def ffhq_box(face: FaceLandmarks, layer_width: int, layer_height: int,
     cx, cy = eye_avg + 0.1 * eye_to_mouth + 0.5
     side = max(1, round(2.0 * half))
     return CropBox(
-        x0=math.floor(cx - side / 2.0 + 0.5), y0=math.floor(cy - side / 2.0 + 0.5), side=side,
-        layer_width=layer_width, layer_height=layer_height, resolution=resolution,
+        x0=math.floor(cx - side / 2.0 + 0.5),
+        y0=math.floor(cy - side / 2.0 + 0.5),
+        side=side,
+        layer_width=layer_width,
+        layer_height=layer_height,
+        resolution=resolution,
         angle=_no_noise(math.atan2(x[1], x[0])),
     )
 
@@ -162,8 +165,11 @@ class FaceAligner:
         """Without points (inverting a portrait): FFHQ's box of the largest face found in
         ``region``, or None when there is none."""
         h, w = layer.shape[:2]
-        faces = sorted(self.faces(layer, region),
-                       key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), reverse=True)
+        faces = sorted(
+            self.faces(layer, region),
+            key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]),
+            reverse=True,
+        )
         for face in faces:
             try:
                 return Framing(ffhq_box(face, w, h, resolution), FFHQ, face)
@@ -181,8 +187,9 @@ def _search_areas(needed: Rect, width: int, height: int) -> Iterator[Rect]:
     grow = max(_FIRST_GROWTH, needed.width, needed.height)
     area = needed
     while not area.contains(whole):
-        area = Rect(needed.x0 - grow, needed.y0 - grow, needed.x1 + grow,
-                    needed.y1 + grow).intersect(whole)
+        area = Rect(
+            needed.x0 - grow, needed.y0 - grow, needed.x1 + grow, needed.y1 + grow
+        ).intersect(whole)
         yield area
         grow *= 4
 

@@ -42,7 +42,7 @@ from gimp_draggan.align import EMBEDDED, SQUARE, Framing, SquareFraming
 from gimp_draggan.crop import CropBox, Rect, model_view
 from gimp_draggan.pixels import depth_of
 
-FIT_POINTS: tuple[int, ...] = (0, 1, 3, 4)   # world.KEYPOINT_NAMES: eyes, mouth corners.
+FIT_POINTS: tuple[int, ...] = (0, 1, 3, 4)  # world.KEYPOINT_NAMES: eyes, mouth corners.
 TEMPLATE_SEEDS = range(7_000_000, 7_001_024)  # Disjoint from the GAN's, detector's, eval seeds.
 
 
@@ -51,8 +51,8 @@ class Similarity:
     """``x -> scale * rotation @ x + translation`` for 2-D points."""
 
     scale: float
-    rotation: np.ndarray      # [2, 2], det +1.
-    translation: np.ndarray   # [2]
+    rotation: np.ndarray  # [2, 2], det +1.
+    translation: np.ndarray  # [2]
 
     def apply(self, points: np.ndarray) -> np.ndarray:
         return self.scale * np.asarray(points, np.float64) @ self.rotation.T + self.translation
@@ -103,7 +103,7 @@ def compute_template(seeds: range = TEMPLATE_SEEDS) -> np.ndarray:
     total = torch.zeros(len(FIT_POINTS), 2, dtype=torch.float64)
     with torch.no_grad():
         for start in range(0, len(seeds), 256):
-            kps = render(list(seeds[start: start + 256]), resolution=64).keypoints
+            kps = render(list(seeds[start : start + 256]), resolution=64).keypoints
             total += kps[:, list(FIT_POINTS)].double().sum(dim=0)
     return np.round(total.numpy() / len(seeds) / 64.0, 4)
 
@@ -127,7 +127,10 @@ def box_from_similarity(sim: Similarity, like: CropBox) -> CropBox:
     centre = sim.rotation.T @ (0.5 - sim.translation) / sim.scale
     side = max(1, round(side_f))
     return replace(
-        like, x0=round(centre[0] - side / 2.0), y0=round(centre[1] - side / 2.0), side=side,
+        like,
+        x0=round(centre[0] - side / 2.0),
+        y0=round(centre[1] - side / 2.0),
+        side=side,
         angle=angle,
     )
 
@@ -136,30 +139,29 @@ def box_from_similarity(sim: Similarity, like: CropBox) -> CropBox:
 class AlignFit:
     """One detect -> fit round."""
 
-    box: CropBox        # The square the fit calls for.
-    seen: CropBox       # The square the detector looked at.
+    box: CropBox  # The square the fit calls for.
+    seen: CropBox  # The square the detector looked at.
     points: np.ndarray  # Detected eyes and mouth corners [4, 2], layer pixel centres.
-    spread: float       # Mean heatmap spread of those points, detector pixels.
-    residual: float     # RMS distance from the template after the fit, in units of the side.
+    spread: float  # Mean heatmap spread of those points, detector pixels.
+    residual: float  # RMS distance from the template after the fit, in units of the side.
 
 
 @dataclass(frozen=True)
 class KeypointAligner:
     """`Aligner` for the embedded model (see the module docstring)."""
 
-    margin: float = 0.25          # First square (and fallback): SquareFraming's margin.
-    rounds: int = 8               # Most detect -> fit rounds (~10 ms each at 64 px, CPU).
-    max_spread: float = 8.0       # Detector px; world images: mean 3.7, 95 % under 4.9.
-    max_growth: float = 4.0       # A fitted square this many times larger/smaller is absurd.
-    max_residual: float = 0.06    # Side units.
+    margin: float = 0.25  # First square (and fallback): SquareFraming's margin.
+    rounds: int = 8  # Most detect -> fit rounds (~10 ms each at 64 px, CPU).
+    max_spread: float = 8.0  # Detector px; world images: mean 3.7, 95 % under 4.9.
+    max_growth: float = 4.0  # A fitted square this many times larger/smaller is absurd.
+    max_residual: float = 0.06  # Side units.
     max_angle: float = math.radians(60)
-    detector: str | None = None   # Weights file; None = the shipped asset.
-    starts: int = 3               # First squares tried: 1x, 2x, 4x the square around ``needed``.
+    detector: str | None = None  # Weights file; None = the shipped asset.
+    starts: int = 3  # First squares tried: 1x, 2x, 4x the square around ``needed``.
     # Framings already made for one layer (the pipeline frames the same regions several times
     # while planning groups and finding sessions): the layer they belong to, and by region.
     _layer: list[np.ndarray] = field(default_factory=list, compare=False, repr=False)
-    _seen: dict[tuple[Rect, int], Framing] = field(default_factory=dict, compare=False,
-                                                   repr=False)
+    _seen: dict[tuple[Rect, int], Framing] = field(default_factory=dict, compare=False, repr=False)
 
     def frame(self, layer: np.ndarray, needed: Rect, resolution: int) -> CropBox:
         return self.locate(layer, needed, resolution).box
@@ -209,12 +211,15 @@ class KeypointAligner:
     def plausible(self, fit: AlignFit, needed: Rect) -> bool:
         """Whether ``fit``'s square can be trusted and holds ``needed``."""
         return (
-            fit.spread <= self.max_spread and fit.residual <= self.max_residual
-            and abs(fit.box.angle) <= self.max_angle and fit.box.holds(needed)
+            fit.spread <= self.max_spread
+            and fit.residual <= self.max_residual
+            and abs(fit.box.angle) <= self.max_angle
+            and fit.box.holds(needed)
         )
 
-    def fits(self, layer: np.ndarray, needed: Rect, resolution: int,
-             start: CropBox | None = None) -> list[AlignFit]:
+    def fits(
+        self, layer: np.ndarray, needed: Rect, resolution: int, start: CropBox | None = None
+    ) -> list[AlignFit]:
         """Every round's fit, first to last, from ``start`` (default: the square around
         ``needed``). The rounds end early once the square stops moving (`_settled`), or leaves
         the layer, or grows or shrinks ``max_growth`` times the first."""
@@ -228,8 +233,12 @@ class KeypointAligner:
         for _ in range(self.rounds):
             fit = self.fit_once(layer, box)
             out.append(fit)
-            if _settled(box, fit.box) or fit.box.inside.empty or not (
-                first.side / self.max_growth <= fit.box.side <= first.side * self.max_growth
+            if (
+                _settled(box, fit.box)
+                or fit.box.inside.empty
+                or not (
+                    first.side / self.max_growth <= fit.box.side <= first.side * self.max_growth
+                )
             ):
                 break
             box = fit.box
@@ -245,7 +254,7 @@ class KeypointAligner:
         crop = model_view(layer, depth_of(layer), seen)
         img = torch.from_numpy(crop).permute(2, 0, 1)[None] * 2.0 - 1.0
         with torch.no_grad():
-            kps = net(img)[0, list(FIT_POINTS)].double().numpy()           # edges, detector px
+            kps = net(img)[0, list(FIT_POINTS)].double().numpy()  # edges, detector px
             logits = net.heatmap_logits(img)[0, list(FIT_POINTS)].double()
         spread = _spread(logits, r)
         points = np.asarray(seen.to_layer([(float(x) - 0.5, float(y) - 0.5) for x, y in kps]))
@@ -263,8 +272,14 @@ def _widening(first: CropBox, count: int) -> list[CropBox]:
     cx, cy = first.centre
     while len(out) < count and out[-1].side * 2 <= limit:
         side = out[-1].side * 2
-        out.append(replace(first, x0=math.floor(cx - side / 2.0 + 0.5),
-                           y0=math.floor(cy - side / 2.0 + 0.5), side=side))
+        out.append(
+            replace(
+                first,
+                x0=math.floor(cx - side / 2.0 + 0.5),
+                y0=math.floor(cy - side / 2.0 + 0.5),
+                side=side,
+            )
+        )
     return out
 
 
@@ -284,7 +299,7 @@ def _spread(logits: Any, resolution: int) -> float:
     prob = logits.reshape(k, -1).softmax(dim=1).reshape(k, h, w)
     centres = (np.arange(h) + 0.5) * (resolution / h)
     c = prob.new_tensor(centres)
-    px, py = prob.sum(dim=1), prob.sum(dim=2)                  # [K, W], [K, H]
+    px, py = prob.sum(dim=1), prob.sum(dim=2)  # [K, W], [K, H]
     var_x = (px * c * c).sum(1) - (px * c).sum(1) ** 2
     var_y = (py * c * c).sum(1) - (py * c).sum(1) ** 2
     var = var_x + var_y

@@ -29,8 +29,12 @@ def join_negative_values(argv: Sequence[str]) -> list[str]:
     for arg in it:
         if arg in NEGATIVE_VALUE_OPTIONS:
             value = next(it, None)
-            if value is not None and len(value) > 1 and value[0] == "-" and (
-                    value[1].isdigit() or value[1] == "."):
+            if (
+                value is not None
+                and len(value) > 1
+                and value[0] == "-"
+                and (value[1].isdigit() or value[1] == ".")
+            ):
                 out.append(f"{arg}={value}")
                 continue
             out.append(arg)
@@ -74,8 +78,10 @@ def check_output(output: str, inputs: Sequence[str | None]) -> None:
     out = Path(output).expanduser()
     for given in inputs:
         if given and _same_file(out, Path(given).expanduser()):
-            raise ValueError(f"-o {output} is the input {given}; write the result to another file "
-                             "(the input is never overwritten)")
+            raise ValueError(
+                f"-o {output} is the input {given}; write the result to another file "
+                "(the input is never overwritten)"
+            )
     if out.is_dir():
         raise ValueError(f"-o {output} is a folder; give a file name such as {out / 'out.png'}")
     if out.suffix.lower() != ".png":
@@ -88,8 +94,9 @@ def check_output(output: str, inputs: Sequence[str | None]) -> None:
     try:
         fd, probe = tempfile.mkstemp(prefix=".gimp-draggan-probe-", dir=folder)
     except OSError as exc:
-        raise ValueError(f"-o {output}: cannot create a file in {folder} ({exc.strerror}); "
-                         "choose another folder") from None
+        raise ValueError(
+            f"-o {output}: cannot create a file in {folder} ({exc.strerror}); choose another folder"
+        ) from None
     os.close(fd)
     os.unlink(probe)
 

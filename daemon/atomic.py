@@ -50,8 +50,7 @@ def _fsync_dir(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def replacing(path: str | Path, mode: int | None = None,
-              needed: int = 0) -> Iterator[IO[bytes]]:
+def replacing(path: str | Path, mode: int | None = None, needed: int = 0) -> Iterator[IO[bytes]]:
     """A binary file to write `path`'s new content into; it replaces `path` on a clean exit.
 
     `mode` None keeps an existing file's permissions (a new one gets the umask's); a given
@@ -66,8 +65,11 @@ def replacing(path: str | Path, mode: int | None = None,
             mode = None
     tmp = folder / f".{path.name}.{secrets.token_hex(4)}.tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                     0o666 if mode is None else mode)
+        fd = os.open(
+            tmp,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+            0o666 if mode is None else mode,
+        )
     except OSError as exc:
         raise _failure(exc, path, folder, needed) from None
     written = 0

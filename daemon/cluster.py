@@ -43,10 +43,10 @@ from .worker import DONE, MSG, START, Executor, JobSpec, run_job
 
 log = logging.getLogger("gimp_draggan.cluster")
 
-MAX_ROUTES = 10000          # Remembered session / content -> actor routes (oldest dropped).
-READY_TIMEOUT_S = 300.0     # Actors must be up (torch imported, default model loaded) by then.
-POLL_S = 0.05               # Dispatcher's wait for actor output while jobs run.
-PROBE_EVERY_S = 0.5         # How often a restarting actor is asked whether it is back.
+MAX_ROUTES = 10000  # Remembered session / content -> actor routes (oldest dropped).
+READY_TIMEOUT_S = 300.0  # Actors must be up (torch imported, default model loaded) by then.
+POLL_S = 0.05  # Dispatcher's wait for actor output while jobs run.
+PROBE_EVERY_S = 0.5  # How often a restarting actor is asked whether it is back.
 
 
 class ClusterError(RuntimeError):
@@ -57,11 +57,11 @@ class ClusterError(RuntimeError):
 class ActorSpec:
     """How each actor builds its executor (sent to the actor; paths must exist on its node)."""
 
-    device: str                               # "cpu", or "cuda" for a one-GPU actor.
-    threads: int                              # torch threads.
+    device: str  # "cpu", or "cuda" for a one-GPU actor.
+    threads: int  # torch threads.
     default_model: str | None
-    files: dict[str, Path] = field(default_factory=dict)   # `serve --model FILE` models.
-    cache: str | None = None                  # Model cache dir (`--cache-dir`).
+    files: dict[str, Path] = field(default_factory=dict)  # `serve --model FILE` models.
+    cache: str | None = None  # Model cache dir (`--cache-dir`).
 
 
 @dataclass(frozen=True)
@@ -79,8 +79,8 @@ class ActorReply:
 
     frames: list[bytes]
     final: bool = False
-    progress: P.ProgressEvent | None = None   # Without the preview: what `status` shows.
-    session: str | None = None                # The final result's session id.
+    progress: P.ProgressEvent | None = None  # Without the preview: what `status` shows.
+    session: str | None = None  # The final result's session id.
 
 
 class DragActor:
@@ -93,10 +93,11 @@ class DragActor:
         from .executor import PipelineExecutor
 
         torch.set_num_threads(spec.threads)
-        self.executor = PipelineExecutor(spec.device, spec.default_model, dict(spec.files),
-                                         spec.cache)
-        self._cancelled: dict[str, str] = {}    # job key -> last step when the cancel came
-        self._step: dict[str, str] = {}         # job key -> last step reported ("drag 12")
+        self.executor = PipelineExecutor(
+            spec.device, spec.default_model, dict(spec.files), spec.cache
+        )
+        self._cancelled: dict[str, str] = {}  # job key -> last step when the cancel came
+        self._step: dict[str, str] = {}  # job key -> last step reported ("drag 12")
         try:
             self.executor.warm()
         except Exception as exc:  # The first job reports the problem properly.
@@ -125,8 +126,9 @@ class DragActor:
         def on_progress(ev: P.ProgressEvent) -> None:
             self._step[key] = f"{ev.phase} step {ev.step}"
             if not should_stop():
-                replies.put(ActorReply(P.progress_frames(job.id, ev),
-                                       progress=replace(ev, preview=None)))
+                replies.put(
+                    ActorReply(P.progress_frames(job.id, ev), progress=replace(ev, preview=None))
+                )
 
         def work() -> None:
             try:
@@ -140,10 +142,15 @@ class DragActor:
             while True:
                 reply = replies.get()
                 if reply.final and key in self._cancelled:
-                    reply = ActorReply(P.error_frames(
-                        job.id, "cancelled", f"cancelled: the actor stopped after "
-                        f"{self._step[key]}; the cancel came after {self._cancelled[key]}"),
-                        final=True)
+                    reply = ActorReply(
+                        P.error_frames(
+                            job.id,
+                            "cancelled",
+                            f"cancelled: the actor stopped after "
+                            f"{self._step[key]}; the cancel came after {self._cancelled[key]}",
+                        ),
+                        final=True,
+                    )
                 yield reply
                 if reply.final:
                     return
@@ -179,8 +186,10 @@ def ask_of(job: Job) -> Ask:
     content = None
     if req.pixels is not None and req.image is not None:
         digest = hashlib.blake2b(digest_size=16)
-        digest.update(f"{req.model}|{req.image.width}x{req.image.height}|{req.image.depth}|"
-                      f"{req.params.get('preset')}|".encode())
+        digest.update(
+            f"{req.model}|{req.image.width}x{req.image.height}|{req.image.depth}|"
+            f"{req.params.get('preset')}|".encode()
+        )
         digest.update(req.pixels)
         content = digest.hexdigest()
     return Ask(req.model, req.session, content)
@@ -189,7 +198,7 @@ def ask_of(job: Job) -> Ask:
 @dataclass
 class Running:
     job: Job
-    stream: Any                               # ray.ObjectRefGenerator of ActorReply
+    stream: Any  # ray.ObjectRefGenerator of ActorReply
     cancel_sent: bool = False
 
 
@@ -198,16 +207,16 @@ class Slot:
     """The dispatcher's view of one actor."""
 
     index: int
-    handle: Any                               # ray.actor.ActorHandle of DragActor
+    handle: Any  # ray.actor.ActorHandle of DragActor
     info: ActorInfo
     models: set[str] = field(default_factory=set)
     sessions: set[str] = field(default_factory=set)
     contents: set[str] = field(default_factory=set)
     jobs_done: int = 0
     running: Running | None = None
-    up: bool = True                           # False from its death until it answers again.
-    probe: Any = None                         # describe() call in flight while it restarts.
-    probe_at: float = 0.0                     # When to ask again.
+    up: bool = True  # False from its death until it answers again.
+    probe: Any = None  # describe() call in flight while it restarts.
+    probe_at: float = 0.0  # When to ask again.
 
     @property
     def busy(self) -> bool:
@@ -217,11 +226,10 @@ class Slot:
 class ActorPool:
     """The actors and where each session lives (the placement rule, without Ray)."""
 
-    def __init__(self, slots: list[Slot], default_model: str | None,
-                 description: str = "") -> None:
+    def __init__(self, slots: list[Slot], default_model: str | None, description: str = "") -> None:
         self.slots = slots
         self.default_model = default_model
-        self.description = description       # `hello`'s and `status`'s device line.
+        self.description = description  # `hello`'s and `status`'s device line.
         self._session_at: OrderedDict[str, int] = OrderedDict()
         self._content_at: OrderedDict[str, int] = OrderedDict()
 
@@ -256,8 +264,7 @@ class ActorPool:
 
     def lost(self, slot: Slot) -> None:
         """`slot`'s actor died: forget what it held; Ray's restart loads the default model."""
-        for routes, held in ((self._session_at, slot.sessions),
-                             (self._content_at, slot.contents)):
+        for routes, held in ((self._session_at, slot.sessions), (self._content_at, slot.contents)):
             for key in held:
                 if routes.get(key) == slot.index:
                     del routes[key]
@@ -265,8 +272,7 @@ class ActorPool:
         slot.models = {self.default_model} if self.default_model else set()
         slot.up = False
 
-    def _route(self, routes: OrderedDict[str, int], key: str, slot: Slot,
-               held: set[str]) -> None:
+    def _route(self, routes: OrderedDict[str, int], key: str, slot: Slot, held: set[str]) -> None:
         before = routes.pop(key, None)
         if before is not None and before != slot.index:
             self.slots[before].sessions.discard(key)
@@ -278,8 +284,9 @@ class ActorPool:
             self.slots[index].sessions.discard(old)
             self.slots[index].contents.discard(old)
 
-    def dispatcher(self, ctx: zmq.Context, events: str, queue: JobQueue,
-                   executor: Executor) -> Dispatcher:
+    def dispatcher(
+        self, ctx: zmq.Context, events: str, queue: JobQueue, executor: Executor
+    ) -> Dispatcher:
         """The server's runner factory (`Server(..., runner=pool.dispatcher)`)."""
         return Dispatcher(self, ctx, events, queue)
 
@@ -288,8 +295,7 @@ class Dispatcher(threading.Thread):
     """Replaces the worker thread: starts queued jobs on idle actors and relays their output
     (START / MSG / DONE over the inproc PAIR, exactly as `Worker` does)."""
 
-    def __init__(self, pool: ActorPool, ctx: zmq.Context, events: str,
-                 queue: JobQueue) -> None:
+    def __init__(self, pool: ActorPool, ctx: zmq.Context, events: str, queue: JobQueue) -> None:
         super().__init__(name="gimp-draggan-dispatcher", daemon=True)
         self.pool = pool
         self._ctx = ctx
@@ -323,8 +329,9 @@ class Dispatcher(threading.Thread):
         import ray
 
         while any(s.up and not s.busy for s in self.pool.slots):
-            self._asks = {job.key: self._asks.get(job.key) or ask_of(job)
-                          for job in self._queue.waiting()}
+            self._asks = {
+                job.key: self._asks.get(job.key) or ask_of(job) for job in self._queue.waiting()
+            }
             running = any(s.busy for s in self.pool.slots)
             taken = self._queue.take_first(self._idle_target, 0.0 if running else 0.2)
             if taken is None:
@@ -333,12 +340,17 @@ class Dispatcher(threading.Thread):
             ask = self._asks.pop(job.key)
             sock.send_multipart([START, job.key])
             spec = ray.put(JobSpec(job.id, job.op, job.request, job.args))  # Pixels: once.
-            stream = slot.handle.run.options(num_returns="streaming").remote(
-                job.key.decode(), spec)
+            stream = slot.handle.run.options(num_returns="streaming").remote(job.key.decode(), spec)
             slot.running = Running(job, stream)
             self.pool.placed(slot, ask)
-            log.info("job %s (%s) on actor %d (%s, pid %d)", job.id, job.op, slot.index,
-                     slot.info.node, slot.info.pid)
+            log.info(
+                "job %s (%s) on actor %d (%s, pid %d)",
+                job.id,
+                job.op,
+                slot.index,
+                slot.info.node,
+                slot.info.pid,
+            )
 
     def _idle_target(self, job: Job) -> Slot | None:
         ask = self._asks.get(job.key)
@@ -368,8 +380,7 @@ class Dispatcher(threading.Thread):
                 slot.probe_at = now + PROBE_EVERY_S
             else:
                 slot.up = True
-                log.info("actor %d is back (%s, pid %d)", slot.index, slot.info.node,
-                         slot.info.pid)
+                log.info("actor %d is back (%s, pid %d)", slot.index, slot.info.node, slot.info.pid)
             slot.probe = None
 
     # ---- relaying -----------------------------------------------------------------------------
@@ -381,8 +392,9 @@ class Dispatcher(threading.Thread):
         slots = [s for s in self.pool.slots if s.running is not None]
         if not slots:
             return False
-        ready, _ = ray.wait([s.running.stream for s in slots if s.running], num_returns=1,
-                            timeout=POLL_S)
+        ready, _ = ray.wait(
+            [s.running.stream for s in slots if s.running], num_returns=1, timeout=POLL_S
+        )
         for slot in slots:
             if slot.running is not None and any(r is slot.running.stream for r in ready):
                 self._drain(sock, slot)
@@ -402,13 +414,23 @@ class Dispatcher(threading.Thread):
                 self._lost(sock, slot, exc)
                 return
             except StopIteration:
-                self._finish(sock, slot, P.error_frames(
-                    run.job.id, "internal", "the actor ended the job without a reply"), None)
+                self._finish(
+                    sock,
+                    slot,
+                    P.error_frames(
+                        run.job.id, "internal", "the actor ended the job without a reply"
+                    ),
+                    None,
+                )
                 return
             except Exception as exc:
                 log.exception("job %s failed on actor %d", run.job.id, slot.index)
-                self._finish(sock, slot, P.error_frames(
-                    run.job.id, "internal", f"{type(exc).__name__}: {exc}"), None)
+                self._finish(
+                    sock,
+                    slot,
+                    P.error_frames(run.job.id, "internal", f"{type(exc).__name__}: {exc}"),
+                    None,
+                )
                 return
             if reply.final:
                 self._finish(sock, slot, reply.frames, reply.session)
@@ -419,8 +441,9 @@ class Dispatcher(threading.Thread):
             if not ray.wait([run.stream], timeout=0)[0]:
                 return
 
-    def _finish(self, sock: zmq.Socket, slot: Slot, frames: list[bytes],
-                session: str | None) -> None:
+    def _finish(
+        self, sock: zmq.Socket, slot: Slot, frames: list[bytes], session: str | None
+    ) -> None:
         assert slot.running is not None
         job = slot.running.job
         slot.running = None
@@ -432,16 +455,31 @@ class Dispatcher(threading.Thread):
     def _lost(self, sock: zmq.Socket, slot: Slot, exc: Exception) -> None:
         assert slot.running is not None
         job = slot.running.job
-        log.warning("actor %d (%s, pid %d) died running job %s: %s; forgetting its %d "
-                    "session(s)", slot.index, slot.info.node, slot.info.pid, job.id,
-                    type(exc).__name__, len(slot.sessions))
+        log.warning(
+            "actor %d (%s, pid %d) died running job %s: %s; forgetting its %d session(s)",
+            slot.index,
+            slot.info.node,
+            slot.info.pid,
+            job.id,
+            type(exc).__name__,
+            len(slot.sessions),
+        )
         self.pool.lost(slot)
         slot.running = None
         self._queue.finish(job)
-        sock.send_multipart([DONE, job.key, *P.error_frames(
-            job.id, "worker_lost", f"the cluster's actor {slot.index} ({slot.info.device} on "
-            f"{slot.info.node}) died while running this job; its sessions are forgotten and "
-            "are inverted anew on the next job")])
+        sock.send_multipart(
+            [
+                DONE,
+                job.key,
+                *P.error_frames(
+                    job.id,
+                    "worker_lost",
+                    f"the cluster's actor {slot.index} ({slot.info.device} on "
+                    f"{slot.info.node}) died while running this job; its sessions are "
+                    "forgotten and are inverted anew on the next job",
+                ),
+            ]
+        )
 
     def _send_cancels(self) -> None:
         for slot in self.pool.slots:
@@ -456,10 +494,10 @@ class Dispatcher(threading.Thread):
 class ClusterConfig:
     """`serve --cluster ADDRESS [--actors N] [--threads-per-actor K] [--device D]`."""
 
-    address: str                              # "local", "auto", "ray://HOST:PORT", HOST:PORT
-    actors: int | None = None                 # CPU actors (default 1); with GPUs: one per GPU.
-    threads_per_actor: int | None = None      # Default: the cluster's CPUs / actors.
-    device: str | None = None                 # "cpu" forces CPU actors; None: GPUs if any.
+    address: str  # "local", "auto", "ray://HOST:PORT", HOST:PORT
+    actors: int | None = None  # CPU actors (default 1); with GPUs: one per GPU.
+    threads_per_actor: int | None = None  # Default: the cluster's CPUs / actors.
+    device: str | None = None  # "cpu" forces CPU actors; None: GPUs if any.
 
 
 def join(address: str, **init: Any) -> None:
@@ -473,13 +511,16 @@ def join(address: str, **init: Any) -> None:
         else:
             ray.init(address=address)
     except (ConnectionError, ValueError, RuntimeError) as exc:
-        raise ClusterError(f"cannot join the Ray cluster at {address}: "
-                           f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__} "
-                           "(start one with `ray start --head`, or use --cluster local)") from None
+        raise ClusterError(
+            f"cannot join the Ray cluster at {address}: "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__} "
+            "(start one with `ray start --head`, or use --cluster local)"
+        ) from None
 
 
-def start_actors(config: ClusterConfig, default_model: str | None,
-                 files: dict[str, Path], cache: str | None) -> ActorPool:
+def start_actors(
+    config: ClusterConfig, default_model: str | None, files: dict[str, Path], cache: str | None
+) -> ActorPool:
     """Start the actors on the joined cluster and wait until each is up."""
     import ray
 
@@ -488,8 +529,10 @@ def start_actors(config: ClusterConfig, default_model: str | None,
     cpus = max(1, int(resources.get("CPU", 1)))
     on_gpus = gpus > 0 and (config.device or "auto") != "cpu"
     if config.device not in (None, "auto", "cpu", "cuda"):
-        raise ClusterError(f"--device {config.device} with --cluster: use cpu or cuda "
-                           "(each GPU actor sees only its own GPU)")
+        raise ClusterError(
+            f"--device {config.device} with --cluster: use cpu or cuda "
+            "(each GPU actor sees only its own GPU)"
+        )
     if config.device == "cuda" and not on_gpus:
         raise ClusterError("--device cuda, but the Ray cluster has no GPUs")
     count = gpus if on_gpus and config.actors is None else (config.actors or 1)
@@ -498,8 +541,11 @@ def start_actors(config: ClusterConfig, default_model: str | None,
     threads = config.threads_per_actor or max(1, cpus // count)
     spec = ActorSpec("cuda" if on_gpus else "cpu", threads, default_model, files, cache)
     remote = ray.remote(DragActor).options(
-        num_gpus=1 if on_gpus else 0, num_cpus=0 if on_gpus else threads,
-        max_concurrency=4, max_restarts=-1)
+        num_gpus=1 if on_gpus else 0,
+        num_cpus=0 if on_gpus else threads,
+        max_concurrency=4,
+        max_restarts=-1,
+    )
     handles: list[Any] = [remote.remote(spec) for _ in range(count)]
     try:
         infos = ray.get([h.describe.remote() for h in handles], timeout=READY_TIMEOUT_S)
@@ -507,10 +553,13 @@ def start_actors(config: ClusterConfig, default_model: str | None,
         raise ClusterError(
             f"{count} actor(s) with {'1 GPU' if on_gpus else f'{threads} CPUs'} each did not "
             f"start within {READY_TIMEOUT_S:.0f} s: the cluster has {gpus} GPUs and {cpus} CPUs "
-            "(fewer --actors or --threads-per-actor?)") from None
+            "(fewer --actors or --threads-per-actor?)"
+        ) from None
     models = {default_model} if default_model else set()
-    slots = [Slot(i, h, info, set(models))
-             for i, (h, info) in enumerate(zip(handles, infos, strict=True))]
+    slots = [
+        Slot(i, h, info, set(models))
+        for i, (h, info) in enumerate(zip(handles, infos, strict=True))
+    ]
     kinds = ", ".join(f"{info.device}@{info.node}" for info in infos)
     pool = ActorPool(slots, default_model, f"ray {config.address}: {count} actor(s) ({kinds})")
     log.info("%s; %d torch thread(s) each", pool.description, threads)

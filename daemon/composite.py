@@ -31,8 +31,8 @@ _MAX_FEATHER_GRID = 1024  # The selection feather is computed on a grid at most 
 
 @dataclass(frozen=True)
 class Patch:
-    pixels: np.ndarray      # [height, width, 4] in the layer's dtype.
-    x: int                  # Offset in the layer.
+    pixels: np.ndarray  # [height, width, 4] in the layer's dtype.
+    x: int  # Offset in the layer.
     y: int
 
     @property
@@ -90,7 +90,7 @@ def _feather_cell(rect: Rect) -> int:
 def _selection_feather(selection: np.ndarray, rect: Rect, radius: float) -> np.ndarray:
     """Inward feather of the selection's support over ``rect``, on a grid of at most
     ``_MAX_FEATHER_GRID`` pixels a side (a smooth ramp: resampled per strip later)."""
-    sel = selection[rect.y0: rect.y1, rect.x0: rect.x1] > 0
+    sel = selection[rect.y0 : rect.y1, rect.x0 : rect.x1] > 0
     q = _feather_cell(rect)
     if q > 1:
         h, w = sel.shape
@@ -125,7 +125,7 @@ def blend_rect(box: CropBox, selection: np.ndarray | None) -> Rect:
     inside = box.inside
     if selection is None:
         return inside
-    r = mask_rect(selection[inside.y0: inside.y1, inside.x0: inside.x1])
+    r = mask_rect(selection[inside.y0 : inside.y1, inside.x0 : inside.x1])
     if r.empty:
         return r
     return Rect(r.x0 + inside.x0, r.y0 + inside.y0, r.x1 + inside.x0, r.y1 + inside.y0)
@@ -141,8 +141,9 @@ def change_weight(
     Multiplying the blend by it keeps the photo's own pixels wherever the drag left the image
     alone, instead of the generator's imperfect copy of them."""
     if result.shape != recon.shape or result.ndim != 3:
-        raise ValueError(f"change map needs equal [R, R, 3] images, got {result.shape}, "
-                         f"{recon.shape}")
+        raise ValueError(
+            f"change map needs equal [R, R, 3] images, got {result.shape}, {recon.shape}"
+        )
     if threshold <= 0:
         raise ValueError(f"change threshold must be > 0, got {threshold}")
     diff = np.abs(result - recon).max(axis=2)
@@ -160,9 +161,7 @@ def match_low_frequencies(
             f"colour matching needs equal shapes, got {result.shape}, {target.shape}, {recon.shape}"
         )
     diff = target - recon
-    lowpass = np.stack(
-        [box_blur(diff[:, :, c], radius) for c in range(diff.shape[2])], axis=-1
-    )
+    lowpass = np.stack([box_blur(diff[:, :, c], radius) for c in range(diff.shape[2])], axis=-1)
     return (result + lowpass).astype(np.float32)
 
 
@@ -172,7 +171,7 @@ def composite(
     box: CropBox,
     result: np.ndarray,
     selection: np.ndarray | None = None,
-    feather: float = 1.0 / 16.0,    # Ramp width as a fraction of the crop side.
+    feather: float = 1.0 / 16.0,  # Ramp width as a fraction of the crop side.
     change: np.ndarray | None = None,  # [R, R] in [0, 1]: where the drag changed the image.
 ) -> Patch:
     """Blend the model-space ``result`` ([R, R, 3] float32, 1.0 = full) into ``layer``
@@ -188,14 +187,12 @@ def composite(
     if change is not None and change.shape != (r, r):
         raise ValueError(f"change map must be [{r}, {r}], got {list(change.shape)}")
     if selection is not None and selection.shape != layer.shape[:2]:
-        raise ValueError(
-            f"selection is {list(selection.shape)}, layer is {list(layer.shape[:2])}"
-        )
+        raise ValueError(f"selection is {list(selection.shape)}, layer is {list(layer.shape[:2])}")
     rect = blend_rect(box, selection)
     if rect.empty:
         raise ValueError("the selection does not overlap the crop: nothing can change")
     weight_at = blend_weight(layer, box, selection, rect, feather * box.side)
-    out = np.array(layer[rect.y0: rect.y1, rect.x0: rect.x1])
+    out = np.array(layer[rect.y0 : rect.y1, rect.x0 : rect.x1])
     result_at = layer_sampler(result, box)
     change_at = None if change is None else layer_sampler(change, box, smooth=True)
     rows = max(1, _STRIP_BYTES // (rect.width * 4 * 16))
@@ -204,7 +201,7 @@ def composite(
         weight = weight_at(strip)
         if change_at is not None:
             weight *= np.clip(change_at(strip), 0.0, 1.0)
-        orig = layer[strip.y0: strip.y1, strip.x0: strip.x1]
+        orig = layer[strip.y0 : strip.y1, strip.x0 : strip.x1]
         if not weight.any():
             continue
         new = result_at(strip)
@@ -212,13 +209,17 @@ def composite(
         new -= base
         new *= weight[:, :, None]
         new += base
-        dst = out[strip.y0 - rect.y0: strip.y1 - rect.y0, :, :3]
+        dst = out[strip.y0 - rect.y0 : strip.y1 - rect.y0, :, :3]
         np.copyto(dst, from_float(new, depth), where=(weight > 0)[:, :, None])
     return Patch(pixels=out, x=rect.x0, y=rect.y0)
 
 
 def blend_weight(
-    layer: np.ndarray, box: CropBox, selection: np.ndarray | None, rect: Rect, radius: float,
+    layer: np.ndarray,
+    box: CropBox,
+    selection: np.ndarray | None,
+    rect: Rect,
+    radius: float,
 ) -> Callable[[Rect], np.ndarray]:
     """The blend weight over strips of ``rect`` (see the module doc, without the change map):
     selection x its inward feather x the box's feather (ramps ``radius`` layer pixels wide),
@@ -229,10 +230,10 @@ def blend_weight(
     def weight_at(strip: Rect) -> np.ndarray:
         weight = _box_feather(box, strip, radius)
         if selection is not None and sel_feather is not None:
-            sel = selection[strip.y0: strip.y1, strip.x0: strip.x1]
+            sel = selection[strip.y0 : strip.y1, strip.x0 : strip.x1]
             weight *= sel.astype(np.float32) / 255.0
             weight *= _feather_rows(sel_feather, rect, strip)
-        weight *= layer[strip.y0: strip.y1, strip.x0: strip.x1, 3] != 0
+        weight *= layer[strip.y0 : strip.y1, strip.x0 : strip.x1, 3] != 0
         return weight
 
     return weight_at
@@ -242,7 +243,7 @@ def _feather_rows(grid: np.ndarray, rect: Rect, strip: Rect) -> np.ndarray:
     """The selection feather (on its possibly coarser grid over ``rect``) at ``strip``'s pixels."""
     gh, gw = grid.shape
     if (gh, gw) == (rect.height, rect.width):
-        return grid[strip.y0 - rect.y0: strip.y1 - rect.y0]
+        return grid[strip.y0 - rect.y0 : strip.y1 - rect.y0]
     q = _feather_cell(rect)
     src = (0.0, (strip.y0 - rect.y0) / q, rect.width / q, (strip.y1 - rect.y0) / q)
     return resize_region(grid, (strip.width, strip.height), src, Image.Resampling.BILINEAR)

@@ -35,9 +35,9 @@ from gimp_draggan.edit import Point
 from gimp_draggan.pixels import to_float
 
 _STRIP_BYTES = 16 << 20  # Float working memory per strip when averaging a big box down.
-_TURN_MARGIN = 3         # Extra pixels (model scale) round the upright image of a turned box.
-_MODEL_PAD = 4           # Model pixels of edge padding before a result is turned back.
-FLATTEN_GREY = 0.5       # Background the model sees behind transparent pixels.
+_TURN_MARGIN = 3  # Extra pixels (model scale) round the upright image of a turned box.
+_MODEL_PAD = 4  # Model pixels of edge padding before a result is turned back.
+FLATTEN_GREY = 0.5  # Background the model sees behind transparent pixels.
 Affine = tuple[float, float, float, float, float, float]
 
 
@@ -64,20 +64,26 @@ class Rect:
 
     def intersect(self, other: Rect) -> Rect:
         return Rect(
-            max(self.x0, other.x0), max(self.y0, other.y0),
-            min(self.x1, other.x1), min(self.y1, other.y1),
+            max(self.x0, other.x0),
+            max(self.y0, other.y0),
+            min(self.x1, other.x1),
+            min(self.y1, other.y1),
         )
 
     def union(self, other: Rect) -> Rect:
         return Rect(
-            min(self.x0, other.x0), min(self.y0, other.y0),
-            max(self.x1, other.x1), max(self.y1, other.y1),
+            min(self.x0, other.x0),
+            min(self.y0, other.y0),
+            max(self.x1, other.x1),
+            max(self.y1, other.y1),
         )
 
     def contains(self, other: Rect) -> bool:
         return (
-            self.x0 <= other.x0 and self.y0 <= other.y0
-            and other.x1 <= self.x1 and other.y1 <= self.y1
+            self.x0 <= other.x0
+            and self.y0 <= other.y0
+            and other.x1 <= self.x1
+            and other.y1 <= self.y1
         )
 
 
@@ -96,13 +102,13 @@ class CropBox:
     turned by ``angle`` about its centre (the model's +x axis runs along (cos a, sin a) in the
     layer, +y along (-sin a, cos a); y points down)."""
 
-    x0: int                 # Top-left corner of the unturned square, layer pixels (may be < 0).
+    x0: int  # Top-left corner of the unturned square, layer pixels (may be < 0).
     y0: int
-    side: int               # Side in layer pixels.
+    side: int  # Side in layer pixels.
     layer_width: int
     layer_height: int
-    resolution: int         # Model resolution R: the square becomes R x R.
-    angle: float = 0.0      # Turn in radians; 0 = the square is upright.
+    resolution: int  # Model resolution R: the square becomes R x R.
+    angle: float = 0.0  # Turn in radians; 0 = the square is upright.
 
     def __post_init__(self) -> None:
         if self.side <= 0 or self.resolution <= 0:
@@ -206,8 +212,14 @@ class CropBox:
         h = self.resolution / 2.0
         cx, cy = self.centre
         qx, qy = origin[0] - cx, origin[1] - cy
-        return (c * k, sn * k, s * (c * qx + sn * qy) + h, -sn * k, c * k,
-                s * (-sn * qx + c * qy) + h)
+        return (
+            c * k,
+            sn * k,
+            s * (c * qx + sn * qy) + h,
+            -sn * k,
+            c * k,
+            s * (-sn * qx + c * qy) + h,
+        )
 
 
 def point_pixel(p: Point, width: int, height: int) -> tuple[int, int]:
@@ -232,7 +244,7 @@ def mask_rect(mask: np.ndarray) -> Rect:
     rows = np.flatnonzero(mask.any(axis=1))
     if rows.size == 0:
         return Rect(0, 0, 0, 0)
-    cols = np.flatnonzero(mask[rows[0]: rows[-1] + 1].any(axis=0))
+    cols = np.flatnonzero(mask[rows[0] : rows[-1] + 1].any(axis=0))
     return Rect(int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
 
 
@@ -241,8 +253,8 @@ def choose_box(
     layer_width: int,
     layer_height: int,
     resolution: int,
-    margin: float = 0.25,           # Padding on each side, as a fraction of the needed extent.
-    min_side: int | None = None,    # None = resolution // 2 (no more than 2x upsampling).
+    margin: float = 0.25,  # Padding on each side, as a fraction of the needed extent.
+    min_side: int | None = None,  # None = resolution // 2 (no more than 2x upsampling).
 ) -> CropBox:
     """Square box centred on ``needed`` (selection ∪ points), padded by ``margin``."""
     if needed.empty:
@@ -278,7 +290,7 @@ def block_mean(
     parts = []
     for b0 in range(0, rh, blocks_per_strip):
         b1 = min(rh, b0 + blocks_per_strip)
-        strip = convert(region[b0 * k: min(h, b1 * k)])
+        strip = convert(region[b0 * k : min(h, b1 * k)])
         chans = strip.shape[2:]
         pad_rows = (b1 - b0) * k - strip.shape[0]
         pad_cols = rw * k - w
@@ -298,8 +310,10 @@ def resize_region(
     """Resize float32 ``img`` ([H, W] or [H, W, C]) region ``box`` to ``size`` (w, h)."""
     h, w = img.shape[:2]
     box = (
-        min(max(box[0], 0.0), w), min(max(box[1], 0.0), h),
-        min(max(box[2], 0.0), w), min(max(box[3], 0.0), h),
+        min(max(box[0], 0.0), w),
+        min(max(box[1], 0.0), h),
+        min(max(box[2], 0.0), w),
+        min(max(box[3], 0.0), h),
     )
     return _per_plane(img, lambda im: im.resize(size, resample, box=box))
 
@@ -308,8 +322,10 @@ def _per_plane(img: np.ndarray, op: Callable[[Image.Image], Image.Image]) -> np.
     """Pillow ``op`` on float32 ``img`` ([H, W] or [H, W, C]) one mode-"F" plane at a time."""
     planes = [img] if img.ndim == 2 else [img[:, :, c] for c in range(img.shape[2])]
     out = [
-        np.asarray(op(Image.fromarray(np.ascontiguousarray(p, dtype=np.float32), mode="F")),
-                   dtype=np.float32)
+        np.asarray(
+            op(Image.fromarray(np.ascontiguousarray(p, dtype=np.float32), mode="F")),
+            dtype=np.float32,
+        )
         for p in planes
     ]
     return out[0] if img.ndim == 2 else np.stack(out, axis=-1)
@@ -348,7 +364,7 @@ def layer_to_model(
     if inside.empty:
         raise ValueError("the crop box does not overlap the layer")
     k = max(1, box.side // (2 * box.resolution))
-    region = layer[inside.y0: inside.y1, inside.x0: inside.x1]
+    region = layer[inside.y0 : inside.y1, inside.x0 : inside.x1]
     small = block_mean(region, k, convert)
     r = box.resolution
     if box.angle != 0.0:
@@ -362,7 +378,9 @@ def layer_to_model(
 
 
 def _pad_resize(
-    small: np.ndarray, src: tuple[float, float, float, float], size: tuple[int, int],
+    small: np.ndarray,
+    src: tuple[float, float, float, float],
+    size: tuple[int, int],
     pad_mode: str,
 ) -> np.ndarray:
     """Lanczos-resize the region ``src`` (x0, y0, x1, y1) of ``small`` to ``size``, padding
@@ -386,8 +404,11 @@ def _upright_grid(box: CropBox) -> tuple[Point, int, int]:
     s, rect = box.scale, box.rect
     margin = _TURN_MARGIN / s
     origin = (rect.x0 - margin, rect.y0 - margin)
-    return (origin, math.ceil(rect.width * s) + 2 * _TURN_MARGIN,
-            math.ceil(rect.height * s) + 2 * _TURN_MARGIN)
+    return (
+        origin,
+        math.ceil(rect.width * s) + 2 * _TURN_MARGIN,
+        math.ceil(rect.height * s) + 2 * _TURN_MARGIN,
+    )
 
 
 def _turned_to_model(small: np.ndarray, k: int, box: CropBox, pad_mode: str) -> np.ndarray:
@@ -400,8 +421,9 @@ def _turned_to_model(small: np.ndarray, k: int, box: CropBox, pad_mode: str) -> 
     src = (bx0, by0, bx0 + nw / (s * k), by0 + nh / (s * k))
     upright = _pad_resize(small, src, (nw, nh), pad_mode)
     r = box.resolution
-    return _transform(upright, (r, r), box.grid_from_model(origin, 1.0 / s),
-                      Image.Resampling.BICUBIC)
+    return _transform(
+        upright, (r, r), box.grid_from_model(origin, 1.0 / s), Image.Resampling.BICUBIC
+    )
 
 
 def _transform(
@@ -430,11 +452,14 @@ def layer_sampler(
             raise ValueError(f"rectangle {rect} is empty or not inside the crop box {box.rect}")
 
     if box.angle == 0.0:
+
         def upright_sample(rect: Rect) -> np.ndarray:
             check(rect)
             src = (
-                (rect.x0 - box.x0) * s, (rect.y0 - box.y0) * s,
-                (rect.x1 - box.x0) * s, (rect.y1 - box.y0) * s,
+                (rect.x0 - box.x0) * s,
+                (rect.y0 - box.y0) * s,
+                (rect.x1 - box.x0) * s,
+                (rect.y1 - box.y0) * s,
             )
             return resize_region(img, (rect.width, rect.height), src, resample)
 
@@ -450,17 +475,17 @@ def layer_sampler(
     def turned_sample(rect: Rect) -> np.ndarray:
         check(rect)
         src = (
-            (rect.x0 - origin[0]) * s, (rect.y0 - origin[1]) * s,
-            (rect.x1 - origin[0]) * s, (rect.y1 - origin[1]) * s,
+            (rect.x0 - origin[0]) * s,
+            (rect.y0 - origin[1]) * s,
+            (rect.x1 - origin[0]) * s,
+            (rect.y1 - origin[1]) * s,
         )
         return resize_region(upright, (rect.width, rect.height), src, resample)
 
     return turned_sample
 
 
-def model_to_layer(
-    img: np.ndarray, box: CropBox, rect: Rect, smooth: bool = False
-) -> np.ndarray:
+def model_to_layer(img: np.ndarray, box: CropBox, rect: Rect, smooth: bool = False) -> np.ndarray:
     """Model-resolution float32 ``img`` ([R, R] or [R, R, C]) resampled onto the layer pixels of
     ``rect`` (which must lie inside ``box.rect``): ``[rect.height, rect.width(, C)]``. Lanczos,
     or with ``smooth`` bilinear (see `layer_sampler`)."""
@@ -480,8 +505,7 @@ def preview_on_rect(image: np.ndarray, backdrop: np.ndarray, box: CropBox) -> np
     # Shrink the model image to about the preview's scale first (Lanczos), so the turn
     # (bicubic) does not alias.
     m = max(1, min(box.resolution, round(box.resolution / (box.scale * step))))
-    shrunk = resize_region(image, (m, m), (0.0, 0.0, float(box.resolution),
-                                           float(box.resolution)))
+    shrunk = resize_region(image, (m, m), (0.0, 0.0, float(box.resolution), float(box.resolution)))
     small_box = replace(box, resolution=m)
     origin = (float(rect.x0), float(rect.y0))
     p = _MODEL_PAD

@@ -27,7 +27,7 @@ from typing import Any
 from gimp_draggan_plugin import protocol as P
 
 SAMPLE = "assets/demo_photo.png"
-SAMPLE_BOX = (96, 0, 416, 320)   # Where the sample lies in scikit-image's astronaut.png.
+SAMPLE_BOX = (96, 0, 416, 320)  # Where the sample lies in scikit-image's astronaut.png.
 SAMPLE_SIZE = (320, 320)
 
 Point = tuple[float, float]
@@ -39,7 +39,7 @@ class Frame:
 
     step: int
     jpeg: bytes
-    crop: tuple[int, int, int, int] | None     # x, y, w, h in layer pixels
+    crop: tuple[int, int, int, int] | None  # x, y, w, h in layer pixels
     points: tuple[Point, ...]
 
 
@@ -48,30 +48,32 @@ class Scene:
     """What the demo asks for on the sample: pairs and an elliptic selection (layer px)."""
 
     pairs: tuple[tuple[Point, Point], ...]
-    ellipse: tuple[float, float, float, float]    # centre x, centre y, radius x, radius y
+    ellipse: tuple[float, float, float, float]  # centre x, centre y, radius x, radius y
     caption: str
 
 
 SCENE = Scene(
-    pairs=(((109.0, 147.0), (104.0, 140.0)),    # her right mouth corner out and up
-           ((149.0, 147.0), (154.0, 140.0))),   # her left mouth corner out and up
+    pairs=(
+        ((109.0, 147.0), (104.0, 140.0)),  # her right mouth corner out and up
+        ((149.0, 147.0), (154.0, 140.0)),
+    ),  # her left mouth corner out and up
     ellipse=(129.0, 155.0, 65.0, 85.0),
     caption="a wider smile: both mouth corners dragged 8.6 px out and up; only the selected "
-            "face may change",
+    "face may change",
 )
-ZOOM_BOX = (84, 110, 180, 180)   # The edited region shown enlarged (x0, y0, x1, y1).
+ZOOM_BOX = (84, 110, 180, 180)  # The edited region shown enlarged (x0, y0, x1, y1).
 ZOOM = 3
 
 
 @dataclass(frozen=True)
 class DemoOptions:
     out: Path = Path("draggan-demo")
-    steps: int = 200                 # Max drag steps (the stop rule usually ends earlier).
-    preset: str = "fast"             # Inversion preset: the photo-true warp needs motion only.
-    preview_every: int = 5           # A preview every N drag steps -> GIF frames.
+    steps: int = 200  # Max drag steps (the stop rule usually ends earlier).
+    preset: str = "fast"  # Inversion preset: the photo-true warp needs motion only.
+    preview_every: int = 5  # A preview every N drag steps -> GIF frames.
     device: str = "cpu"
-    model: str = "embedded"          # Registry name, or a generator file.
-    daemon: str | None = None        # Use this running daemon instead of starting one.
+    model: str = "embedded"  # Registry name, or a generator file.
+    daemon: str | None = None  # Use this running daemon instead of starting one.
 
 
 @dataclass
@@ -123,7 +125,7 @@ def selection_mask(width: int, height: int, ellipse: tuple[float, float, float, 
             continue
         half = rx * math.sqrt(1 - dy * dy)
         x0, x1 = max(0, math.ceil(cx - half - 0.5)), min(width, math.floor(cx + half - 0.5) + 1)
-        out[y * width + x0:y * width + x1] = b"\xff" * max(0, x1 - x0)
+        out[y * width + x0 : y * width + x1] = b"\xff" * max(0, x1 - x0)
     return bytes(out)
 
 
@@ -141,7 +143,7 @@ class ProgressBar:
         self.phase = ""
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.last_quarter = -1
-        self.pending = ""        # Latest line not yet written (no terminal).
+        self.pending = ""  # Latest line not yet written (no terminal).
 
     def update(self, phase: str, step: int, total: int, note: str = "") -> None:
         if phase != self.phase:
@@ -236,10 +238,18 @@ def run(options: DemoOptions, bar: ProgressBar | None = None) -> DemoReport:
             hello = client.hello(client="gimp-draggan-demo")
             started = time.perf_counter()
             result = client.drag(
-                pairs=[(h, t) for h, t in SCENE.pairs], pixels=photo.tobytes(), width=width,
-                height=height, mask=mask, model=_model_name(options),
-                params={"steps": options.steps, "preset": options.preset,
-                        "preview_every": options.preview_every, "preview_size": 320},
+                pairs=[(h, t) for h, t in SCENE.pairs],
+                pixels=photo.tobytes(),
+                width=width,
+                height=height,
+                mask=mask,
+                model=_model_name(options),
+                params={
+                    "steps": options.steps,
+                    "preset": options.preset,
+                    "preview_every": options.preview_every,
+                    "preview_size": 320,
+                },
                 on_event=on_event,
             )
             job_s = time.perf_counter() - started
@@ -250,8 +260,10 @@ def run(options: DemoOptions, bar: ProgressBar | None = None) -> DemoReport:
             server.stop()
     after = paste_patch(photo, result)
     report = summarise(options, hello, address, transport, photo, after, mask, result)
-    report.timings = {**{k: round(v, 3) for k, v in result.timings.items()},
-                      "job_round_trip": round(job_s, 3)}
+    report.timings = {
+        **{k: round(v, 3) for k, v in result.timings.items()},
+        "job_round_trip": round(job_s, 3),
+    }
     report.frames = len(frames)
     report.timings["wall"] = round(time.perf_counter() - wall, 3)
     write_outputs(options.out, photo, after, mask, result, frames, report)
@@ -270,8 +282,16 @@ def paste_patch(photo: Any, result: P.JobResult) -> Any:
     return after
 
 
-def summarise(options: DemoOptions, hello: dict[str, Any], address: str, transport: str,
-              before: Any, after: Any, mask: bytes, result: P.JobResult) -> DemoReport:
+def summarise(
+    options: DemoOptions,
+    hello: dict[str, Any],
+    address: str,
+    transport: str,
+    before: Any,
+    after: Any,
+    mask: bytes,
+    result: P.JobResult,
+) -> DemoReport:
     import numpy as np
 
     a = np.asarray(before, dtype=np.int16)
@@ -279,15 +299,27 @@ def summarise(options: DemoOptions, hello: dict[str, Any], address: str, transpo
     inside = np.frombuffer(mask, np.uint8).reshape(a.shape[:2]) > 0
     changed = np.abs(a - b).max(axis=2) > 0
     pairs = []
-    for ((hx, hy), (tx, ty)), (fx, fy), dist in zip(SCENE.pairs, result.points,
-                                                     result.distances, strict=True):
-        pairs.append({"handle": [hx, hy], "target": [tx, ty], "final": [round(fx, 2),
-                      round(fy, 2)], "start_distance": round(math.hypot(tx - hx, ty - hy), 2),
-                      "final_distance": round(dist, 2)})
+    for ((hx, hy), (tx, ty)), (fx, fy), dist in zip(
+        SCENE.pairs, result.points, result.distances, strict=True
+    ):
+        pairs.append(
+            {
+                "handle": [hx, hy],
+                "target": [tx, ty],
+                "final": [round(fx, 2), round(fy, 2)],
+                "start_distance": round(math.hypot(tx - hx, ty - hy), 2),
+                "final_distance": round(dist, 2),
+            }
+        )
     return DemoReport(
-        model=_model_name(options), device=str(hello.get("device", "?")), daemon=address,
-        transport=transport, steps=result.steps, max_steps=options.steps,
-        converged=result.converged, pairs=pairs,
+        model=_model_name(options),
+        device=str(hello.get("device", "?")),
+        daemon=address,
+        transport=transport,
+        steps=result.steps,
+        max_steps=options.steps,
+        converged=result.converged,
+        pairs=pairs,
         changed_pixels_inside=int((changed & inside).sum()),
         changed_pixels_outside=int((changed & ~inside).sum()),
         mean_change_inside=round(float(np.abs(a - b)[inside].mean()), 3),
@@ -295,13 +327,18 @@ def summarise(options: DemoOptions, hello: dict[str, Any], address: str, transpo
 
 
 # ---- pictures and report ----------------------------------------------------------------------
-def _draw_points(image: Any, pairs: list[tuple[Point, Point]], scale: float,
-                 ellipse: tuple[float, float, float, float] | None) -> Any:
+def _draw_points(
+    image: Any,
+    pairs: list[tuple[Point, Point]],
+    scale: float,
+    ellipse: tuple[float, float, float, float] | None,
+) -> Any:
     from PIL import Image, ImageDraw
 
     img = image.convert("RGB")
-    img = img.resize((round(img.width * scale), round(img.height * scale)),
-                     Image.Resampling.LANCZOS)
+    img = img.resize(
+        (round(img.width * scale), round(img.height * scale)), Image.Resampling.LANCZOS
+    )
     draw = ImageDraw.Draw(img)
     if ellipse is not None:
         cx, cy, rx, ry = (v * scale for v in ellipse)
@@ -327,8 +364,10 @@ def side_by_side(before: Any, after: Any, result: P.JobResult, scale: float = 1.
     right = _draw_points(after, list(zip(result.points, targets, strict=True)), scale, None)
     x0, y0, x1, y1 = ZOOM_BOX
     size = ((x1 - x0) * ZOOM, (y1 - y0) * ZOOM)
-    zooms = [im.convert("RGB").crop(ZOOM_BOX).resize(size, Image.Resampling.NEAREST)
-             for im in (before, after)]
+    zooms = [
+        im.convert("RGB").crop(ZOOM_BOX).resize(size, Image.Resampling.NEAREST)
+        for im in (before, after)
+    ]
     gap = 8
     width = max(left.width + right.width, 2 * size[0]) + gap
     sheet = Image.new("RGB", (width, left.height + gap + size[1]), (255, 255, 255))
@@ -374,56 +413,81 @@ def contact_sheet(images: list[Any], max_cols: int = 6) -> Any:
     return sheet
 
 
-def write_outputs(out: Path, before: Any, after: Any, mask: bytes, result: P.JobResult,
-                  frames: list[Frame], report: DemoReport) -> list[str]:
-    """Write pictures and reports; returns the file names written."""
+def write_outputs(
+    out: Path,
+    before: Any,
+    after: Any,
+    mask: bytes,
+    result: P.JobResult,
+    frames: list[Frame],
+    report: DemoReport,
+) -> list[str]:
+    """Write pictures and reports (each replaces its file only when complete); returns the file
+    names written."""
     from PIL import Image
+
+    from .atomic import save_image, write_text
 
     out.mkdir(parents=True, exist_ok=True)
     written = {
-        "before.png": before, "after.png": after,
+        "before.png": before,
+        "after.png": after,
         "selection.png": Image.frombytes("L", before.size, mask),
         "demo.png": side_by_side(before, after, result),
     }
     for name, image in written.items():
-        image.save(out / name)
+        save_image(image, out / name)
     names = list(written)
     previews = preview_frames(frames)
     if previews:
-        previews[0].save(out / "progress.gif", save_all=True, append_images=previews[1:],
-                         duration=120, loop=0)
-        every = max(1, -(-len(previews) // 12))   # at most 12 pictures on the sheet
-        contact_sheet([*previews[:-1:every], previews[-1]]).save(out / "progress.png")
+        save_image(
+            previews[0],
+            out / "progress.gif",
+            save_all=True,
+            append_images=previews[1:],
+            duration=120,
+            loop=0,
+        )
+        every = max(1, -(-len(previews) // 12))  # at most 12 pictures on the sheet
+        save_image(contact_sheet([*previews[:-1:every], previews[-1]]), out / "progress.png")
         names += ["progress.gif", "progress.png"]
     report.files = [*names, "report.json", "report.md"]
-    (out / "report.json").write_text(json.dumps(asdict(report), indent=2) + "\n",
-                                     encoding="utf-8")
-    (out / "report.md").write_text(markdown(report), encoding="utf-8")
+    write_text(out / "report.json", json.dumps(asdict(report), indent=2) + "\n")
+    write_text(out / "report.md", markdown(report))
     return report.files
 
 
 def markdown(report: DemoReport) -> str:
     lines = [
-        "# gimp-draggan demo", "",
-        f"{SCENE.caption}.", "",
-        "![before | after, and the edited region 3x](demo.png)", "",
+        "# gimp-draggan demo",
+        "",
+        f"{SCENE.caption}.",
+        "",
+        "![before | after, and the edited region 3x](demo.png)",
+        "",
         f"- model `{report.model}` on `{report.device}`, daemon {report.daemon} "
         f"(client transport: {report.transport})",
         f"- drag steps: {report.steps} of at most {report.max_steps}"
         + ("" if report.converged else " — stopped short of the targets"),
         f"- pixels changed inside the selection: {report.changed_pixels_inside} (mean change "
         f"{report.mean_change_inside} / 255); outside: {report.changed_pixels_outside}",
-        "", "| pair | handle | target | final | distance before | distance after |",
+        "",
+        "| pair | handle | target | final | distance before | distance after |",
         "|---|---|---|---|---|---|",
     ]
     for i, p in enumerate(report.pairs):
-        lines.append(f"| {i + 1} | {tuple(p['handle'])} | {tuple(p['target'])} | "
-                     f"{tuple(p['final'])} | {p['start_distance']} px | "
-                     f"{p['final_distance']} px |")
+        lines.append(
+            f"| {i + 1} | {tuple(p['handle'])} | {tuple(p['target'])} | "
+            f"{tuple(p['final'])} | {p['start_distance']} px | "
+            f"{p['final_distance']} px |"
+        )
     lines += ["", "| phase | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.2f} |" for k, v in report.timings.items()]
     if report.frames:
-        lines += ["", f"Drag progress ({report.frames} live previews from the daemon):", "",
-                  "![progress](progress.gif)"]
+        lines += [
+            "",
+            f"Drag progress ({report.frames} live previews from the daemon):",
+            "",
+            "![progress](progress.gif)",
+        ]
     return "\n".join(lines) + "\n"
-

@@ -22,7 +22,7 @@ from .atomic import replacing
 from .doctor_base import Check, Context
 
 LABELS = {"ok": "OK", "info": "INFO", "warn": "WARN", "fail": "FAIL"}
-MAX_LOG_BYTES = 5 * 2**20      # Per log file in a bundle (the newest part is kept).
+MAX_LOG_BYTES = 5 * 2**20  # Per log file in a bundle (the newest part is kept).
 
 
 def run_checks(ctx: Context, cache: str | None = None) -> list[Check]:
@@ -47,23 +47,40 @@ def run_checks(ctx: Context, cache: str | None = None) -> list[Check]:
     checks.append(doctor_host.check_faces())
     from .registry import cache_dir
 
-    checks += doctor_host.check_disk([("model cache", cache_dir(cache)),
-                                      ("daemon venv", doctor_host.data_dir(ctx))])
+    checks += doctor_host.check_disk(
+        [("model cache", cache_dir(cache)), ("daemon venv", doctor_host.data_dir(ctx))]
+    )
     return checks
 
 
 def sandbox_service(folders: list[tuple[str, Path]], record: dict[str, Any]) -> list[Check]:
     """A Flatpak or Snap GIMP cannot start the daemon, so it needs the login service."""
-    boxed = [p for label, p in folders if label.split()[0] in ("flatpak", "snap")
-             and (p / doctor_gimp.PLUGIN_NAME / doctor_gimp.ENTRY).is_file()]
+    boxed = [
+        p
+        for label, p in folders
+        if label.split()[0] in ("flatpak", "snap")
+        and (p / doctor_gimp.PLUGIN_NAME / doctor_gimp.ENTRY).is_file()
+    ]
     if not boxed:
         return []
     if record.get("service_files"):
-        return [Check("service", "ok", "sandboxed GIMP found; the daemon runs as a login "
-                      f"service ({', '.join(record['service_files'])})")]
-    return [Check("service", "warn", f"the plug-in is installed for a sandboxed GIMP "
-                  f"({', '.join(str(p) for p in boxed)}), which cannot start the daemon itself",
-                  "re-run the installer with --service, or keep `gimp-draggan serve` running")]
+        return [
+            Check(
+                "service",
+                "ok",
+                "sandboxed GIMP found; the daemon runs as a login "
+                f"service ({', '.join(record['service_files'])})",
+            )
+        ]
+    return [
+        Check(
+            "service",
+            "warn",
+            f"the plug-in is installed for a sandboxed GIMP "
+            f"({', '.join(str(p) for p in boxed)}), which cannot start the daemon itself",
+            "re-run the installer with --service, or keep `gimp-draggan serve` running",
+        )
+    ]
 
 
 def summary(checks: list[Check]) -> dict[str, int]:
@@ -71,8 +88,10 @@ def summary(checks: list[Check]) -> dict[str, int]:
 
 
 def header() -> str:
-    return (f"gimp-draggan doctor {doctor_host.package_version()} — {host.system()} "
-            f"{host.machine()}, Python {host.python_version()}")
+    return (
+        f"gimp-draggan doctor {doctor_host.package_version()} — {host.system()} "
+        f"{host.machine()}, Python {host.python_version()}"
+    )
 
 
 def render_text(checks: list[Check]) -> str:
@@ -85,8 +104,10 @@ def render_text(checks: list[Check]) -> str:
     counts = summary(checks)
     lines.append("")
     if counts["fail"] or counts["warn"]:
-        lines.append(f"{counts['fail']} problem(s) to fix, {counts['warn']} warning(s); "
-                     "each has its fix above. For a bug report: gimp-draggan doctor --bundle")
+        lines.append(
+            f"{counts['fail']} problem(s) to fix, {counts['warn']} warning(s); "
+            "each has its fix above. For a bug report: gimp-draggan doctor --bundle"
+        )
     else:
         lines.append("All good. Try it: gimp-draggan demo")
     return "\n".join(lines) + "\n"
@@ -99,8 +120,9 @@ def report_json(checks: list[Check]) -> dict[str, Any]:
         "python": host.python_version(),
         "ok": not any(c.status == "fail" for c in checks),
         "counts": summary(checks),
-        "checks": [{"name": c.name, "status": c.status, "detail": c.detail, "fix": c.fix}
-                   for c in checks],
+        "checks": [
+            {"name": c.name, "status": c.status, "detail": c.detail, "fix": c.fix} for c in checks
+        ],
     }
 
 
@@ -143,6 +165,8 @@ def write_bundle(path: Path, checks: list[Check], ctx: Context) -> Path:
         for log in sorted(logs.glob("*.log*")) if logs.is_dir() else []:
             if log.is_file():
                 z.writestr(f"logs/{log.name}", _tail(log))
-        z.writestr("bundle.txt", f"{header()}\nmade {time.strftime('%Y-%m-%d %H:%M:%S %z')}\n"
-                   f"argv: {sys.argv}\n")
+        z.writestr(
+            "bundle.txt",
+            f"{header()}\nmade {time.strftime('%Y-%m-%d %H:%M:%S %z')}\nargv: {sys.argv}\n",
+        )
     return path

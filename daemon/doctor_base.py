@@ -17,10 +17,10 @@ STATUSES = ("ok", "info", "warn", "fail")
 
 @dataclass(frozen=True)
 class Check:
-    name: str          # Short id, e.g. "gimp", "plugin", "daemon", "models", "torch", "disk".
-    status: str        # One of STATUSES.
-    detail: str        # What was found.
-    fix: str = ""      # What to do; required unless status is ok or info.
+    name: str  # Short id, e.g. "gimp", "plugin", "daemon", "models", "torch", "disk".
+    status: str  # One of STATUSES.
+    detail: str  # What was found.
+    fix: str = ""  # What to do; required unless status is ok or info.
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -32,13 +32,13 @@ class Check:
 @dataclass(frozen=True)
 class Context:
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
-    platform: str = ""              # "linux" | "macos" | "windows"; "" = this machine.
-    sysroot: Path = Path("/")       # Prefix for system folders (/snap, /Applications, ...).
-    daemon: str | None = None       # Address to ping; None = the plug-in's config or the default.
-    gimp_dirs: tuple[Path, ...] = ()             # Extra plug-ins folders to inspect.
+    platform: str = ""  # "linux" | "macos" | "windows"; "" = this machine.
+    sysroot: Path = Path("/")  # Prefix for system folders (/snap, /Applications, ...).
+    daemon: str | None = None  # Address to ping; None = the plug-in's config or the default.
+    gimp_dirs: tuple[Path, ...] = ()  # Extra plug-ins folders to inspect.
     gimp_console: tuple[str, ...] | None = None  # Command that runs GIMP headless; None = find it.
-    ask_gimp: bool = True           # Start GIMP headless to ask whether the procedure registered.
-    timeout_s: float = 60.0         # For each external program doctor runs.
+    ask_gimp: bool = True  # Start GIMP headless to ask whether the procedure registered.
+    timeout_s: float = 60.0  # For each external program doctor runs.
 
     @property
     def os_name(self) -> str:

@@ -34,17 +34,18 @@ SHEBANG = "#!/usr/bin/env python3"
 VERSIONS = ("3.0", "3.2")
 FLATPAK_APP = "org.gimp.GIMP"
 TRANSPORT_MODULES = ("client", "transport", "zmtp", "protocol")
-INSTALL_HINT = "run installer/install.sh (Windows: installer\\install.ps1) from the gimp-draggan " \
-    "checkout"
+INSTALL_HINT = (
+    "run installer/install.sh (Windows: installer\\install.ps1) from the gimp-draggan checkout"
+)
 _VERSION_RE = re.compile(r"version\s+(\d+\.\d+(?:\.\d+)?)")
 _MARKER = "DRAGGAN-DOCTOR"
 
 
 @dataclass(frozen=True)
 class GimpInstall:
-    kind: str        # "path" | "flatpak" | "snap" | "app" | "given"
+    kind: str  # "path" | "flatpak" | "snap" | "app" | "given"
     where: str
-    version: str     # "" = unknown
+    version: str  # "" = unknown
 
 
 def _which(ctx: Context, name: str) -> str | None:
@@ -73,14 +74,23 @@ def config_roots(ctx: Context) -> list[tuple[str, Path]]:
 
 def version_dirs(ctx: Context) -> list[tuple[str, str, Path]]:
     """(kind, version, GIMP config dir) for every GIMP 3 that has started for this user."""
-    return [(kind, v, root / "GIMP" / v) for kind, root in config_roots(ctx) for v in VERSIONS
-            if (root / "GIMP" / v).is_dir()]
+    return [
+        (kind, v, root / "GIMP" / v)
+        for kind, root in config_roots(ctx)
+        for v in VERSIONS
+        if (root / "GIMP" / v).is_dir()
+    ]
 
 
 def _version_of(ctx: Context, *command: str) -> str:
     try:
-        out = subprocess.run([*command, "--version"], capture_output=True, text=True,
-                             timeout=min(ctx.timeout_s, 20.0), check=False).stdout
+        out = subprocess.run(
+            [*command, "--version"],
+            capture_output=True,
+            text=True,
+            timeout=min(ctx.timeout_s, 20.0),
+            check=False,
+        ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return ""
     match = _VERSION_RE.search(out)
@@ -91,8 +101,9 @@ def find_gimp(ctx: Context) -> list[GimpInstall]:
     """Every GIMP this machine shows: programs on PATH, Flatpak, Snap, app bundles."""
     found: list[GimpInstall] = []
     if ctx.gimp_console:
-        found.append(GimpInstall("given", shlex.join(ctx.gimp_console),
-                                 _version_of(ctx, *ctx.gimp_console)))
+        found.append(
+            GimpInstall("given", shlex.join(ctx.gimp_console), _version_of(ctx, *ctx.gimp_console))
+        )
     names = ("gimp-3.2", "gimp-3.0", "gimp-3", "gimp", "gimp-console-3.0", "gimp-console")
     seen: set[str] = set()
     for name in names:
@@ -111,9 +122,10 @@ def find_gimp(ctx: Context) -> list[GimpInstall]:
             for app in sorted(apps.glob("GIMP*.app")):
                 found.append(GimpInstall("app", str(app), _bundle_version(app)))
     if ctx.os_name == "windows":
-        programs = [Path(ctx.env.get("ProgramFiles", r"C:\Program Files")),
-                    Path(ctx.env.get("LOCALAPPDATA", str(ctx.home / "AppData/Local")))
-                    / "Programs"]
+        programs = [
+            Path(ctx.env.get("ProgramFiles", r"C:\Program Files")),
+            Path(ctx.env.get("LOCALAPPDATA", str(ctx.home / "AppData/Local"))) / "Programs",
+        ]
         for folder in programs:
             for bundle_exe in sorted(folder.glob("GIMP 3*/bin/gimp-3*.exe")):
                 version = bundle_exe.stem.removeprefix("gimp-")
@@ -134,29 +146,43 @@ def check_gimp(ctx: Context) -> Check:
     configs = version_dirs(ctx)
     three = [i for i in installs if i.version.startswith("3")]
     unknown = [i for i in installs if not i.version]
-    described = "; ".join(f"{i.kind} {i.where}" + (f" ({i.version})" if i.version else "")
-                          for i in installs)
+    described = "; ".join(
+        f"{i.kind} {i.where}" + (f" ({i.version})" if i.version else "") for i in installs
+    )
     if three or (configs and not installs) or (unknown and configs):
         seen = described or "no program found, but GIMP 3 settings exist"
         dirs = ", ".join(f"{k} {v}" for k, v, _ in configs) or "none yet"
         return Check("gimp", "ok", f"GIMP 3: {seen}; settings folders: {dirs}")
-    fix = ("install GIMP 3 (https://www.gimp.org/downloads/; on Linux also "
-           "`flatpak install flathub org.gimp.GIMP`), start it once, then re-run the installer")
+    fix = (
+        "install GIMP 3 (https://www.gimp.org/downloads/; on Linux also "
+        "`flatpak install flathub org.gimp.GIMP`), start it once, then re-run the installer"
+    )
     if unknown:
-        return Check("gimp", "warn", f"found {described}, but no GIMP 3 settings folder: GIMP 3 "
-                     "has not been started for this user",
-                     "start GIMP 3 once, then " + INSTALL_HINT)
+        return Check(
+            "gimp",
+            "warn",
+            f"found {described}, but no GIMP 3 settings folder: GIMP 3 "
+            "has not been started for this user",
+            "start GIMP 3 once, then " + INSTALL_HINT,
+        )
     if installs:
-        return Check("gimp", "fail", f"only an older GIMP found: {described}; the plug-in needs "
-                     "GIMP 3", fix)
-    return Check("gimp", "fail", "no GIMP found (looked on PATH and for Flatpak/Snap/app "
-                 "installs) and no GIMP 3 settings folder", fix)
+        return Check(
+            "gimp", "fail", f"only an older GIMP found: {described}; the plug-in needs GIMP 3", fix
+        )
+    return Check(
+        "gimp",
+        "fail",
+        "no GIMP found (looked on PATH and for Flatpak/Snap/app "
+        "installs) and no GIMP 3 settings folder",
+        fix,
+    )
 
 
 def plugin_folders(ctx: Context, recorded: tuple[str, ...] = ()) -> list[tuple[str, Path]]:
     """(label, plug-ins folder) to inspect: every GIMP 3 settings folder, plus given/recorded."""
-    out: list[tuple[str, Path]] = [(f"{kind} {v}", d / "plug-ins")
-                                   for kind, v, d in version_dirs(ctx)]
+    out: list[tuple[str, Path]] = [
+        (f"{kind} {v}", d / "plug-ins") for kind, v, d in version_dirs(ctx)
+    ]
     out += [("given", Path(p)) for p in ctx.gimp_dirs]
     out += [("recorded by the installer", Path(p).parent) for p in recorded]
     unique: dict[Path, tuple[str, Path]] = {}
@@ -179,44 +205,74 @@ def _misplaced(plugins: Path) -> list[Check]:
     ours = plugins / PLUGIN_NAME
     for py in sorted(plugins.glob("*.py")):
         if py.name == ENTRY or PROCEDURE in _text_head(py):
-            found.append(Check(
-                "plugin", "fail", f"{py} lies loose in the plug-ins folder; GIMP 3 only runs "
-                "plug-ins in a folder of the same name",
-                f"delete {py} and {INSTALL_HINT} (or move it to {ours / ENTRY})"))
+            found.append(
+                Check(
+                    "plugin",
+                    "fail",
+                    f"{py} lies loose in the plug-ins folder; GIMP 3 only runs "
+                    "plug-ins in a folder of the same name",
+                    f"delete {py} and {INSTALL_HINT} (or move it to {ours / ENTRY})",
+                )
+            )
     for folder in sorted(p for p in plugins.iterdir() if p.is_dir() and p != ours):
         for py in sorted(folder.glob("*.py")):
             if py.name == ENTRY or PROCEDURE in _text_head(py):
                 if folder.name == py.stem:
                     why = f"its folder and file are named {folder.name!r}, not {PLUGIN_NAME!r}"
                 else:
-                    why = (f"folder {folder.name!r} and file {py.name!r} do not share a name, "
-                           "so GIMP 3 ignores it")
-                found.append(Check(
-                    "plugin", "fail", f"plug-in found at {py}, but {why}",
-                    f"rename the folder {folder} to {ours} and the file to {ENTRY} (or delete "
-                    f"{folder} and {INSTALL_HINT})"))
+                    why = (
+                        f"folder {folder.name!r} and file {py.name!r} do not share a name, "
+                        "so GIMP 3 ignores it"
+                    )
+                found.append(
+                    Check(
+                        "plugin",
+                        "fail",
+                        f"plug-in found at {py}, but {why}",
+                        f"rename the folder {folder} to {ours} and the file to {ENTRY} (or delete "
+                        f"{folder} and {INSTALL_HINT})",
+                    )
+                )
     return found
 
 
 def _transport(plug: Path, python: str, timeout_s: float) -> tuple[Check, int | None]:
     """Import the plug-in's own transport with a bare Python (no site-packages, so no pyzmq)."""
-    code = (f"import sys; sys.path.insert(0, {str(plug)!r}); "
-            f"from {PACKAGE} import {', '.join(TRANSPORT_MODULES)}; "
-            f"print('{_MARKER}', protocol.PROTOCOL_VERSION)")
+    code = (
+        f"import sys; sys.path.insert(0, {str(plug)!r}); "
+        f"from {PACKAGE} import {', '.join(TRANSPORT_MODULES)}; "
+        f"print('{_MARKER}', protocol.PROTOCOL_VERSION)"
+    )
     try:
-        proc = subprocess.run([python, "-I", "-S", "-c", code], capture_output=True, text=True,
-                              timeout=timeout_s, check=False)
+        proc = subprocess.run(
+            [python, "-I", "-S", "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return Check("transport", "warn", f"could not run {python} to test the transport: {exc}",
-                     "run doctor with a working Python 3"), None
+        return Check(
+            "transport",
+            "warn",
+            f"could not run {python} to test the transport: {exc}",
+            "run doctor with a working Python 3",
+        ), None
     match = re.search(rf"{_MARKER} (\d+)", proc.stdout)
     if proc.returncode != 0 or not match:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return Check("transport", "fail", f"the plug-in's transport in {plug / PACKAGE} does not "
-                     f"import: {last}", f"re-install the plug-in: {INSTALL_HINT}"), None
-    return Check("transport", "ok", f"{plug / PACKAGE} imports with a bare Python "
-                 f"({Path(python).name}, no pyzmq needed: standard-library ZMTP fallback)"), \
-        int(match.group(1))
+        return Check(
+            "transport",
+            "fail",
+            f"the plug-in's transport in {plug / PACKAGE} does not import: {last}",
+            f"re-install the plug-in: {INSTALL_HINT}",
+        ), None
+    return Check(
+        "transport",
+        "ok",
+        f"{plug / PACKAGE} imports with a bare Python "
+        f"({Path(python).name}, no pyzmq needed: standard-library ZMTP fallback)",
+    ), int(match.group(1))
 
 
 def inspect_plugins(plugins: Path, label: str, ctx: Context) -> list[Check]:
@@ -228,38 +284,64 @@ def inspect_plugins(plugins: Path, label: str, ctx: Context) -> list[Check]:
         misplaced = _misplaced(plugins) if plugins.is_dir() else []
         if misplaced:
             return misplaced
-        return [Check("plugin", "fail", f"plug-in not installed in {where}",
-                      f"{INSTALL_HINT} (or add --gimp-dir {plugins})")]
+        return [
+            Check(
+                "plugin",
+                "fail",
+                f"plug-in not installed in {where}",
+                f"{INSTALL_HINT} (or add --gimp-dir {plugins})",
+            )
+        ]
     checks: list[Check] = []
     problems = []
     if ctx.os_name != "windows" and not os.access(entry, os.X_OK):
-        problems.append(Check("plugin", "fail", f"{entry} is not executable, so GIMP skips it",
-                              f"chmod +x '{entry}' (or {INSTALL_HINT})"))
+        problems.append(
+            Check(
+                "plugin",
+                "fail",
+                f"{entry} is not executable, so GIMP skips it",
+                f"chmod +x '{entry}' (or {INSTALL_HINT})",
+            )
+        )
     head = _text_head(entry, 200)
     if not head.startswith(SHEBANG + "\n"):
-        problems.append(Check("plugin", "fail", f"{entry} does not start with '{SHEBANG}' and "
-                              "LF line ends", f"re-install the plug-in: {INSTALL_HINT}"))
+        problems.append(
+            Check(
+                "plugin",
+                "fail",
+                f"{entry} does not start with '{SHEBANG}' and LF line ends",
+                f"re-install the plug-in: {INSTALL_HINT}",
+            )
+        )
     checks += problems or [Check("plugin", "ok", f"installed in {where}: {entry}")]
     transport, version = _transport(plug, sys.executable, ctx.timeout_s)
     checks.append(transport)
     if version is not None and version != protocol.PROTOCOL_VERSION:
-        checks.append(Check("transport", "fail", f"the plug-in speaks protocol {version}, this "
-                            f"daemon {protocol.PROTOCOL_VERSION}",
-                            f"install the same version of both: {INSTALL_HINT}"))
+        checks.append(
+            Check(
+                "transport",
+                "fail",
+                f"the plug-in speaks protocol {version}, this daemon {protocol.PROTOCOL_VERSION}",
+                f"install the same version of both: {INSTALL_HINT}",
+            )
+        )
     checks.append(_config(plug / CONFIG_NAME))
     return checks
 
 
 def _config(path: Path) -> Check:
     if not path.exists():
-        return Check("config", "info", f"no {path.name} beside the plug-in: it uses "
-                     f"${protocol.ADDRESS_ENV} or {protocol.DEFAULT_ADDRESS}")
+        return Check(
+            "config",
+            "info",
+            f"no {path.name} beside the plug-in: it uses "
+            f"${protocol.ADDRESS_ENV} or {protocol.DEFAULT_ADDRESS}",
+        )
     try:
         body = json.loads(path.read_text(encoding="utf-8"))
         address = protocol.check_address(str(body["address"]))
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        return Check("config", "fail", f"{path} is broken ({exc})",
-                     f"delete it and {INSTALL_HINT}")
+        return Check("config", "fail", f"{path} is broken ({exc})", f"delete it and {INSTALL_HINT}")
     keys = "with CURVE keys" if isinstance(body.get("curve"), dict) else "no keys"
     return Check("config", "ok", f"{path}: daemon {address}, {keys}")
 
@@ -288,18 +370,31 @@ def check_registered(gimp_dir: Path, label: str) -> Check:
     rc = gimp_dir / "pluginrc"
     restart = f"restart GIMP ({label}); it registers new plug-ins at start-up"
     if not rc.is_file():
-        return Check("registered", "warn", f"{rc} does not exist: GIMP ({label}) has not "
-                     "started since its settings were made", restart)
+        return Check(
+            "registered",
+            "warn",
+            f"{rc} does not exist: GIMP ({label}) has not started since its settings were made",
+            restart,
+        )
     text = _text_head(rc, 20_000_000)
     if f'(proc-def "{PROCEDURE}"' in text:
         return Check("registered", "ok", f"{PROCEDURE} is registered in {rc}")
     if rc.stat().st_mtime < entry.stat().st_mtime:
-        return Check("registered", "warn", f"GIMP ({label}) has not started since the plug-in "
-                     f"was installed: {PROCEDURE} is not in {rc} yet", restart)
-    return Check("registered", "fail", f"GIMP ({label}) started after the plug-in was installed "
-                 f"but did not register {PROCEDURE}: the plug-in failed to load",
-                 "start GIMP from a terminal with `gimp-3.0 --verbose` (or open Windows → "
-                 "Dockable Dialogs → Error Console) to see the plug-in's error, and re-install it")
+        return Check(
+            "registered",
+            "warn",
+            f"GIMP ({label}) has not started since the plug-in "
+            f"was installed: {PROCEDURE} is not in {rc} yet",
+            restart,
+        )
+    return Check(
+        "registered",
+        "fail",
+        f"GIMP ({label}) started after the plug-in was installed "
+        f"but did not register {PROCEDURE}: the plug-in failed to load",
+        "start GIMP from a terminal with `gimp-3.0 --verbose` (or open Windows → "
+        "Dockable Dialogs → Error Console) to see the plug-in's error, and re-install it",
+    )
 
 
 def _console_command(ctx: Context) -> list[str] | None:
@@ -320,7 +415,7 @@ from gi.repository import Gimp
 print('{_MARKER}', Gimp.get_pdb().procedure_exists('{PROCEDURE}'))
 try:
     sys.path.insert(0, os.path.join(Gimp.directory(), 'plug-ins', '{PLUGIN_NAME}'))
-    from {PACKAGE} import {', '.join(TRANSPORT_MODULES)}
+    from {PACKAGE} import {", ".join(TRANSPORT_MODULES)}
     print('{_MARKER}-TRANSPORT', protocol.PROTOCOL_VERSION, transport.have_pyzmq(),
           sys.version.split()[0])
 except Exception as exc:
@@ -337,40 +432,75 @@ def ask_gimp(ctx: Context) -> list[Check]:
     argv = [*command, "-i", "-n", "--batch-interpreter=python-fu-eval", "-b", _BATCH, "--quit"]
     shown = shlex.join(command)
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=ctx.timeout_s,
-                              check=False, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=ctx.timeout_s,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:
-        return [Check("gimp-pdb", "info", f"{shown} did not answer within {ctx.timeout_s:g} s; "
-                      "skipped asking GIMP")]
+        return [
+            Check(
+                "gimp-pdb",
+                "info",
+                f"{shown} did not answer within {ctx.timeout_s:g} s; skipped asking GIMP",
+            )
+        ]
     except OSError as exc:
         return [Check("gimp-pdb", "info", f"could not start {shown}: {exc}")]
     output = proc.stdout + proc.stderr
     match = re.search(rf"{_MARKER} (True|False)", output)
     if match is None:
         last = (output.strip().splitlines() or ["no output"])[-1]
-        return [Check("gimp-pdb", "info", f"{shown} gave no answer (exit {proc.returncode}: "
-                      f"{last})")]
+        return [
+            Check("gimp-pdb", "info", f"{shown} gave no answer (exit {proc.returncode}: {last})")
+        ]
     if match.group(1) == "True":
         rows = [Check("gimp-pdb", "ok", f"GIMP ({shown}) lists {PROCEDURE} in its PDB")]
     else:
-        rows = [Check("gimp-pdb", "fail", f"GIMP ({shown}) started headless but has no "
-                      f"{PROCEDURE}", f"{INSTALL_HINT}, then check the plug-in rows above")]
+        rows = [
+            Check(
+                "gimp-pdb",
+                "fail",
+                f"GIMP ({shown}) started headless but has no {PROCEDURE}",
+                f"{INSTALL_HINT}, then check the plug-in rows above",
+            )
+        ]
     loaded = re.search(rf"{_MARKER}-TRANSPORT (\d+) (True|False) (\S+)", output)
     failed = re.search(rf"{_MARKER}-TRANSPORT-ERROR (.*)", output)
     if loaded:
         version, zmq, python = int(loaded.group(1)), loaded.group(2) == "True", loaded.group(3)
         via = "pyzmq" if zmq else "the standard-library ZMTP client (no pyzmq there)"
         if version == protocol.PROTOCOL_VERSION:
-            rows.append(Check("gimp-python", "ok", f"GIMP's own Python {python} imports the "
-                              f"plug-in's transport; it will use {via}"))
+            rows.append(
+                Check(
+                    "gimp-python",
+                    "ok",
+                    f"GIMP's own Python {python} imports the "
+                    f"plug-in's transport; it will use {via}",
+                )
+            )
         else:
-            rows.append(Check("gimp-python", "fail", f"the plug-in GIMP loads speaks protocol "
-                              f"{version}, this daemon {protocol.PROTOCOL_VERSION}",
-                              f"install the same version of both: {INSTALL_HINT}"))
+            rows.append(
+                Check(
+                    "gimp-python",
+                    "fail",
+                    f"the plug-in GIMP loads speaks protocol "
+                    f"{version}, this daemon {protocol.PROTOCOL_VERSION}",
+                    f"install the same version of both: {INSTALL_HINT}",
+                )
+            )
     elif failed:
-        rows.append(Check("gimp-python", "fail", f"GIMP's own Python cannot import the plug-in's "
-                          f"transport: {failed.group(1)}", f"re-install the plug-in: "
-                          f"{INSTALL_HINT}"))
+        rows.append(
+            Check(
+                "gimp-python",
+                "fail",
+                f"GIMP's own Python cannot import the plug-in's transport: {failed.group(1)}",
+                f"re-install the plug-in: {INSTALL_HINT}",
+            )
+        )
     return rows
 
 
@@ -378,14 +508,18 @@ def gimp_checks(ctx: Context, recorded: tuple[str, ...] = ()) -> list[Check]:
     """All GIMP-side rows, in the order a person fixes them."""
     checks = [check_gimp(ctx)]
     folders = plugin_folders(ctx, recorded)
-    per_folder = [(label, plugins, inspect_plugins(plugins, label, ctx))
-                  for label, plugins in folders]
+    per_folder = [
+        (label, plugins, inspect_plugins(plugins, label, ctx)) for label, plugins in folders
+    ]
     installed_somewhere = any((p / PLUGIN_NAME / ENTRY).is_file() for _, p, _ in per_folder)
     gimp_dirs = {d for _, _, d in version_dirs(ctx)}
     for label, plugins, rows in per_folder:
         for row in rows:
-            if (installed_somewhere and row.status == "fail"
-                    and row.detail.startswith("plug-in not installed")):
+            if (
+                installed_somewhere
+                and row.status == "fail"
+                and row.detail.startswith("plug-in not installed")
+            ):
                 row = Check(row.name, "warn", row.detail, row.fix)
             checks.append(row)
         gimp_dir = plugins.parent
@@ -393,8 +527,14 @@ def gimp_checks(ctx: Context, recorded: tuple[str, ...] = ()) -> list[Check]:
         if known and (plugins / PLUGIN_NAME / ENTRY).is_file():
             checks.append(check_registered(gimp_dir, label))
     if not folders:
-        checks.append(Check("plugin", "fail", "no GIMP 3 plug-ins folder found",
-                            f"start GIMP 3 once (it creates its settings), then {INSTALL_HINT}"))
+        checks.append(
+            Check(
+                "plugin",
+                "fail",
+                "no GIMP 3 plug-ins folder found",
+                f"start GIMP 3 once (it creates its settings), then {INSTALL_HINT}",
+            )
+        )
     if ctx.ask_gimp:
         checks += ask_gimp(ctx)
     return checks

@@ -119,8 +119,10 @@ def _no_space(directory: Path, needed: int, dest: Path) -> DownloadError:
 def _check_space(directory: Path, needed: int, dest: Path) -> None:
     free = shutil.disk_usage(directory).free
     if needed > free:
-        raise DownloadError(f"not enough disk space: {format_bytes(free)} free; "
-                            f"{_no_space(directory, needed, dest)}")
+        raise DownloadError(
+            f"not enough disk space: {format_bytes(free)} free; "
+            f"{_no_space(directory, needed, dest)}"
+        )
 
 
 def _fetch_once(
@@ -253,7 +255,9 @@ def download(
 
 
 def fetch_model(
-    name: str, cache: str | Path | None = None, show_progress: bool = True,
+    name: str,
+    cache: str | Path | None = None,
+    show_progress: bool = True,
     stream: TextIO | None = None,
 ) -> Path:
     """Path of registry model ``name``, downloading and verifying it first if it is not cached."""
@@ -263,9 +267,14 @@ def fetch_model(
     if entry.package_path or registry.is_cached(name, cache) or not entry.downloadable:
         return registry.resolve(name, cache)
     return download(
-        entry.urls, registry.model_path(entry, cache), sha256=entry.sha256,
-        size=entry.size_bytes, hash_source=entry.sha256_source, show_progress=show_progress,
-        stream=stream, expect_bytes=entry.expected_bytes,
+        entry.urls,
+        registry.model_path(entry, cache),
+        sha256=entry.sha256,
+        size=entry.size_bytes,
+        hash_source=entry.sha256_source,
+        show_progress=show_progress,
+        stream=stream,
+        expect_bytes=entry.expected_bytes,
     ).path
 
 
@@ -277,8 +286,8 @@ class Verification:
     path: Path
     size: int
     sha256: str
-    pinned: bool                 # The table pins a hash to compare with.
-    problems: tuple[str, ...]    # Empty = good.
+    pinned: bool  # The table pins a hash to compare with.
+    problems: tuple[str, ...]  # Empty = good.
 
 
 def verify_model(name: str, cache: str | Path | None = None) -> Verification | None:

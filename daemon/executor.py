@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gimp_draggan.executor")
 
-SEED_PSI = 0.7   # Truncation of the seed form, as DragGAN's GUI.
+SEED_PSI = 0.7  # Truncation of the seed form, as DragGAN's GUI.
 
 
 def operator_models(files: list[str]) -> dict[str, Path]:
@@ -47,9 +47,15 @@ def operator_models(files: list[str]) -> dict[str, Path]:
 class PipelineExecutor:
     """Runs jobs on one device with a session cache (invert once, drag many)."""
 
-    def __init__(self, device: str, default_model: str | None = None,
-                 files: dict[str, Path] | None = None, cache: str | None = None,
-                 table: str | None = None, threads: int | Literal["auto"] | None = None) -> None:
+    def __init__(
+        self,
+        device: str,
+        default_model: str | None = None,
+        files: dict[str, Path] | None = None,
+        cache: str | None = None,
+        table: str | None = None,
+        threads: int | Literal["auto"] | None = None,
+    ) -> None:
         """``threads``: torch threads for each job — a count, "auto" (the cores free when the
         job starts, `gimp_draggan.threads`), or None (leave torch's setting alone)."""
         from .sessions import SessionCache
@@ -58,7 +64,7 @@ class PipelineExecutor:
         self.threads = threads
         self.files = dict(files or {})
         self.cache = cache
-        self.table = table          # Model table file; None = the packaged models.json.
+        self.table = table  # Model table file; None = the packaged models.json.
         self.sessions = SessionCache()
         self._failed: dict[str, tuple[tuple[int, int] | None, str]] = {}  # path -> (stamp, why)
         self.default_model = default_model or next(iter(self.files), None) or self._first_cached()
@@ -67,8 +73,7 @@ class PipelineExecutor:
     def _table(self) -> dict[str, Any]:
         from . import registry
 
-        return {n: e for n, e in registry.load_table(self.table).items()
-                if e.kind == "generator"}
+        return {n: e for n, e in registry.load_table(self.table).items() if e.kind == "generator"}
 
     def _first_cached(self) -> str | None:
 
@@ -108,11 +113,26 @@ class PipelineExecutor:
         return JobError("model_damaged", sentence)
 
     def models(self) -> list[dict[str, Any]]:
-        rows = [{"name": n, "resolution": _file_resolution(p), "description": f"file {p.name}",
-                 "domain": "", "downloadable": False} for n, p in self.files.items()]
-        rows += [{"name": n, "resolution": e.resolution, "description": e.description,
-                  "domain": e.domain, "downloadable": e.downloadable}
-                 for n, e in self._table().items()]
+        rows = [
+            {
+                "name": n,
+                "resolution": _file_resolution(p),
+                "description": f"file {p.name}",
+                "domain": "",
+                "downloadable": False,
+            }
+            for n, p in self.files.items()
+        ]
+        rows += [
+            {
+                "name": n,
+                "resolution": e.resolution,
+                "description": e.description,
+                "domain": e.domain,
+                "downloadable": e.downloadable,
+            }
+            for n, e in self._table().items()
+        ]
         for row in rows:
             name = str(row["name"])
             broken = self._damage(name)
@@ -122,8 +142,7 @@ class PipelineExecutor:
         return rows
 
     def info(self) -> dict[str, Any]:
-        return {"device": self.device, "default_model": self.default_model,
-                "models": self.models()}
+        return {"device": self.device, "default_model": self.default_model, "models": self.models()}
 
     def check_model(self, name: str | None) -> str:
 
@@ -132,8 +151,10 @@ class PipelineExecutor:
             raise JobError("model_not_cached", "no model is available on this daemon")
         table = self._table()
         if name not in self.files and name not in table:
-            raise JobError("unknown_model", f"no model named {name!r}; this daemon has "
-                           f"{', '.join([*self.files, *table])}")
+            raise JobError(
+                "unknown_model",
+                f"no model named {name!r}; this daemon has {', '.join([*self.files, *table])}",
+            )
         broken = self._damage(name)
         if broken is not None:
             raise JobError("model_damaged", broken)
@@ -161,12 +182,17 @@ class PipelineExecutor:
             self._generator(self._model_ref(name))
         except CheckpointError as exc:
             raise self._loaded_badly(name, exc) from None
-        log.info("model %s ready on %s in %.1f s", self.default_model, self.device,
-                 time.perf_counter() - start)
+        log.info(
+            "model %s ready on %s in %.1f s",
+            self.default_model,
+            self.device,
+            time.perf_counter() - start,
+        )
 
     # ---- jobs ---------------------------------------------------------------------------------
-    def run(self, request: P.JobRequest, on_progress: ProgressFn,
-            should_stop: StopFn) -> P.JobResult:
+    def run(
+        self, request: P.JobRequest, on_progress: ProgressFn, should_stop: StopFn
+    ) -> P.JobResult:
         from .draggan.checkpoint import CheckpointError
 
         if request.model is None:
@@ -179,8 +205,13 @@ class PipelineExecutor:
             if request.seed is not None:
                 request = self._with_lr(request)
                 return self._seed_drag(request, model, on_progress, should_stop)
-            return self._photo(self._with_lr(request), model, self._aligner(request.model),
-                               on_progress, should_stop)
+            return self._photo(
+                self._with_lr(request),
+                model,
+                self._aligner(request.model),
+                on_progress,
+                should_stop,
+            )
         except CheckpointError as exc:
             raise self._loaded_badly(request.model, exc) from None
 
@@ -202,8 +233,14 @@ class PipelineExecutor:
         entry = None if name in self.files else self._table().get(name)
         return aligner_for(None if entry is None else entry.alignment)
 
-    def _photo(self, request: P.JobRequest, model: str, aligner: Aligner,
-               on_progress: ProgressFn, should_stop: StopFn) -> P.JobResult:
+    def _photo(
+        self,
+        request: P.JobRequest,
+        model: str,
+        aligner: Aligner,
+        on_progress: ProgressFn,
+        should_stop: StopFn,
+    ) -> P.JobResult:
         from .edit import EditParams, EditRequest, Progress
         from .pipeline import EditCancelled, run_edit, run_invert
         from .sessions import UnknownSession
@@ -211,27 +248,53 @@ class PipelineExecutor:
         if request.image is None or request.pixels is None:
             raise JobError("bad_request", "a photo job needs pixels")
         edit = EditRequest(
-            width=request.image.width, height=request.image.height, pixels=request.pixels,
-            depth=request.image.depth, pairs=list(request.pairs), model=model, mask=request.mask,
-            params=EditParams(**request.params), session=request.session,
+            width=request.image.width,
+            height=request.image.height,
+            pixels=request.pixels,
+            depth=request.image.depth,
+            pairs=list(request.pairs),
+            model=model,
+            mask=request.mask,
+            params=EditParams(**request.params),
+            session=request.session,
         )
 
         def progress(p: Progress) -> None:
-            on_progress(P.ProgressEvent(p.phase, p.step, p.total, list(p.points),
-                                        list(p.distances), p.preview, p.crop))
+            on_progress(
+                P.ProgressEvent(
+                    p.phase, p.step, p.total, list(p.points), list(p.distances), p.preview, p.crop
+                )
+            )
 
         run = run_edit if request.op == "drag" else run_invert
         try:
-            r = run(edit, device=self.device, sessions=self.sessions, on_progress=progress,
-                    should_stop=should_stop, aligner=aligner)
+            r = run(
+                edit,
+                device=self.device,
+                sessions=self.sessions,
+                on_progress=progress,
+                should_stop=should_stop,
+                aligner=aligner,
+            )
         except EditCancelled as exc:
             raise JobError("cancelled", str(exc)) from None
         except UnknownSession as exc:
             raise JobError("unknown_session", str(exc)) from None
-        return P.JobResult(session=r.session, x=r.x, y=r.y, width=r.width, height=r.height,
-                           depth=r.depth, patch=r.patch, points=list(r.points),
-                           distances=list(r.distances), steps=r.steps, timings=dict(r.timings),
-                           converged=r.converged, worse=list(r.worse))
+        return P.JobResult(
+            session=r.session,
+            x=r.x,
+            y=r.y,
+            width=r.width,
+            height=r.height,
+            depth=r.depth,
+            patch=r.patch,
+            points=list(r.points),
+            distances=list(r.distances),
+            steps=r.steps,
+            timings=dict(r.timings),
+            converged=r.converged,
+            worse=list(r.worse),
+        )
 
     def _generator(self, path: str) -> Any:
         """The generator in file `path` (from `_model_ref`), loaded once per device."""
@@ -242,25 +305,38 @@ class PipelineExecutor:
             lambda: load_generator(path).to(self.device).eval().requires_grad_(False),
         )
 
-    def _seed_drag(self, request: P.JobRequest, model: str, on_progress: ProgressFn,
-                   should_stop: StopFn) -> P.JobResult:
+    def _seed_drag(
+        self, request: P.JobRequest, model: str, on_progress: ProgressFn, should_stop: StopFn
+    ) -> P.JobResult:
         start = time.perf_counter()
         G = self._generator(model)
         mask = None
         if request.mask is not None and request.image is not None:
             mask = (request.image.width, request.image.height, request.mask)
         image, result = seed_drag(
-            G, request.seed or 0, list(request.pairs), request.params, mask, self.device,
-            on_progress, should_stop,
+            G,
+            request.seed or 0,
+            list(request.pairs),
+            request.params,
+            mask,
+            self.device,
+            on_progress,
+            should_stop,
         )
         if result.cancelled:
             raise JobError("cancelled", "cancelled during the drag")
         h, w = image.shape[:2]
         return P.JobResult(
-            session=f"seed-{request.seed}", width=w, height=h, depth="u8",
-            patch=rgba_bytes(image), points=list(result.points),
-            distances=list(result.distances), steps=result.steps,
-            timings={"total": time.perf_counter() - start}, converged=result.converged,
+            session=f"seed-{request.seed}",
+            width=w,
+            height=h,
+            depth="u8",
+            patch=rgba_bytes(image),
+            points=list(result.points),
+            distances=list(result.distances),
+            steps=result.steps,
+            timings={"total": time.perf_counter() - start},
+            converged=result.converged,
         )
 
     def download(self, name: str, on_progress: ProgressFn, should_stop: StopFn) -> None:
@@ -277,8 +353,15 @@ class PipelineExecutor:
 
         def fetch() -> None:
             try:
-                download(entry.urls, dest, entry.sha256, entry.size_bytes, entry.sha256_source,
-                         show_progress=False, expect_bytes=entry.expected_bytes)
+                download(
+                    entry.urls,
+                    dest,
+                    entry.sha256,
+                    entry.size_bytes,
+                    entry.sha256_source,
+                    show_progress=False,
+                    expect_bytes=entry.expected_bytes,
+                )
             except BaseException as exc:
                 failure.append(exc)
 
@@ -330,10 +413,16 @@ def _file_resolution(path: Path) -> int | None:
         return None
 
 
-def seed_drag(G: Any, seed: int, pairs: list[P.Pair], params: dict[str, Any],
-              mask: tuple[int, int, bytes] | None, device: str,
-              on_progress: Callable[[P.ProgressEvent], None],
-              should_stop: StopFn) -> tuple[Any, Any]:
+def seed_drag(
+    G: Any,
+    seed: int,
+    pairs: list[P.Pair],
+    params: dict[str, Any],
+    mask: tuple[int, int, bytes] | None,
+    device: str,
+    on_progress: Callable[[P.ProgressEvent], None],
+    should_stop: StopFn,
+) -> tuple[Any, Any]:
     """The seed form (DragGAN GUI mode): z from `seed`, w = mapping(z, psi 0.7) as w+, drag.
 
     Returns (uint8 [H, W, C] numpy image, DragResult). Points are model pixels."""
@@ -355,20 +444,37 @@ def seed_drag(G: Any, seed: int, pairs: list[P.Pair], params: dict[str, Any],
         ws = G.mapping(seed_to_z(seed, G.z_dim).to(device), truncation_psi=SEED_PSI)
     steps = int(params.get("steps", 200))
     session = DragSession(
-        G, ws, [h for h, _ in pairs], [t for _, t in pairs], mask_t,
-        DragParams(lr=params.get("lr", 2e-3), mask_lambda=params.get("mask_lambda", 20.0),
-                   max_steps=steps),
+        G,
+        ws,
+        [h for h, _ in pairs],
+        [t for _, t in pairs],
+        mask_t,
+        DragParams(
+            lr=params.get("lr", 2e-3), mask_lambda=params.get("mask_lambda", 20.0), max_steps=steps
+        ),
     )
     size = int(params.get("preview_size", 256))
 
     def on_step(report: Any) -> None:
         preview = None if report.preview is None else jpeg(report.preview.numpy(), size)
-        on_progress(P.ProgressEvent("drag", report.step, steps, list(report.points),
-                                    list(report.distances), preview,
-                                    (0, 0, res, res) if preview else None))
+        on_progress(
+            P.ProgressEvent(
+                "drag",
+                report.step,
+                steps,
+                list(report.points),
+                list(report.distances),
+                preview,
+                (0, 0, res, res) if preview else None,
+            )
+        )
 
-    result = session.run(max_steps=steps, on_step=on_step, should_stop=should_stop,
-                         preview_every=int(params.get("preview_every", 0)))
+    result = session.run(
+        max_steps=steps,
+        on_step=on_step,
+        should_stop=should_stop,
+        preview_every=int(params.get("preview_every", 0)),
+    )
     return to_uint8(result.image)[0].numpy(), result
 
 

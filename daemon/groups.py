@@ -28,8 +28,8 @@ _SAME_FACE_IOU = 0.5  # Face boxes overlapping this much (intersection / union) 
 
 @dataclass(frozen=True)
 class Group:
-    pairs: tuple[int, ...]          # Indices into the request's pairs, ascending.
-    needed: Rect                    # What the crop must hold.
+    pairs: tuple[int, ...]  # Indices into the request's pairs, ascending.
+    needed: Rect  # What the crop must hold.
     box: CropBox
 
 
@@ -62,8 +62,10 @@ def selection_parts(selection: np.ndarray) -> tuple[np.ndarray, int]:
 def _part_rect(labels: np.ndarray, cell: int, label: int, width: int, height: int) -> Rect:
     ys, xs = np.nonzero(labels == label)
     return Rect(
-        int(xs.min()) * cell, int(ys.min()) * cell,
-        min(width, (int(xs.max()) + 1) * cell), min(height, (int(ys.max()) + 1) * cell),
+        int(xs.min()) * cell,
+        int(ys.min()) * cell,
+        min(width, (int(xs.max()) + 1) * cell),
+        min(height, (int(ys.max()) + 1) * cell),
     )
 
 

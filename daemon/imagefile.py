@@ -33,8 +33,10 @@ def size_limit_error(path: str | Path, width: int, height: int) -> str | None:
     """The one-line refusal of a width x height image, or None when the daemon takes that size."""
     if width <= P.MAX_SIDE and height <= P.MAX_SIDE and width * height <= P.MAX_PIXELS:
         return None
-    return (f"{path}: the image is {width}x{height}, over the limit of {P.MAX_SIDE} px a side "
-            f"and {P.MAX_PIXELS // 2**20} Mpx; crop or scale it down first")
+    return (
+        f"{path}: the image is {width}x{height}, over the limit of {P.MAX_SIDE} px a side "
+        f"and {P.MAX_PIXELS // 2**20} Mpx; crop or scale it down first"
+    )
 
 
 @dataclass(frozen=True)
@@ -42,10 +44,10 @@ class ImageFile:
     """An image file as a u8/u16 RGBA layer, and what it must be written back as."""
 
     path: Path
-    rgba: np.ndarray   # [H, W, 4] uint8 or uint16 (read-only use: the edit pastes into a copy)
-    grey: bool         # Written back as grey (L / LA / 16-bit grey).
-    alpha: bool        # Written back with an alpha channel.
-    source_mode: str   # Pillow's mode, or "RGB;16" / "RGBA;16" / "LA;16" for 16-bit colour PNGs.
+    rgba: np.ndarray  # [H, W, 4] uint8 or uint16 (read-only use: the edit pastes into a copy)
+    grey: bool  # Written back as grey (L / LA / 16-bit grey).
+    alpha: bool  # Written back with an alpha channel.
+    source_mode: str  # Pillow's mode, or "RGB;16" / "RGBA;16" / "LA;16" for 16-bit colour PNGs.
 
     @property
     def depth(self) -> str:
@@ -72,15 +74,17 @@ class ImageFile:
         from PIL import Image
 
         if rgba.dtype != self.rgba.dtype or rgba.shape != self.rgba.shape:
-            raise ValueError(f"result {rgba.dtype} {list(rgba.shape)} does not match the input "
-                             f"{self.rgba.dtype} {list(self.rgba.shape)}")
+            raise ValueError(
+                f"result {rgba.dtype} {list(rgba.shape)} does not match the input "
+                f"{self.rgba.dtype} {list(self.rgba.shape)}"
+            )
         if self.grey:
             luma = np.rint(rgba[:, :, :3].astype(np.float32).mean(axis=2)).astype(rgba.dtype)
             planes = np.dstack([luma, rgba[:, :, 3]]) if self.alpha else luma
         else:
             planes = rgba if self.alpha else rgba[:, :, :3]
         planes = np.ascontiguousarray(planes)
-        if self.depth == "u8" or planes.ndim == 2:   # Pillow writes u8 and 16-bit grey ("I;16").
+        if self.depth == "u8" or planes.ndim == 2:  # Pillow writes u8 and 16-bit grey ("I;16").
             return Image.fromarray(planes)
         return Png16(planes)
 
@@ -90,8 +94,9 @@ class Png16:
 
     def __init__(self, planes: np.ndarray) -> None:
         if planes.dtype != np.uint16 or planes.ndim != 3 or planes.shape[2] not in (2, 3, 4):
-            raise ValueError(f"Png16 takes [H, W, 2|3|4] uint16, got {planes.dtype} "
-                             f"{list(planes.shape)}")
+            raise ValueError(
+                f"Png16 takes [H, W, 2|3|4] uint16, got {planes.dtype} {list(planes.shape)}"
+            )
         self.planes = planes
 
     def save(self, fp: str | Path | IO[bytes], format: str = "PNG") -> None:
@@ -101,17 +106,24 @@ class Png16:
         rows = self.planes.astype(">u2").view(np.uint8).reshape(h, w * c * 2)
         # Filter "Sub" (1) on every row: each byte minus the same byte of the pixel to its left.
         sub = rows.copy()
-        sub[:, c * 2:] -= rows[:, : -c * 2]
+        sub[:, c * 2 :] -= rows[:, : -c * 2]
         data = np.hstack([np.ones((h, 1), np.uint8), sub]).tobytes()
 
         def chunk(kind: bytes, body: bytes) -> bytes:
-            return (struct.pack(">I", len(body)) + kind + body
-                    + struct.pack(">I", zlib.crc32(kind + body)))
+            return (
+                struct.pack(">I", len(body))
+                + kind
+                + body
+                + struct.pack(">I", zlib.crc32(kind + body))
+            )
 
         colour_type = {2: 4, 3: 2, 4: 6}[c]
-        png = (b"\x89PNG\r\n\x1a\n"
-               + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0))
-               + chunk(b"IDAT", zlib.compress(data, 6)) + chunk(b"IEND", b""))
+        png = (
+            b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(data, 6))
+            + chunk(b"IEND", b"")
+        )
         if isinstance(fp, (str, Path)):
             Path(fp).write_bytes(png)
         else:
@@ -207,8 +219,10 @@ def read_mask(path: str | Path, width: int, height: int) -> bytes:
     """A greyscale mask file of ``width`` x ``height`` -> u8 bytes, 255 = may move."""
     layer = read_image(path)
     if (layer.width, layer.height) != (width, height):
-        raise ValueError(f"mask {path}: is {layer.width}x{layer.height} but must be "
-                         f"{width}x{height} (the image's size; white = may move, black = keep)")
+        raise ValueError(
+            f"mask {path}: is {layer.width}x{layer.height} but must be "
+            f"{width}x{height} (the image's size; white = may move, black = keep)"
+        )
     return mask_bytes(layer)
 
 

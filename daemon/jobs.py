@@ -36,14 +36,14 @@ class Job:
 
     envelope: list[bytes]
     id: str
-    op: str                                   # "drag" | "invert" | "models"
-    request: P.JobRequest | None = None       # drag / invert
+    op: str  # "drag" | "invert" | "models"
+    request: P.JobRequest | None = None  # drag / invert
     args: dict[str, Any] = field(default_factory=dict)  # models download: {"name": ...}
     key: bytes = field(default_factory=lambda: str(next(_serial)).encode())
     cancelled: threading.Event = field(default_factory=threading.Event)
-    abandoned: bool = False                   # Its client is gone: send it nothing more.
+    abandoned: bool = False  # Its client is gone: send it nothing more.
     sent_position: int = 0
-    progress: P.ProgressEvent | None = None   # Last progress, for `status`.
+    progress: P.ProgressEvent | None = None  # Last progress, for `status`.
 
     @property
     def client(self) -> bytes:
@@ -67,8 +67,8 @@ class JobQueue:
         with self._cond:
             if len(self._waiting) >= self.max_queue:
                 raise JobError(
-                    "queue_full", f"{len(self._waiting)} jobs are already waiting "
-                    f"(limit {self.max_queue})",
+                    "queue_full",
+                    f"{len(self._waiting)} jobs are already waiting (limit {self.max_queue})",
                 )
             self._waiting.append(job)
             self._cond.notify()
@@ -85,8 +85,9 @@ class JobQueue:
             self._running.append(job)
             return job
 
-    def take_first(self, choose: Callable[[Job], T | None],
-                   timeout_s: float) -> tuple[Job, T] | None:
+    def take_first(
+        self, choose: Callable[[Job], T | None], timeout_s: float
+    ) -> tuple[Job, T] | None:
         """Dispatcher side: the first waiting job that `choose` finds a place for (now
         running), with that place; None when there is none (waits `timeout_s` only for an
         empty queue). Later jobs may overtake one whose place is busy."""

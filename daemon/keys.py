@@ -54,8 +54,9 @@ def make_keys(key_dir: Path, force: bool = False) -> list[Path]:
             public, secret = zmq.auth.create_certificates(scratch, name)
             for made, mode in ((Path(public), 0o644), (Path(secret), 0o600)):
                 files.append(atomic.write_bytes(key_dir / made.name, made.read_bytes(), mode))
-    files.append(atomic.write_bytes(allowed / "client.key", (key_dir / "client.key").read_bytes(),
-                                    0o644))
+    files.append(
+        atomic.write_bytes(allowed / "client.key", (key_dir / "client.key").read_bytes(), 0o644)
+    )
     return files
 
 
@@ -118,6 +119,8 @@ def ensure_secret(path: Path | None = None) -> tuple[str, Path]:
         os.chmod(path, 0o600)  # Someone widened it; only the owner may read it.
     secret = client.read_secret(str(path))
     if secret is None:
-        raise ValueError(f"cannot read the daemon secret {path}; delete it and start "
-                         "`gimp-draggan serve` again to make a new one")
+        raise ValueError(
+            f"cannot read the daemon secret {path}; delete it and start "
+            "`gimp-draggan serve` again to make a new one"
+        )
     return secret, path

@@ -61,8 +61,8 @@ def setup_logging(name: str, verbose: bool = False) -> Path | None:
 
 @dataclass
 class _Tally:
-    last: float          # When the last line for this reason was written.
-    held: int = 0        # Refusals since then that wrote no line.
+    last: float  # When the last line for this reason was written.
+    held: int = 0  # Refusals since then that wrote no line.
 
 
 class RefusalLog:
@@ -71,8 +71,12 @@ class RefusalLog:
     filling the disk: at most one line per reason per `every_s`; the ones in between are
     counted and reported as "N more" by the next line or by `flush`."""
 
-    def __init__(self, logger: logging.Logger, every_s: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        logger: logging.Logger,
+        every_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.logger = logger
         self.every_s = every_s
         self.clock = clock
@@ -84,8 +88,11 @@ class RefusalLog:
         if tally is not None and now - tally.last < self.every_s:
             tally.held += 1
             return
-        more = f" ({tally.held} more {reason} refusals since the last line)" if tally and \
-            tally.held else ""
+        more = (
+            f" ({tally.held} more {reason} refusals since the last line)"
+            if tally and tally.held
+            else ""
+        )
         self.logger.warning("refused %s from client %s: %s%s", reason, client, detail, more)
         self._tallies[reason] = _Tally(now)
 
@@ -94,6 +101,10 @@ class RefusalLog:
         now = self.clock()
         for reason, tally in self._tallies.items():
             if tally.held and now - tally.last >= self.every_s:
-                self.logger.warning("refused %d more %s request(s) in the last %.0f s",
-                                    tally.held, reason, now - tally.last)
+                self.logger.warning(
+                    "refused %d more %s request(s) in the last %.0f s",
+                    tally.held,
+                    reason,
+                    now - tally.last,
+                )
                 self._tallies[reason] = _Tally(now)

@@ -18,13 +18,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import IO
 
-MAX_HEADER = 100 * 2**20   # A safetensors header longer than this is garbage, not a model.
+MAX_HEADER = 100 * 2**20  # A safetensors header longer than this is garbage, not a model.
 
 
 def damaged_sentence(path: Path, problem: str, name: str | None) -> str:
     """What went wrong and the fix, in one sentence."""
-    fix = (f"download it again: gimp-draggan models download {name}" if name
-           else "replace it with a good copy")
+    fix = (
+        f"download it again: gimp-draggan models download {name}"
+        if name
+        else "replace it with a good copy"
+    )
     return f"model file {path} is damaged ({problem}): delete {path} and {fix}"
 
 
@@ -36,8 +39,11 @@ def problem(path: Path, pinned_size: int | None = None) -> str | None:
     except OSError:
         return None
     if pinned_size is not None:  # Files land in the cache only once size and hash matched.
-        return None if st.st_size == pinned_size else \
-            f"{st.st_size} bytes, the registry pins {pinned_size}"
+        return (
+            None
+            if st.st_size == pinned_size
+            else f"{st.st_size} bytes, the registry pins {pinned_size}"
+        )
     return _look(str(path), st.st_size, st.st_mtime_ns)
 
 
@@ -72,8 +78,11 @@ def _safetensors(path: str, f: IO[bytes], size: int, header_len: int) -> str | N
         if name == "__metadata__":
             continue
         offsets = tensor.get("data_offsets") if isinstance(tensor, dict) else None
-        if not (isinstance(offsets, list) and len(offsets) == 2
-                and all(isinstance(v, int) for v in offsets)):
+        if not (
+            isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(isinstance(v, int) for v in offsets)
+        ):
             return f"tensor {name!r} has no data offsets"
         end = max(end, offsets[1])
     if size != 8 + header_len + end:

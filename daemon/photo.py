@@ -56,14 +56,21 @@ def paste_patch(layer: Any, patch: bytes, x: int, y: int, width: int, height: in
     import numpy as np
 
     out = layer.copy()
-    out[y: y + height, x: x + width] = np.frombuffer(patch, layer.dtype).reshape(height, width, 4)
+    out[y : y + height, x : x + width] = np.frombuffer(patch, layer.dtype).reshape(height, width, 4)
     return out
 
 
 def write_result(
-    args: argparse.Namespace, image: Any, steps: int, points: list[tuple[float, float]],
-    distances: list[float], sec_per_step: float | None, where: str, summary: dict[str, Any],
-    converged: bool = True, worse: Sequence[int] = (),
+    args: argparse.Namespace,
+    image: Any,
+    steps: int,
+    points: list[tuple[float, float]],
+    distances: list[float],
+    sec_per_step: float | None,
+    where: str,
+    summary: dict[str, Any],
+    converged: bool = True,
+    worse: Sequence[int] = (),
 ) -> None:
     """Save ``image`` to ``args.output``, print the closing line and, with --json, the summary
     (the keys every drag form shares, then ``summary``'s). A drag that ended short says so
@@ -77,24 +84,40 @@ def write_result(
     print(closing_line(steps, where, points, distances, converged, worse) + f"; wrote {dest}")
     if args.json:
         spp = None if sec_per_step is None else round(sec_per_step, 6)
-        print(json.dumps({
-            "steps": steps, "sec_per_step": spp,
-            "points": [[x, y] for x, y in points],
-            "distances": [round(d, 4) for d in distances], "converged": converged,
-            "worse": list(worse), **summary, "output": str(dest),
-        }))
+        print(
+            json.dumps(
+                {
+                    "steps": steps,
+                    "sec_per_step": spp,
+                    "points": [[x, y] for x, y in points],
+                    "distances": [round(d, 4) for d in distances],
+                    "converged": converged,
+                    "worse": list(worse),
+                    **summary,
+                    "output": str(dest),
+                }
+            )
+        )
 
 
-def closing_line(steps: int, where: str, points: Sequence[tuple[float, float]],
-                 distances: Sequence[float], converged: bool, worse: Sequence[int]) -> str:
-    """"done …" only when every handle got there; else how far each one is from its target
+def closing_line(
+    steps: int,
+    where: str,
+    points: Sequence[tuple[float, float]],
+    distances: Sequence[float],
+    converged: bool,
+    worse: Sequence[int],
+) -> str:
+    """ "done …" only when every handle got there; else how far each one is from its target
     (layer pixels), and which ones ended farther than they began."""
     handles = " ".join(f"({x:.1f},{y:.1f})" for x, y in points)
     if converged:
         return f"done after {steps} steps{where}: handles {handles}"
-    line = (f"stopped short after {steps} steps{where}: handles {handles}, "
-            + ", ".join(f"pair {i} {d:.1f} px from its target" for i, d in enumerate(distances))
-            + " (more --steps, a larger selection or a shorter drag may reach it)")
+    line = (
+        f"stopped short after {steps} steps{where}: handles {handles}, "
+        + ", ".join(f"pair {i} {d:.1f} px from its target" for i, d in enumerate(distances))
+        + " (more --steps, a larger selection or a shorter drag may reach it)"
+    )
     if worse:
         line += "; farther than at the start: " + ", ".join(f"pair {i}" for i in worse)
     return line
@@ -118,34 +141,60 @@ def run_photo(args: argparse.Namespace) -> int:
         if device == "cpu":
             threads.apply(args.threads)
         request = EditRequest(
-            width=w, height=h, pixels=image.rgba.tobytes(), depth=image.depth,
-            pairs=list(args.pairs), model=args.model, mask=mask,
+            width=w,
+            height=h,
+            pixels=image.rgba.tobytes(),
+            depth=image.depth,
+            pairs=list(args.pairs),
+            model=args.model,
+            mask=mask,
             params=EditParams(steps=args.steps, lr=args.lr, blend=args.blend),
         )
-        print(f"drag: {args.image} ({w}x{h}, {image.written_as}), {len(args.pairs)} pair(s), "
-              f"model {args.model}, device {device}", flush=True)
+        print(
+            f"drag: {args.image} ({w}x{h}, {image.written_as}), {len(args.pairs)} pair(s), "
+            f"model {args.model}, device {device}",
+            flush=True,
+        )
         printer = _Printer()
         sessions = SessionCache()
         start = time.perf_counter()
-        r = run_edit(request, device=device, sessions=sessions, on_progress=printer,
-                     should_stop=lambda: False)
+        r = run_edit(
+            request,
+            device=device,
+            sessions=sessions,
+            on_progress=printer,
+            should_stop=lambda: False,
+        )
         seconds = time.perf_counter() - start
         framing = sessions.get(r.session).info.get("framing")
     except (ValueError, OSError, EditCancelled, P.ProtocolError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     write_result(
-        args, image.encode(paste_patch(image.rgba, r.patch, r.x, r.y, r.width, r.height)),
-        r.steps, r.points, r.distances, printer.sec_per_step(), "",
-        {"device": device, "seconds": round(seconds, 3), "session": r.session,
-         "patch": [r.x, r.y, r.width, r.height], "framing": framing, "timings": r.timings},
-        converged=r.converged, worse=r.worse,
+        args,
+        image.encode(paste_patch(image.rgba, r.patch, r.x, r.y, r.width, r.height)),
+        r.steps,
+        r.points,
+        r.distances,
+        printer.sec_per_step(),
+        "",
+        {
+            "device": device,
+            "seconds": round(seconds, 3),
+            "session": r.session,
+            "patch": [r.x, r.y, r.width, r.height],
+            "framing": framing,
+            "timings": r.timings,
+        },
+        converged=r.converged,
+        worse=r.worse,
     )
     return 0
 
 
-def check_inside(pairs: Sequence[tuple[tuple[float, float], tuple[float, float]]],
-                  width: int, height: int) -> None:
+def check_inside(
+    pairs: Sequence[tuple[tuple[float, float], tuple[float, float]]], width: int, height: int
+) -> None:
     """Every handle and target inside the image: the daemon's rule (`protocol.check_pairs`)."""
     from gimp_draggan_plugin import protocol as P
 

@@ -95,13 +95,13 @@ if TYPE_CHECKING:
     from gimp_draggan.draggan.drag import DragResult, StepReport
     from gimp_draggan.draggan.motion import MotionField
 
-FEATHER = 1.0 / 16.0        # Blend ramp width, fraction of the crop side.
-COLOR_RADIUS = 1.0 / 16.0   # Colour-matching blur radius, fraction of the model resolution.
-CHANGE_THRESHOLD = 0.04     # A channel moving this much (of full scale) counts as changed.
+FEATHER = 1.0 / 16.0  # Blend ramp width, fraction of the crop side.
+COLOR_RADIUS = 1.0 / 16.0  # Colour-matching blur radius, fraction of the model resolution.
+CHANGE_THRESHOLD = 0.04  # A channel moving this much (of full scale) counts as changed.
 CHANGE_RADIUS = 1.0 / 32.0  # Spread of the change map, fraction of the model resolution.
-STOP_LAYER_PX = 2.0         # A handle this close to its target (layer pixels) is there.
-STOP_FLOOR = 0.5            # ...but the drag never aims closer than this many model pixels.
-SAME_POINT = 0.5            # Handle and target closer than this (layer pixels): nothing to do.
+STOP_LAYER_PX = 2.0  # A handle this close to its target (layer pixels) is there.
+STOP_FLOOR = 0.5  # ...but the drag never aims closer than this many model pixels.
+SAME_POINT = 0.5  # Handle and target closer than this (layer pixels): nothing to do.
 
 log = logging.getLogger("gimp_draggan.pipeline")
 
@@ -114,9 +114,9 @@ class EditCancelled(RuntimeError):
 class _Layer:
     """The request's pixels and selection as read-only views, plus its points."""
 
-    rgba: np.ndarray                # [H, W, 4] in the request's dtype.
+    rgba: np.ndarray  # [H, W, 4] in the request's dtype.
     depth: str
-    selection: np.ndarray | None    # [H, W] u8.
+    selection: np.ndarray | None  # [H, W] u8.
     handles: list[Point]
     targets: list[Point]
 
@@ -185,7 +185,7 @@ def _loss(device: str, sessions: SessionCache) -> Any:
     return sessions.resource(f"loss@{device}", lambda: load_perceptual().loss.to(device))
 
 
-PAPER_LR = 2e-3             # The drag's Adam step for models that name none (the paper's).
+PAPER_LR = 2e-3  # The drag's Adam step for models that name none (the paper's).
 
 
 def drag_lr(model: str) -> float:
@@ -222,14 +222,15 @@ def _to_image(t: torch.Tensor) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _Model:
-    path: str                       # The resolved model file.
-    G: Any                          # Loaded generator on the device.
-    key: str                        # What an inversion depends on: file, device, preset.
+    path: str  # The resolved model file.
+    G: Any  # Loaded generator on the device.
+    key: str  # What an inversion depends on: file, device, preset.
     device: str
 
 
-def _model(request: EditRequest, device: str, sessions: SessionCache,
-           timings: dict[str, float]) -> _Model:
+def _model(
+    request: EditRequest, device: str, sessions: SessionCache, timings: dict[str, float]
+) -> _Model:
     preset = request.params.preset
     if preset not in PRESETS:
         raise ValueError(f"unknown inversion preset {preset!r}: use one of {list(PRESETS)}")
@@ -284,7 +285,7 @@ def _session(
         too, but shows this face off-centre and unaligned), and a plain square not where a
         face is now found (an earlier edit's square around the area, unaligned)."""
         was = s.info.get("framing", SQUARE)
-        if isinstance(framing, SquareFraming):      # A model without alignment: no detection.
+        if isinstance(framing, SquareFraming):  # A model without alignment: no detection.
             return was == SQUARE
         here = framed_here()
         return was == here.method and (was == SQUARE or _same_square(s.box, here.box))
@@ -295,20 +296,23 @@ def _session(
         except UnknownSession:
             hinted = None
         if (
-            hinted is not None and hinted.model_key == model.key
+            hinted is not None
+            and hinted.model_key == model.key
             and (hinted.box.layer_width, hinted.box.layer_height) == layer.size
-            and hinted.box.holds(needed) and digest(hinted.box) == hinted.digest
+            and hinted.box.holds(needed)
+            and digest(hinted.box) == hinted.digest
             and accept(hinted)
         ):
             return hinted
     framed = framed_here()
     box = framed.box
-    try:    # This very crop, inverted before (a subject's face box need not hold `needed`).
+    try:  # This very crop, inverted before (a subject's face box need not hold `needed`).
         return sessions.get(session_id(model.key, digest(box)))
     except UnknownSession:
         pass
-    found = sessions.find(model.key, layer.size, needed, digest, max_side=2 * box.side,
-                          accept=accept)
+    found = sessions.find(
+        model.key, layer.size, needed, digest, max_side=2 * box.side, accept=accept
+    )
     if found is not None:
         return found
 
@@ -320,8 +324,12 @@ def _session(
     t0 = time.perf_counter()
     try:
         inv = pti.invert(
-            model.G, _to_tensor(target, model.device), _loss(model.device, sessions),
-            pti.preset(request.params.preset), on_step=report, should_stop=should_stop,
+            model.G,
+            _to_tensor(target, model.device),
+            _loss(model.device, sessions),
+            pti.preset(request.params.preset),
+            on_step=report,
+            should_stop=should_stop,
         )
     except pti.InversionCancelled as e:
         raise EditCancelled("cancelled during inversion; nothing was changed") from e
@@ -330,10 +338,21 @@ def _session(
     _add(timings, "invert", time.perf_counter() - t0)
     d = digest(box)
     session = Session(
-        id=session_id(model.key, d), model_key=model.key, box=box, digest=d,
-        generator=inv.generator, pivot=inv.ws, target=target, recon=_to_image(recon),
-        info={"psnr": inv.psnr, "distance": inv.distance, "loss": inv.loss_name,
-              "steps": inv.steps, "framing": framed.method},
+        id=session_id(model.key, d),
+        model_key=model.key,
+        box=box,
+        digest=d,
+        generator=inv.generator,
+        pivot=inv.ws,
+        target=target,
+        recon=_to_image(recon),
+        info={
+            "psnr": inv.psnr,
+            "distance": inv.distance,
+            "loss": inv.loss_name,
+            "steps": inv.steps,
+            "framing": framed.method,
+        },
     )
     sessions.put(session)
     return session
@@ -342,8 +361,7 @@ def _session(
 def _same_square(a: CropBox, b: CropBox) -> bool:
     """Whether two aligned boxes frame the same face (centres and sides within a quarter of
     a side; neighbouring faces' squares lie about a face apart)."""
-    return (math.dist(a.centre, b.centre) <= 0.25 * b.side
-            and abs(a.side - b.side) <= 0.25 * b.side)
+    return math.dist(a.centre, b.centre) <= 0.25 * b.side and abs(a.side - b.side) <= 0.25 * b.side
 
 
 def _distances(a: Sequence[Point], b: Sequence[Point]) -> list[float]:
@@ -370,8 +388,12 @@ def _preview_jpeg(img: np.ndarray, size: int) -> bytes:
     return buf.getvalue()
 
 
-def _preview(session: Session, layer: _Layer, img: torch.Tensor, size: int,
-             ) -> tuple[bytes, tuple[int, int, int, int]]:
+def _preview(
+    session: Session,
+    layer: _Layer,
+    img: torch.Tensor,
+    size: int,
+) -> tuple[bytes, tuple[int, int, int, int]]:
     """A generator-blend drag preview and where it lies in the layer (x, y, w, h). A turned
     crop's preview is drawn upright onto its bounding square, over the layer's own pixels there
     (made once per session and size, and kept with it)."""
@@ -381,8 +403,9 @@ def _preview(session: Session, layer: _Layer, img: torch.Tensor, size: int,
         return _preview_jpeg(pixels, size), (box.x0, box.y0, box.side, box.side)
     rect = box.rect
     n = max(1, min(size, math.ceil(rect.width * box.scale)))
-    shown = preview_on_rect(pixels[:, :, :3].astype(np.float32) / 255.0,
-                            _backdrop(session, layer, n)[:, :, :3], box)
+    shown = preview_on_rect(
+        pixels[:, :, :3].astype(np.float32) / 255.0, _backdrop(session, layer, n)[:, :, :3], box
+    )
     rgb = np.clip(np.rint(shown * 255.0), 0, 255).astype(np.uint8)
     return _preview_jpeg(rgb, size), (rect.x0, rect.y0, rect.width, rect.height)
 
@@ -401,7 +424,11 @@ def _backdrop(session: Session, layer: _Layer, n: int) -> np.ndarray:
 
 
 def _photo_preview(
-    session: Session, layer: _Layer, image: torch.Tensor, field: MotionField, size: int,
+    session: Session,
+    layer: _Layer,
+    image: torch.Tensor,
+    field: MotionField,
+    size: int,
 ) -> tuple[bytes, tuple[int, int, int, int]]:
     """What the photo-true result will look like now: the same warp as the final composite, run
     on the layer's bounding square of the box shrunk to the preview's size."""
@@ -411,22 +438,34 @@ def _photo_preview(
     k = n / rect.width
     small = _backdrop(session, layer, n)
     small_box = replace(
-        box, x0=round((box.x0 - rect.x0) * k), y0=round((box.y0 - rect.y0) * k),
-        side=max(1, round(box.side * k)), layer_width=n, layer_height=n,
+        box,
+        x0=round((box.x0 - rect.x0) * k),
+        y0=round((box.y0 - rect.y0) * k),
+        side=max(1, round(box.side * k)),
+        layer_width=n,
+        layer_height=n,
     )
     small_sel = None
     if layer.selection is not None:
         w, h = layer.size
-        sel = layer_to_model(layer.selection, CropBox(rect.x0, rect.y0, rect.width, w, h, n),
-                             lambda a: a.astype(np.float32), pad_mode="constant")
+        sel = layer_to_model(
+            layer.selection,
+            CropBox(rect.x0, rect.y0, rect.width, w, h, n),
+            lambda a: a.astype(np.float32),
+            pad_mode="constant",
+        )
         small_sel = np.clip(np.rint(sel), 0, 255).astype(np.uint8)
     shown = np.array(small)
     if small_sel is None or small_sel.any():
         patch = warp_composite(
-            small, "f32", _layer_field(field, small_box), _toned(session, image), small_sel,
+            small,
+            "f32",
+            _layer_field(field, small_box),
+            _toned(session, image),
+            small_sel,
             feather=FEATHER,
         )
-        shown[patch.y: patch.y + patch.height, patch.x: patch.x + patch.width] = patch.pixels
+        shown[patch.y : patch.y + patch.height, patch.x : patch.x + patch.width] = patch.pixels
     rgb = np.clip(np.rint(shown[:, :, :3] * 255.0), 0, 255).astype(np.uint8)
     return _preview_jpeg(rgb, size), (rect.x0, rect.y0, rect.width, rect.height)
 
@@ -452,15 +491,33 @@ class _Tracker:
         return _distances(self.points, self.targets)
 
     def invert_step(self, phase: str, step: int, total: int) -> None:
-        self.on_progress(Progress(phase=phase, step=step, total=total, points=list(self.points),
-                                  distances=self.distances))
+        self.on_progress(
+            Progress(
+                phase=phase,
+                step=step,
+                total=total,
+                points=list(self.points),
+                distances=self.distances,
+            )
+        )
 
-    def drag_step(self, step: int, preview: bytes | None, crop: tuple[int, int, int, int] | None,
-                  ) -> None:
-        self.on_progress(Progress(
-            phase="drag", step=step, total=self.total, points=list(self.points),
-            distances=self.distances, preview=preview, crop=crop,
-        ))
+    def drag_step(
+        self,
+        step: int,
+        preview: bytes | None,
+        crop: tuple[int, int, int, int] | None,
+    ) -> None:
+        self.on_progress(
+            Progress(
+                phase="drag",
+                step=step,
+                total=self.total,
+                points=list(self.points),
+                distances=self.distances,
+                preview=preview,
+                crop=crop,
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -470,7 +527,7 @@ class _Dragged:
 
     result: DragResult
     landing: list[Point]
-    stop: float                     # The stop distance the drag used, model pixels.
+    stop: float  # The stop distance the drag used, model pixels.
 
 
 def stop_distance(box: CropBox) -> float:
@@ -510,8 +567,13 @@ def _drag(
         )
         mask = torch.from_numpy(np.clip(m, 0.0, 1.0))
     stop = stop_distance(box)
-    drag_params = DragParams(lr=lr, mask_lambda=params.mask_lambda, max_steps=params.steps,
-                             subpixel=True, stop_pixels=stop)
+    drag_params = DragParams(
+        lr=lr,
+        mask_lambda=params.mask_lambda,
+        max_steps=params.steps,
+        subpixel=True,
+        stop_pixels=stop,
+    )
     engine = DragSession(session.generator, session.pivot, handles, targets, mask, drag_params)
     photo = params.blend == "photo"
 
@@ -520,17 +582,22 @@ def _drag(
         if report.preview is not None:
             if photo and report.preview_feature is not None:
                 image = report.preview.permute(2, 0, 1)[None].float() / 127.5 - 1.0
-                field = _field(engine.start_feature, report.preview_feature, box,
-                               list(zip(report.points, engine.start_points, strict=True)))
-                preview, crop = _photo_preview(session, layer, image, field,
-                                               params.preview_size)
+                field = _field(
+                    engine.start_feature,
+                    report.preview_feature,
+                    box,
+                    list(zip(report.points, engine.start_points, strict=True)),
+                )
+                preview, crop = _photo_preview(session, layer, image, field, params.preview_size)
             else:
                 preview, crop = _preview(session, layer, report.preview, params.preview_size)
         tracker.update(pairs, box.to_layer(report.points))
         tracker.drag_step(report.step, preview, crop)
 
     result = engine.run(
-        max_steps=params.steps, on_step=on_step, should_stop=should_stop,
+        max_steps=params.steps,
+        on_step=on_step,
+        should_stop=should_stop,
         preview_every=params.preview_every,
     )
     if result.cancelled:
@@ -556,8 +623,11 @@ def _field(
 
 
 def _layer_field(field: MotionField, box: CropBox) -> LayerField:
-    return LayerField(flow=field.flow.permute(1, 2, 0).float().cpu().numpy(),
-                      confidence=field.confidence.float().cpu().numpy(), box=box)
+    return LayerField(
+        flow=field.flow.permute(1, 2, 0).float().cpu().numpy(),
+        confidence=field.confidence.float().cpu().numpy(),
+        box=box,
+    )
 
 
 def _toned(session: Session, image: torch.Tensor) -> np.ndarray:
@@ -574,15 +644,28 @@ def _composite(session: Session, layer: _Layer, dragged: _Dragged, blend: str) -
         assert result.start_feature is not None and result.feature is not None
         anchors = list(zip(dragged.landing, result.start_points, strict=True))
         field = _field(result.start_feature, result.feature, box, anchors)
-        return warp_composite(layer.rgba, layer.depth, _layer_field(field, box),
-                              _toned(session, result.image), layer.selection, feather=FEATHER)
+        return warp_composite(
+            layer.rgba,
+            layer.depth,
+            _layer_field(field, box),
+            _toned(session, result.image),
+            layer.selection,
+            feather=FEATHER,
+        )
     image = _to_image(result.image)
     res = box.resolution
     change = change_weight(
         image, session.recon, CHANGE_THRESHOLD, max(1, round(CHANGE_RADIUS * res))
     )
-    return composite(layer.rgba, layer.depth, box, _toned(session, result.image),
-                     layer.selection, feather=FEATHER, change=change)
+    return composite(
+        layer.rgba,
+        layer.depth,
+        box,
+        _toned(session, result.image),
+        layer.selection,
+        feather=FEATHER,
+        change=change,
+    )
 
 
 def _touches(patch: Patch, box: CropBox) -> bool:
@@ -593,7 +676,7 @@ def _touches(patch: Patch, box: CropBox) -> bool:
 def _apply(work: _Layer, layer: _Layer, patch: Patch) -> _Layer:
     """``work`` with ``patch`` pasted in: a copy of the request's pixels the first time."""
     rgba = np.array(work.rgba) if work.rgba is layer.rgba else work.rgba
-    rgba[patch.y: patch.y + patch.height, patch.x: patch.x + patch.width] = patch.pixels
+    rgba[patch.y : patch.y + patch.height, patch.x : patch.x + patch.width] = patch.pixels
     return replace(work, rgba=rgba)
 
 
@@ -616,9 +699,9 @@ def _merge(layer: _Layer, patches: list[Patch]) -> Patch:
     rect = patches[0].rect
     for p in patches[1:]:
         rect = rect.union(p.rect)
-    out = np.array(layer.rgba[rect.y0: rect.y1, rect.x0: rect.x1])
+    out = np.array(layer.rgba[rect.y0 : rect.y1, rect.x0 : rect.x1])
     for p in patches:
-        out[p.y - rect.y0: p.y - rect.y0 + p.height, p.x - rect.x0: p.x - rect.x0 + p.width] = (
+        out[p.y - rect.y0 : p.y - rect.y0 + p.height, p.x - rect.x0 : p.x - rect.x0 + p.width] = (
             p.pixels
         )
     return Patch(pixels=out, x=rect.x0, y=rect.y0)
@@ -627,7 +710,10 @@ def _merge(layer: _Layer, patches: list[Patch]) -> Patch:
 def _groups(layer: _Layer, model: _Model, framing: Aligner) -> list[Group]:
     res = model.G.img_resolution
     return plan_groups(
-        layer.handles, layer.targets, layer.selection, layer.size,
+        layer.handles,
+        layer.targets,
+        layer.selection,
+        layer.size,
         lambda need: locate(framing, layer.rgba, need, res),
     )
 
@@ -657,17 +743,35 @@ def run_edit(
     session_ids: list[str] = []
     steps = 0
     groups = _groups(layer, model, framing)
-    work = layer    # The layer as the edits so far left it (a copy only once crops overlap).
-    pending: list[Patch] = []   # Patches not pasted into `work` yet.
+    work = layer  # The layer as the edits so far left it (a copy only once crops overlap).
+    pending: list[Patch] = []  # Patches not pasted into `work` yet.
     for n, group in enumerate(groups):
-        session = _session(request, work, model, group.needed, framing, sessions,
-                           tracker.invert_step, should_stop, timings)
+        session = _session(
+            request,
+            work,
+            model,
+            group.needed,
+            framing,
+            sessions,
+            tracker.invert_step,
+            should_stop,
+            timings,
+        )
         if any(_touches(p, session.box) for p in pending):
             # A hinted or cached crop, larger than planned, reaches over an earlier edit: look
             # again on the layer as that edit left it (else its patch would paste it away).
             work, pending = _apply_all(work, layer, pending, framing), []
-            session = _session(request, work, model, group.needed, framing, sessions,
-                               tracker.invert_step, should_stop, timings)
+            session = _session(
+                request,
+                work,
+                model,
+                group.needed,
+                framing,
+                sessions,
+                tracker.invert_step,
+                should_stop,
+                timings,
+            )
         session_ids.append(session.id)
         t0 = time.perf_counter()
         dragged = _drag(session, work, group.pairs, request.params, lr, tracker, should_stop)
@@ -676,16 +780,25 @@ def run_edit(
         t0 = time.perf_counter()
         patches.append(_composite(session, work, dragged, request.params.blend))
         pending.append(patches[-1])
-        if any(_touches(patches[-1], later.box) for later in groups[n + 1:]):
+        if any(_touches(patches[-1], later.box) for later in groups[n + 1 :]):
             work, pending = _apply_all(work, layer, pending, framing), []
         _add(timings, "composite", time.perf_counter() - t0)
     patch = _merge(work, patches)
     timings["total"] = time.perf_counter() - start
     return EditResult(
-        patch=to_bytes(patch.pixels), x=patch.x, y=patch.y, width=patch.width,
-        height=patch.height, depth=request.depth, points=list(tracker.points),
-        distances=tracker.distances, steps=steps, session=session_ids[0], timings=timings,
-        converged=tracker.converged, worse=sorted(tracker.worse),
+        patch=to_bytes(patch.pixels),
+        x=patch.x,
+        y=patch.y,
+        width=patch.width,
+        height=patch.height,
+        depth=request.depth,
+        points=list(tracker.points),
+        distances=tracker.distances,
+        steps=steps,
+        session=session_ids[0],
+        timings=timings,
+        converged=tracker.converged,
+        worse=sorted(tracker.worse),
     )
 
 
@@ -717,13 +830,30 @@ def run_invert(
             framing = SubjectFraming(framing, whole) if isinstance(framing, FaceAligner) else whole
         needs = [_whole(layer)]
     ids = [
-        _session(request, layer, model, need, framing, sessions, tracker.invert_step,
-                 should_stop, timings).id
+        _session(
+            request,
+            layer,
+            model,
+            need,
+            framing,
+            sessions,
+            tracker.invert_step,
+            should_stop,
+            timings,
+        ).id
         for need in needs
     ]
     timings["total"] = time.perf_counter() - start
     return EditResult(
-        patch=b"", x=0, y=0, width=0, height=0, depth=request.depth,
-        points=list(layer.handles), distances=tracker.distances,
-        steps=0, session=ids[0], timings=timings,
+        patch=b"",
+        x=0,
+        y=0,
+        width=0,
+        height=0,
+        depth=request.depth,
+        points=list(layer.handles),
+        distances=tracker.distances,
+        steps=0,
+        session=ids[0],
+        timings=timings,
     )

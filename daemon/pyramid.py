@@ -25,7 +25,7 @@ class LayerPyramid:
             raise ValueError(f"layer must be [H, W, 4], got {list(layer.shape)}")
         self.layer = layer
         self.depth = depth
-        self.levels: dict[int, np.ndarray] = {}   # k -> flattened RGB float32, averaged k x k.
+        self.levels: dict[int, np.ndarray] = {}  # k -> flattened RGB float32, averaged k x k.
 
     def read(self, box: CropBox) -> np.ndarray:
         """``box`` at ``box.resolution``: float32 ``[R, R, 3]`` in [0, 1] (see `model_view`)."""
@@ -37,8 +37,13 @@ class LayerPyramid:
         level = self._level(k)
         h, w = level.shape[:2]
         small = CropBox(
-            x0=round(box.x0 / k), y0=round(box.y0 / k), side=max(1, round(box.side / k)),
-            layer_width=w, layer_height=h, resolution=box.resolution, angle=box.angle,
+            x0=round(box.x0 / k),
+            y0=round(box.y0 / k),
+            side=max(1, round(box.side / k)),
+            layer_width=w,
+            layer_height=h,
+            resolution=box.resolution,
+            angle=box.angle,
         )
         return np.clip(layer_to_model(level, small, lambda a: a), 0.0, 1.0)
 
@@ -64,7 +69,7 @@ def _halve_opaque_u8(layer: np.ndarray) -> np.ndarray:
     for dy, dx in ((1, 0), (0, 1), (1, 1)):
         total += rgb[dy:he:2, dx:we:2]
     out = total.astype(np.float32) * np.float32(1.0 / (4 * 255))
-    if w % 2:   # A last partial block repeats its edge pixels: the mean of the ones there.
+    if w % 2:  # A last partial block repeats its edge pixels: the mean of the ones there.
         col = rgb[0:he:2, -1].astype(np.float32) + rgb[1:he:2, -1]
         out = np.concatenate([out, col[:, None] * np.float32(1.0 / (2 * 255))], axis=1)
     if h % 2:

@@ -32,22 +32,22 @@ class ModelEntry:
     """One row of ``models.json``."""
 
     name: str
-    kind: str                       # "generator" or "lpips-backbone"
+    kind: str  # "generator" or "lpips-backbone"
     description: str
     domain: str
-    resolution: int | None          # None = read from the file (embedded) or not an image model
+    resolution: int | None  # None = read from the file (embedded) or not an image model
     num_ws: int | None
-    format: str                     # stylegan2-pkl, tensorflow-pkl, gimp-draggan, torchvision-pth
+    format: str  # stylegan2-pkl, tensorflow-pkl, gimp-draggan, torchvision-pth
     filename: str
     urls: tuple[str, ...]
-    size_bytes: int | None          # None = no source states the exact size
-    sha256: str | None              # None = no trustworthy pinned hash
-    sha256_source: str | None       # Where the pinned hash comes from (named in mismatch errors).
+    size_bytes: int | None  # None = no source states the exact size
+    sha256: str | None  # None = no trustworthy pinned hash
+    sha256_source: str | None  # Where the pinned hash comes from (named in mismatch errors).
     licence: str
     package_path: str | None = None  # Shipped inside the package instead of downloaded.
-    manual_url: str | None = None    # A page to fetch the file by hand (no direct link).
+    manual_url: str | None = None  # A page to fetch the file by hand (no direct link).
     approx_size: str | None = None
-    alignment: str | None = None     # How crops are framed: "ffhq", "embedded", None (align.py).
+    alignment: str | None = None  # How crops are framed: "ffhq", "embedded", None (align.py).
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -79,8 +79,10 @@ def _entry(row: dict[str, Any]) -> ModelEntry:
         raise RegistryError(f"models.json: {row['name']}: sha256 must be 64 lowercase hex digits")
     alignment = row.get("alignment")
     if alignment is not None and not isinstance(alignment, str):
-        raise RegistryError(f"models.json: {row['name']}: alignment must be a word such as "
-                            f"\"ffhq\", got {alignment!r}")
+        raise RegistryError(
+            f"models.json: {row['name']}: alignment must be a word such as "
+            f'"ffhq", got {alignment!r}'
+        )
     known = {k: v for k, v in row.items() if k in _FIELDS}
     known["urls"] = tuple(row.get("urls") or ())
     for key in ("description", "domain", "format"):
@@ -181,8 +183,9 @@ def resolve(name_or_path: str | Path, cache: str | Path | None = None) -> Path:
         path = model_path(entry, cache)
         broken = damage(entry, cache)
         if broken is not None:
-            raise RegistryError(broken + (" (reinstall gimp-draggan)" if entry.package_path
-                                          else ""))
+            raise RegistryError(
+                broken + (" (reinstall gimp-draggan)" if entry.package_path else "")
+            )
         if entry.package_path:
             if not path.is_file():
                 raise RegistryError(

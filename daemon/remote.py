@@ -20,7 +20,10 @@ from gimp_draggan_plugin import protocol as P
 
 def add_daemon_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--daemon", metavar="ADDR", nargs="?", const="",
+        "--daemon",
+        metavar="ADDR",
+        nargs="?",
+        const="",
         help=f"run through the daemon at ADDR (no ADDR: ${P.ADDRESS_ENV} or {P.DEFAULT_ADDRESS})",
     )
     parser.add_argument("--keys", metavar="DIR", help="CURVE key dir for a non-loopback daemon")
@@ -53,8 +56,11 @@ class _Printer:
         self._last = now
         where = " ".join(f"({x:g},{y:g})" for x, y in ev.points)
         dist = " ".join(f"{d:.1f}" for d in ev.distances)
-        print(f"{ev.phase} {ev.step:4d}/{ev.total}  handles {where}  dist {dist}",
-              file=self.stream, flush=True)
+        print(
+            f"{ev.phase} {ev.step:4d}/{ev.total}  handles {where}  dist {dist}",
+            file=self.stream,
+            flush=True,
+        )
 
     def sec_per_step(self) -> float | None:
         return median_step_seconds(self.times)
@@ -87,20 +93,39 @@ def run_remote(args: argparse.Namespace, image_path: str | None = None) -> int:
             mw, mh = image.width, image.height
             mask = read_mask(args.mask, mw, mh) if args.mask else None
             check_inside(args.pairs, mw, mh)
-            print(f"drag: {image_path} ({mw}x{mh}, {image.written_as}), {len(args.pairs)} "
-                  f"pair(s), daemon {address}", flush=True)
+            print(
+                f"drag: {image_path} ({mw}x{mh}, {image.written_as}), {len(args.pairs)} "
+                f"pair(s), daemon {address}",
+                flush=True,
+            )
         with Client(address, curve=curve_for(address, args.keys)) as client:
             hello = client.hello("gimp-draggan-cli")
             start = time.perf_counter()
             if image is None:
-                r = client.drag(seed=args.seed, pairs=args.pairs, model=model, params=params,
-                                mask=mask, width=mw, height=mh, on_event=printer)
+                r = client.drag(
+                    seed=args.seed,
+                    pairs=args.pairs,
+                    model=model,
+                    params=params,
+                    mask=mask,
+                    width=mw,
+                    height=mh,
+                    on_event=printer,
+                )
                 rgb = np.frombuffer(r.patch, np.uint8).reshape(r.height, r.width, 4)[:, :, :3]
                 out = Image.fromarray(np.ascontiguousarray(rgb))
             else:
-                r = client.drag(pixels=image.rgba.tobytes(), width=mw, height=mh,
-                                depth=image.depth, pairs=args.pairs, mask=mask, model=model,
-                                params=params, on_event=printer)
+                r = client.drag(
+                    pixels=image.rgba.tobytes(),
+                    width=mw,
+                    height=mh,
+                    depth=image.depth,
+                    pairs=args.pairs,
+                    mask=mask,
+                    model=model,
+                    params=params,
+                    on_event=printer,
+                )
                 out = image.encode(paste_patch(image.rgba, r.patch, r.x, r.y, r.width, r.height))
             seconds = time.perf_counter() - start
     except (DaemonError, ValueError, OSError, P.ProtocolError) as exc:
@@ -108,11 +133,22 @@ def run_remote(args: argparse.Namespace, image_path: str | None = None) -> int:
         return 1
     device = hello.get("device")
     write_result(
-        args, out, r.steps, r.points, r.distances, printer.sec_per_step(),
+        args,
+        out,
+        r.steps,
+        r.points,
+        r.distances,
+        printer.sec_per_step(),
         f" on {device} at {address}",
-        {"device": device, "daemon": address, "seconds": round(seconds, 3),
-         "session": r.session, "timings": r.timings},
-        converged=r.converged, worse=r.worse,
+        {
+            "device": device,
+            "daemon": address,
+            "seconds": round(seconds, 3),
+            "session": r.session,
+            "timings": r.timings,
+        },
+        converged=r.converged,
+        worse=r.worse,
     )
     return 0
 

@@ -36,8 +36,8 @@ from .worker import DONE, MSG, START, Executor, Runner, RunnerFactory, Worker
 
 log = logging.getLogger("gimp_draggan.server")
 
-PROBE_BURST_S = 0.5      # After a disconnect event, probe clients with open jobs this long...
-PROBE_EVERY_S = 0.05     # ...this often.
+PROBE_BURST_S = 0.5  # After a disconnect event, probe clients with open jobs this long...
+PROBE_EVERY_S = 0.05  # ...this often.
 REFUSALS = ("too_large", "queue_full", "not_your_daemon")  # Logged (rate-limited) when sent.
 HANDSHAKE_FAILED: dict[int, str] = {
     zmq.EVENT_HANDSHAKE_FAILED_AUTH: "its CURVE key is not in allowed_clients",
@@ -59,13 +59,13 @@ class ServerError(RuntimeError):
 
 @dataclass(frozen=True)
 class ServerConfig:
-    bind: str = P.DEFAULT_ADDRESS        # ROUTER address.
+    bind: str = P.DEFAULT_ADDRESS  # ROUTER address.
     max_queue: int = P.MAX_QUEUE_DEFAULT
-    keys: Path | None = None             # CURVE key dir; required for a non-loopback bind.
+    keys: Path | None = None  # CURVE key dir; required for a non-loopback bind.
     heartbeat_s: float = P.HEARTBEAT_INTERVAL_S
     silence_s: float = P.HEARTBEAT_TIMEOUT_S
     max_message_bytes: int = P.MAX_MESSAGE_BYTES  # Per frame; a larger one drops the connection.
-    secret: str | None = None            # Owner's loopback secret every request must carry
+    secret: str | None = None  # Owner's loopback secret every request must carry
     #                                      (`serve` sets it without CURVE; None = not checked).
 
 
@@ -74,20 +74,25 @@ class Server(ServiceThread):
 
     kind = "daemon"
 
-    def __init__(self, config: ServerConfig, executor: Executor,
-                 ctx: zmq.Context | None = None, runner: RunnerFactory = Worker) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        executor: Executor,
+        ctx: zmq.Context | None = None,
+        runner: RunnerFactory = Worker,
+    ) -> None:
         super().__init__()
         self.config = config
         self.executor = executor
-        self.runner = runner                # Worker thread, or the cluster's dispatcher.
+        self.runner = runner  # Worker thread, or the cluster's dispatcher.
         self.ctx = ctx or zmq.Context.instance()
         self.queue = JobQueue(config.max_queue)
         self.address = ""
         self._worker: Runner | None = None
         self._auth: Any = None
         self._events_addr = f"inproc://gimp-draggan-events-{uuid.uuid4().hex}"
-        self._jobs: dict[bytes, Job] = {}                    # key -> job
-        self._by_client: dict[bytes, dict[str, Job]] = {}    # client -> id -> job
+        self._jobs: dict[bytes, Job] = {}  # key -> job
+        self._by_client: dict[bytes, dict[str, Job]] = {}  # client -> id -> job
         self._last_seen: dict[bytes, float] = {}
         self._outbox: list[tuple[list[bytes], list[Any]]] = []  # Final replies, pipe full.
         self._probe_until = 0.0
@@ -149,9 +154,16 @@ class Server(ServiceThread):
         for event in HANDSHAKE_FAILED:
             events_mask |= event
         monitor = front.get_monitor_socket(events_mask)
-        log.info("listening on %s (protocol %d)%s", self.address, P.PROTOCOL_VERSION,
-                 " with CURVE" if cfg.keys else
-                 " for its owner only (loopback secret)" if cfg.secret else "")
+        log.info(
+            "listening on %s (protocol %d)%s",
+            self.address,
+            P.PROTOCOL_VERSION,
+            " with CURVE"
+            if cfg.keys
+            else " for its owner only (loopback secret)"
+            if cfg.secret
+            else "",
+        )
         return front, events, monitor
 
     def _common_options(self, sock: zmq.Socket) -> None:
@@ -174,8 +186,9 @@ class Server(ServiceThread):
             except Exception:  # A bug must not take the daemon down; it is logged.
                 log.exception("error in the daemon's loop; serving on")
 
-    def _turn(self, poller: zmq.Poller, front: zmq.Socket, events: zmq.Socket,
-              monitor: zmq.Socket | None) -> None:
+    def _turn(
+        self, poller: zmq.Poller, front: zmq.Socket, events: zmq.Socket, monitor: zmq.Socket | None
+    ) -> None:
         """One poll: worker events, client messages, disconnects, heartbeats."""
         probing = time.monotonic() < self._probe_until
         ready = dict(poller.poll(int(1000 * (PROBE_EVERY_S if probing else 0.2))))
@@ -259,8 +272,13 @@ class Server(ServiceThread):
             return
         if not P.authorized(msg.header, self.config.secret):
             what = "no secret" if P.TOKEN_FIELD not in msg.header else "a wrong secret"
-            self._error(envelope, msg.id, "not_your_daemon", f"this daemon at {self.address} "
-                        f"belongs to another user: the {msg.op} request carried {what}")
+            self._error(
+                envelope,
+                msg.id,
+                "not_your_daemon",
+                f"this daemon at {self.address} "
+                f"belongs to another user: the {msg.op} request carried {what}",
+            )
             return
         log.debug("%s %s from %s", msg.op, msg.id, client.hex())
         try:
@@ -302,11 +320,20 @@ class Server(ServiceThread):
             "models": info.get("models", []),
             "heartbeat_s": self.config.heartbeat_s,
             "limits": {
-                "max_side": P.MAX_SIDE, "max_pixels": P.MAX_PIXELS,
-                "max_frame_bytes": P.MAX_FRAME_BYTES, "max_points": P.MAX_POINTS,
+                "max_side": P.MAX_SIDE,
+                "max_pixels": P.MAX_PIXELS,
+                "max_frame_bytes": P.MAX_FRAME_BYTES,
+                "max_points": P.MAX_POINTS,
                 "max_queue": self.queue.max_queue,
-                "params": {s.name: {"default": s.default, "min": s.lo, "max": s.hi,
-                                    "choices": list(s.choices)} for s in P.PARAMS},
+                "params": {
+                    s.name: {
+                        "default": s.default,
+                        "min": s.lo,
+                        "max": s.hi,
+                        "choices": list(s.choices),
+                    }
+                    for s in P.PARAMS
+                },
             },
         }
 
@@ -315,8 +342,12 @@ class Server(ServiceThread):
         current = None
         if running is not None:
             ev = running.progress
-            current = {"op": running.op, "phase": ev.phase if ev else "", "step": ev.step if ev
-                       else 0, "total": ev.total if ev else 0}
+            current = {
+                "op": running.op,
+                "phase": ev.phase if ev else "",
+                "step": ev.step if ev else 0,
+                "total": ev.total if ev else 0,
+            }
         return {
             "device": self.executor.info().get("device", "?"),
             "running": current,
@@ -330,8 +361,10 @@ class Server(ServiceThread):
     def _models(self, envelope: list[bytes], msg: P.Message) -> None:
         action = msg.header.get("action", "list")
         if action == "list":
-            self._send(envelope, P.encode("models", msg.id,
-                                          {"models": self.executor.info().get("models", [])}))
+            self._send(
+                envelope,
+                P.encode("models", msg.id, {"models": self.executor.info().get("models", [])}),
+            )
         elif action == "download":
             name = P.check_name(msg.header.get("name"))
             known = {m.get("name") for m in self.executor.info().get("models", [])}
@@ -339,8 +372,9 @@ class Server(ServiceThread):
                 raise JobError("unknown_model", f"no model named {name!r} in the registry")
             self._enqueue(Job(envelope, msg.id, "models", args={"name": name}))
         else:
-            raise P.ProtocolError("bad_request", f"models action must be list or download, "
-                                  f"got {action!r}")
+            raise P.ProtocolError(
+                "bad_request", f"models action must be list or download, got {action!r}"
+            )
 
     def _enqueue(self, job: Job) -> None:
         if job.id in self._by_client.get(job.client, {}):
@@ -359,8 +393,10 @@ class Server(ServiceThread):
         if job is not None:
             if self.queue.remove(job):
                 self._forget(job)
-                self._send(job.envelope, P.error_frames(job.id, "cancelled", "cancelled while "
-                                                        "waiting in the queue"))
+                self._send(
+                    job.envelope,
+                    P.error_frames(job.id, "cancelled", "cancelled while waiting in the queue"),
+                )
                 self._update_positions()
             else:
                 job.cancelled.set()
@@ -399,8 +435,9 @@ class Server(ServiceThread):
         for position, job in enumerate(self.queue.waiting(), 1):
             if job.sent_position != position:
                 job.sent_position = position
-                self._send(job.envelope, P.encode("queued", job.id, {"position": position}),
-                           final=False)
+                self._send(
+                    job.envelope, P.encode("queued", job.id, {"position": position}), final=False
+                )
 
     # ---- liveness -----------------------------------------------------------------------------
     def _client_gone(self, client: bytes, why: str) -> None:

@@ -27,8 +27,8 @@ import numpy as np
 
 from gimp_draggan.crop import CropBox, Rect
 
-DEFAULT_BUDGET = 2 << 30      # Bytes of tuned generators + pixels kept.
-DEFAULT_RESOURCES = 3         # Loaded models / losses kept (e.g. two generators + LPIPS).
+DEFAULT_BUDGET = 2 << 30  # Bytes of tuned generators + pixels kept.
+DEFAULT_RESOURCES = 3  # Loaded models / losses kept (e.g. two generators + LPIPS).
 
 
 class UnknownSession(ValueError):
@@ -38,13 +38,13 @@ class UnknownSession(ValueError):
 @dataclass
 class Session:
     id: str
-    model_key: str                  # What the inversion depended on: model file, device, preset.
-    box: CropBox                    # The crop, in layer pixels.
-    digest: str                     # `crop_digest` of the layer inside the box.
-    generator: Any                  # Tuned generator (torch module on the device).
-    pivot: Any                      # Pivot ws [1, num_ws, w_dim] (torch tensor on the device).
-    target: np.ndarray              # [R, R, 3] float32: the crop as the model saw it.
-    recon: np.ndarray               # [R, R, 3] float32: the tuned generator's image of the pivot.
+    model_key: str  # What the inversion depended on: model file, device, preset.
+    box: CropBox  # The crop, in layer pixels.
+    digest: str  # `crop_digest` of the layer inside the box.
+    generator: Any  # Tuned generator (torch module on the device).
+    pivot: Any  # Pivot ws [1, num_ws, w_dim] (torch tensor on the device).
+    target: np.ndarray  # [R, R, 3] float32: the crop as the model saw it.
+    recon: np.ndarray  # [R, R, 3] float32: the tuned generator's image of the pivot.
     info: dict[str, float | str] = field(default_factory=dict)  # Inversion figures, framing.
     # Preview backdrops of a turned box (the layer over its bounding square), by size in pixels.
     backdrops: dict[int, np.ndarray] = field(default_factory=dict)
@@ -71,7 +71,7 @@ def crop_digest(layer: np.ndarray, depth: str, box: CropBox) -> str:
     inside = box.inside
     h = hashlib.blake2b(digest_size=20)
     h.update(repr((box, depth, layer.shape)).encode())
-    for row in layer[inside.y0: inside.y1, inside.x0: inside.x1]:
+    for row in layer[inside.y0 : inside.y1, inside.x0 : inside.x1]:
         h.update(np.ascontiguousarray(row).data)
     return h.hexdigest()
 
@@ -140,7 +140,8 @@ class SessionCache:
         pixels match (``digest(box)`` = its digest)."""
         with self._lock:
             candidates = [
-                s for s in reversed(self._sessions.values())
+                s
+                for s in reversed(self._sessions.values())
                 if s.model_key == model_key
                 and (s.box.layer_width, s.box.layer_height) == layer_size
                 and s.box.holds(needed)

@@ -14,10 +14,10 @@ import os
 import time
 
 THREADS_ENV = "GIMP_DRAGGAN_THREADS"
-SAMPLE_S = 0.1       # How long the machine's idle time is sampled.
-REUSE_S = 5.0        # A sample this recent is reused (repeat drags come seconds apart).
+SAMPLE_S = 0.1  # How long the machine's idle time is sampled.
+REUSE_S = 5.0  # A sample this recent is reused (repeat drags come seconds apart).
 
-_last: tuple[float, int] | None = None   # (when, free cores) of the latest sample.
+_last: tuple[float, int] | None = None  # (when, free cores) of the latest sample.
 
 
 def usable_cores() -> int:
@@ -35,7 +35,7 @@ def _cpu_times() -> tuple[int, int] | None:
             fields = [int(v) for v in f.readline().split()[1:]]
     except (OSError, ValueError):
         return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)   # idle + iowait
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
     return sum(fields), idle
 
 
@@ -51,7 +51,7 @@ def free_cores(sample_s: float = SAMPLE_S) -> int:
         if after is not None and after[0] > before[0]:
             idle = (after[1] - before[1]) / (after[0] - before[0])
             total = os.cpu_count() or cores
-            busy = round((1.0 - idle) * total - 0.25)   # A little background is not a core.
+            busy = round((1.0 - idle) * total - 0.25)  # A little background is not a core.
             return max(1, min(cores, total - max(0, busy)))
     try:
         load = os.getloadavg()[0]

@@ -34,8 +34,8 @@ from gimp_draggan.composite import Patch, blend_rect, blend_weight, box_blur
 from gimp_draggan.crop import FLATTEN_GREY, CropBox, Rect, layer_sampler
 from gimp_draggan.pixels import DTYPES, from_float, to_float
 
-STILL = 0.05             # Layer pixels of motion that count as none.
-DETAIL_RADIUS = 1        # Box radius (3 passes, sigma ~1.4 px) splitting smooth from detail.
+STILL = 0.05  # Layer pixels of motion that count as none.
+DETAIL_RADIUS = 1  # Box radius (3 passes, sigma ~1.4 px) splitting smooth from detail.
 _STRIP_PIXELS = 1 << 20  # Pixels per strip (bounded working memory on big selections).
 
 
@@ -43,7 +43,7 @@ _STRIP_PIXELS = 1 << 20  # Pixels per strip (bounded working memory on big selec
 class LayerField:
     """A motion field in model space, ready to be read at layer pixels through ``box``."""
 
-    flow: np.ndarray        # [R, R, 2] float32 (dx, dy), model pixels.
+    flow: np.ndarray  # [R, R, 2] float32 (dx, dy), model pixels.
     confidence: np.ndarray  # [R, R] float32 in [0, 1].
     box: CropBox
 
@@ -120,16 +120,16 @@ def sample_bicubic(img: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarra
 class SourceBands:
     """The layer's RGB over a region, split into a smooth band and a detail band."""
 
-    smooth: np.ndarray      # [h, w, 3] float32.
-    detail: np.ndarray      # [h, w, 3] float32: the region minus ``smooth``.
-    x0: int                 # The region's top-left pixel in the layer.
+    smooth: np.ndarray  # [h, w, 3] float32.
+    detail: np.ndarray  # [h, w, 3] float32: the region minus ``smooth``.
+    x0: int  # The region's top-left pixel in the layer.
     y0: int
 
     @classmethod
     def read(cls, layer: np.ndarray, depth: str, region: Rect) -> SourceBands:
-        pixels = layer[region.y0: region.y1, region.x0: region.x1]
+        pixels = layer[region.y0 : region.y1, region.x0 : region.x1]
         rgb = to_float(pixels[:, :, :3], depth)
-        rgb[pixels[:, :, 3] == 0] = FLATTEN_GREY   # Never pull hidden colours into view.
+        rgb[pixels[:, :, 3] == 0] = FLATTEN_GREY  # Never pull hidden colours into view.
         smooth = np.dstack([box_blur(rgb[:, :, c], DETAIL_RADIUS) for c in range(3)])
         # box_blur pads with zeros: renormalise by the blurred support so edges keep their level.
         support = box_blur(np.ones(rgb.shape[:2], np.float32), DETAIL_RADIUS)
@@ -149,9 +149,9 @@ def warp_composite(
     layer: np.ndarray,
     depth: str,
     field: LayerField,
-    generated: np.ndarray,              # [R, R, 3] float32: dragged image, toned as the photo.
+    generated: np.ndarray,  # [R, R, 3] float32: dragged image, toned as the photo.
     selection: np.ndarray | None = None,
-    feather: float = 1.0 / 16.0,        # Ramp width as a fraction of the crop side.
+    feather: float = 1.0 / 16.0,  # Ramp width as a fraction of the crop side.
 ) -> Patch:
     """The photo-true patch (see the module doc) over the pixels that may change."""
     box = field.box
@@ -167,12 +167,18 @@ def warp_composite(
     if _is_grey(layer, rect):
         generated = np.repeat(generated.mean(axis=2, keepdims=True), 3, axis=2)
     gen_at: Callable[[Rect], np.ndarray] = layer_sampler(generated, box)
-    out = np.array(layer[rect.y0: rect.y1, rect.x0: rect.x1])
+    out = np.array(layer[rect.y0 : rect.y1, rect.x0 : rect.x1])
     reach = math.ceil(float(np.abs(field.flow).max()) / box.scale) + 3
-    bands = SourceBands.read(layer, depth, Rect(
-        max(0, rect.x0 - reach), max(0, rect.y0 - reach),
-        min(layer.shape[1], rect.x1 + reach), min(layer.shape[0], rect.y1 + reach),
-    ))
+    bands = SourceBands.read(
+        layer,
+        depth,
+        Rect(
+            max(0, rect.x0 - reach),
+            max(0, rect.y0 - reach),
+            min(layer.shape[1], rect.x1 + reach),
+            min(layer.shape[0], rect.y1 + reach),
+        ),
+    )
     rows = max(1, _STRIP_PIXELS // max(1, rect.width))
     xs_row = np.arange(rect.x0, rect.x1, dtype=np.float64)
     for y0 in range(rect.y0, rect.y1, rows):
@@ -196,7 +202,7 @@ def warp_composite(
         if (fill > 0).any():
             gen = gen_at(strip)[sel]
             value += fill[sel][:, None] * (gen - value)
-        dst = out[strip.y0 - rect.y0: strip.y1 - rect.y0]
+        dst = out[strip.y0 - rect.y0 : strip.y1 - rect.y0]
         dst[sel[0], sel[1], :3] = from_float(value, depth)
     return Patch(pixels=out, x=rect.x0, y=rect.y0)
 
@@ -216,6 +222,8 @@ def taper_radius(field: LayerField, rect: Rect, feather: float) -> float:
 
 def _is_grey(layer: np.ndarray, rect: Rect) -> bool:
     """Whether every pixel of ``rect`` has R = G = B (a grey layer stays grey)."""
-    region = layer[rect.y0: rect.y1, rect.x0: rect.x1]
-    return bool(np.array_equal(region[:, :, 0], region[:, :, 1])
-                and np.array_equal(region[:, :, 1], region[:, :, 2]))
+    region = layer[rect.y0 : rect.y1, rect.x0 : rect.x1]
+    return bool(
+        np.array_equal(region[:, :, 0], region[:, :, 1])
+        and np.array_equal(region[:, :, 1], region[:, :, 2])
+    )

@@ -39,8 +39,9 @@ class Executor(Protocol):
         """The model a job will use; raise JobError(unknown_model | model_not_cached)."""
         ...
 
-    def run(self, request: P.JobRequest, on_progress: ProgressFn,
-            should_stop: StopFn) -> P.JobResult:
+    def run(
+        self, request: P.JobRequest, on_progress: ProgressFn, should_stop: StopFn
+    ) -> P.JobResult:
         """Run a drag or invert; return early once should_stop() (the result is discarded)."""
         ...
 
@@ -119,8 +120,9 @@ class Worker(threading.Thread):
             if not should_stop():
                 sock.send_multipart([MSG, job.key, *P.progress_frames(job.id, ev)])
 
-        return run_job(self._executor, JobSpec(job.id, job.op, job.request, job.args),
-                       on_progress, should_stop)
+        return run_job(
+            self._executor, JobSpec(job.id, job.op, job.request, job.args), on_progress, should_stop
+        )
 
 
 @dataclass(frozen=True)
@@ -128,13 +130,14 @@ class JobSpec:
     """What a job runs, without the socket loop's bookkeeping: it can travel to a Ray actor."""
 
     id: str
-    op: str                                   # "drag" | "invert" | "models"
+    op: str  # "drag" | "invert" | "models"
     request: P.JobRequest | None
     args: dict[str, Any]
 
 
-def run_job(executor: Executor, job: JobSpec, on_progress: ProgressFn,
-            should_stop: StopFn) -> list[bytes]:
+def run_job(
+    executor: Executor, job: JobSpec, on_progress: ProgressFn, should_stop: StopFn
+) -> list[bytes]:
     """Run one job on `executor`; its final reply, encoded. Shared by the worker thread and the
     cluster's actors, so both answer every failure with the same code."""
     try:
@@ -145,8 +148,9 @@ def run_job(executor: Executor, job: JobSpec, on_progress: ProgressFn,
             executor.download(name, on_progress, should_stop)
             if should_stop():
                 raise JobError("cancelled", "download cancelled")
-            return P.encode("models", job.id, {"models": executor.info()["models"],
-                                               "downloaded": name})
+            return P.encode(
+                "models", job.id, {"models": executor.info()["models"], "downloaded": name}
+            )
         if job.request is None:
             raise JobError("internal", f"job {job.id} has no request")
         result = executor.run(job.request, on_progress, should_stop)

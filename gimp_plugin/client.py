@@ -24,7 +24,7 @@ from .transport import CurveKeys, Transport, TransportUnavailable, connect
 Event = P.ProgressEvent | P.QueuedEvent
 EventFn = Callable[[Event], None]
 StopFn = Callable[[], bool]
-CANCEL_WAIT_S = 15.0   # After a cancel, how long to wait for the job's final reply.
+CANCEL_WAIT_S = 15.0  # After a cancel, how long to wait for the job's final reply.
 KEYS_ENV = "GIMP_DRAGGAN_KEYS"
 UPLOAD_BYTES_PER_S = 25e6  # Slowest link we allow for before calling a request unanswered.
 
@@ -52,7 +52,7 @@ def tcp_refused(address: str, timeout_s: float = 0.5) -> bool:
     """True if nothing listens at a tcp:// address (a fast answer for 'not running')."""
     if not address.startswith("tcp://"):
         return False
-    host, _, port = address[len("tcp://"):].rpartition(":")
+    host, _, port = address[len("tcp://") :].rpartition(":")
     host = host.strip("[]")
     try:
         with socket.create_connection((host, int(port)), timeout=timeout_s):
@@ -83,7 +83,7 @@ def not_zeromq(address: str, timeout_s: float = PROBE_S) -> str | None:
     daemon's port), or None: it greeted like ZeroMQ, nothing listens, or it cannot be told."""
     if not address.startswith("tcp://"):
         return None
-    host, _, port = address[len("tcp://"):].rpartition(":")
+    host, _, port = address[len("tcp://") :].rpartition(":")
     data = b""
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s) as s:
@@ -96,9 +96,11 @@ def not_zeromq(address: str, timeout_s: float = PROBE_S) -> str | None:
                 data += chunk
     except TimeoutError:
         if not data:
-            return (f"something listens at {address} but sent no ZeroMQ greeting within "
-                    f"{timeout_s:g} s: another program (not a gimp-draggan daemon) holds the "
-                    "port, or the daemon there is stopped or hung")
+            return (
+                f"something listens at {address} but sent no ZeroMQ greeting within "
+                f"{timeout_s:g} s: another program (not a gimp-draggan daemon) holds the "
+                "port, or the daemon there is stopped or hung"
+            )
     except ConnectionResetError:
         pass
     except (OSError, ValueError):
@@ -232,11 +234,15 @@ class Client:
     def _new_id(self, op: str) -> str:
         return f"{op}-{self._tag}-{next(self._ids)}"
 
-    def _encode(self, op: str, fields: dict[str, Any] | None = None,
-                blobs: dict[str, bytes] | None = None, msg_id: str | None = None) -> list[bytes]:
+    def _encode(
+        self,
+        op: str,
+        fields: dict[str, Any] | None = None,
+        blobs: dict[str, bytes] | None = None,
+        msg_id: str | None = None,
+    ) -> list[bytes]:
         """A request's frames, with the secret in its header when there is one."""
-        token = self.secret if self.secret is not None or self.curve is not None \
-            else read_secret()
+        token = self.secret if self.secret is not None or self.curve is not None else read_secret()
         if token is not None:
             fields = {**(fields or {}), P.TOKEN_FIELD: token}
         return P.encode(op, msg_id or self._new_id(op), fields, blobs)
@@ -249,8 +255,9 @@ class Client:
     def status(self) -> dict[str, Any]:
         return self._request("status", {}).header
 
-    def models(self, action: str = "list", name: str | None = None,
-               on_event: EventFn | None = None) -> dict[str, Any]:
+    def models(
+        self, action: str = "list", name: str | None = None, on_event: EventFn | None = None
+    ) -> dict[str, Any]:
         """List models, or download one by registry name (progress phase `download`)."""
         fields: dict[str, Any] = {"action": action}
         if name is not None:
@@ -277,8 +284,21 @@ class Client:
         should_stop: StopFn | None = None,
     ) -> P.JobResult:
         """Drag handles to targets on a layer (pixels) or on the model's image of `seed`."""
-        return self._job("drag", pairs, pixels, width, height, depth, mask, model, params,
-                         session, seed, on_event, should_stop)
+        return self._job(
+            "drag",
+            pairs,
+            pixels,
+            width,
+            height,
+            depth,
+            mask,
+            model,
+            params,
+            session,
+            seed,
+            on_event,
+            should_stop,
+        )
 
     def invert(
         self,
@@ -295,38 +315,72 @@ class Client:
         should_stop: StopFn | None = None,
     ) -> P.JobResult:
         """Invert the crop a drag with these points/mask would use; returns its session id."""
-        return self._job("invert", pairs or [], pixels, width, height, depth, mask, model,
-                         params, None, None, on_event, should_stop)
+        return self._job(
+            "invert",
+            pairs or [],
+            pixels,
+            width,
+            height,
+            depth,
+            mask,
+            model,
+            params,
+            None,
+            None,
+            on_event,
+            should_stop,
+        )
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a job this client started (inside `drag`, pass `should_stop` instead)."""
         return bool(self._request("cancel", {"job": job_id}).header.get("found"))
 
     # ---- machinery ----------------------------------------------------------------------------
-    def _job(self, op: str, pairs: list[P.Pair], pixels: bytes | None, width: int, height: int,
-             depth: str, mask: bytes | None, model: str | None, params: dict[str, Any] | None,
-             session: str | None, seed: int | None, on_event: EventFn | None,
-             should_stop: StopFn | None) -> P.JobResult:
+    def _job(
+        self,
+        op: str,
+        pairs: list[P.Pair],
+        pixels: bytes | None,
+        width: int,
+        height: int,
+        depth: str,
+        mask: bytes | None,
+        model: str | None,
+        params: dict[str, Any] | None,
+        session: str | None,
+        seed: int | None,
+        on_event: EventFn | None,
+        should_stop: StopFn | None,
+    ) -> P.JobResult:
         image: P.ImageSpec | None = P.ImageSpec(width, height, depth)
         if seed is not None and mask is None:
             image = None
-        req = P.JobRequest(op, "local", model, list(pairs), dict(params or {}), image, pixels,
-                           mask, session, seed)
+        req = P.JobRequest(
+            op, "local", model, list(pairs), dict(params or {}), image, pixels, mask, session, seed
+        )
         fields, blobs = P.job_fields(req)
         try:  # Same checks as the daemon, before megabytes travel.
             P.check_job(P.Message({"op": op, "id": "local", **fields}, blobs))
         except P.ProtocolError as exc:
             raise DaemonError(exc.code, exc.message) from None
-        reply = self._request(op, fields, blobs, on_event=on_event, should_stop=should_stop,
-                              job=True)
+        reply = self._request(
+            op, fields, blobs, on_event=on_event, should_stop=should_stop, job=True
+        )
         try:
             return P.parse_result(reply)
         except P.ProtocolError as exc:
             raise DaemonError(exc.code, exc.message) from None
 
-    def _request(self, op: str, fields: dict[str, Any], blobs: dict[str, bytes] | None = None,
-                 *, on_event: EventFn | None = None, should_stop: StopFn | None = None,
-                 job: bool = False) -> P.Message:
+    def _request(
+        self,
+        op: str,
+        fields: dict[str, Any],
+        blobs: dict[str, bytes] | None = None,
+        *,
+        on_event: EventFn | None = None,
+        should_stop: StopFn | None = None,
+        job: bool = False,
+    ) -> P.Message:
         msg_id = self._new_id(op)
         frames = self._encode(op, fields, blobs, msg_id)
         # A big layer takes a while to travel before the daemon can answer `queued`.
@@ -343,19 +397,28 @@ class Client:
                 reply = None
             if reply is not None:
                 if reply.op == "error":
-                    raise DaemonError(str(reply.header.get("code", "internal")),
-                                      str(reply.header.get("message", "error")))
+                    raise DaemonError(
+                        str(reply.header.get("code", "internal")),
+                        str(reply.header.get("message", "error")),
+                    )
                 return reply
             self.close()  # Lazy Pirate: drop the socket (and whatever it queued), reopen.
             if attempt == self.retries and tcp_refused(self.address):
                 raise DaemonNotRunning(self.address)
         raise DaemonError(
-            "timeout", f"no answer from the daemon at {self.address} within "
+            "timeout",
+            f"no answer from the daemon at {self.address} within "
             f"{first_answer_s:.3g} s ({self.retries + 1} tries)",
         )
 
-    def _await(self, msg_id: str, on_event: EventFn | None, should_stop: StopFn | None,
-               job: bool, first_answer_s: float) -> P.Message | None:
+    def _await(
+        self,
+        msg_id: str,
+        on_event: EventFn | None,
+        should_stop: StopFn | None,
+        job: bool,
+        first_answer_s: float,
+    ) -> P.Message | None:
         """Wait for the final reply to `msg_id`; None = no first answer in time (retry)."""
         transport = self._open()
         start = last_heard = last_beat = time.monotonic()
@@ -367,8 +430,11 @@ class Client:
                 return None
             if acknowledged and now - last_heard > self.silence_s:
                 self.close()
-                raise DaemonError("timeout", f"the daemon at {self.address} stopped answering "
-                                  f"({self.silence_s:g} s without a message)")
+                raise DaemonError(
+                    "timeout",
+                    f"the daemon at {self.address} stopped answering "
+                    f"({self.silence_s:g} s without a message)",
+                )
             if cancel_sent and now > cancel_deadline:
                 self.close()
                 raise DaemonError("cancelled", "cancelled (the daemon did not confirm in time)")

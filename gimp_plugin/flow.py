@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from . import launcher, protocol, settings, texts
 from .client import Client, DaemonError
 
-Box = tuple[int, int, int, int]      # x, y, width, height in layer pixels
+Box = tuple[int, int, int, int]  # x, y, width, height in layer pixels
 
 
 class PluginError(Exception):
@@ -26,27 +26,33 @@ class PluginError(Exception):
 class LayerData:
     width: int
     height: int
-    depth: str                      # "u8" | "u16" | "f32"
-    pixels: bytes                   # RGBA, row-major
+    depth: str  # "u8" | "u16" | "f32"
+    pixels: bytes  # RGBA, row-major
 
     def __post_init__(self) -> None:
         need = self.width * self.height * 4 * protocol.DEPTHS[self.depth]
         if len(self.pixels) != need:
-            raise ValueError(f"layer pixels: {len(self.pixels)} bytes, {self.width}x"
-                             f"{self.height} {self.depth} RGBA needs {need}")
+            raise ValueError(
+                f"layer pixels: {len(self.pixels)} bytes, {self.width}x"
+                f"{self.height} {self.depth} RGBA needs {need}"
+            )
 
 
 @dataclass(frozen=True)
 class Options:
-    model: str = ""                 # "" = the daemon's default model.
+    model: str = ""  # "" = the daemon's default model.
     steps: int = 200
-    mask_strength: float = 20.0     # The DragGAN mask term's weight (lambda).
-    preset: str = "fast"            # Inversion quality: "fast" | "quality".
-    preview_every: int = 10         # Drag steps between live previews; 0 = none.
+    mask_strength: float = 20.0  # The DragGAN mask term's weight (lambda).
+    preset: str = "fast"  # Inversion quality: "fast" | "quality".
+    preview_every: int = 10  # Drag steps between live previews; 0 = none.
 
     def params(self) -> dict[str, Any]:
-        return {"steps": self.steps, "mask_lambda": self.mask_strength, "preset": self.preset,
-                "preview_every": self.preview_every}
+        return {
+            "steps": self.steps,
+            "mask_lambda": self.mask_strength,
+            "preset": self.preset,
+            "preview_every": self.preview_every,
+        }
 
 
 class Host(Protocol):
@@ -90,12 +96,15 @@ def describe(exc: BaseException, address: str, model: str = "") -> str:
         return texts.error_sentence("not_running", str(exc), address, model)
     if isinstance(exc, ImportError):
         return texts.error_sentence("transport_missing", str(exc), address, model)
-    return (f"The plug-in failed unexpectedly ({type(exc).__name__}: {exc}). Please report it "
-            "with the output of `gimp-draggan doctor`.")
+    return (
+        f"The plug-in failed unexpectedly ({type(exc).__name__}: {exc}). Please report it "
+        "with the output of `gimp-draggan doctor`."
+    )
 
 
-def reach_daemon(host: Host, client: Client, config: settings.Settings,
-                 start_timeout_s: float = 120.0) -> dict[str, Any]:
+def reach_daemon(
+    host: Host, client: Client, config: settings.Settings, start_timeout_s: float = 120.0
+) -> dict[str, Any]:
     """`hello` from the daemon; if a local one is not running, offer (interactively) to start it."""
     try:
         return client.hello("gimp-plugin")
@@ -107,8 +116,9 @@ def reach_daemon(host: Host, client: Client, config: settings.Settings,
     if not (host.interactive and protocol.is_loopback(client.address) and argv):
         raise failure
     shown = " ".join(argv)
-    if not host.confirm(f"The DragGAN daemon is not running at {client.address}.\n\n"
-                        f"Start it now?\n({shown})"):
+    if not host.confirm(
+        f"The DragGAN daemon is not running at {client.address}.\n\nStart it now?\n({shown})"
+    ):
         raise failure
     host.progress("Starting the DragGAN daemon\u2026", 0.0)
     proc = launcher.start(argv)
@@ -121,8 +131,12 @@ def reach_daemon(host: Host, client: Client, config: settings.Settings,
             return False
         return True
 
-    launcher.wait_ready(proc, ping, start_timeout_s, on_wait=lambda s: host.progress(
-        f"Starting the DragGAN daemon\u2026 {s:.0f} s", 0.0))
+    launcher.wait_ready(
+        proc,
+        ping,
+        start_timeout_s,
+        on_wait=lambda s: host.progress(f"Starting the DragGAN daemon\u2026 {s:.0f} s", 0.0),
+    )
     return hello
 
 
@@ -140,31 +154,52 @@ def event_handler(host: Host, note: str = "") -> Callable[[Any], None]:
         inverted = inverted or event.phase == "invert"
         text = texts.progress_text(event.phase, event.step, event.total, event.distances)
         extra = [texts.REUSED_NOTE] if event.phase == "drag" and not inverted else []
-        host.progress(" \u00b7 ".join([text, *extra, *([note] if note else [])]),
-                      texts.progress_fraction(event.phase, event.step, event.total))
+        host.progress(
+            " \u00b7 ".join([text, *extra, *([note] if note else [])]),
+            texts.progress_fraction(event.phase, event.step, event.total),
+        )
         if event.preview and event.crop:
             x, y, width, height = (int(v) for v in event.crop)
             host.preview(event.preview, (x, y, width, height))
+
     return on_event
 
 
-def run(host: Host, client: Client, config: settings.Settings, layer: LayerData,
-        pairs: list[protocol.Pair], mask: bytes | None, options: Options) -> protocol.JobResult:
+def run(
+    host: Host,
+    client: Client,
+    config: settings.Settings,
+    layer: LayerData,
+    pairs: list[protocol.Pair],
+    mask: bytes | None,
+    options: Options,
+) -> protocol.JobResult:
     """Reach the daemon, drag, hand the result to the host; on any failure the host discards
     what it showed and a PluginError says what to do."""
     try:
         hello = reach_daemon(host, client, config)
-        note = "" if mask is not None else texts.region_note(
-            texts.model_domain(hello, options.model))
-        host.progress(" \u00b7 ".join(filter(None, [texts.progress_text("invert", 0, 0), note])),
-                      0.0)
-        result = client.drag(pairs=pairs, pixels=layer.pixels, width=layer.width,
-                             height=layer.height, depth=layer.depth, mask=mask,
-                             model=options.model or None, params=options.params(),
-                             on_event=event_handler(host, note))
+        note = (
+            "" if mask is not None else texts.region_note(texts.model_domain(hello, options.model))
+        )
+        host.progress(
+            " \u00b7 ".join(filter(None, [texts.progress_text("invert", 0, 0), note])), 0.0
+        )
+        result = client.drag(
+            pairs=pairs,
+            pixels=layer.pixels,
+            width=layer.width,
+            height=layer.height,
+            depth=layer.depth,
+            mask=mask,
+            model=options.model or None,
+            params=options.params(),
+            on_event=event_handler(host, note),
+        )
         if result.depth != layer.depth:
-            raise PluginError(f"the daemon sent {result.depth} pixels for a {layer.depth} layer; "
-                              "update the daemon and the plug-in to the same version")
+            raise PluginError(
+                f"the daemon sent {result.depth} pixels for a {layer.depth} layer; "
+                "update the daemon and the plug-in to the same version"
+            )
         host.finish(result)
         if not result.converged:
             host.notice(texts.stopped_short(result))

@@ -56,7 +56,8 @@ LAYER_TYPES = {
 
 def _error(procedure, status, message):
     return procedure.new_return_values(
-        status, GLib.Error.new_literal(GLib.quark_from_string("gimp-draggan"), message, 0))
+        status, GLib.Error.new_literal(GLib.quark_from_string("gimp-draggan"), message, 0)
+    )
 
 
 class GimpHost:
@@ -71,7 +72,7 @@ class GimpHost:
         self.image = image
         self.source = source
         self.pairs = pairs
-        self.selection = selection       # layer-sized mask bytes, or None (no selection)
+        self.selection = selection  # layer-sized mask bytes, or None (no selection)
         self.interactive = interactive
         self.layer = None
         self.box = None
@@ -89,9 +90,15 @@ class GimpHost:
                 self.image.undo_group_start()  # fails before any leaves no empty undo step
                 self.grouped = True
             x, y, width, height = box
-            layer = Gimp.Layer.new(self.image, name, width, height,
-                                   LAYER_TYPES[self.image.get_base_type()], 100.0,
-                                   Gimp.LayerMode.NORMAL)
+            layer = Gimp.Layer.new(
+                self.image,
+                name,
+                width,
+                height,
+                LAYER_TYPES[self.image.get_base_type()],
+                100.0,
+                Gimp.LayerMode.NORMAL,
+            )
             parent = self.source.get_parent()
             self.image.insert_layer(layer, parent, self.image.get_item_position(self.source))
             layer.set_offsets(self.src_x + x, self.src_y + y)
@@ -134,8 +141,11 @@ class GimpHost:
             return
         try:
             shown.scale(box[2], box[3])
-            data = shown.get_layers()[0].get_buffer().get(
-                Gegl.Rectangle.new(*in_crop), 1.0, "R'G'B'A u8", Gegl.AbyssPolicy.CLAMP)
+            data = (
+                shown.get_layers()[0]
+                .get_buffer()
+                .get(Gegl.Rectangle.new(*in_crop), 1.0, "R'G'B'A u8", Gegl.AbyssPolicy.CLAMP)
+            )
         finally:
             shown.delete()
         layer = self._layer_at(on_layer, texts.PREVIEW_NAME)
@@ -160,8 +170,9 @@ class GimpHost:
         if layer.get_mask() is not None:
             layer.remove_mask(Gimp.MaskApplyMode.DISCARD)
         layer.set_name(texts.layer_name(self.pairs, result))
-        self._set(layer, result.width, result.height, result.patch,
-                  settings.DEPTH_FORMATS[result.depth])
+        self._set(
+            layer, result.width, result.height, result.patch, settings.DEPTH_FORMATS[result.depth]
+        )
         Gimp.displays_flush()
 
     def notice(self, text):
@@ -183,8 +194,9 @@ class GimpHost:
         gi.require_version("Gtk", "3.0")
         from gi.repository import Gtk
 
-        dialog = Gtk.MessageDialog(message_type=Gtk.MessageType.QUESTION,
-                                   buttons=Gtk.ButtonsType.YES_NO, text=question)
+        dialog = Gtk.MessageDialog(
+            message_type=Gtk.MessageType.QUESTION, buttons=Gtk.ButtonsType.YES_NO, text=question
+        )
         dialog.set_title("DragGAN Drag")
         answer = dialog.run()
         dialog.destroy()
@@ -197,19 +209,25 @@ class GimpHost:
 def check_drawables(image, drawables):
     """The one RGB(A) layer to work on, or a sentence saying what to select instead."""
     if len(drawables) != 1:
-        return None, (f"{len(drawables)} layers are selected: select exactly one layer (the photo) "
-                      "in the Layers dialog")
+        return None, (
+            f"{len(drawables)} layers are selected: select exactly one layer (the photo) "
+            "in the Layers dialog"
+        )
     item = drawables[0]
     if item.is_layer_mask():
-        return None, ("a layer mask is selected: click the layer's thumbnail (not its mask) in "
-                      "the Layers dialog, then run DragGAN Drag again")
+        return None, (
+            "a layer mask is selected: click the layer's thumbnail (not its mask) in "
+            "the Layers dialog, then run DragGAN Drag again"
+        )
     if item.is_channel():
         return None, "a channel is selected: select the photo's layer in the Layers dialog"
     if not item.is_layer():
         return None, "select the photo's layer in the Layers dialog"
     if item.is_group():
-        return None, ("a layer group is selected: select one layer inside it (or merge the group "
-                      "with Layer \u2192 Merge Layer Group) and run DragGAN Drag again")
+        return None, (
+            "a layer group is selected: select one layer inside it (or merge the group "
+            "with Layer \u2192 Merge Layer Group) and run DragGAN Drag again"
+        )
     return item, None
 
 
@@ -223,8 +241,9 @@ def read_paths(image):
         for stroke_id in path.get_strokes() or []:
             _kind, coords, _closed = path.stroke_get_points(stroke_id)
             strokes.append(list(coords))
-        infos.append(points.PathInfo(path.get_name(), path.get_id() in selected,
-                                     path.get_visible(), strokes))
+        infos.append(
+            points.PathInfo(path.get_name(), path.get_id() in selected, path.get_visible(), strokes)
+        )
     return infos
 
 
@@ -237,9 +256,16 @@ def read_mask(image, layer, width, height):
     _ok, off_x, off_y = layer.get_offsets()
     layer_rect = mask.Rect(off_x, off_y, width, height)
     region = mask.selection_region(mask.Rect(x1, y1, x2 - x1, y2 - y1), layer_rect)
-    data = image.get_selection().get_buffer().get(
-        Gegl.Rectangle.new(region.x, region.y, region.width, region.height), 1.0, "Y u8",
-        Gegl.AbyssPolicy.NONE)
+    data = (
+        image.get_selection()
+        .get_buffer()
+        .get(
+            Gegl.Rectangle.new(region.x, region.y, region.width, region.height),
+            1.0,
+            "Y u8",
+            Gegl.AbyssPolicy.NONE,
+        )
+    )
     return mask.place_mask(bytes(data), region, layer_rect)
 
 
@@ -263,9 +289,12 @@ def run(procedure, run_mode, image, drawables, config, data):
         import traceback
 
         traceback.print_exc()  # to GIMP's stderr, for bug reports
-        return _error(procedure, Gimp.PDBStatusType.EXECUTION_ERROR,
-                      f"The plug-in failed unexpectedly ({type(exc).__name__}: {exc}). Please "
-                      "report it with the output of `gimp-draggan doctor`.")
+        return _error(
+            procedure,
+            Gimp.PDBStatusType.EXECUTION_ERROR,
+            f"The plug-in failed unexpectedly ({type(exc).__name__}: {exc}). Please "
+            "report it with the output of `gimp-draggan doctor`.",
+        )
 
 
 def _run(procedure, run_mode, image, drawables, config):
@@ -274,9 +303,12 @@ def _run(procedure, run_mode, image, drawables, config):
         from gimp_draggan_plugin.client import Client, read_secret
         from gimp_draggan_plugin.transport import CurveKeys
     except ImportError as exc:
-        return _error(procedure, Gimp.PDBStatusType.EXECUTION_ERROR,
-                      f"The DragGAN plug-in is incomplete ({exc}): re-run the gimp-draggan "
-                      "installer and restart GIMP.")
+        return _error(
+            procedure,
+            Gimp.PDBStatusType.EXECUTION_ERROR,
+            f"The DragGAN plug-in is incomplete ({exc}): re-run the gimp-draggan "
+            "installer and restart GIMP.",
+        )
     layer, problem = check_drawables(image, drawables)
     if problem:
         return _error(procedure, Gimp.PDBStatusType.CALLING_ERROR, texts.sentence(problem))
@@ -295,7 +327,8 @@ def _run(procedure, run_mode, image, drawables, config):
                 numbers = ", ".join(str(i + 1) for i in fixed)
                 raise points.PointsError(
                     f"the handle of pair {numbers} lies outside the selection, so it cannot "
-                    "move: select an area that includes the handles (or Select \u2192 None)")
+                    "move: select an area that includes the handles (or Select \u2192 None)"
+                )
     except ValueError as exc:  # PointsError, MaskError
         return _error(procedure, Gimp.PDBStatusType.CALLING_ERROR, texts.sentence(str(exc)))
 
@@ -305,9 +338,12 @@ def _run(procedure, run_mode, image, drawables, config):
 
         GimpUi.init("gimp-draggan")
         dialog = GimpUi.ProcedureDialog.new(procedure, config, "DragGAN Drag")
-        label = dialog.get_label("how-to", texts.dialog_summary(path.name, len(pairs),
-                                                                 selection is not None),
-                                 False, False)
+        label = dialog.get_label(
+            "how-to",
+            texts.dialog_summary(path.name, len(pairs), selection is not None),
+            False,
+            False,
+        )
         label.set_line_wrap(True)
         label.set_max_width_chars(60)
         label.set_xalign(0.0)
@@ -318,12 +354,17 @@ def _run(procedure, run_mode, image, drawables, config):
             return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
 
     try:
-        config_settings = settings.load(Path(HERE), config.get_property("daemon-address") or "",
-                                        os.environ)
+        config_settings = settings.load(
+            Path(HERE), config.get_property("daemon-address") or "", os.environ
+        )
         options = read_options(config)
         depth = settings.depth_for(image.get_precision().value_nick)
-        pixels = layer.get_buffer().get(Gegl.Rectangle.new(0, 0, width, height), 1.0,
-                                        settings.DEPTH_FORMATS[depth], Gegl.AbyssPolicy.NONE)
+        pixels = layer.get_buffer().get(
+            Gegl.Rectangle.new(0, 0, width, height),
+            1.0,
+            settings.DEPTH_FORMATS[depth],
+            Gegl.AbyssPolicy.NONE,
+        )
         layer_data = flow.LayerData(width, height, depth, bytes(pixels))
     except ValueError as exc:  # bad settings
         return _error(procedure, Gimp.PDBStatusType.CALLING_ERROR, texts.sentence(str(exc)))
@@ -337,8 +378,9 @@ def _run(procedure, run_mode, image, drawables, config):
         # The secret file as `serve` keeps it ($GIMP_DRAGGAN_SECRET or the user's), else the
         # installer's copy (a Flatpak GIMP cannot read ~/.config; the copy may be stale).
         secret = read_secret() or config_settings.secret
-        with Client(config_settings.address, curve=curve, prefer=config_settings.transport,
-                    secret=secret) as client:
+        with Client(
+            config_settings.address, curve=curve, prefer=config_settings.transport, secret=secret
+        ) as client:
             flow.run(host, client, config_settings, layer_data, pairs, selection, options)
     except flow.PluginError as exc:
         return _error(procedure, Gimp.PDBStatusType.EXECUTION_ERROR, texts.sentence(str(exc)))
@@ -360,35 +402,63 @@ class DragGanPlugin(Gimp.PlugIn):
 
     def do_create_procedure(self, name):
         procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, run, None)
-        procedure.set_image_types("*")   # Grey and indexed layers are edited through RGB.
+        procedure.set_image_types("*")  # Grey and indexed layers are edited through RGB.
         procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
         procedure.set_menu_label("_DragGAN Drag\u2026")
         procedure.add_menu_path("<Image>/Filters/Distorts")
         procedure.set_documentation(
             "Drag points of a photo with DragGAN: each path stroke moves its first point to its "
-            "last", HELP, name)
-        procedure.set_attribution("gimp-draggan contributors", "gimp-draggan contributors",
-                                  "2026")
+            "last",
+            HELP,
+            name,
+        )
+        procedure.set_attribution("gimp-draggan contributors", "gimp-draggan contributors", "2026")
         flags = GObject.ParamFlags.READWRITE
         procedure.add_string_argument(
-            "model", "_Model", "Model name from `gimp-draggan models list`; empty = the "
-            "daemon's default", "", flags)
+            "model",
+            "_Model",
+            "Model name from `gimp-draggan models list`; empty = the daemon's default",
+            "",
+            flags,
+        )
         procedure.add_int_argument(
-            "max-steps", "Max ste_ps", "Most drag steps (it stops earlier once every handle "
-            "reached its target)", 1, 2000, 200, flags)
+            "max-steps",
+            "Max ste_ps",
+            "Most drag steps (it stops earlier once every handle reached its target)",
+            1,
+            2000,
+            200,
+            flags,
+        )
         procedure.add_double_argument(
-            "mask-strength", "Mask s_trength", "How firmly the unselected area is held in place "
-            "(DragGAN's mask weight; 0 = not at all)", 0.0, 1000.0, 20.0, flags)
+            "mask-strength",
+            "Mask s_trength",
+            "How firmly the unselected area is held in place "
+            "(DragGAN's mask weight; 0 = not at all)",
+            0.0,
+            1000.0,
+            20.0,
+            flags,
+        )
         presets = Gimp.Choice.new()
         presets.add("fast", 0, "Fast", "Quick inversion of the photo (fewer steps)")
         presets.add("quality", 1, "Quality", "Slower, more faithful inversion of the photo")
         procedure.add_choice_argument(
-            "preset", "_Inversion", "How carefully the photo is first rebuilt by the model",
-            presets, "fast", flags)
+            "preset",
+            "_Inversion",
+            "How carefully the photo is first rebuilt by the model",
+            presets,
+            "fast",
+            flags,
+        )
         procedure.add_string_argument(
-            "daemon-address", "Daemon _address", "ZeroMQ address of the gimp-draggan daemon; "
+            "daemon-address",
+            "Daemon _address",
+            "ZeroMQ address of the gimp-draggan daemon; "
             "empty = $GIMP_DRAGGAN_DAEMON, the installer's setting, or tcp://127.0.0.1:5589",
-            "", flags)
+            "",
+            flags,
+        )
         return procedure
 
 

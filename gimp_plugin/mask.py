@@ -33,16 +33,19 @@ def selection_region(bounds: Rect, layer: Rect) -> Rect:
     """The part of the selection's bounding box that lies on the layer (image pixels)."""
     region = bounds.intersect(layer)
     if region is None:
-        raise MaskError("the selection does not touch the selected layer: select the part of the "
-                        "layer that may move (or Select \u2192 None to let the whole layer move)")
+        raise MaskError(
+            "the selection does not touch the selected layer: select the part of the "
+            "layer that may move (or Select \u2192 None to let the whole layer move)"
+        )
     return region
 
 
 def place_mask(region_bytes: bytes, region: Rect, layer: Rect) -> bytes:
     """Put the selection values read over `region` into a layer-sized mask, zeros elsewhere."""
     if len(region_bytes) != region.width * region.height:
-        raise ValueError(f"selection bytes: {len(region_bytes)}, expected "
-                         f"{region.width}x{region.height}")
+        raise ValueError(
+            f"selection bytes: {len(region_bytes)}, expected {region.width}x{region.height}"
+        )
     inside = region.intersect(layer)
     if inside != region:
         raise ValueError(f"region {region} is not inside layer {layer}")
@@ -50,10 +53,14 @@ def place_mask(region_bytes: bytes, region: Rect, layer: Rect) -> bytes:
     col = region.x - layer.x
     for row in range(region.height):
         start = (region.y - layer.y + row) * layer.width + col
-        mask[start:start + region.width] = region_bytes[row * region.width:(row + 1) * region.width]
+        mask[start : start + region.width] = region_bytes[
+            row * region.width : (row + 1) * region.width
+        ]
     if not any(mask):
-        raise MaskError("the selection is empty on the selected layer: select the part that may "
-                        "move (or Select \u2192 None to let the whole layer move)")
+        raise MaskError(
+            "the selection is empty on the selected layer: select the part that may "
+            "move (or Select \u2192 None to let the whole layer move)"
+        )
     return bytes(mask)
 
 
@@ -69,8 +76,10 @@ def handles_fixed(mask: bytes, layer_width: int, points: list[tuple[float, float
 def crop(mask: bytes, layer_width: int, box: tuple[int, int, int, int]) -> bytes:
     """The part of a layer-sized mask under `box` (x, y, width, height on the layer)."""
     x, y, width, height = box
-    return b"".join(mask[(y + row) * layer_width + x:(y + row) * layer_width + x + width]
-                    for row in range(height))
+    return b"".join(
+        mask[(y + row) * layer_width + x : (y + row) * layer_width + x + width]
+        for row in range(height)
+    )
 
 
 def soft_edges(width: int, height: int) -> bytes:
@@ -82,5 +91,7 @@ def soft_edges(width: int, height: int) -> bytes:
         return min(1.0, (min(i, n - 1 - i) + 0.5) / feather)
 
     cols = [ramp(i, width) for i in range(width)]
-    return b"".join(bytes(round(255 * min(r, c)) for c in cols)
-                    for r in (ramp(j, height) for j in range(height)))
+    return b"".join(
+        bytes(round(255 * min(r, c)) for c in cols)
+        for r in (ramp(j, height) for j in range(height))
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-MAX_PAIRS = 16     # protocol.MAX_POINTS (kept equal by a test).
+MAX_PAIRS = 16  # protocol.MAX_POINTS (kept equal by a test).
 Point = tuple[float, float]
 Pair = tuple[Point, Point]
 
@@ -36,8 +36,10 @@ class PathInfo:
 def anchors(coords: list[float]) -> list[Point]:
     """The anchor points of one stroke (image pixels)."""
     if len(coords) % 6:
-        raise PointsError(f"a stroke has {len(coords)} coordinates, not a multiple of 6 "
-                          "(control/anchor/control per point); redraw it with the Paths tool")
+        raise PointsError(
+            f"a stroke has {len(coords)} coordinates, not a multiple of 6 "
+            "(control/anchor/control per point); redraw it with the Paths tool"
+        )
     return [(float(coords[i + 2]), float(coords[i + 3])) for i in range(0, len(coords), 6)]
 
 
@@ -46,17 +48,20 @@ def choose_path(paths: list[PathInfo]) -> PathInfo:
     selected = [p for p in paths if p.selected]
     if len(selected) > 1:
         names = ", ".join(repr(p.name) for p in selected)
-        raise PointsError(f"{len(selected)} paths are selected ({names}); select only the one "
-                          "with the drag points in the Paths dialog")
+        raise PointsError(
+            f"{len(selected)} paths are selected ({names}); select only the one "
+            "with the drag points in the Paths dialog"
+        )
     if selected:
         return selected[0]
     visible = [p for p in paths if p.visible]
     if visible:
         return visible[0]
     if paths:
-        raise PointsError("the image has paths, but none is selected or visible: select the path "
-                          "with the drag points in the Paths dialog (or make it visible). "
-                          + HOW_TO_DRAW)
+        raise PointsError(
+            "the image has paths, but none is selected or visible: select the path "
+            "with the drag points in the Paths dialog (or make it visible). " + HOW_TO_DRAW
+        )
     raise PointsError("the image has no path with drag points. " + HOW_TO_DRAW)
 
 
@@ -66,19 +71,24 @@ def pairs_from_path(path: PathInfo) -> list[Pair]:
     for number, coords in enumerate(path.strokes, start=1):
         points = anchors(coords)
         if len(points) < 2:
-            raise PointsError(f"stroke {number} of path {path.name!r} has only one point; it "
-                              "needs a handle and a target. " + HOW_TO_DRAW)
+            raise PointsError(
+                f"stroke {number} of path {path.name!r} has only one point; it "
+                "needs a handle and a target. " + HOW_TO_DRAW
+            )
         pairs.append((points[0], points[-1]))
     if not pairs:
         raise PointsError(f"path {path.name!r} has no strokes. " + HOW_TO_DRAW)
     if len(pairs) > MAX_PAIRS:
-        raise PointsError(f"path {path.name!r} has {len(pairs)} strokes; at most {MAX_PAIRS} "
-                          "handle → target pairs fit in one drag: delete some strokes")
+        raise PointsError(
+            f"path {path.name!r} has {len(pairs)} strokes; at most {MAX_PAIRS} "
+            "handle → target pairs fit in one drag: delete some strokes"
+        )
     return pairs
 
 
-def to_layer(pairs: list[Pair], offset_x: int, offset_y: int, width: int,
-             height: int) -> list[Pair]:
+def to_layer(
+    pairs: list[Pair], offset_x: int, offset_y: int, width: int, height: int
+) -> list[Pair]:
     """Image pixels -> layer pixels; every point must lie on the layer."""
     if width <= 0 or height <= 0:
         raise ValueError(f"layer size {width}x{height} is empty")
@@ -91,8 +101,10 @@ def to_layer(pairs: list[Pair], offset_x: int, offset_y: int, width: int,
                 outside.append(f"the {role} of pair {number} at ({ix:g}, {iy:g})")
         out.append((moved[0], moved[1]))
     if outside:
-        box = (f"x {offset_x}..{offset_x + width - 1}, y {offset_y}..{offset_y + height - 1}")
-        raise PointsError(f"{'; '.join(outside)} {'lies' if len(outside) == 1 else 'lie'} outside "
-                          f"the layer ({box}): move the path's points onto the layer, or select "
-                          "the layer that holds them")
+        box = f"x {offset_x}..{offset_x + width - 1}, y {offset_y}..{offset_y + height - 1}"
+        raise PointsError(
+            f"{'; '.join(outside)} {'lies' if len(outside) == 1 else 'lie'} outside "
+            f"the layer ({box}): move the path's points onto the layer, or select "
+            "the layer that holds them"
+        )
     return out

@@ -23,25 +23,25 @@ DEFAULT_PORT = 5589
 DEFAULT_ADDRESS = f"tcp://127.0.0.1:{DEFAULT_PORT}"
 ADDRESS_ENV = "GIMP_DRAGGAN_DAEMON"
 SERVE_COMMAND = "gimp-draggan serve"
-TOKEN_FIELD = "token"                 # The owner's loopback secret, in every request's header.
-SECRET_ENV = "GIMP_DRAGGAN_SECRET"    # Path of the secret file (overrides the default).
-SECRET_NAME = "daemon.secret"         # In the user's config dir + gimp-draggan/.
+TOKEN_FIELD = "token"  # The owner's loopback secret, in every request's header.
+SECRET_ENV = "GIMP_DRAGGAN_SECRET"  # Path of the secret file (overrides the default).
+SECRET_NAME = "daemon.secret"  # In the user's config dir + gimp-draggan/.
 
 # ---- limits -----------------------------------------------------------------------------------
-MAX_HEADER_BYTES = 64 * 1024          # JSON header frame.
-MAX_FRAMES = 4                        # Binary frames after the header.
-MAX_SIDE = 16384                      # Pixels per side of a layer.
-MAX_PIXELS = 64 * 1024 * 1024         # Pixels of a layer (e.g. 8192 x 8192, 8000 x 6000).
-MAX_FRAME_BYTES = 512 * 1024 * 1024   # One binary frame (so f32 layers stop at 32 Mpx).
+MAX_HEADER_BYTES = 64 * 1024  # JSON header frame.
+MAX_FRAMES = 4  # Binary frames after the header.
+MAX_SIDE = 16384  # Pixels per side of a layer.
+MAX_PIXELS = 64 * 1024 * 1024  # Pixels of a layer (e.g. 8192 x 8192, 8000 x 6000).
+MAX_FRAME_BYTES = 512 * 1024 * 1024  # One binary frame (so f32 layers stop at 32 Mpx).
 MAX_MESSAGE_BYTES = MAX_FRAME_BYTES + MAX_HEADER_BYTES  # ZeroMQ MAXMSGSIZE (checked per frame).
-MAX_POINTS = 16                       # Handle -> target pairs per drag.
+MAX_POINTS = 16  # Handle -> target pairs per drag.
 MAX_ID_CHARS = 64
-MAX_QUEUE_DEFAULT = 16                # Jobs waiting behind the running one.
+MAX_QUEUE_DEFAULT = 16  # Jobs waiting behind the running one.
 
 # ---- timing -----------------------------------------------------------------------------------
-HEARTBEAT_INTERVAL_S = 1.0            # Each side sends a heartbeat this often while a job is open.
-HEARTBEAT_TIMEOUT_S = 10.0            # Silence this long = the peer is gone.
-REQUEST_TIMEOUT_S = 3.0               # First answer to any request (hello, status, queued, ...).
+HEARTBEAT_INTERVAL_S = 1.0  # Each side sends a heartbeat this often while a job is open.
+HEARTBEAT_TIMEOUT_S = 10.0  # Silence this long = the peer is gone.
+REQUEST_TIMEOUT_S = 3.0  # First answer to any request (hello, status, queued, ...).
 
 DEPTHS = {"u8": 1, "u16": 2, "f32": 4}  # Bytes per channel of RGBA pixels.
 PRESETS = ("fast", "quality")
@@ -49,7 +49,7 @@ BLENDS = ("photo", "generator")  # photo: the layer's pixels warped; generator: 
 PHASES = ("invert", "drag", "download")
 
 REQUEST_OPS = ("hello", "drag", "invert", "cancel", "status", "models", "heartbeat")
-JOB_OPS = ("drag", "invert", "models")    # Ops that may queue behind a running job.
+JOB_OPS = ("drag", "invert", "models")  # Ops that may queue behind a running job.
 # Replies: `queued`, `progress`, `heartbeat` are interim; every request except `heartbeat`
 # gets exactly one final reply: `result`, `error`, `hello`, `status`, `models` or `cancel`.
 INTERIM_OPS = ("queued", "progress", "heartbeat")
@@ -132,7 +132,7 @@ def error_sentence(code: str, message: str) -> str:
 @dataclass(frozen=True)
 class ParamSpec:
     name: str
-    kind: type           # int | float | str
+    kind: type  # int | float | str
     default: Any
     lo: float | None = None
     hi: float | None = None
@@ -142,7 +142,7 @@ class ParamSpec:
 # Same names and defaults as gimp_draggan.edit.EditParams (a test keeps them equal).
 PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("steps", int, 200, 0, 2000),
-    ParamSpec("lr", float, None, 1e-5, 0.1),        # None: the model's own (models.json).
+    ParamSpec("lr", float, None, 1e-5, 0.1),  # None: the model's own (models.json).
     ParamSpec("mask_lambda", float, 20.0, 0.0, 1000.0),
     ParamSpec("preset", str, "fast", choices=PRESETS),
     ParamSpec("preview_every", int, 0, 0, 1000),
@@ -164,7 +164,7 @@ def check_params(params: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for spec in PARAMS:
         value = params.get(spec.name, spec.default)
-        if value is None and spec.default is None:     # Unset: the daemon chooses.
+        if value is None and spec.default is None:  # Unset: the daemon chooses.
             out[spec.name] = None
             continue
         if spec.kind is str:
@@ -213,8 +213,12 @@ class Message:
         return str(self.header["id"])
 
 
-def encode(op: str, msg_id: str, fields: dict[str, Any] | None = None,
-           blobs: dict[str, bytes] | None = None) -> list[bytes]:
+def encode(
+    op: str,
+    msg_id: str,
+    fields: dict[str, Any] | None = None,
+    blobs: dict[str, bytes] | None = None,
+) -> list[bytes]:
     """Build the frames of a message: header JSON + the blobs in the order given."""
     header: dict[str, Any] = {"v": PROTOCOL_VERSION, "op": op, "id": msg_id}
     if fields:
@@ -321,16 +325,16 @@ Pair = tuple[tuple[float, float], tuple[float, float]]
 class JobRequest:
     """A validated `drag` or `invert` request (photo form or seed form)."""
 
-    op: str                          # "drag" | "invert"
+    op: str  # "drag" | "invert"
     id: str
-    model: str | None                # None = the daemon's default model.
+    model: str | None  # None = the daemon's default model.
     pairs: list[Pair]
     params: dict[str, Any]
-    image: ImageSpec | None          # Photo form: pixels follow (or a session is given).
+    image: ImageSpec | None  # Photo form: pixels follow (or a session is given).
     pixels: bytes | None
-    mask: bytes | None               # width*height u8, 255 = may move.
+    mask: bytes | None  # width*height u8, 255 = may move.
     session: str | None
-    seed: int | None                 # Seed form: the model's own image from this seed (its
+    seed: int | None  # Seed form: the model's own image from this seed (its
     #                                  optional mask is model-sized: image = its size, no pixels).
 
 
@@ -352,7 +356,8 @@ def check_image(header: dict[str, Any]) -> ImageSpec:
     spec = ImageSpec(width, height, depth)
     if spec.pixel_bytes > MAX_FRAME_BYTES:
         raise ProtocolError(
-            "too_large", f"{width}x{height} {depth} RGBA is {spec.pixel_bytes} bytes > "
+            "too_large",
+            f"{width}x{height} {depth} RGBA is {spec.pixel_bytes} bytes > "
             f"{MAX_FRAME_BYTES}; use 8-bit pixels or a smaller layer",
         )
     return spec
@@ -411,25 +416,31 @@ def check_job(msg: Message) -> JobRequest:
         if "mask" in msg.blobs:  # Model-resolution mask: width/height name its size.
             mask_spec = check_image({**h, "depth": "u8"})
             if len(msg.blobs["mask"]) != mask_spec.mask_bytes:
-                raise ProtocolError("bad_request", f"mask frame has {len(msg.blobs['mask'])} "
-                                    f"bytes; {mask_spec.width}x{mask_spec.height} needs "
-                                    f"{mask_spec.mask_bytes}")
+                raise ProtocolError(
+                    "bad_request",
+                    f"mask frame has {len(msg.blobs['mask'])} "
+                    f"bytes; {mask_spec.width}x{mask_spec.height} needs "
+                    f"{mask_spec.mask_bytes}",
+                )
         pairs = check_pairs(h.get("pairs"), None, need=True)
-        return JobRequest(op, msg.id, model, pairs, params, mask_spec, None,
-                          msg.blobs.get("mask"), None, seed)
+        return JobRequest(
+            op, msg.id, model, pairs, params, mask_spec, None, msg.blobs.get("mask"), None, seed
+        )
     image = check_image(h)
     pixels = msg.blobs.get("pixels")
     if pixels is None:
         raise ProtocolError("bad_request", "a photo job needs a pixels frame")
     if len(pixels) != image.pixel_bytes:
         raise ProtocolError(
-            "bad_request", f"pixels frame has {len(pixels)} bytes; {image.width}x{image.height} "
+            "bad_request",
+            f"pixels frame has {len(pixels)} bytes; {image.width}x{image.height} "
             f"RGBA {image.depth} needs {image.pixel_bytes}",
         )
     mask = msg.blobs.get("mask")
     if mask is not None and len(mask) != image.mask_bytes:
         raise ProtocolError(
-            "bad_request", f"mask frame has {len(mask)} bytes; {image.width}x{image.height} "
+            "bad_request",
+            f"mask frame has {len(mask)} bytes; {image.width}x{image.height} "
             f"u8 needs {image.mask_bytes}",
         )
     pairs = check_pairs(h.get("pairs"), (image.width, image.height), need=op == "drag")
@@ -470,13 +481,13 @@ class ProgressEvent:
     total: int
     points: list[tuple[float, float]] = field(default_factory=list)
     distances: list[float] = field(default_factory=list)
-    preview: bytes | None = None       # Small JPEG, when due.
+    preview: bytes | None = None  # Small JPEG, when due.
     crop: tuple[int, int, int, int] | None = None  # Where the preview lies: x, y, w, h (layer).
 
 
 @dataclass(frozen=True)
 class QueuedEvent:
-    position: int                      # 1 = next to run.
+    position: int  # 1 = next to run.
 
 
 @dataclass(frozen=True)
@@ -494,13 +505,15 @@ class JobResult:
     distances: list[float] = field(default_factory=list)
     steps: int = 0
     timings: dict[str, float] = field(default_factory=dict)
-    converged: bool = True             # Every handle got within the stop distance.
+    converged: bool = True  # Every handle got within the stop distance.
     worse: list[int] = field(default_factory=list)  # Pairs that ended farther than they began.
 
 
 def progress_frames(msg_id: str, ev: ProgressEvent) -> list[bytes]:
     fields = {
-        "phase": ev.phase, "step": ev.step, "total": ev.total,
+        "phase": ev.phase,
+        "step": ev.step,
+        "total": ev.total,
         "points": [[float(x), float(y)] for x, y in ev.points],
         "distances": [float(d) for d in ev.distances],
     }
@@ -516,7 +529,9 @@ def parse_progress(msg: Message) -> ProgressEvent:
     if isinstance(raw, list) and len(raw) == 4 and all(_is_int(v) for v in raw):
         crop = (raw[0], raw[1], raw[2], raw[3])
     return ProgressEvent(
-        phase=str(h.get("phase", "")), step=int(h.get("step", 0)), total=int(h.get("total", 0)),
+        phase=str(h.get("phase", "")),
+        step=int(h.get("step", 0)),
+        total=int(h.get("total", 0)),
         points=[(float(p[0]), float(p[1])) for p in h.get("points", [])],
         distances=[float(d) for d in h.get("distances", [])],
         preview=msg.blobs.get("preview"),
@@ -528,11 +543,18 @@ def result_frames(msg_id: str, r: JobResult) -> list[bytes]:
     if len(r.patch) != r.width * r.height * 4 * DEPTHS[r.depth]:
         raise ValueError(f"patch has {len(r.patch)} bytes for {r.width}x{r.height} {r.depth}")
     fields = {
-        "session": r.session, "x": r.x, "y": r.y, "width": r.width, "height": r.height,
-        "depth": r.depth, "points": [[float(x), float(y)] for x, y in r.points],
-        "distances": [float(d) for d in r.distances], "steps": r.steps,
+        "session": r.session,
+        "x": r.x,
+        "y": r.y,
+        "width": r.width,
+        "height": r.height,
+        "depth": r.depth,
+        "points": [[float(x), float(y)] for x, y in r.points],
+        "distances": [float(d) for d in r.distances],
+        "steps": r.steps,
         "timings": {k: float(v) for k, v in r.timings.items()},
-        "converged": bool(r.converged), "worse": [int(i) for i in r.worse],
+        "converged": bool(r.converged),
+        "worse": [int(i) for i in r.worse],
     }
     return encode("result", msg_id, fields, {"patch": r.patch} if r.patch else None)
 
@@ -541,11 +563,16 @@ def parse_result(msg: Message) -> JobResult:
     h = msg.header
     try:
         r = JobResult(
-            session=str(h["session"]), x=int(h["x"]), y=int(h["y"]), width=int(h["width"]),
-            height=int(h["height"]), depth=str(h["depth"]),
+            session=str(h["session"]),
+            x=int(h["x"]),
+            y=int(h["y"]),
+            width=int(h["width"]),
+            height=int(h["height"]),
+            depth=str(h["depth"]),
             patch=bytes(msg.blobs.get("patch", b"")),
             points=[(float(p[0]), float(p[1])) for p in h["points"]],
-            distances=[float(d) for d in h["distances"]], steps=int(h["steps"]),
+            distances=[float(d) for d in h["distances"]],
+            steps=int(h["steps"]),
             timings={str(k): float(v) for k, v in h.get("timings", {}).items()},
             converged=bool(h.get("converged", True)),
             worse=[int(i) for i in h.get("worse", [])],
@@ -560,8 +587,9 @@ def parse_result(msg: Message) -> JobResult:
 def error_frames(msg_id: str, code: str, message: str, **extra: Any) -> list[bytes]:
     if code not in ERROR_HINTS:
         raise ValueError(f"unknown error code {code!r}")
-    return encode("error", msg_id, {"code": code, "message": message,
-                                    "hint": ERROR_HINTS[code], **extra})
+    return encode(
+        "error", msg_id, {"code": code, "message": message, "hint": ERROR_HINTS[code], **extra}
+    )
 
 
 # ---- addresses --------------------------------------------------------------------------------
@@ -577,9 +605,9 @@ _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 class Endpoint:
     """A parsed ZeroMQ address; the one parser every side uses (client, daemon, installer)."""
 
-    scheme: str             # "tcp" | "ipc" | "inproc"
-    host: str               # tcp: host or "*" (IPv6 in brackets); ipc/inproc: the path or name.
-    port: int | None        # tcp: 1-65535; None for "*" (any free port) and ipc/inproc.
+    scheme: str  # "tcp" | "ipc" | "inproc"
+    host: str  # tcp: host or "*" (IPv6 in brackets); ipc/inproc: the path or name.
+    port: int | None  # tcp: 1-65535; None for "*" (any free port) and ipc/inproc.
 
     @property
     def loopback(self) -> bool:

@@ -17,17 +17,17 @@ from pathlib import Path
 from . import protocol
 
 CONFIG_NAME = "gimp-draggan.json"
-TRANSPORT_ENV = "GIMP_DRAGGAN_TRANSPORT"   # "pyzmq" | "zmtp" forces one (diagnostics, tests).
+TRANSPORT_ENV = "GIMP_DRAGGAN_TRANSPORT"  # "pyzmq" | "zmtp" forces one (diagnostics, tests).
 DEPTH_FORMATS = {"u8": "R'G'B'A u8", "u16": "R'G'B'A u16", "f32": "R'G'B'A float"}
 
 
 @dataclass(frozen=True)
 class Settings:
     address: str
-    serve_command: tuple[str, ...]       # Empty = the plug-in cannot start a daemon itself.
-    curve: tuple[str, str, str] | None   # (client public, client secret, server public), Z85.
-    transport: str | None = None         # None = pyzmq when it imports, else the built-in ZMTP.
-    secret: str | None = None            # The owner's loopback secret from the installer's
+    serve_command: tuple[str, ...]  # Empty = the plug-in cannot start a daemon itself.
+    curve: tuple[str, str, str] | None  # (client public, client secret, server public), Z85.
+    transport: str | None = None  # None = pyzmq when it imports, else the built-in ZMTP.
+    secret: str | None = None  # The owner's loopback secret from the installer's
     #                                      config (a Flatpak GIMP cannot read ~/.config); None =
     #                                      the Client reads the user's secret file itself.
 
@@ -44,8 +44,9 @@ def read_config(plugin_dir: Path) -> dict[str, object]:
     try:
         raw = json.loads(text)
     except ValueError as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc}); re-run the gimp-draggan installer "
-                         "to rewrite it") from None
+        raise ValueError(
+            f"{path} is not valid JSON ({exc}); re-run the gimp-draggan installer to rewrite it"
+        ) from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path} must hold a JSON object; re-run the gimp-draggan installer")
     return raw
@@ -53,8 +54,12 @@ def read_config(plugin_dir: Path) -> dict[str, object]:
 
 def load(plugin_dir: Path, argument: str, env: Mapping[str, str]) -> Settings:
     config = read_config(plugin_dir)
-    address = (argument.strip() or env.get(protocol.ADDRESS_ENV, "").strip()
-               or str(config.get("address") or "") or protocol.DEFAULT_ADDRESS)
+    address = (
+        argument.strip()
+        or env.get(protocol.ADDRESS_ENV, "").strip()
+        or str(config.get("address") or "")
+        or protocol.DEFAULT_ADDRESS
+    )
     try:
         protocol.check_address(address)
     except ValueError as exc:
@@ -67,16 +72,20 @@ def load(plugin_dir: Path, argument: str, env: Mapping[str, str]) -> Settings:
     if isinstance(curve_raw, dict):
         keys = tuple(str(curve_raw.get(k, "")) for k in ("public", "secret", "server_public"))
         if not all(len(k) == 40 for k in keys):
-            raise ValueError(f"the CURVE keys in {plugin_dir / CONFIG_NAME} are incomplete; "
-                             "re-run the installer with --client-key and --server-key")
+            raise ValueError(
+                f"the CURVE keys in {plugin_dir / CONFIG_NAME} are incomplete; "
+                "re-run the installer with --client-key and --server-key"
+            )
         curve = (keys[0], keys[1], keys[2])
     transport = env.get(TRANSPORT_ENV, "").strip() or None
     if transport not in (None, "pyzmq", "zmtp"):
         raise ValueError(f"{TRANSPORT_ENV}={transport!r}: use pyzmq, zmtp or leave it unset")
     secret = config.get("secret")
     if secret is not None and not (isinstance(secret, str) and secret.strip()):
-        raise ValueError(f"secret in {plugin_dir / CONFIG_NAME} must be a non-empty string; "
-                         "re-run the gimp-draggan installer")
+        raise ValueError(
+            f"secret in {plugin_dir / CONFIG_NAME} must be a non-empty string; "
+            "re-run the gimp-draggan installer"
+        )
     return Settings(address, tuple(command), curve, transport, secret)
 
 

@@ -8,7 +8,7 @@ PHASE_WORDS = {"invert": "Inverting", "drag": "Dragging", "download": "Downloadi
 
 
 def progress_text(phase: str, step: int, total: int, distances: list[float] | None = None) -> str:
-    """"Inverting 120/300", "Dragging 35/200 — 4.2 px to go" (the farthest handle)."""
+    """ "Inverting 120/300", "Dragging 35/200 — 4.2 px to go" (the farthest handle)."""
     word = PHASE_WORDS.get(phase, phase.capitalize() or "Working")
     text = f"{word} {step}/{total}" if total > 0 else word
     if phase == "drag" and distances:
@@ -31,7 +31,7 @@ PREVIEW_NAME = "DragGAN preview (unfinished: Edit \u2192 Undo removes it)"
 
 
 def layer_name(pairs: int, result: protocol.JobResult | None = None) -> str:
-    """"DragGAN drag (2 points)"; a drag that ended short says by how much."""
+    """ "DragGAN drag (2 points)"; a drag that ended short says by how much."""
     short = ""
     if result is not None and not result.converged and result.distances:
         short = f", {max(result.distances):.1f} px short"
@@ -40,10 +40,15 @@ def layer_name(pairs: int, result: protocol.JobResult | None = None) -> str:
 
 def stopped_short(result: protocol.JobResult) -> str:
     """What the person is told when the drag ended before every handle got there."""
-    far = ", ".join(f"handle {i + 1} is {d:.1f} px from its target"
-                    for i, d in enumerate(result.distances) if d > 0)
-    text = (f"The drag stopped short after {result.steps} steps: {far}. The layer shows "
-            "how far it got; more steps, a larger selection or a shorter drag may reach it.")
+    far = ", ".join(
+        f"handle {i + 1} is {d:.1f} px from its target"
+        for i, d in enumerate(result.distances)
+        if d > 0
+    )
+    text = (
+        f"The drag stopped short after {result.steps} steps: {far}. The layer shows "
+        "how far it got; more steps, a larger selection or a shorter drag may reach it."
+    )
     if result.worse:
         worse = ", ".join(str(i + 1) for i in result.worse)
         text += f" Handle(s) {worse} ended farther from the target than they started."
@@ -52,12 +57,17 @@ def stopped_short(result: protocol.JobResult) -> str:
 
 def dialog_summary(path: str, pairs: int, selected: bool) -> str:
     """The dialog's first lines: what the run will use, and how to change it."""
-    region = ("only the selected area changes" if selected else
-              "no selection: the face or subject around the points changes, feathered")
-    return (f"Path \u201c{path}\u201d: {pairs} handle \u2192 target pair"
-            f"{'' if pairs == 1 else 's'}; {region}.\n"
-            "Each stroke of the path (Paths tool, B) is one pair: its first point is the handle, "
-            "its last the target; Shift+click starts another stroke.")
+    region = (
+        "only the selected area changes"
+        if selected
+        else "no selection: the face or subject around the points changes, feathered"
+    )
+    return (
+        f"Path \u201c{path}\u201d: {pairs} handle \u2192 target pair"
+        f"{'' if pairs == 1 else 's'}; {region}.\n"
+        "Each stroke of the path (Paths tool, B) is one pair: its first point is the handle, "
+        "its last the target; Shift+click starts another stroke."
+    )
 
 
 def sentence(text: str) -> str:
@@ -103,12 +113,16 @@ def start_hint(address: str) -> str:
 def not_running(address: str, detail: str = "") -> str:
     why = f" ({detail})" if detail else ""
     if protocol.is_loopback(address):
-        return (f"The DragGAN daemon is not running at {address}{why}: {start_hint(address)} in a "
-                "terminal (or re-run the installer with --service to start it at login), then "
-                "run DragGAN Drag again.")
-    return (f"The DragGAN daemon at {address} does not answer{why}: check that it runs on that "
-            f"machine (`{protocol.SERVE_COMMAND} --bind ...`), that the address in the dialog is "
-            "right and that the keys match.")
+        return (
+            f"The DragGAN daemon is not running at {address}{why}: {start_hint(address)} in a "
+            "terminal (or re-run the installer with --service to start it at login), then "
+            "run DragGAN Drag again."
+        )
+    return (
+        f"The DragGAN daemon at {address} does not answer{why}: check that it runs on that "
+        f"machine (`{protocol.SERVE_COMMAND} --bind ...`), that the address in the dialog is "
+        "right and that the keys match."
+    )
 
 
 def error_sentence(code: str, message: str, address: str, model: str = "") -> str:
@@ -119,15 +133,21 @@ def error_sentence(code: str, message: str, address: str, model: str = "") -> st
         return not_running(address, message)
     if code == "model_not_cached":
         name = model or "NAME"
-        return (f"{message.rstrip('.')}. Download the model once with "
-                f"`gimp-draggan models download {name}` (or pick another model in the dialog), "
-                "then run DragGAN Drag again.")
+        return (
+            f"{message.rstrip('.')}. Download the model once with "
+            f"`gimp-draggan models download {name}` (or pick another model in the dialog), "
+            "then run DragGAN Drag again."
+        )
     if code == "out_of_memory":
-        return (f"{message.rstrip('.')}. The GPU ran out of memory: select a smaller area "
-                "around the points (Rectangle Select) or pick a smaller model, and run DragGAN "
-                "Drag again.")
+        return (
+            f"{message.rstrip('.')}. The GPU ran out of memory: select a smaller area "
+            "around the points (Rectangle Select) or pick a smaller model, and run DragGAN "
+            "Drag again."
+        )
     if code == "transport_missing":
-        return (f"{message.rstrip('.')}. The plug-in's ZeroMQ transport did not load: re-run the "
-                "gimp-draggan installer (installer/install.sh, or install.ps1 on Windows) and "
-                "restart GIMP.")
+        return (
+            f"{message.rstrip('.')}. The plug-in's ZeroMQ transport did not load: re-run the "
+            "gimp-draggan installer (installer/install.sh, or install.ps1 on Windows) and "
+            "restart GIMP."
+        )
     return protocol.error_sentence(code, message)

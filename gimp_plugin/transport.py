@@ -73,8 +73,7 @@ class ZmqTransport:
         """Queue one message; OSError (the client retries on a fresh socket) when no connection
         took it within SEND_TIMEOUT_MS."""
         try:
-            self._sock.send_multipart(
-                frames, copy=len(frames) < 2 or max(map(len, frames)) < 65536)
+            self._sock.send_multipart(frames, copy=len(frames) < 2 or max(map(len, frames)) < 65536)
         except self._zmq.Again:
             raise OSError("no connection to the daemon took the message") from None
 

@@ -23,8 +23,8 @@ FLAG_MORE = 0x01
 FLAG_LONG = 0x02
 FLAG_COMMAND = 0x04
 
-MAX_FRAME = 1 << 34         # 16 GiB: anything larger is a corrupt stream, not a message.
-BIG_FRAME = 1 << 20         # Frames from this size are sent and received without extra copies.
+MAX_FRAME = 1 << 34  # 16 GiB: anything larger is a corrupt stream, not a message.
+BIG_FRAME = 1 << 20  # Frames from this size are sent and received without extra copies.
 PEER_TYPES = (b"ROUTER", b"DEALER")  # what a DEALER may talk to (RFC 28).
 
 
@@ -39,9 +39,11 @@ class ZmtpConnectionError(ZmtpError, ConnectionError):
 def parse_address(address: str) -> tuple[str, int]:
     """`tcp://host:port` -> (host, port); other transports need pyzmq."""
     if not address.startswith("tcp://"):
-        raise ValueError(f"address {address!r} is not tcp://HOST:PORT; the built-in ZeroMQ client "
-                         "speaks TCP only (install pyzmq for other transports)")
-    rest = address[len("tcp://"):]
+        raise ValueError(
+            f"address {address!r} is not tcp://HOST:PORT; the built-in ZeroMQ client "
+            "speaks TCP only (install pyzmq for other transports)"
+        )
+    rest = address[len("tcp://") :]
     host, sep, port_text = rest.rpartition(":")
     if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ValueError(f"address {address!r} is not tcp://HOST:PORT with a port 1-65535")
@@ -78,7 +80,7 @@ def decode_properties(data: bytes) -> dict[bytes, bytes]:
     pos = 0
     while pos < len(data):
         n = data[pos]
-        name = data[pos + 1:pos + 1 + n]
+        name = data[pos + 1 : pos + 1 + n]
         pos += 1 + n
         if pos + 4 > len(data):
             raise ZmtpError("truncated property in the peer's READY command")
@@ -86,7 +88,7 @@ def decode_properties(data: bytes) -> dict[bytes, bytes]:
         pos += 4
         if pos + size > len(data):
             raise ZmtpError("truncated property value in the peer's READY command")
-        props[name] = data[pos:pos + size]
+        props[name] = data[pos : pos + size]
         pos += size
     return props
 
@@ -142,18 +144,24 @@ class ZmtpDealer:
             raise ZmtpConnectionError(
                 f"{self._address} closed the connection during the ZeroMQ handshake: it is not "
                 "a ZeroMQ socket, or it requires CURVE encryption, which the built-in client "
-                "does not speak (install pyzmq for CURVE)") from exc
+                "does not speak (install pyzmq for CURVE)"
+            ) from exc
         if greeting[0] != 0xFF or greeting[9] != 0x7F:
             raise ZmtpError(f"{self._address} is not a ZeroMQ socket (bad greeting signature)")
         if greeting[10] < 3:
             raise ZmtpError(f"{self._address} speaks ZMTP {greeting[10]}.x; version 3 is needed")
         mechanism = greeting[12:32].rstrip(b"\x00")
         if mechanism != b"NULL":
-            raise ZmtpError(f"{self._address} wants the {mechanism.decode(errors='replace')} "
-                            "security mechanism; the built-in client speaks NULL only "
-                            "(install pyzmq for CURVE)")
-        self._sendall(encode_command(b"READY", encode_properties(
-            {b"Socket-Type": b"DEALER", b"Identity": self.identity})))
+            raise ZmtpError(
+                f"{self._address} wants the {mechanism.decode(errors='replace')} "
+                "security mechanism; the built-in client speaks NULL only "
+                "(install pyzmq for CURVE)"
+            )
+        self._sendall(
+            encode_command(
+                b"READY", encode_properties({b"Socket-Type": b"DEALER", b"Identity": self.identity})
+            )
+        )
         while True:
             frame = self._read_frame(deadline, "the peer's READY command")
             if frame is None:
@@ -163,14 +171,16 @@ class ZmtpDealer:
                 raise ZmtpError("the peer sent a message before finishing the handshake")
             name, data = self._split_command(body)
             if name == b"ERROR":
-                reason = data[1:1 + data[0]].decode(errors="replace") if data else ""
+                reason = data[1 : 1 + data[0]].decode(errors="replace") if data else ""
                 raise ZmtpError(f"{self._address} refused the connection: {reason}")
             if name == b"READY":
                 self.peer_properties = decode_properties(data)
                 peer_type = self.peer_properties.get(b"Socket-Type", b"")
                 if peer_type not in PEER_TYPES:
-                    raise ZmtpError(f"{self._address} is a {peer_type.decode(errors='replace')} "
-                                    "socket; a DEALER needs a ROUTER or DEALER peer")
+                    raise ZmtpError(
+                        f"{self._address} is a {peer_type.decode(errors='replace')} "
+                        "socket; a DEALER needs a ROUTER or DEALER peer"
+                    )
                 return
 
     def close(self) -> None:
@@ -223,7 +233,7 @@ class ZmtpDealer:
         if name == b"PING":  # ZMTP 3.1 heartbeat: 2-byte TTL, then a context to echo back.
             self._sendall(encode_command(b"PONG", data[2:18]))
         elif name == b"ERROR":
-            reason = data[1:1 + data[0]].decode(errors="replace") if data else ""
+            reason = data[1 : 1 + data[0]].decode(errors="replace") if data else ""
             self.close()
             raise ZmtpConnectionError(f"{self._address} closed the connection: {reason}")
         # PONG and unknown commands need no answer.
@@ -233,7 +243,7 @@ class ZmtpDealer:
         if not body or body[0] + 1 > len(body):
             raise ZmtpError("malformed ZMTP command frame")
         n = body[0]
-        return body[1:1 + n], body[1 + n:]
+        return body[1 : 1 + n], body[1 + n :]
 
     # -- bytes on the wire --------------------------------------------------------------------
     def _require_socket(self) -> socket.socket:
@@ -250,8 +260,9 @@ class ZmtpDealer:
             self.close()
             raise ZmtpConnectionError(f"lost the connection to {self._address}: {exc}") from exc
 
-    def _read_big(self, big: tuple[int, bytearray, int], deadline: float | None,
-                  what: str | None) -> tuple[int, bytes] | None:
+    def _read_big(
+        self, big: tuple[int, bytearray, int], deadline: float | None, what: str | None
+    ) -> tuple[int, bytes] | None:
         """Go on filling the big frame in progress; None on timeout (what is read stays)."""
         flags, body, filled = big
         view = memoryview(body)
@@ -341,11 +352,12 @@ class ZmtpDealer:
                         size = self._buf[1]
                     if size > MAX_FRAME:
                         self.close()
-                        raise ZmtpError(f"frame of {size} bytes from {self._address}: "
-                                        "corrupt stream")
+                        raise ZmtpError(
+                            f"frame of {size} bytes from {self._address}: corrupt stream"
+                        )
                     if len(self._buf) >= head + size:
-                        body = bytes(self._buf[head:head + size])
-                        del self._buf[:head + size]
+                        body = bytes(self._buf[head : head + size])
+                        del self._buf[: head + size]
                         return flags, body
                     if size >= BIG_FRAME:  # read the rest straight into its own buffer
                         big = bytearray(size)

@@ -42,9 +42,11 @@ def replace_file(path: Path, data: bytes, mode: int) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-            raise InstallError(f"no space left on {path.parent} (needs ~"
-                               f"{max(len(data) / 1e6, 0.1):.1f} MB); free some space and run "
-                               "the installer again") from None
+            raise InstallError(
+                f"no space left on {path.parent} (needs ~"
+                f"{max(len(data) / 1e6, 0.1):.1f} MB); free some space and run "
+                "the installer again"
+            ) from None
         raise InstallError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
@@ -90,8 +92,9 @@ class Actions:
                 path.unlink()
         return True
 
-    def run(self, argv: Sequence[str], why: str, check: bool = True,
-            env: dict[str, str] | None = None) -> bool:
+    def run(
+        self, argv: Sequence[str], why: str, check: bool = True, env: dict[str, str] | None = None
+    ) -> bool:
         """Run a command (echoed first); a failure raises InstallError unless `check` is False."""
         self._record(f"run {_quote(argv)}  # {why}")
         if self.dry_run:

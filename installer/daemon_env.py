@@ -51,21 +51,28 @@ def data_dir(env: Mapping[str, str], platform: str) -> Path:
 
 @dataclass(frozen=True)
 class TorchChoice:
-    kind: str                 # "cuda" | "mps" | "cpu" | "given" (--torch SPEC)
-    requirement: str          # what pip installs, e.g. "torch" or "torch==2.13.0"
-    index_url: str | None     # None = the user's configured index (PyPI by default)
-    reason: str               # why this build, for a person
+    kind: str  # "cuda" | "mps" | "cpu" | "given" (--torch SPEC)
+    requirement: str  # what pip installs, e.g. "torch" or "torch==2.13.0"
+    index_url: str | None  # None = the user's configured index (PyPI by default)
+    reason: str  # why this build, for a person
 
     def line(self) -> str:
         """The one line the installer prints about torch."""
         where = f" from {self.index_url}" if self.index_url else ""
-        label = {"cuda": "CUDA build", "mps": "Apple MPS build", "cpu": "CPU build",
-                 "given": "as given"}[self.kind]
+        label = {
+            "cuda": "CUDA build",
+            "mps": "Apple MPS build",
+            "cpu": "CPU build",
+            "given": "as given",
+        }[self.kind]
         return f"torch: {label} ({self.requirement}{where}) — {self.reason}"
 
 
-def find_nvidia_driver(platform: str, which: Callable[[str], str | None] = shutil.which,
-                       exists: Callable[[str], bool] = os.path.exists) -> str | None:
+def find_nvidia_driver(
+    platform: str,
+    which: Callable[[str], str | None] = shutil.which,
+    exists: Callable[[str], bool] = os.path.exists,
+) -> str | None:
     """Evidence of an NVIDIA driver (a path), or None."""
     tool = which("nvidia-smi")
     if tool:
@@ -80,8 +87,13 @@ def find_nvidia_driver(platform: str, which: Callable[[str], str | None] = shuti
     return None
 
 
-def choose_torch(platform: str, machine: str, torch_spec: str | None = None, cpu: bool = False,
-                 nvidia: str | None = None) -> TorchChoice:
+def choose_torch(
+    platform: str,
+    machine: str,
+    torch_spec: str | None = None,
+    cpu: bool = False,
+    nvidia: str | None = None,
+) -> TorchChoice:
     """Pick the torch build; `nvidia` is find_nvidia_driver()'s answer."""
     if torch_spec:
         spec = torch_spec.strip()
@@ -95,8 +107,9 @@ def choose_torch(platform: str, machine: str, torch_spec: str | None = None, cpu
         return TorchChoice("cpu", "torch", linux_cpu_index, "--cpu given")
     if platform == "macos":
         if machine.lower() in ("arm64", "aarch64"):
-            return TorchChoice("mps", "torch", None,
-                               "Apple silicon: PyPI's macOS torch runs on MPS")
+            return TorchChoice(
+                "mps", "torch", None, "Apple silicon: PyPI's macOS torch runs on MPS"
+            )
         return TorchChoice("cpu", "torch", None, "Intel Mac: no MPS, so CPU")
     if nvidia:
         index = TORCH_INDEX_CUDA_WINDOWS if platform == "windows" else None
@@ -122,8 +135,14 @@ def venv_path(env: Mapping[str, str], platform: str) -> Path:
     return data_dir(env, platform) / "venv"
 
 
-def install_daemon(actions: Actions, daemon_env: DaemonEnv, choice: TorchChoice, source: Path,
-                   base_python: str, system_site_packages: bool = False) -> None:
+def install_daemon(
+    actions: Actions,
+    daemon_env: DaemonEnv,
+    choice: TorchChoice,
+    source: Path,
+    base_python: str,
+    system_site_packages: bool = False,
+) -> None:
     """Create the venv (once) and install torch and the project from `source` into it."""
     if not (source / "pyproject.toml").is_file():
         raise ValueError(
@@ -149,14 +168,14 @@ def install_daemon(actions: Actions, daemon_env: DaemonEnv, choice: TorchChoice,
 
 def check_daemon(actions: Actions, daemon_env: DaemonEnv) -> None:
     """Import the daemon and torch in the venv, so a broken install fails here and not in GIMP."""
-    code = ("import torch, gimp_draggan.cli; "
-            "print('daemon venv ok: torch', torch.__version__)")
+    code = "import torch, gimp_draggan.cli; print('daemon venv ok: torch', torch.__version__)"
     actions.run([str(daemon_env.python), "-c", code], "check that the daemon and torch import")
 
 
 @dataclass
 class InstallRecord:
     """What the installer put where; `--uninstall` and `doctor` read it."""
+
     venv: str = ""
     torch: str = ""
     plugin_dirs: tuple[str, ...] = ()
@@ -177,8 +196,9 @@ class InstallRecord:
         if not isinstance(raw, dict):
             return None
         fields = cls.__dataclass_fields__
-        kept: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
-                                for k, v in raw.items() if k in fields}
+        kept: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in fields
+        }
         return cls(**kept)
 
 

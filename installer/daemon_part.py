@@ -28,37 +28,70 @@ ROOT = Path(__file__).resolve().parent.parent
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The daemon half's flags (the plug-in half owns --dry-run, --uninstall, --plugin-only)."""
     g = parser.add_argument_group("daemon")
-    g.add_argument("--cpu", action="store_true",
-                   help="install the CPU build of torch even if a GPU is found")
-    g.add_argument("--torch", metavar="SPEC", default=None,
-                   help="pip requirement for torch, overriding the build detection "
-                        "(e.g. torch==2.13.0)")
-    g.add_argument("--service", action="store_true",
-                   help="start the daemon at login (systemd --user, launchd agent or a Windows "
-                        "logon task); needed for a Flatpak GIMP, which cannot start programs")
-    g.add_argument("--daemon", metavar="ADDR", default=None,
-                   help="daemon address the plug-in connects to (default: the local daemon)")
-    g.add_argument("--bind", metavar="ADDR", default=None,
-                   help="address the --service daemon listens on (non-loopback needs keys)")
-    g.add_argument("--client-key", metavar="FILE", type=Path, default=None,
-                   help="client *.key_secret file from `gimp-draggan keys` (LAN daemon)")
-    g.add_argument("--server-key", metavar="FILE", type=Path, default=None,
-                   help="server *.key file from `gimp-draggan keys` (LAN daemon)")
-    g.add_argument("--system-site-packages", action="store_true",
-                   help="let the daemon's venv see this Python's packages (reuses an installed "
-                        "torch; for developers and tests)")
-    g.add_argument("--python", metavar="EXE", default=sys.executable,
-                   help="Python (3.10+) that creates the daemon's venv (default: this one)")
+    g.add_argument(
+        "--cpu", action="store_true", help="install the CPU build of torch even if a GPU is found"
+    )
+    g.add_argument(
+        "--torch",
+        metavar="SPEC",
+        default=None,
+        help="pip requirement for torch, overriding the build detection (e.g. torch==2.13.0)",
+    )
+    g.add_argument(
+        "--service",
+        action="store_true",
+        help="start the daemon at login (systemd --user, launchd agent or a Windows "
+        "logon task); needed for a Flatpak GIMP, which cannot start programs",
+    )
+    g.add_argument(
+        "--daemon",
+        metavar="ADDR",
+        default=None,
+        help="daemon address the plug-in connects to (default: the local daemon)",
+    )
+    g.add_argument(
+        "--bind",
+        metavar="ADDR",
+        default=None,
+        help="address the --service daemon listens on (non-loopback needs keys)",
+    )
+    g.add_argument(
+        "--client-key",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="client *.key_secret file from `gimp-draggan keys` (LAN daemon)",
+    )
+    g.add_argument(
+        "--server-key",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="server *.key file from `gimp-draggan keys` (LAN daemon)",
+    )
+    g.add_argument(
+        "--system-site-packages",
+        action="store_true",
+        help="let the daemon's venv see this Python's packages (reuses an installed "
+        "torch; for developers and tests)",
+    )
+    g.add_argument(
+        "--python",
+        metavar="EXE",
+        default=sys.executable,
+        help="Python (3.10+) that creates the daemon's venv (default: this one)",
+    )
 
 
 def _protocol() -> ModuleType:
     """The wire protocol module, loaded by path (stdlib only; gives the default address)."""
-    spec = importlib.util.spec_from_file_location("_gdg_protocol", ROOT / "gimp_plugin" /
-                                                  "protocol.py")
+    spec = importlib.util.spec_from_file_location(
+        "_gdg_protocol", ROOT / "gimp_plugin" / "protocol.py"
+    )
     if spec is None or spec.loader is None:
         raise RuntimeError(f"cannot load {ROOT / 'gimp_plugin' / 'protocol.py'}")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module   # dataclasses look their module up while being defined
+    sys.modules[spec.name] = module  # dataclasses look their module up while being defined
     spec.loader.exec_module(module)
     return module
 
@@ -70,8 +103,13 @@ def _serve_command(args: argparse.Namespace, denv: daemon_env.DaemonEnv) -> list
     return denv.serve_command()
 
 
-def install(args: argparse.Namespace, plugin_dirs: Sequence[Path], actions: Actions,
-            platform: str, env: Mapping[str, str] | None = None) -> list[str]:
+def install(
+    args: argparse.Namespace,
+    plugin_dirs: Sequence[Path],
+    actions: Actions,
+    platform: str,
+    env: Mapping[str, str] | None = None,
+) -> list[str]:
     """Install the daemon half; returns the next steps to print."""
     env = os.environ if env is None else env
     data = daemon_env.data_dir(env, platform)
@@ -82,12 +120,16 @@ def install(args: argparse.Namespace, plugin_dirs: Sequence[Path], actions: Acti
     proto.check_address(address)
     if not getattr(args, "plugin_only", False):
         choice = daemon_env.choose_torch(
-            platform, host.machine(), args.torch, args.cpu,
+            platform,
+            host.machine(),
+            args.torch,
+            args.cpu,
             daemon_env.find_nvidia_driver(platform),
         )
         actions.say(choice.line())
-        daemon_env.install_daemon(actions, denv, choice, ROOT, args.python,
-                                  args.system_site_packages)
+        daemon_env.install_daemon(
+            actions, denv, choice, ROOT, args.python, args.system_site_packages
+        )
         daemon_env.check_daemon(actions, denv)
         record.venv, record.torch = str(denv.venv), choice.line()
     serve = _serve_command(args, denv)
@@ -99,16 +141,17 @@ def install(args: argparse.Namespace, plugin_dirs: Sequence[Path], actions: Acti
     if args.client_key is None and proto.is_loopback(address):
         home = daemon_env.home_dir(env, platform)
         secret = plugin_config.ensure_secret(
-            actions, plugin_config.secret_file(env, platform, home))
-    config = plugin_config.make_config(address, serve, args.client_key, args.server_key,
-                                       secret)
+            actions, plugin_config.secret_file(env, platform, home)
+        )
+    config = plugin_config.make_config(address, serve, args.client_key, args.server_key, secret)
     record.plugin_configs = tuple(
         str(plugin_config.write_config(actions, d, config)) for d in plugin_dirs
     )
     if args.service:
         if not serve:
-            raise ValueError("--service needs the daemon: drop --plugin-only, or put "
-                             "`gimp-draggan` on PATH")
+            raise ValueError(
+                "--service needs the daemon: drop --plugin-only, or put `gimp-draggan` on PATH"
+            )
         plan = service.plan_service(platform, serve, daemon_env.home_dir(env, platform), data, env)
         service.install_service(actions, plan)
         record.service_files = (str(plan.file.path),)
@@ -116,22 +159,27 @@ def install(args: argparse.Namespace, plugin_dirs: Sequence[Path], actions: Acti
     return next_steps(args, serve, address, plugin_dirs)
 
 
-def next_steps(args: argparse.Namespace, serve: Sequence[str], address: str,
-               plugin_dirs: Sequence[Path] = ()) -> list[str]:
+def next_steps(
+    args: argparse.Namespace, serve: Sequence[str], address: str, plugin_dirs: Sequence[Path] = ()
+) -> list[str]:
     shown = " ".join(f'"{a}"' if " " in a else a for a in serve)
     steps = []
     sandboxed = [d for d in plugin_dirs if "org.gimp.GIMP" in d.parts or "snap" in d.parts]
     if sandboxed and not args.service and serve:
-        steps.append("Flatpak/Snap GIMP cannot start programs outside its sandbox: re-run with "
-                     "--service, or keep the daemon running yourself")
+        steps.append(
+            "Flatpak/Snap GIMP cannot start programs outside its sandbox: re-run with "
+            "--service, or keep the daemon running yourself"
+        )
     if args.service:
         steps.append("The daemon starts at login and is running now.")
     elif serve:
         steps.append(f"Start the daemon (or let the plug-in start it): {shown}")
     else:
         steps.append(f"Start a daemon that listens on {address} (gimp-draggan serve).")
-    steps.append("Restart GIMP, draw a path (each stroke: handle -> target), then "
-                 "Filters -> Distorts -> DragGAN Drag...")
+    steps.append(
+        "Restart GIMP, draw a path (each stroke: handle -> target), then "
+        "Filters -> Distorts -> DragGAN Drag..."
+    )
     if serve and not getattr(args, "plugin_only", False):
         python = serve[0]
         steps.append(f"See it work without GIMP: {python} -m gimp_draggan demo")
@@ -139,15 +187,20 @@ def next_steps(args: argparse.Namespace, serve: Sequence[str], address: str,
     return steps
 
 
-def uninstall(plugin_dirs: Sequence[Path], actions: Actions, platform: str,
-              env: Mapping[str, str] | None = None) -> None:
+def uninstall(
+    plugin_dirs: Sequence[Path],
+    actions: Actions,
+    platform: str,
+    env: Mapping[str, str] | None = None,
+) -> None:
     """Remove the service, the plug-in configs and the daemon's venv (models stay cached)."""
     env = os.environ if env is None else env
     data = daemon_env.data_dir(env, platform)
     record = daemon_env.InstallRecord.load(data / daemon_env.RECORD_NAME)
     denv = daemon_env.DaemonEnv(data / "venv", platform)
-    plan = service.plan_service(platform, denv.serve_command(),
-                                daemon_env.home_dir(env, platform), data, env)
+    plan = service.plan_service(
+        platform, denv.serve_command(), daemon_env.home_dir(env, platform), data, env
+    )
     service.uninstall_service(actions, plan)
     dirs = {Path(d) for d in plugin_dirs}
     if record is not None:

@@ -17,9 +17,9 @@ FLATPAK_APP = "org.gimp.GIMP"
 
 @dataclass(frozen=True)
 class GimpDir:
-    kind: str          # "native" | "flatpak" | "snap" | "macos" | "windows" | "given"
-    version: str       # "3.0", "3.2", or "" when given by --gimp-dir
-    plugins: Path      # the plug-ins folder itself
+    kind: str  # "native" | "flatpak" | "snap" | "macos" | "windows" | "given"
+    version: str  # "3.0", "3.2", or "" when given by --gimp-dir
+    plugins: Path  # the plug-ins folder itself
 
     def label(self) -> str:
         version = f" {self.version}" if self.version else ""

@@ -30,24 +30,39 @@ def build_parser() -> argparse.ArgumentParser:
         prog="install.sh",
         description="Install the gimp-draggan GIMP plug-in and its daemon for this user.",
     )
-    parser.add_argument("--gimp-dir", metavar="DIR", type=Path, action="append", default=None,
-                        help="install the plug-in into this GIMP plug-ins folder only "
-                             "(repeatable); default: every GIMP 3 plug-ins folder found")
-    parser.add_argument("--plugin-only", action="store_true",
-                        help="install the plug-in only, no daemon venv (the daemon runs "
-                             "elsewhere, or `gimp-draggan` is already installed)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print what would be done and change nothing")
-    parser.add_argument("--uninstall", action="store_true",
-                        help="remove the plug-in, its config, the service and the daemon's venv")
-    parser.add_argument("--platform", choices=PLATFORMS, default=None,
-                        help=argparse.SUPPRESS)  # Tests: lay out folders as on another OS.
+    parser.add_argument(
+        "--gimp-dir",
+        metavar="DIR",
+        type=Path,
+        action="append",
+        default=None,
+        help="install the plug-in into this GIMP plug-ins folder only "
+        "(repeatable); default: every GIMP 3 plug-ins folder found",
+    )
+    parser.add_argument(
+        "--plugin-only",
+        action="store_true",
+        help="install the plug-in only, no daemon venv (the daemon runs "
+        "elsewhere, or `gimp-draggan` is already installed)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print what would be done and change nothing"
+    )
+    parser.add_argument(
+        "--uninstall",
+        action="store_true",
+        help="remove the plug-in, its config, the service and the daemon's venv",
+    )
+    parser.add_argument(
+        "--platform", choices=PLATFORMS, default=None, help=argparse.SUPPRESS
+    )  # Tests: lay out folders as on another OS.
     daemon_part.add_arguments(parser)
     return parser
 
 
-def plugin_targets(args: argparse.Namespace, env: Mapping[str, str],
-                   platform: str) -> list[gimp_dirs.GimpDir]:
+def plugin_targets(
+    args: argparse.Namespace, env: Mapping[str, str], platform: str
+) -> list[gimp_dirs.GimpDir]:
     """The plug-ins folders to act on: --gimp-dir, else every GIMP 3 found."""
     if args.gimp_dir:
         return [gimp_dirs.GimpDir("given", "", Path(d).expanduser()) for d in args.gimp_dir]
@@ -56,7 +71,8 @@ def plugin_targets(args: argparse.Namespace, env: Mapping[str, str],
         looked = "\n  ".join(str(p) for p in gimp_dirs.looked_in(env, platform))
         raise InstallError(
             "no GIMP 3 settings folder found; looked in:\n  " + looked + "\nStart GIMP 3 once "
-            "(it creates that folder) and re-run, or pass --gimp-dir PATH/TO/plug-ins")
+            "(it creates that folder) and re-run, or pass --gimp-dir PATH/TO/plug-ins"
+        )
     return found
 
 
@@ -77,8 +93,11 @@ def run(args: argparse.Namespace, env: Mapping[str, str], actions: Actions) -> i
         installed.append(plugin_files.install(actions, ROOT / "gimp_plugin", target.plugins))
     steps = daemon_part.install(args, installed, actions, platform, env)
     actions.say("")
-    actions.say(f"Done: {len(actions.done)} change(s)" + (" would be made (dry run)" if args.dry_run
-                                                      else "") + ".")
+    actions.say(
+        f"Done: {len(actions.done)} change(s)"
+        + (" would be made (dry run)" if args.dry_run else "")
+        + "."
+    )
     for step in steps:
         actions.say(f"Next: {step}")
     return 0

@@ -25,12 +25,12 @@ _KEY_RE = re.compile(r'^\s*(public|secret)-key\s*=\s*"(.{40})"\s*$', re.MULTILIN
 
 @dataclass(frozen=True)
 class PluginConfig:
-    address: str                          # Daemon endpoint, e.g. tcp://127.0.0.1:5589.
-    serve_command: tuple[str, ...] = ()   # How the plug-in may start a local daemon; () = it can't.
-    curve_public: str = ""                # Client key pair + the server's public key (Z85),
-    curve_secret: str = ""                # all three or none.
+    address: str  # Daemon endpoint, e.g. tcp://127.0.0.1:5589.
+    serve_command: tuple[str, ...] = ()  # How the plug-in may start a local daemon; () = it can't.
+    curve_public: str = ""  # Client key pair + the server's public key (Z85),
+    curve_secret: str = ""  # all three or none.
     curve_server_public: str = ""
-    secret: str = ""                      # The owner's loopback secret (no CURVE), so a sandboxed
+    secret: str = ""  # The owner's loopback secret (no CURVE), so a sandboxed
     #                                       GIMP (Flatpak) that cannot see ~/.config has it too.
 
     def __post_init__(self) -> None:
@@ -38,8 +38,10 @@ class PluginConfig:
             raise ValueError(f"daemon address {self.address!r}: use tcp://HOST:PORT")
         keys = (self.curve_public, self.curve_secret, self.curve_server_public)
         if any(keys) and not all(len(k) == 40 for k in keys):
-            raise ValueError("CURVE keys: give the client key pair and the server's public key "
-                             "(40 Z85 characters each), or none")
+            raise ValueError(
+                "CURVE keys: give the client key pair and the server's public key "
+                "(40 Z85 characters each), or none"
+            )
 
     def to_json(self) -> str:
         body: dict[str, object] = {
@@ -48,8 +50,11 @@ class PluginConfig:
             "serve_command": list(self.serve_command),
         }
         if self.curve_public:
-            body["curve"] = {"public": self.curve_public, "secret": self.curve_secret,
-                             "server_public": self.curve_server_public}
+            body["curve"] = {
+                "public": self.curve_public,
+                "secret": self.curve_secret,
+                "server_public": self.curve_server_public,
+            }
         if self.secret:
             body["secret"] = self.secret
         return json.dumps(body, indent=2, sort_keys=True) + "\n"
@@ -60,8 +65,10 @@ def read_certificate(path: Path, want_secret: bool) -> tuple[str, str]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ValueError(f"cannot read key file {path}: {exc}; make keys with "
-                         "`gimp-draggan keys` on the daemon's machine") from None
+        raise ValueError(
+            f"cannot read key file {path}: {exc}; make keys with "
+            "`gimp-draggan keys` on the daemon's machine"
+        ) from None
     found = dict(_KEY_RE.findall(text))
     if "public" not in found:
         raise ValueError(f"{path} holds no public-key line; is it a file from `gimp-draggan keys`?")
@@ -92,8 +99,9 @@ def ensure_secret(actions: Actions, path: Path) -> str:
     except FileNotFoundError:
         text = ""
     except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read the daemon secret {path}: {exc}; delete it and run the "
-                         "installer again") from None
+        raise ValueError(
+            f"cannot read the daemon secret {path}: {exc}; delete it and run the installer again"
+        ) from None
     if text:
         return text
     text = secrets.token_urlsafe(32)
@@ -101,20 +109,31 @@ def ensure_secret(actions: Actions, path: Path) -> str:
     return "" if actions.dry_run else text
 
 
-def make_config(address: str, serve_command: Sequence[str] = (),
-                client_key: Path | None = None, server_key: Path | None = None,
-                loopback_secret: str = "") -> PluginConfig:
+def make_config(
+    address: str,
+    serve_command: Sequence[str] = (),
+    client_key: Path | None = None,
+    server_key: Path | None = None,
+    loopback_secret: str = "",
+) -> PluginConfig:
     """The config for `address`; key files are needed together or not at all. Without keys it
     carries `loopback_secret`; with them, CURVE authenticates and the secret stays out."""
     if (client_key is None) != (server_key is None):
-        raise ValueError("--client-key and --server-key go together (both files come from "
-                         "`gimp-draggan keys`)")
+        raise ValueError(
+            "--client-key and --server-key go together (both files come from `gimp-draggan keys`)"
+        )
     public = secret = server_public = ""
     if client_key is not None and server_key is not None:
         public, secret = read_certificate(client_key, want_secret=True)
         server_public, _ = read_certificate(server_key, want_secret=False)
-    return PluginConfig(address, tuple(serve_command), public, secret, server_public,
-                        "" if public else loopback_secret)
+    return PluginConfig(
+        address,
+        tuple(serve_command),
+        public,
+        secret,
+        server_public,
+        "" if public else loopback_secret,
+    )
 
 
 def write_config(actions: Actions, plugin_dir: Path, config: PluginConfig) -> Path:
@@ -122,4 +141,3 @@ def write_config(actions: Actions, plugin_dir: Path, config: PluginConfig) -> Pa
     path = plugin_dir / CONFIG_NAME
     actions.write_file(path, config.to_json(), mode=0o600)
     return path
-

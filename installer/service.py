@@ -35,8 +35,8 @@ class ServiceFile:
 class ServicePlan:
     platform: str
     file: ServiceFile
-    start: tuple[tuple[str, ...], ...]   # commands that register and start it
-    stop: tuple[tuple[str, ...], ...]    # commands that stop and unregister it (failures ignored)
+    start: tuple[tuple[str, ...], ...]  # commands that register and start it
+    stop: tuple[tuple[str, ...], ...]  # commands that stop and unregister it (failures ignored)
     after_remove: tuple[tuple[str, ...], ...] = ()  # run once the file is gone
 
 
@@ -141,8 +141,13 @@ def windowless(command: Sequence[str]) -> list[str]:
     return [program, *rest]
 
 
-def plan_service(platform: str, command: Sequence[str], home: Path, data: Path,
-                 env: Mapping[str, str] | None = None) -> ServicePlan:
+def plan_service(
+    platform: str,
+    command: Sequence[str],
+    home: Path,
+    data: Path,
+    env: Mapping[str, str] | None = None,
+) -> ServicePlan:
     """The file and the commands that make `command` a login service on `platform`."""
     if not command:
         raise ValueError("plan_service: the daemon command is empty")
@@ -152,9 +157,13 @@ def plan_service(platform: str, command: Sequence[str], home: Path, data: Path,
         path = config / "systemd" / "user" / UNIT_NAME
         ctl = ("systemctl", "--user")
         return ServicePlan(
-            platform, ServiceFile(path, systemd_unit(command)),
-            start=((*ctl, "daemon-reload"), (*ctl, "enable", UNIT_NAME),
-                   (*ctl, "restart", UNIT_NAME)),
+            platform,
+            ServiceFile(path, systemd_unit(command)),
+            start=(
+                (*ctl, "daemon-reload"),
+                (*ctl, "enable", UNIT_NAME),
+                (*ctl, "restart", UNIT_NAME),
+            ),
             stop=((*ctl, "disable", "--now", UNIT_NAME),),
             after_remove=((*ctl, "daemon-reload"),),
         )
@@ -164,7 +173,8 @@ def plan_service(platform: str, command: Sequence[str], home: Path, data: Path,
         log_dir = home / "Library" / "Logs" / "gimp-draggan"
         bootout = ("launchctl", "bootout", f"{domain}/{LAUNCHD_LABEL}")
         return ServicePlan(
-            platform, ServiceFile(path, launchd_plist(command, log_dir)),
+            platform,
+            ServiceFile(path, launchd_plist(command, log_dir)),
             start=(("launchctl", "bootstrap", domain, str(path)),),
             stop=(bootout,),
         )
@@ -176,11 +186,16 @@ def plan_service(platform: str, command: Sequence[str], home: Path, data: Path,
             raise ValueError("USERNAME is not set: cannot name the user the logon task runs as")
         path = data / TASK_FILE
         return ServicePlan(
-            platform, ServiceFile(path, windows_task_xml(windowless(command), user), "utf-16"),
-            start=(("schtasks", "/Create", "/TN", TASK_NAME, "/XML", str(path), "/F"),
-                   ("schtasks", "/Run", "/TN", TASK_NAME)),
-            stop=(("schtasks", "/End", "/TN", TASK_NAME),
-                  ("schtasks", "/Delete", "/TN", TASK_NAME, "/F")),
+            platform,
+            ServiceFile(path, windows_task_xml(windowless(command), user), "utf-16"),
+            start=(
+                ("schtasks", "/Create", "/TN", TASK_NAME, "/XML", str(path), "/F"),
+                ("schtasks", "/Run", "/TN", TASK_NAME),
+            ),
+            stop=(
+                ("schtasks", "/End", "/TN", TASK_NAME),
+                ("schtasks", "/Delete", "/TN", TASK_NAME, "/F"),
+            ),
         )
     raise ValueError(f"unknown platform {platform!r}: use linux, macos or windows")
 
@@ -195,7 +210,7 @@ def install_service(actions: Actions, plan: ServicePlan) -> None:
         )
     actions.write_file(plan.file.path, plan.file.text, encoding=plan.file.encoding)
     if plan.platform == "macos":
-        for argv in plan.stop:   # launchd refuses to bootstrap a label that is already loaded
+        for argv in plan.stop:  # launchd refuses to bootstrap a label that is already loaded
             actions.run(argv, "unload the previous agent, if any", check=False)
     for argv in plan.start:
         actions.run(argv, "register and start the daemon service")

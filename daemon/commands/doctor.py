@@ -13,26 +13,55 @@ from typing import Any
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "doctor", help="check the installation and say how to fix each problem",
+        "doctor",
+        help="check the installation and say how to fix each problem",
         description="Checks GIMP 3, the plug-in in each GIMP plug-ins folder, the daemon, the "
-                    "models, torch/GPU and disk space, with a fix for every problem. Exit code 1 "
-                    "when something is broken.",
+        "models, torch/GPU and disk space, with a fix for every problem. Exit code 1 "
+        "when something is broken.",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--bundle", nargs="?", const="", default=None, metavar="ZIP",
-                   help="also write a zip of the report and the logs for a bug report "
-                        "(default name: gimp-draggan-doctor-DATE.zip)")
-    p.add_argument("--daemon", metavar="ADDR", default=None,
-                   help="daemon address to check (default: the plug-in's, else the default)")
-    p.add_argument("--gimp-dir", metavar="DIR", type=Path, action="append", default=[],
-                   help="also inspect this GIMP plug-ins folder (repeatable)")
-    p.add_argument("--gimp-console", metavar="CMD", default=None,
-                   help="command that runs GIMP 3 headless (e.g. 'flatpak run --command="
-                        "gimp-console-3.0 org.gimp.GIMP'); default: gimp-console-3.* on PATH")
-    p.add_argument("--no-gimp-query", action="store_true",
-                   help="do not start GIMP headless to ask whether the procedure is registered")
-    p.add_argument("--timeout", type=float, default=60.0, metavar="S",
-                   help="limit for each program doctor starts (default 60)")
+    p.add_argument(
+        "--bundle",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ZIP",
+        help="also write a zip of the report and the logs for a bug report "
+        "(default name: gimp-draggan-doctor-DATE.zip)",
+    )
+    p.add_argument(
+        "--daemon",
+        metavar="ADDR",
+        default=None,
+        help="daemon address to check (default: the plug-in's, else the default)",
+    )
+    p.add_argument(
+        "--gimp-dir",
+        metavar="DIR",
+        type=Path,
+        action="append",
+        default=[],
+        help="also inspect this GIMP plug-ins folder (repeatable)",
+    )
+    p.add_argument(
+        "--gimp-console",
+        metavar="CMD",
+        default=None,
+        help="command that runs GIMP 3 headless (e.g. 'flatpak run --command="
+        "gimp-console-3.0 org.gimp.GIMP'); default: gimp-console-3.* on PATH",
+    )
+    p.add_argument(
+        "--no-gimp-query",
+        action="store_true",
+        help="do not start GIMP headless to ask whether the procedure is registered",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="limit for each program doctor starts (default 60)",
+    )
     p.add_argument("--cache-dir", default=None, help="model cache folder to check")
     p.set_defaults(func=run)
 

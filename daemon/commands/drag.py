@@ -92,7 +92,9 @@ class ProgressPrinter:
         state = f"loss {r.loss:.4f}" if r.loss is not None else "done"
         print(
             f"step {r.step:4d}/{self.max_steps}  {state}  handles {_fmt_points(r.points)}  "
-            f"dist {dist}  {r.step_seconds:.3f} s", file=self.stream, flush=True,
+            f"dist {dist}  {r.step_seconds:.3f} s",
+            file=self.stream,
+            flush=True,
         )
 
 
@@ -114,36 +116,56 @@ def summary(result: DragResult, device: str, **extra: Any) -> dict[str, Any]:
 def add_drag_options(parser: argparse.ArgumentParser) -> None:
     """Options every form of `drag` shares."""
     parser.add_argument(
-        "--model", metavar="FILE_OR_NAME",
+        "--model",
+        metavar="FILE_OR_NAME",
         help="model name from `gimp-draggan models list`, or a .pkl/.safetensors file (default: "
-             f"{LOCAL_MODEL}; with --daemon the daemon's default model)",
+        f"{LOCAL_MODEL}; with --daemon the daemon's default model)",
     )
     parser.add_argument(
-        "-p", "--pair", dest="pairs", action="append", type=pair_argument, required=True,
-        metavar="X,Y:TX,TY", help="handle X,Y dragged to target TX,TY (pixels); repeatable",
+        "-p",
+        "--pair",
+        dest="pairs",
+        action="append",
+        type=pair_argument,
+        required=True,
+        metavar="X,Y:TX,TY",
+        help="handle X,Y dragged to target TX,TY (pixels); repeatable",
     )
     parser.add_argument(
-        "--steps", type=int, default=200, metavar="N",
+        "--steps",
+        type=int,
+        default=200,
+        metavar="N",
         help=f"maximum optimiser steps, {_range('steps')} (default 200; stops earlier when "
-             "every handle is there)",
+        "every handle is there)",
     )
-    parser.add_argument("--lr", type=float, default=None,
-                        help=f"Adam learning rate, {_range('lr')} (default: the model's; the "
-                             "paper's 2e-3, 5e-3 for the embedded model)")
     parser.add_argument(
-        "--blend", choices=("photo", "generator"), default="photo",
+        "--lr",
+        type=float,
+        default=None,
+        help=f"Adam learning rate, {_range('lr')} (default: the model's; the "
+        "paper's 2e-3, 5e-3 for the embedded model)",
+    )
+    parser.add_argument(
+        "--blend",
+        choices=("photo", "generator"),
+        default="photo",
         help="photo form: what fills the edit — photo (default): the photo's own pixels moved "
-             "along the drag's motion; generator: the model's image (blurrier; for comparison)",
+        "along the drag's motion; generator: the model's image (blurrier; for comparison)",
     )
     parser.add_argument(
-        "--mask", metavar="M.png",
+        "--mask",
+        metavar="M.png",
         help="greyscale image, white = may move, black = keep; photo form: the image's size, "
-             "seed form: the model's",
+        "seed form: the model's",
     )
     parser.add_argument("--device", help="cpu, cuda, cuda:N, mps (default: auto)")
-    parser.add_argument("--threads", type=threads_argument, metavar="N",
-                        help="torch CPU threads (default: the cores free now; also "
-                             "$GIMP_DRAGGAN_THREADS)")
+    parser.add_argument(
+        "--threads",
+        type=threads_argument,
+        metavar="N",
+        help="torch CPU threads (default: the cores free now; also $GIMP_DRAGGAN_THREADS)",
+    )
     parser.add_argument("--json", action="store_true", help="last line: JSON summary")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.png", help="result image")
 
@@ -165,7 +187,8 @@ def _range(name: str) -> str:
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "drag", help="drag points of a photo or of a generated image (DragGAN)",
+        "drag",
+        help="drag points of a photo or of a generated image (DragGAN)",
         description=(
             "Drag handle points to targets. Photo form (IN.png): crop, PTI inversion, drag and "
             "composite on the full-size image; points and --mask are in the image's pixels. "
@@ -281,9 +304,16 @@ def _run_seed(args: argparse.Namespace) -> int:
     session = DragSession(G, ws, handles, targets, mask=mask, params=params)
     print(
         f"drag: {args.model} ({res}x{res}, features {session.feature_res} px), seed {args.seed}, "
-        f"{len(handles)} pair(s), device {device}", flush=True,
+        f"{len(handles)} pair(s), device {device}",
+        flush=True,
     )
     return drag_and_report(
-        session, args, device, targets=[list(t) for t in targets], model=str(args.model),
-        seed=args.seed, resolution=res, feature_res=session.feature_res,
+        session,
+        args,
+        device,
+        targets=[list(t) for t in targets],
+        model=str(args.model),
+        seed=args.seed,
+        resolution=res,
+        feature_res=session.feature_res,
     )

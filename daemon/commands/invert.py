@@ -28,7 +28,8 @@ PROGRESS_EVERY = 10  # Print every N inversion steps.
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "invert", help="invert a photo into a model (PTI) and write the reconstruction",
+        "invert",
+        help="invert a photo into a model (PTI) and write the reconstruction",
         description=(
             "PTI inversion: W projection, then pivotal tuning of a copy of the generator. "
             "IN.png of another size than the model's is brought to the model resolution: for a "
@@ -38,21 +39,36 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("image", metavar="IN.png", help="image to invert (RGB; alpha is ignored)")
     parser.add_argument(
-        "--model", default="embedded", metavar="NAME|FILE",
+        "--model",
+        default="embedded",
+        metavar="NAME|FILE",
         help="model name from `gimp-draggan models list`, or a .pkl/.safetensors file "
-             "(default: embedded)",
+        "(default: embedded)",
     )
-    parser.add_argument("--preset", choices=("fast", "quality"), default="fast",
-                        help="fast (default) or quality")
-    parser.add_argument("--backbone", choices=("vgg16", "alexnet"), default="vgg16",
-                        help="LPIPS backbone, used when cached (default vgg16, as PTI)")
+    parser.add_argument(
+        "--preset", choices=("fast", "quality"), default="fast", help="fast (default) or quality"
+    )
+    parser.add_argument(
+        "--backbone",
+        choices=("vgg16", "alexnet"),
+        default="vgg16",
+        help="LPIPS backbone, used when cached (default vgg16, as PTI)",
+    )
     parser.add_argument("--device", help="cpu, cuda, cuda:N, mps (default: auto)")
-    parser.add_argument("--threads", type=threads_argument, metavar="N",
-                        help="torch CPU threads (default: the cores free now; also "
-                             "$GIMP_DRAGGAN_THREADS)")
+    parser.add_argument(
+        "--threads",
+        type=threads_argument,
+        metavar="N",
+        help="torch CPU threads (default: the cores free now; also $GIMP_DRAGGAN_THREADS)",
+    )
     parser.add_argument("--json", action="store_true", help="last line: JSON summary")
-    parser.add_argument("-o", "--output", required=True, metavar="RECON.png",
-                        help="reconstruction, at the model resolution")
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="RECON.png",
+        help="reconstruction, at the model resolution",
+    )
     parser.set_defaults(func=run)
 
 
@@ -78,17 +94,19 @@ def fit_square(img: np.ndarray, size: int) -> tuple[np.ndarray, bool]:
         return img, False
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
-    square = img[top: top + side, left: left + side]
+    square = img[top : top + side, left : left + side]
     channels = [
-        np.asarray(Image.fromarray(np.ascontiguousarray(square[:, :, c]), mode="F")
-                   .resize((size, size), Image.Resampling.LANCZOS))
+        np.asarray(
+            Image.fromarray(np.ascontiguousarray(square[:, :, c]), mode="F").resize(
+                (size, size), Image.Resampling.LANCZOS
+            )
+        )
         for c in range(3)
     ]
     return np.stack(channels, axis=2).clip(0.0, 1.0), True
 
 
-_FRAMED = {"none": "", "square": ", centre-cropped and resized",
-           "ffhq": ", face aligned as FFHQ"}
+_FRAMED = {"none": "", "square": ", centre-cropped and resized", "ffhq": ", face aligned as FFHQ"}
 
 
 def frame_face(img: np.ndarray, model: str, size: int) -> tuple[np.ndarray, str | None]:
@@ -160,7 +178,8 @@ def _run(args: argparse.Namespace) -> int:
     print(
         f"invert: {args.image} -> {args.model} ({res}x{res}{_FRAMED[framing]}), "
         f"preset {args.preset}, "
-        f"device {device}, loss {choice.loss.name}: {choice.reason}", flush=True,
+        f"device {device}, loss {choice.loss.name}: {choice.reason}",
+        flush=True,
     )
 
     def on_step(_phase: str, step: int, total: int) -> None:
@@ -179,26 +198,31 @@ def _run(args: argparse.Namespace) -> int:
     print(
         f"done in {seconds:.1f} s, {result.steps} steps ({result.projection_steps} projection + "
         f"{result.tuning_steps} tuning): PSNR {result.psnr:.2f} dB, {what} "
-        f"{result.distance:.4f} [{result.loss_name}]; wrote {out}", flush=True,
+        f"{result.distance:.4f} [{result.loss_name}]; wrote {out}",
+        flush=True,
     )
     if args.json:
-        print(json.dumps({
-            "seconds": round(seconds, 3),
-            "psnr": round(result.psnr, 3),
-            "lpips": round(result.distance, 5),
-            "steps": result.steps,
-            "loss": result.loss_name,
-            "loss_is_lpips": choice.loss.is_lpips,
-            "projection_steps": result.projection_steps,
-            "tuning_steps": result.tuning_steps,
-            "projection_psnr": round(result.projection_psnr, 3),
-            "invert_seconds": round(result.seconds, 3),
-            "preset": args.preset,
-            "model": str(args.model),
-            "resolution": res,
-            "resized": resized,
-            "framing": framing,
-            "device": device,
-            "output": str(out),
-        }))
+        print(
+            json.dumps(
+                {
+                    "seconds": round(seconds, 3),
+                    "psnr": round(result.psnr, 3),
+                    "lpips": round(result.distance, 5),
+                    "steps": result.steps,
+                    "loss": result.loss_name,
+                    "loss_is_lpips": choice.loss.is_lpips,
+                    "projection_steps": result.projection_steps,
+                    "tuning_steps": result.tuning_steps,
+                    "projection_psnr": round(result.projection_psnr, 3),
+                    "invert_seconds": round(result.seconds, 3),
+                    "preset": args.preset,
+                    "model": str(args.model),
+                    "resolution": res,
+                    "resized": resized,
+                    "framing": framing,
+                    "device": device,
+                    "output": str(out),
+                }
+            )
+        )
     return 0

@@ -16,11 +16,13 @@ from typing import Any
 def register(subparsers: Any) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--cache-dir", metavar="DIR",
+        "--cache-dir",
+        metavar="DIR",
         help="model cache folder (default: $GIMP_DRAGGAN_CACHE or the platform's user cache dir)",
     )
     parser = subparsers.add_parser(
-        "models", help="list, download, verify, convert and try generator models",
+        "models",
+        help="list, download, verify, convert and try generator models",
         description="Manage the model cache and inspect generator checkpoints.",
     )
     sub = parser.add_subparsers(dest="models_command", required=True, metavar="ACTION")
@@ -39,7 +41,8 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run_verify)
 
     p = sub.add_parser(
-        "convert", parents=[common],
+        "convert",
+        parents=[common],
         help="NVIDIA .pkl -> the project's .safetensors + .json (never runs code from the pickle)",
     )
     p.add_argument("src", metavar="IN.pkl", help="StyleGAN2 network pickle (or a model name)")
@@ -51,7 +54,8 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run_info)
 
     p = sub.add_parser(
-        "render", parents=[common],
+        "render",
+        parents=[common],
         help="render one image from a seed, as NVIDIA's gen_images.py does",
     )
     p.add_argument("model", metavar="FILE_OR_NAME")
@@ -124,15 +128,25 @@ def _rows(cache: str | None) -> list[dict[str, Any]]:
         resolution = entry.resolution
         if resolution is None and entry.package_path:
             resolution = _embedded_resolution(path)
-        rows.append({
-            "name": entry.name, "kind": entry.kind, "domain": entry.domain,
-            "resolution": resolution, "num_ws": entry.num_ws,
-            "size_bytes": entry.size_bytes, "size": _size_text(entry, path),
-            "cached": cached, "damaged": damaged, "shipped": bool(entry.package_path),
-            "path": str(path),
-            "sha256": entry.sha256, "sha256_source": entry.sha256_source,
-            "licence": entry.licence, "urls": list(entry.urls),
-        })
+        rows.append(
+            {
+                "name": entry.name,
+                "kind": entry.kind,
+                "domain": entry.domain,
+                "resolution": resolution,
+                "num_ws": entry.num_ws,
+                "size_bytes": entry.size_bytes,
+                "size": _size_text(entry, path),
+                "cached": cached,
+                "damaged": damaged,
+                "shipped": bool(entry.package_path),
+                "path": str(path),
+                "sha256": entry.sha256,
+                "sha256_source": entry.sha256_source,
+                "licence": entry.licence,
+                "urls": list(entry.urls),
+            }
+        )
     return rows
 
 
@@ -142,8 +156,11 @@ def run_list(args: argparse.Namespace) -> int:
 
     rows = _rows(args.cache_dir)
     if args.json:
-        print(json.dumps({"cache_dir": str(registry.cache_dir(args.cache_dir)), "models": rows},
-                         indent=2))
+        print(
+            json.dumps(
+                {"cache_dir": str(registry.cache_dir(args.cache_dir)), "models": rows}, indent=2
+            )
+        )
         return 0
     print(f"cache: {registry.cache_dir(args.cache_dir) / 'models'}")
     header = f"{'NAME':<26} {'RES':>5} {'SIZE':>12}  {'CACHED':<8} SHA-256"
@@ -200,8 +217,9 @@ def run_verify(args: argparse.Namespace) -> int:
         if v is None:
             if args.name:
                 path = registry.model_path(registry.get_entry(name), args.cache_dir)
-                return _fail(f"{name} is not cached ({path}); run `gimp-draggan models download "
-                             f"{name}`")
+                return _fail(
+                    f"{name} is not cached ({path}); run `gimp-draggan models download {name}`"
+                )
             continue
         checked += 1
         if v.problems:
@@ -234,18 +252,23 @@ def run_convert(args: argparse.Namespace) -> int:
     G = load_generator(src)
     provenance = {"converted_from": src.name, "source_sha256": sha256_file(src)}
     save_generator(G, dst, provenance=provenance)
-    print(f"wrote {dst} and {dst.with_suffix('.json')} "
-          f"({G.img_resolution} px, num_ws {G.num_ws})")
+    print(f"wrote {dst} and {dst.with_suffix('.json')} ({G.img_resolution} px, num_ws {G.num_ws})")
     return 0
 
 
 def _info(G: Any) -> dict[str, Any]:
     c = G.config
     return {
-        "resolution": c.img_resolution, "z_dim": c.z_dim, "w_dim": c.w_dim, "num_ws": G.num_ws,
-        "channel_base": c.channel_base, "channel_max": c.channel_max,
-        "mapping_layers": c.mapping_layers, "img_channels": c.img_channels,
-        "conv_clamp": c.conv_clamp, "mapping_lr_multiplier": c.mapping_lr_multiplier,
+        "resolution": c.img_resolution,
+        "z_dim": c.z_dim,
+        "w_dim": c.w_dim,
+        "num_ws": G.num_ws,
+        "channel_base": c.channel_base,
+        "channel_max": c.channel_max,
+        "mapping_layers": c.mapping_layers,
+        "img_channels": c.img_channels,
+        "conv_clamp": c.conv_clamp,
+        "mapping_lr_multiplier": c.mapping_lr_multiplier,
     }
 
 
@@ -285,6 +308,8 @@ def run_render(args: argparse.Namespace) -> int:
         return _fail(f"cannot save a {pixels.shape[2]}-channel image as PNG")
     out.parent.mkdir(parents=True, exist_ok=True)
     save_image(Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels), out)
-    print(f"wrote {out} ({G.img_resolution}x{G.img_resolution}, seed {args.seed}, "
-          f"psi {args.trunc}, noise {args.noise_mode}, {device})")
+    print(
+        f"wrote {out} ({G.img_resolution}x{G.img_resolution}, seed {args.seed}, "
+        f"psi {args.trunc}, noise {args.noise_mode}, {device})"
+    )
     return 0

@@ -12,11 +12,19 @@ from gimp_draggan_plugin import protocol as P
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("ping", help="check that the daemon answers (version, device)")
-    p.add_argument("--daemon", metavar="ADDR", help=f"daemon address (default: ${P.ADDRESS_ENV} "
-                   f"or {P.DEFAULT_ADDRESS})")
+    p.add_argument(
+        "--daemon",
+        metavar="ADDR",
+        help=f"daemon address (default: ${P.ADDRESS_ENV} or {P.DEFAULT_ADDRESS})",
+    )
     p.add_argument("--keys", metavar="DIR", help="CURVE key dir (for a non-loopback daemon)")
-    p.add_argument("--timeout", type=float, default=P.REQUEST_TIMEOUT_S, metavar="S",
-                   help=f"seconds to wait per try (default {P.REQUEST_TIMEOUT_S:g})")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=P.REQUEST_TIMEOUT_S,
+        metavar="S",
+        help=f"seconds to wait per try (default {P.REQUEST_TIMEOUT_S:g})",
+    )
     p.add_argument("--json", action="store_true", help="print the daemon's hello as JSON")
     p.set_defaults(func=run)
 
@@ -37,10 +45,12 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({k: v for k, v in hello.items() if k not in ("v", "op", "id")}))
         return 0
     cached = [m["name"] for m in hello.get("models", []) if m.get("cached")]
-    print(f"gimp-draggan daemon {hello.get('server')} (protocol {hello.get('protocol')}) at "
-          f"{address} via {transport}: device {hello.get('device')}, default model "
-          f"{hello.get('default_model') or '(none)'}, cached models: "
-          f"{', '.join(cached) or 'none'}")
+    print(
+        f"gimp-draggan daemon {hello.get('server')} (protocol {hello.get('protocol')}) at "
+        f"{address} via {transport}: device {hello.get('device')}, default model "
+        f"{hello.get('default_model') or '(none)'}, cached models: "
+        f"{', '.join(cached) or 'none'}"
+    )
     for model in hello.get("models", []):
         if model.get("damaged"):
             print(f"warning: {model['damaged']}")

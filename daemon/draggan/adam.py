@@ -18,17 +18,24 @@ class Adam:
     """Adam over ``params`` (each updated where it has a gradient); ``lr`` may change between
     steps (schedules set it directly)."""
 
-    def __init__(self, params: Iterable[torch.Tensor], lr: float,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor],
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
         self.params = list(params)
         self.lr = lr
         self.beta1, self.beta2 = betas
         self.eps = eps
         self.steps = [0] * len(self.params)
-        self.exp_avg = [torch.zeros_like(p, memory_format=torch.preserve_format)
-                        for p in self.params]
-        self.exp_avg_sq = [torch.zeros_like(p, memory_format=torch.preserve_format)
-                           for p in self.params]
+        self.exp_avg = [
+            torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params
+        ]
+        self.exp_avg_sq = [
+            torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params
+        ]
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -45,6 +52,6 @@ class Adam:
             m, v = self.exp_avg[i], self.exp_avg_sq[i]
             m.lerp_(grad, 1 - self.beta1)
             v.mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
-            step_size = self.lr / (1 - self.beta1 ** step)
-            denom = (v.sqrt() / (1 - self.beta2 ** step) ** 0.5).add_(self.eps)
+            step_size = self.lr / (1 - self.beta1**step)
+            denom = (v.sqrt() / (1 - self.beta2**step) ** 0.5).add_(self.eps)
             p.addcdiv_(m, denom, value=-step_size)

@@ -99,9 +99,7 @@ def _is_int_tuple(x: Any) -> bool:
     return isinstance(x, (tuple, list, torch.Size)) and all(isinstance(i, int) for i in x)
 
 
-def _rebuild_tensor(
-    storage: Any, offset: Any, size: Any, stride: Any, *_rest: Any
-) -> torch.Tensor:
+def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *_rest: Any) -> torch.Tensor:
     """``torch._utils._rebuild_tensor_v2``; requires_grad, hooks and metadata are ignored."""
     if not isinstance(storage, (torch.TypedStorage, torch.UntypedStorage)):
         raise CheckpointError(f"tensor record without a storage; {NOT_TRUSTED}")
@@ -238,8 +236,18 @@ def read_pickle(path: str | Path) -> dict[str, Any]:
             data = _SafeUnpickler(f).load()
     except CheckpointError as e:
         raise type(e)(f"{path}: {e}") from None
-    except (EOFError, pickle.UnpicklingError, RuntimeError, ValueError, TypeError,
-            AttributeError, IndexError, KeyError, OverflowError, MemoryError) as e:
+    except (
+        EOFError,
+        pickle.UnpicklingError,
+        RuntimeError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        OverflowError,
+        MemoryError,
+    ) as e:
         raise CheckpointError(
             f"{path}: damaged or truncated pickle ({type(e).__name__}: {e}); download it again"
         ) from None
@@ -280,7 +288,10 @@ def _stub_tensors(stub: PersistentStub, prefix: str = "") -> dict[str, torch.Ten
 _G_ARG_ORDER = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")
 # Options that change only speed or training, not the image.
 _IGNORED_SYNTHESIS = {
-    "num_fp16_res", "fp16_channels_last", "channels_last", "fused_modconv_default",
+    "num_fp16_res",
+    "fp16_channels_last",
+    "channels_last",
+    "fused_modconv_default",
 }
 _IGNORED_MAPPING = {"w_avg_beta", "embed_features"}
 
@@ -469,8 +480,12 @@ def read_config(path: str | Path) -> tuple[GeneratorConfig, dict[str, Any]]:
     path = Path(path)
     if _sniff(path) == "pickle":
         G = generator_from_pickle(path)
-        doc = {"format": FORMAT, "version": FORMAT_VERSION, "config": G.config.to_json_dict(),
-               "num_ws": G.num_ws}
+        doc = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "config": G.config.to_json_dict(),
+            "num_ws": G.num_ws,
+        }
         return G.config, doc
     cpath = config_path(path)
     if not cpath.is_file():
@@ -480,8 +495,11 @@ def read_config(path: str | Path) -> tuple[GeneratorConfig, dict[str, Any]]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{cpath}: unreadable config ({e})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise CheckpointError(f"{cpath}: not a {FORMAT} config (format={doc.get('format')!r})"
-                              if isinstance(doc, dict) else f"{cpath}: not a {FORMAT} config")
+        raise CheckpointError(
+            f"{cpath}: not a {FORMAT} config (format={doc.get('format')!r})"
+            if isinstance(doc, dict)
+            else f"{cpath}: not a {FORMAT} config"
+        )
     if doc.get("version") != FORMAT_VERSION:
         raise CheckpointError(
             f"{cpath}: config version {doc.get('version')!r}; this gimp-draggan reads version "

@@ -60,16 +60,16 @@ Point = tuple[float, float]
 class DragParams:
     """Drag settings. Radii and stop distance are in pixels of a 512 px image (the paper's)."""
 
-    r1: float = 3.0                 # Motion-supervision disc radius.
-    r2: float = 12.0                # Tracking half-window.
-    stop_distance: float = 2.0      # Done when every handle is this close...
-    stop_floor: float = 2.0         # ...but never closer than this many pixels (official: 2).
-    mask_lambda: float = 20.0       # Weight of the fixed-region term (official GUI).
-    lr: float = 2e-3                # Adam learning rate on the latent (paper; GUI uses 1e-3).
-    max_steps: int = 200            # Optimiser steps per `run` unless the caller says otherwise.
-    num_optimised_ws: int = 6       # Only the first N vectors of w+ move.
+    r1: float = 3.0  # Motion-supervision disc radius.
+    r2: float = 12.0  # Tracking half-window.
+    stop_distance: float = 2.0  # Done when every handle is this close...
+    stop_floor: float = 2.0  # ...but never closer than this many pixels (official: 2).
+    mask_lambda: float = 20.0  # Weight of the fixed-region term (official GUI).
+    lr: float = 2e-3  # Adam learning rate on the latent (paper; GUI uses 1e-3).
+    max_steps: int = 200  # Optimiser steps per `run` unless the caller says otherwise.
+    num_optimised_ws: int = 6  # Only the first N vectors of w+ move.
     feature_res: int | None = None  # Feature block resolution; None = `default_feature_res`.
-    subpixel: bool = False          # Track and supervise at sub-pixel precision (photo edits).
+    subpixel: bool = False  # Track and supervise at sub-pixel precision (photo edits).
     stop_pixels: float | None = None  # Stop distance in model pixels; None = the paper's rule.
 
     def validate(self) -> None:
@@ -95,9 +95,9 @@ class DragParams:
 class PixelRadii:
     """The radii in pixels of one resolution."""
 
-    r1: int          # Disc: pixels strictly closer than r1 to the handle.
-    r2: int          # Tracking window: the (2*r2+1)^2 square, clipped to the image.
-    stop: float      # Stop distance.
+    r1: int  # Disc: pixels strictly closer than r1 to the handle.
+    r2: int  # Tracking window: the (2*r2+1)^2 square, clipped to the image.
+    stop: float  # Stop distance.
 
 
 def pixel_radii(params: DragParams, resolution: int) -> PixelRadii:
@@ -124,30 +124,30 @@ def default_feature_res(img_resolution: int) -> int:
 
 @dataclass(frozen=True)
 class StepReport:
-    step: int                       # Optimiser steps done by the session so far.
-    points: list[Point]             # Handles as tracked on the features this step used.
-    distances: list[float]          # Handle-target distances, pixels.
-    loss: float | None              # None when the step found every handle done.
-    optimised: bool                 # False: converged, no optimiser step taken.
+    step: int  # Optimiser steps done by the session so far.
+    points: list[Point]  # Handles as tracked on the features this step used.
+    distances: list[float]  # Handle-target distances, pixels.
+    loss: float | None  # None when the step found every handle done.
+    optimised: bool  # False: converged, no optimiser step taken.
     step_seconds: float
-    elapsed: float                  # Seconds since this `run` began.
+    elapsed: float  # Seconds since this `run` began.
     preview: torch.Tensor | None = None  # uint8 [H, W, C] on the CPU, when due.
     preview_feature: torch.Tensor | None = None  # [1, C, f, f] features of the preview.
 
 
 @dataclass(frozen=True)
 class DragResult:
-    ws: torch.Tensor                # Final w+ [1, num_ws, w_dim], detached, on the CPU.
-    image: torch.Tensor             # Final image [1, C, H, W] in [-1, 1], on the CPU.
-    points: list[Point]             # Final handles, tracked on the final image's features.
+    ws: torch.Tensor  # Final w+ [1, num_ws, w_dim], detached, on the CPU.
+    image: torch.Tensor  # Final image [1, C, H, W] in [-1, 1], on the CPU.
+    points: list[Point]  # Final handles, tracked on the final image's features.
     distances: list[float]
-    steps: int                      # Optimiser steps done by the session in total.
-    converged: bool                 # Every handle within the stop distance.
-    cancelled: bool                 # `should_stop` ended the run.
+    steps: int  # Optimiser steps done by the session in total.
+    converged: bool  # Every handle within the stop distance.
+    cancelled: bool  # `should_stop` ended the run.
     reports: list[StepReport] = field(default_factory=list)  # This run's steps.
     start_points: list[Point] = field(default_factory=list)  # Handles at the start.
-    start_feature: torch.Tensor | None = None   # [1, C, f, f] features of the start latent.
-    feature: torch.Tensor | None = None         # [1, C, f, f] features of the final latent.
+    start_feature: torch.Tensor | None = None  # [1, C, f, f] features of the start latent.
+    feature: torch.Tensor | None = None  # [1, C, f, f] features of the final latent.
 
 
 # ----------------------------------------------------------------------------------------------
@@ -176,7 +176,12 @@ class FeatureGrid:
         self.lam = (src - lo).to(torch.float32).to(device)
 
     def window(
-        self, feat: torch.Tensor, x0: int, x1: int, y0: int, y1: int,
+        self,
+        feat: torch.Tensor,
+        x0: int,
+        x1: int,
+        y0: int,
+        y1: int,
         origin: tuple[int, int] = (0, 0),
     ) -> torch.Tensor:
         """Resized pixels of rows y0..y1 and columns x0..x1 (inclusive): ``[C, ny, nx]``."""
@@ -212,8 +217,8 @@ class FeatureGrid:
 
 def track_handles(
     grid: FeatureGrid,
-    feat: torch.Tensor,         # [1, C, h, w] feature map (or window at origin), detached.
-    refs: torch.Tensor,         # [P, C] initial feature of each handle.
+    feat: torch.Tensor,  # [1, C, h, w] feature map (or window at origin), detached.
+    refs: torch.Tensor,  # [P, C] initial feature of each handle.
     handles: list[tuple[int, int]],
     radius: int,
     origin: tuple[int, int] = (0, 0),
@@ -227,8 +232,8 @@ def track_handles(
     for (x, y), ref in zip(handles, refs, strict=True):
         x0, x1 = max(x - radius, 0), min(x + radius, last)
         y0, y1 = max(y - radius, 0), min(y + radius, last)
-        win = grid.window(feat, x0, x1, y0, y1, origin)             # [C, ny, nx]
-        dist = (win - ref.reshape(-1, 1, 1)).square().sum(dim=0)    # [ny, nx]
+        win = grid.window(feat, x0, x1, y0, y1, origin)  # [C, ny, nx]
+        dist = (win - ref.reshape(-1, 1, 1)).square().sum(dim=0)  # [ny, nx]
         idx = int(dist.reshape(-1).argmin())
         nx = x1 - x0 + 1
         moved.append((x0 + idx % nx, y0 + idx // nx))
@@ -240,8 +245,8 @@ SUBPIXEL_STEPS = 8  # Sub-pixel tracking resolves 1/8 pixel.
 
 def refine_subpixel(
     grid: FeatureGrid,
-    feat: torch.Tensor,         # [1, C, h, w] feature map (or window at origin), detached.
-    refs: torch.Tensor,         # [P, C] initial feature of each handle.
+    feat: torch.Tensor,  # [1, C, h, w] feature map (or window at origin), detached.
+    refs: torch.Tensor,  # [P, C] initial feature of each handle.
     found: list[tuple[int, int]],
     origin: tuple[int, int] = (0, 0),
 ) -> list[Point]:
@@ -254,16 +259,18 @@ def refine_subpixel(
     for (x, y), ref in zip(found, refs, strict=True):
         x0, x1 = max(x - 1, 0), min(x + 1, last)
         y0, y1 = max(y - 1, 0), min(y + 1, last)
-        win = grid.window(feat, x0, x1, y0, y1, origin)                 # [C, ny, nx]
+        win = grid.window(feat, x0, x1, y0, y1, origin)  # [C, ny, nx]
         sx = (x + offsets).clamp(x0, x1) - x0
         sy = (y + offsets).clamp(y0, y1) - y0
         gx = sx / max(x1 - x0, 1) * 2 - 1 if x1 > x0 else torch.zeros_like(sx)
         gy = sy / max(y1 - y0, 1) * 2 - 1 if y1 > y0 else torch.zeros_like(sy)
         gyy, gxx = torch.meshgrid(gy, gx, indexing="ij")
         samples = F.grid_sample(
-            win[None], torch.stack([gxx, gyy], dim=-1)[None], mode="bilinear",
+            win[None],
+            torch.stack([gxx, gyy], dim=-1)[None],
+            mode="bilinear",
             align_corners=True,
-        )[0]                                                            # [C, 2n+1, 2n+1]
+        )[0]  # [C, 2n+1, 2n+1]
         dist = (samples - ref.reshape(-1, 1, 1)).square().sum(dim=0)
         idx = int(dist.reshape(-1).argmin())
         k = 2 * n + 1
@@ -289,7 +296,7 @@ def disc_offsets(radius: int, device: torch.device) -> Disc:
 
 def motion_loss(
     grid: FeatureGrid,
-    feat: torch.Tensor,          # [1, C, h, w] with a graph to the latent.
+    feat: torch.Tensor,  # [1, C, h, w] with a graph to the latent.
     handles: list[tuple[int, int]],
     targets: list[Point],
     disc: Disc,
@@ -315,7 +322,7 @@ def motion_loss(
         # The resized pixels the disc and its shifted samples touch, as one dense window.
         wx0, wx1 = max(x - reach, 0), min(x + reach + 1, last)
         wy0, wy1 = max(y - reach, 0), min(y + reach + 1, last)
-        win = grid.window(feat, wx0, wx1, wy0, wy1, origin)        # [C, ny, nx]
+        win = grid.window(feat, wx0, wx1, wy0, wy1, origin)  # [C, ny, nx]
         px, py = disc.dx + x, disc.dy + y
         inside = (px >= 0) & (px <= last) & (py >= 0) & (py <= last)
         px, py = px[inside], py[inside]
@@ -344,7 +351,7 @@ Window = tuple[int, int, int, int]  # (x0, x1, y0, y1), half-open, in one layer'
 def _crop_pad(x: torch.Tensor, x0: int, x1: int, y0: int, y1: int) -> torch.Tensor:
     """``x[..., y0:y1, x0:x1]`` where indices outside ``x`` read as zeros."""
     h, w = x.shape[-2:]
-    core = x[..., max(y0, 0): min(y1, h), max(x0, 0): min(x1, w)]
+    core = x[..., max(y0, 0) : min(y1, h), max(x0, 0) : min(x1, w)]
     pad = [max(-x0, 0), max(x1 - w, 0), max(-y0, 0), max(y1 - h, 0)]
     return F.pad(core, pad) if any(pad) else core
 
@@ -425,8 +432,11 @@ class _Layer:
             t = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)  # rows from 2*iy0
             p0, extra = self.fir_pad0, self.fir_taps - 1
             t = _crop_pad(
-                t, ox0 - p0 - 2 * ix0, ox1 + extra - p0 - 2 * ix0,
-                oy0 - p0 - 2 * iy0, oy1 + extra - p0 - 2 * iy0,
+                t,
+                ox0 - p0 - 2 * ix0,
+                ox1 + extra - p0 - 2 * ix0,
+                oy0 - p0 - 2 * iy0,
+                oy1 + extra - p0 - 2 * iy0,
             )
             x = upfirdn2d(t, self.filter, gain=4.0)
         if dcoefs is not None:
@@ -535,10 +545,10 @@ class DragSession:
     def __init__(
         self,
         G: Generator,
-        ws: torch.Tensor,                               # [1, num_ws, w_dim] start latent.
-        handles: Sequence[Point] | torch.Tensor,        # [P] of (x, y).
-        targets: Sequence[Point] | torch.Tensor,        # [P] of (x, y).
-        mask: torch.Tensor | None = None,               # [H, W], 1 = may move; None = all.
+        ws: torch.Tensor,  # [1, num_ws, w_dim] start latent.
+        handles: Sequence[Point] | torch.Tensor,  # [P] of (x, y).
+        targets: Sequence[Point] | torch.Tensor,  # [P] of (x, y).
+        mask: torch.Tensor | None = None,  # [H, W], 1 = may move; None = all.
         params: DragParams | None = None,
     ) -> None:
         params = params or DragParams()
@@ -583,13 +593,13 @@ class DragSession:
         self.w_opt = ws[:, :n].clone().requires_grad_(True)
         self.ws_fixed = ws[:, n:].clone()
         self.optimizer = Adam([self.w_opt], lr=params.lr)
-        self.handles: list[tuple[int, int]] = rounded   # The pixels windows and discs centre on.
-        self.points: list[Point] = list(starts)           # Where the handles are (sub-pixel).
+        self.handles: list[tuple[int, int]] = rounded  # The pixels windows and discs centre on.
+        self.points: list[Point] = list(starts)  # Where the handles are (sub-pixel).
         self.start_points: list[Point] = list(starts)
         self.targets: list[Point] = ts
         self.steps = 0
         self._tracked = True  # Handles belong to the current latent.
-        self.local = True     # Synthesise only the window a step reads (False: everything).
+        self.local = True  # Synthesise only the window a step reads (False: everything).
 
         self.synthesis = FeatureSynthesis(G, self.ws_fixed, feature_res)
         self.grid = FeatureGrid(feature_res, res, self.device)
@@ -597,7 +607,7 @@ class DragSession:
         with torch.no_grad():
             f0 = self.synthesis(self.w_opt)
             self.start_feature = f0.detach()
-            self.refs = self._features_at(f0, starts)                   # [P, C]
+            self.refs = self._features_at(f0, starts)  # [P, C]
             self.fixed = None if mask is None else _as_mask(mask, res, self.device)
             self.f0_fixed = None
             if self.fixed is not None and params.mask_lambda > 0:
@@ -617,9 +627,12 @@ class DragSession:
             ax, ay = x - x0, y - y0
             xs = torch.tensor([x0, x1, x0, x1], device=self.device)
             ys = torch.tensor([y0, y0, y1, y1], device=self.device)
-            corners = self.grid.pixels(feat, xs, ys)                     # [C, 4]
-            w = torch.tensor([(1 - ax) * (1 - ay), ax * (1 - ay), (1 - ax) * ay, ax * ay],
-                             device=self.device, dtype=corners.dtype)
+            corners = self.grid.pixels(feat, xs, ys)  # [C, 4]
+            w = torch.tensor(
+                [(1 - ax) * (1 - ay), ax * (1 - ay), (1 - ax) * ay, ax * ay],
+                device=self.device,
+                dtype=corners.dtype,
+            )
             rows.append(corners @ w)
         return torch.stack(rows)
 
@@ -660,8 +673,16 @@ class DragSession:
         """Motion supervision + mask term at the current handles, on features ``[1, C, h, w]``:
         the whole map, or (no mask term) the window whose top-left pixel is ``origin``."""
         if self.params.subpixel:
-            loss = motion_loss(self.grid, feat, self.handles, self.targets, self.disc, origin,
-                               points=self.points, min_distance=self.radii.stop / 2)
+            loss = motion_loss(
+                self.grid,
+                feat,
+                self.handles,
+                self.targets,
+                self.disc,
+                origin,
+                points=self.points,
+                min_distance=self.radii.stop / 2,
+            )
         else:
             loss = motion_loss(self.grid, feat, self.handles, self.targets, self.disc, origin)
         if self.f0_fixed is not None and self.fixed is not None:
@@ -691,8 +712,12 @@ class DragSession:
                 self._tracked = False
         t1 = time.perf_counter()
         return StepReport(
-            step=self.steps, points=points, distances=distances, loss=loss_value,
-            optimised=loss_value is not None, step_seconds=t1 - t0,
+            step=self.steps,
+            points=points,
+            distances=distances,
+            loss=loss_value,
+            optimised=loss_value is not None,
+            step_seconds=t1 - t0,
             elapsed=t1 - (t0 if elapsed_from is None else elapsed_from),
         )
 
@@ -708,10 +733,10 @@ class DragSession:
 
     def run(
         self,
-        max_steps: int | None = None,                       # None = params.max_steps.
+        max_steps: int | None = None,  # None = params.max_steps.
         on_step: Callable[[StepReport], None] | None = None,
-        should_stop: Callable[[], bool] | None = None,      # Checked before every step.
-        preview_every: int = 0,                             # 0 = no previews.
+        should_stop: Callable[[], bool] | None = None,  # Checked before every step.
+        preview_every: int = 0,  # 0 = no previews.
     ) -> DragResult:
         """Step until every handle is done, ``max_steps`` optimiser steps, or ``should_stop()``."""
         limit = self.params.max_steps if max_steps is None else max_steps
@@ -736,9 +761,15 @@ class DragSession:
                 break
         image, feature = self.render()
         return DragResult(
-            ws=self.ws.cpu(), image=image.cpu(), points=list(self.points),
-            distances=self.distances(), steps=self.steps,
-            converged=self.converged(), cancelled=cancelled, reports=reports,
-            start_points=list(self.start_points), start_feature=self.start_feature.cpu(),
+            ws=self.ws.cpu(),
+            image=image.cpu(),
+            points=list(self.points),
+            distances=self.distances(),
+            steps=self.steps,
+            converged=self.converged(),
+            cancelled=cancelled,
+            reports=reports,
+            start_points=list(self.start_points),
+            start_feature=self.start_feature.cpu(),
             feature=feature.cpu(),
         )

@@ -44,17 +44,34 @@ UNIT_NORM_EPS = 1e-10  # as LPIPS: x / (||x||_2 + eps) over channels
 class BackboneSpec:
     """A torchvision ``features`` stack: its layers, the LPIPS taps, the registry entry."""
 
-    name: str                               # "vgg16" | "alexnet"
+    name: str  # "vgg16" | "alexnet"
     # ("conv", out, kernel, stride, pad) | ("pool", 0, kernel, stride, 0) | ("relu", 0, 0, 0, 0)
     layers: tuple[tuple[str, int, int, int, int], ...]
-    taps: tuple[int, ...]                   # Slice ends into ``layers``: a tap after each ReLU.
-    channels: tuple[int, ...]               # Channels at each tap (= head widths).
-    registry_name: str                      # Name in daemon/models.json.
+    taps: tuple[int, ...]  # Slice ends into ``layers``: a tap after each ReLU.
+    channels: tuple[int, ...]  # Channels at each tap (= head widths).
+    registry_name: str  # Name in daemon/models.json.
 
 
 def _vgg16_layers() -> tuple[tuple[str, int, int, int, int], ...]:
-    plan: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
-                             512, 512, 512]
+    plan: list[int | str] = [
+        64,
+        64,
+        "M",
+        128,
+        128,
+        "M",
+        256,
+        256,
+        256,
+        "M",
+        512,
+        512,
+        512,
+        "M",
+        512,
+        512,
+        512,
+    ]
     layers: list[tuple[str, int, int, int, int]] = []
     for p in plan:
         if p == "M":
@@ -73,11 +90,18 @@ BACKBONES = {
     "alexnet": BackboneSpec(
         "alexnet",
         (
-            ("conv", 64, 11, 4, 2), ("relu", 0, 0, 0, 0), ("pool", 0, 3, 2, 0),
-            ("conv", 192, 5, 1, 2), ("relu", 0, 0, 0, 0), ("pool", 0, 3, 2, 0),
-            ("conv", 384, 3, 1, 1), ("relu", 0, 0, 0, 0),
-            ("conv", 256, 3, 1, 1), ("relu", 0, 0, 0, 0),
-            ("conv", 256, 3, 1, 1), ("relu", 0, 0, 0, 0),
+            ("conv", 64, 11, 4, 2),
+            ("relu", 0, 0, 0, 0),
+            ("pool", 0, 3, 2, 0),
+            ("conv", 192, 5, 1, 2),
+            ("relu", 0, 0, 0, 0),
+            ("pool", 0, 3, 2, 0),
+            ("conv", 384, 3, 1, 1),
+            ("relu", 0, 0, 0, 0),
+            ("conv", 256, 3, 1, 1),
+            ("relu", 0, 0, 0, 0),
+            ("conv", 256, 3, 1, 1),
+            ("relu", 0, 0, 0, 0),
         ),
         (2, 5, 8, 10, 12),
         (64, 192, 384, 256, 256),
@@ -121,9 +145,9 @@ class LPIPS(PerceptualLoss):
 
     def __init__(
         self,
-        features: nn.Sequential,                 # Backbone layers, input = scaled image.
-        taps: Sequence[int],                     # Slice ends: features[a:b] between taps.
-        heads: Sequence[torch.Tensor] | None,    # Per-tap channel weights [C]; None = all ones.
+        features: nn.Sequential,  # Backbone layers, input = scaled image.
+        taps: Sequence[int],  # Slice ends: features[a:b] between taps.
+        heads: Sequence[torch.Tensor] | None,  # Per-tap channel weights [C]; None = all ones.
         name: str = "lpips",
     ) -> None:
         super().__init__()
@@ -170,7 +194,7 @@ class LPIPS(PerceptualLoss):
     def _distance(self, feats_x: list[torch.Tensor], feats_y: list[torch.Tensor]) -> torch.Tensor:
         total = feats_x[0].new_zeros(feats_x[0].shape[0])
         for i, (fx, fy) in enumerate(zip(feats_x, feats_y, strict=True)):
-            diff = (fx - fy).square()                       # [N, C, h, w]
+            diff = (fx - fy).square()  # [N, C, h, w]
             head = getattr(self, f"head{i}")
             if head is None:
                 weighted = diff.sum(dim=1)
@@ -179,7 +203,7 @@ class LPIPS(PerceptualLoss):
                     raise ValueError(
                         f"LPIPS head {i} has {head.shape[1]} channels, the tap has {diff.shape[1]}"
                     )
-                weighted = (diff * head).sum(dim=1)         # [N, h, w]
+                weighted = (diff * head).sum(dim=1)  # [N, h, w]
             total = total + weighted.mean(dim=(1, 2))
         return total
 
@@ -290,7 +314,7 @@ def cached_backbone(backbone: str) -> Path | None:
 @dataclass(frozen=True)
 class LossChoice:
     loss: PerceptualLoss
-    reason: str          # Why this loss: shown by the CLI beside its name.
+    reason: str  # Why this loss: shown by the CLI beside its name.
 
 
 def load_perceptual(backbone: str = "vgg16", weights: str | Path | None = None) -> LossChoice:

@@ -40,11 +40,11 @@ Point = tuple[float, float]
 class MotionParams:
     """How the field is read from the features (distances in feature pixels unless said)."""
 
-    zero_prior: float = 2e-3        # Cost added per squared feature pixel of motion.
-    smooth_sigma: float = 1.5       # Gaussian of the normalised-convolution smoothing.
+    zero_prior: float = 2e-3  # Cost added per squared feature pixel of motion.
+    smooth_sigma: float = 1.5  # Gaussian of the normalised-convolution smoothing.
     source_cost: tuple[float, float] = (0.15, 0.45)  # Cosine cost: full -> no confidence.
-    anchor_sigma: float = 0.08      # RBF width around anchors, fraction of the resolution.
-    max_radius: float = 0.25        # Search window cap, fraction of the feature map.
+    anchor_sigma: float = 0.08  # RBF width around anchors, fraction of the resolution.
+    max_radius: float = 0.25  # Search window cap, fraction of the feature map.
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,8 @@ class MotionField:
     """Backward motion at the model resolution: pixel (x, y) of the dragged image shows the
     reconstruction at (x + dx, y + dy); ``confidence`` says whether that source exists."""
 
-    flow: torch.Tensor          # [2, R, R] float32, model pixels.
-    confidence: torch.Tensor    # [R, R] float32 in [0, 1].
+    flow: torch.Tensor  # [2, R, R] float32, model pixels.
+    confidence: torch.Tensor  # [R, R] float32 in [0, 1].
 
     def __post_init__(self) -> None:
         r = self.flow.shape[-1]
@@ -78,9 +78,9 @@ def identity(resolution: int) -> MotionField:
 
 
 def estimate_motion(
-    f0: torch.Tensor,                       # [1, C, f, f] reconstruction features.
-    f1: torch.Tensor,                       # [1, C, f, f] dragged features.
-    resolution: int,                        # Model resolution R.
+    f0: torch.Tensor,  # [1, C, f, f] reconstruction features.
+    f1: torch.Tensor,  # [1, C, f, f] dragged features.
+    resolution: int,  # Model resolution R.
     anchors: Sequence[tuple[Point, Point]],  # (where it is now, where it came from), model px.
     params: MotionParams | None = None,
 ) -> MotionField:
@@ -90,17 +90,17 @@ def estimate_motion(
         f"features must be equal [1, C, f, f], got {list(f0.shape)} and {list(f1.shape)}"
     )
     f = int(f0.shape[-1])
-    cell = resolution / f                   # Model pixels per feature pixel.
+    cell = resolution / f  # Model pixels per feature pixel.
     f0 = F.normalize(f0.detach().float(), dim=1)
     f1 = F.normalize(f1.detach().float(), dim=1)
     reach = max((math.dist(a, b) for a, b in anchors), default=0.0) / cell
     radius = int(min(max(math.ceil(reach) + 2, 2), max(2, round(params.max_radius * f))))
-    cost = _cost_volume(f0, f1, radius)                                     # [K, K, f, f]
+    cost = _cost_volume(f0, f1, radius)  # [K, K, f, f]
     disp, best, spread = _best_offsets(cost, radius, params.zero_prior)
     weight = (1.0 - best / spread.clamp(min=1e-6)).clamp(0.0, 1.0).square()
-    flow = _normalised_blur(disp * weight, weight, params.smooth_sigma)      # [2, f, f]
+    flow = _normalised_blur(disp * weight, weight, params.smooth_sigma)  # [2, f, f]
     lo, hi = params.source_cost
-    conf = 1.0 - ((best - lo) / (hi - lo)).clamp(0.0, 1.0)                  # [f, f]
+    conf = 1.0 - ((best - lo) / (hi - lo)).clamp(0.0, 1.0)  # [f, f]
     size = (resolution, resolution)
     flow = F.interpolate(flow[None] * cell, size=size, mode="bicubic", align_corners=False)[0]
     conf = F.interpolate(conf[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
@@ -116,14 +116,14 @@ def _cost_volume(f0: torch.Tensor, f1: torch.Tensor, radius: int) -> torch.Tenso
     ``[K, K, f, f]`` indexed [dy + radius, dx + radius]; a source off the map costs 2."""
     f = f0.shape[-1]
     k = 2 * radius + 1
-    padded = F.pad(f0, [radius] * 4)                       # zeros: cosine 0 -> cost 1 ...
+    padded = F.pad(f0, [radius] * 4)  # zeros: cosine 0 -> cost 1 ...
     inside = F.pad(torch.ones_like(f0[:, :1]), [radius] * 4)
     cost = f0.new_empty(k, k, f, f)
     for i in range(k):
         for j in range(k):
-            src = padded[..., i: i + f, j: j + f]
+            src = padded[..., i : i + f, j : j + f]
             sim = (f1 * src).sum(dim=1)[0]
-            cost[i, j] = torch.where(inside[0, 0, i: i + f, j: j + f] > 0, 1.0 - sim, 2.0)
+            cost[i, j] = torch.where(inside[0, 0, i : i + f, j : j + f] > 0, 1.0 - sim, 2.0)
     return cost
 
 
@@ -136,7 +136,7 @@ def _best_offsets(
     r = torch.arange(-radius, radius + 1, dtype=cost.dtype, device=cost.device)
     prior = zero_prior * (r[:, None].square() + r[None, :].square())
     total = (cost + prior[:, :, None, None]).reshape(k * k, f, f)
-    idx = total.argmin(dim=0)                                             # [f, f]
+    idx = total.argmin(dim=0)  # [f, f]
     iy, ix = idx // k, idx % k
     best = cost.reshape(k * k, f, f).gather(0, idx[None])[0]
     spread = cost.reshape(k * k, f, f).median(dim=0).values
@@ -192,8 +192,9 @@ def _sample(field: torch.Tensor, points: Sequence[Point]) -> torch.Tensor:
     r = field.shape[-1]
     pts = torch.tensor(points, dtype=torch.float32, device=field.device).reshape(1, 1, -1, 2)
     grid = (pts + 0.5) / r * 2.0 - 1.0
-    out = F.grid_sample(field[None], grid, mode="bilinear", padding_mode="border",
-                        align_corners=False)
+    out = F.grid_sample(
+        field[None], grid, mode="bilinear", padding_mode="border", align_corners=False
+    )
     return out[0, :, 0]
 
 
@@ -204,16 +205,17 @@ def _anchor(
     ``[R, R]`` of how near each pixel is to an anchor (1 at an anchor, Gaussian falloff)."""
     r = flow.shape[-1]
     now = [a for a, _ in anchors]
-    want = torch.tensor([[sx - x, sy - y] for (x, y), (sx, sy) in anchors],
-                        dtype=torch.float32, device=flow.device).t()          # [2, P]
-    residual = want - _sample(flow, now)                                      # [2, P]
-    pts = torch.tensor(now, dtype=torch.float32, device=flow.device)          # [P, 2]
+    want = torch.tensor(
+        [[sx - x, sy - y] for (x, y), (sx, sy) in anchors], dtype=torch.float32, device=flow.device
+    ).t()  # [2, P]
+    residual = want - _sample(flow, now)  # [2, P]
+    pts = torch.tensor(now, dtype=torch.float32, device=flow.device)  # [P, 2]
     kernel = torch.exp(-0.5 * torch.cdist(pts, pts).square() / sigma**2)
     kernel = kernel + 1e-3 * torch.eye(len(now), device=flow.device)
-    coef = torch.linalg.solve(kernel, residual.t())                          # [P, 2]
+    coef = torch.linalg.solve(kernel, residual.t())  # [P, 2]
     g = torch.arange(r, dtype=torch.float32, device=flow.device)
     dx = g[None, None, :] - pts[:, 0, None, None]
     dy = g[None, :, None] - pts[:, 1, None, None]
-    bumps = torch.exp(-0.5 * (dx.square() + dy.square()) / sigma**2)         # [P, R, R]
+    bumps = torch.exp(-0.5 * (dx.square() + dy.square()) / sigma**2)  # [P, R, R]
     correction = torch.einsum("prc,pk->krc", bumps, coef)
     return flow + correction, bumps.amax(dim=0)

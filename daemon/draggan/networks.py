@@ -49,7 +49,10 @@ def make_resample_filter(taps: tuple[int, ...] = (1, 3, 3, 1)) -> torch.Tensor:
 
 
 def upfirdn2d(
-    x: torch.Tensor, f: torch.Tensor, up: int = 1, pad: tuple[int, int, int, int] = (0, 0, 0, 0),
+    x: torch.Tensor,
+    f: torch.Tensor,
+    up: int = 1,
+    pad: tuple[int, int, int, int] = (0, 0, 0, 0),
     gain: float = 1.0,
 ) -> torch.Tensor:
     """Zero-insert upsample by ``up``, pad (x0, x1, y0, y1), then depthwise-convolve with ``f``.
@@ -64,9 +67,10 @@ def upfirdn2d(
         x = x.reshape(n, c, h * up, w * up)
     x = F.pad(x, [max(pad[0], 0), max(pad[1], 0), max(pad[2], 0), max(pad[3], 0)])
     x = x[
-        :, :,
-        max(-pad[2], 0): x.shape[2] - max(-pad[3], 0),
-        max(-pad[0], 0): x.shape[3] - max(-pad[1], 0),
+        :,
+        :,
+        max(-pad[2], 0) : x.shape[2] - max(-pad[3], 0),
+        max(-pad[0], 0) : x.shape[3] - max(-pad[1], 0),
     ]
     f = (f * gain).to(x.dtype).flip([0, 1])
     weight = f[None, None].expand(c, 1, *f.shape)
@@ -89,11 +93,11 @@ class FullyConnectedLayer(nn.Module):
 
     def __init__(
         self,
-        in_features: int,           # Input width.
-        out_features: int,          # Output width.
-        activation: str = "linear", # "linear" or "lrelu".
-        lr_multiplier: float = 1.0, # Learning-rate multiplier (equalised lr).
-        bias_init: float = 0.0,     # Initial bias value.
+        in_features: int,  # Input width.
+        out_features: int,  # Output width.
+        activation: str = "linear",  # "linear" or "lrelu".
+        lr_multiplier: float = 1.0,  # Learning-rate multiplier (equalised lr).
+        bias_init: float = 0.0,  # Initial bias value.
     ) -> None:
         super().__init__()
         self.in_features = in_features
@@ -119,14 +123,14 @@ class FullyConnectedLayer(nn.Module):
 
 
 def modulated_conv2d(
-    x: torch.Tensor,              # Input [N, I, H, W].
-    weight: torch.Tensor,         # Weight [O, I, k, k].
-    styles: torch.Tensor,         # Per-sample input scales [N, I].
+    x: torch.Tensor,  # Input [N, I, H, W].
+    weight: torch.Tensor,  # Weight [O, I, k, k].
+    styles: torch.Tensor,  # Per-sample input scales [N, I].
     noise: torch.Tensor | None = None,  # Added after the conv, [N, 1, H, W] or broadcastable.
-    up: int = 1,                  # 1 or 2 (transposed conv + FIR filter).
-    padding: int = 0,             # Padding of the (non-upsampling) convolution.
+    up: int = 1,  # 1 or 2 (transposed conv + FIR filter).
+    padding: int = 0,  # Padding of the (non-upsampling) convolution.
     resample_filter: torch.Tensor | None = None,
-    demodulate: bool = True,      # Normalise output channels (StyleGAN2 weight demodulation).
+    demodulate: bool = True,  # Normalise output channels (StyleGAN2 weight demodulation).
 ) -> torch.Tensor:
     """StyleGAN2 modulated convolution, computed as one grouped conv over the batch ("fused")."""
     n = x.shape[0]
@@ -165,8 +169,8 @@ class SynthesisLayer(nn.Module):
         in_channels: int,
         out_channels: int,
         w_dim: int,
-        resolution: int,               # Output resolution.
-        up: int = 1,                   # 2 = upsample.
+        resolution: int,  # Output resolution.
+        up: int = 1,  # 2 = upsample.
         use_noise: bool = True,
         conv_clamp: float | None = None,  # Clamp activations to +-conv_clamp, None = off.
         kernel_size: int = 3,
@@ -198,7 +202,12 @@ class SynthesisLayer(nn.Module):
         elif self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength
         x = modulated_conv2d(
-            x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
+            x,
+            self.weight,
+            styles,
+            noise=noise,
+            up=self.up,
+            padding=self.padding,
             resample_filter=self.resample_filter,
         )
         x = F.leaky_relu(x + self.bias.reshape(1, -1, 1, 1), 0.2) * LRELU_GAIN
@@ -241,7 +250,7 @@ class SynthesisBlock(nn.Module):
 
     def __init__(
         self,
-        in_channels: int,       # 0 = first block (learned constant input).
+        in_channels: int,  # 0 = first block (learned constant input).
         out_channels: int,
         w_dim: int,
         resolution: int,
@@ -289,8 +298,8 @@ class SynthesisBlock(nn.Module):
 
 @dataclass(frozen=True)
 class SynthesisOutput:
-    img: torch.Tensor | None        # [N, img_channels, R, R], about [-1, 1]; None if not rendered.
-    feature: torch.Tensor | None    # [N, C, r, r] output of the requested block, or None.
+    img: torch.Tensor | None  # [N, img_channels, R, R], about [-1, 1]; None if not rendered.
+    feature: torch.Tensor | None  # [N, C, r, r] output of the requested block, or None.
 
 
 class SynthesisNetwork(nn.Module):
@@ -299,7 +308,7 @@ class SynthesisNetwork(nn.Module):
         w_dim: int,
         img_resolution: int,
         img_channels: int = 3,
-        channel_base: int = 32768,      # Channels at res R: min(channel_base // R, channel_max).
+        channel_base: int = 32768,  # Channels at res R: min(channel_base // R, channel_max).
         channel_max: int = 512,
         conv_clamp: float | None = 256,
     ) -> None:
@@ -338,8 +347,8 @@ class SynthesisNetwork(nn.Module):
         self,
         ws: torch.Tensor,
         noise_mode: str = "const",
-        feature_res: int | None = None,   # Return this block's feature output.
-        render: bool = True,              # False: stop right after the feature block.
+        feature_res: int | None = None,  # Return this block's feature output.
+        render: bool = True,  # False: stop right after the feature block.
     ) -> SynthesisOutput:
         """Synthesise from ws ``[N, num_ws, w_dim]``, optionally returning one block's features."""
         _check_shape(ws, [None, self.num_ws, self.w_dim], "ws")
@@ -356,7 +365,7 @@ class SynthesisNetwork(nn.Module):
         idx = 0
         for res in self.block_resolutions:
             block = self.block(res)
-            x = block.forward_features(x, ws[:, idx: idx + block.num_conv], noise_mode)
+            x = block.forward_features(x, ws[:, idx : idx + block.num_conv], noise_mode)
             idx += block.num_conv
             if res == feature_res:
                 feature = x
@@ -383,7 +392,7 @@ class MappingNetwork(nn.Module):
         num_ws: int,
         num_layers: int = 8,
         lr_multiplier: float = 0.01,
-        w_avg_beta: float = 0.998,      # EMA decay of w_avg during training.
+        w_avg_beta: float = 0.998,  # EMA decay of w_avg during training.
     ) -> None:
         super().__init__()
         self.z_dim = z_dim

@@ -31,7 +31,7 @@ from .adam import Adam
 from .lpips import PerceptualLoss, psnr
 from .networks import Generator, SynthesisLayer
 
-StepFn = Callable[[str, int, int], None]   # (phase "invert", step 1..total, total)
+StepFn = Callable[[str, int, int], None]  # (phase "invert", step 1..total, total)
 StopFn = Callable[[], bool]
 Distance = Callable[[torch.Tensor], torch.Tensor]  # image [1, 3, r, r] -> distance [1]
 
@@ -43,31 +43,31 @@ class InversionCancelled(RuntimeError):
 @dataclass(frozen=True)
 class InvertParams:
     # Step 1: W projection.
-    projection_steps: int = 30        # Adam steps on w (photo-true edits need motion, not
+    projection_steps: int = 30  # Adam steps on w (photo-true edits need motion, not
     #                                   pixels: half of 60 + 50 kept their quality, PERFORMANCE.md).
-    projection_lr: float = 0.04       # Peak learning rate.
-    lr_rampup: float = 0.05           # Fraction of steps with a linear warm-up.
-    lr_rampdown: float = 0.25         # Fraction of steps with a cosine decay to 0.
-    w_plus: bool = False              # Optimise one w per layer (w+) instead of one w.
-    optimize_noise: bool = False      # Also fit the generator's constant noise maps.
-    noise_reg_weight: float = 1e5     # Weight of the noise whiteness regulariser.
-    w_noise_start: float = 0.05       # Latent noise at step 0, in units of the w spread.
-    w_noise_ramp: float = 0.75        # Fraction of steps over which it decays to 0.
-    projection_l2: float = 0.0        # Weight of pixel MSE beside the perceptual distance.
+    projection_lr: float = 0.04  # Peak learning rate.
+    lr_rampup: float = 0.05  # Fraction of steps with a linear warm-up.
+    lr_rampdown: float = 0.25  # Fraction of steps with a cosine decay to 0.
+    w_plus: bool = False  # Optimise one w per layer (w+) instead of one w.
+    optimize_noise: bool = False  # Also fit the generator's constant noise maps.
+    noise_reg_weight: float = 1e5  # Weight of the noise whiteness regulariser.
+    w_noise_start: float = 0.05  # Latent noise at step 0, in units of the w spread.
+    w_noise_ramp: float = 0.75  # Fraction of steps over which it decays to 0.
+    projection_l2: float = 0.0  # Weight of pixel MSE beside the perceptual distance.
     # Step 2: pivotal tuning.
-    tuning_steps: int = 25            # Max Adam steps on the synthesis weights.
-    tuning_lr: float = 3e-3           # Peak learning rate.
-    tuning_schedule: str = "cosine"   # "constant" | "cosine" (decay to 10 % of tuning_lr).
-    tuning_l2: float = 1.0            # Weight of pixel MSE.
-    tuning_perceptual: float = 1.0    # Weight of the perceptual distance.
+    tuning_steps: int = 25  # Max Adam steps on the synthesis weights.
+    tuning_lr: float = 3e-3  # Peak learning rate.
+    tuning_schedule: str = "cosine"  # "constant" | "cosine" (decay to 10 % of tuning_lr).
+    tuning_l2: float = 1.0  # Weight of pixel MSE.
+    tuning_perceptual: float = 1.0  # Weight of the perceptual distance.
     stop_distance: float | None = None  # Early stop; None = the loss's threshold x stop_factor.
-    stop_factor: float = 1.0          # Scales the loss's own threshold (PTI: LPIPS 0.06).
-    locality_weight: float = 0.0      # Locality regulariser weight, 0 = off.
-    locality_alpha: float = 30.0      # Distance from the pivot of the regularised latents.
+    stop_factor: float = 1.0  # Scales the loss's own threshold (PTI: LPIPS 0.06).
+    locality_weight: float = 0.0  # Locality regulariser weight, 0 = off.
+    locality_alpha: float = 30.0  # Distance from the pivot of the regularised latents.
     # Both.
-    loss_resolution: int = 256        # Area-downsample images above this before the distance.
-    w_avg_samples: int = 4096         # Mapping samples for w_avg and the w spread.
-    tf32: bool = False                # Allow TF32 matmuls/convs on CUDA (bench_pti measures it).
+    loss_resolution: int = 256  # Area-downsample images above this before the distance.
+    w_avg_samples: int = 4096  # Mapping samples for w_avg and the w spread.
+    tf32: bool = False  # Allow TF32 matmuls/convs on CUDA (bench_pti measures it).
     seed: int = 0
 
     def check(self) -> None:
@@ -87,13 +87,23 @@ PRESETS: dict[str, InvertParams] = {
     # Longer, w+ and noise fitting in step 1; more, gentler tuning with locality kept, stopping at
     # half the loss's threshold.
     "quality": InvertParams(
-        projection_steps=250, projection_lr=0.02, w_plus=True, optimize_noise=True,
-        tuning_steps=200, tuning_lr=1e-3, locality_weight=0.1, stop_factor=0.5,
+        projection_steps=250,
+        projection_lr=0.02,
+        w_plus=True,
+        optimize_noise=True,
+        tuning_steps=200,
+        tuning_lr=1e-3,
+        locality_weight=0.1,
+        stop_factor=0.5,
     ),
     # The PTI paper's settings (the benchmark's yardstick): 450 + 350 steps, lr 0.01 / 3e-4.
     "reference": InvertParams(
-        projection_steps=450, projection_lr=0.01, optimize_noise=True,
-        tuning_steps=350, tuning_lr=3e-4, tuning_schedule="constant",
+        projection_steps=450,
+        projection_lr=0.01,
+        optimize_noise=True,
+        tuning_steps=350,
+        tuning_lr=3e-4,
+        tuning_schedule="constant",
     ),
 }
 
@@ -107,15 +117,15 @@ def preset(name: str, **overrides: object) -> InvertParams:
 
 @dataclass
 class InversionResult:
-    generator: Generator          # Tuned deep copy of the input generator (eval, frozen).
-    ws: torch.Tensor              # Pivot [1, num_ws, w_dim].
-    psnr: float                   # dB, G'(ws) vs the target.
-    distance: float               # Perceptual distance G'(ws) vs the target.
-    loss_name: str                # Which distance ("lpips-vgg16", "pyramid-l1", ...).
-    steps: int                    # Projection + tuning steps run.
+    generator: Generator  # Tuned deep copy of the input generator (eval, frozen).
+    ws: torch.Tensor  # Pivot [1, num_ws, w_dim].
+    psnr: float  # dB, G'(ws) vs the target.
+    distance: float  # Perceptual distance G'(ws) vs the target.
+    loss_name: str  # Which distance ("lpips-vgg16", "pyramid-l1", ...).
+    steps: int  # Projection + tuning steps run.
     projection_steps: int
     tuning_steps: int
-    projection_psnr: float        # After step 1 only.
+    projection_psnr: float  # After step 1 only.
     projection_distance: float
     seconds: float
 
@@ -167,7 +177,7 @@ def noise_regularizer(bufs: list[torch.Tensor]) -> torch.Tensor:
     """Sum over maps and scales of squared one-pixel autocorrelations (0 for white noise)."""
     total = bufs[0].new_zeros(())
     for buf in bufs:
-        v = buf[None, None]                                     # [1, 1, R, R]
+        v = buf[None, None]  # [1, 1, R, R]
         while True:
             total = total + (v * v.roll(1, dims=3)).mean().square()
             total = total + (v * v.roll(1, dims=2)).mean().square()
@@ -182,15 +192,18 @@ def w_stats(G: Generator, samples: int, seed: int) -> tuple[torch.Tensor, float]
     dev = G.mapping.w_avg.device
     z = torch.randn(samples, G.z_dim, generator=torch.Generator().manual_seed(seed)).to(dev)
     with torch.no_grad():
-        w = G.mapping(z)[:, :1]                                 # [S, 1, w_dim]
+        w = G.mapping(z)[:, :1]  # [S, 1, w_dim]
     w_avg = w.mean(dim=0, keepdim=True)
     spread = float((w - w_avg).square().sum() / samples) ** 0.5
     return w_avg, spread
 
 
 def _noise_buffers(G: Generator) -> list[torch.Tensor]:
-    return [m.noise_const for m in G.synthesis.modules()
-            if isinstance(m, SynthesisLayer) and m.use_noise]
+    return [
+        m.noise_const
+        for m in G.synthesis.modules()
+        if isinstance(m, SynthesisLayer) and m.use_noise
+    ]
 
 
 def _to_loss_res(img: torch.Tensor, res: int) -> torch.Tensor:
@@ -207,8 +220,8 @@ def _render(G: Generator, ws: torch.Tensor) -> torch.Tensor:
 
 def invert(
     G: Generator,
-    target: torch.Tensor,               # [1, 3, R, R] in [-1, 1], R = G.img_resolution.
-    loss: PerceptualLoss,               # Moved to G's device in place.
+    target: torch.Tensor,  # [1, 3, R, R] in [-1, 1], R = G.img_resolution.
+    loss: PerceptualLoss,  # Moved to G's device in place.
     params: InvertParams | None = None,
     on_step: StepFn | None = None,
     should_stop: StopFn | None = None,
@@ -249,21 +262,31 @@ def invert(
         final_psnr, final_dist = measure(ws)
     Gt.eval().requires_grad_(False)
     return InversionResult(
-        generator=Gt, ws=ws, psnr=final_psnr, distance=final_dist, loss_name=loss.name,
-        steps=params.projection_steps + tuned, projection_steps=params.projection_steps,
-        tuning_steps=tuned, projection_psnr=proj_psnr, projection_distance=proj_dist,
+        generator=Gt,
+        ws=ws,
+        psnr=final_psnr,
+        distance=final_dist,
+        loss_name=loss.name,
+        steps=params.projection_steps + tuned,
+        projection_steps=params.projection_steps,
+        tuning_steps=tuned,
+        projection_psnr=proj_psnr,
+        projection_distance=proj_dist,
         seconds=time.perf_counter() - start,
     )
 
 
 def _project(
-    Gt: Generator, target: torch.Tensor, to_target: Distance, params: InvertParams,
+    Gt: Generator,
+    target: torch.Tensor,
+    to_target: Distance,
+    params: InvertParams,
     tick: Callable[[], None],
 ) -> torch.Tensor:
     """Step 1 on ``Gt`` (its noise maps change when optimised); returns ``[1, num_ws, w_dim]``."""
     w_avg, spread = w_stats(Gt, params.w_avg_samples, params.seed)
     n = Gt.num_ws if params.w_plus else 1
-    w_opt = w_avg.repeat(1, n, 1).clone().requires_grad_(True)     # [1, n, w_dim]
+    w_opt = w_avg.repeat(1, n, 1).clone().requires_grad_(True)  # [1, n, w_dim]
     bufs = _noise_buffers(Gt) if params.optimize_noise else []
     for b in bufs:
         b.requires_grad_(True)
@@ -295,8 +318,14 @@ def _project(
 
 
 def _tune(
-    Gt: Generator, ws: torch.Tensor, target: torch.Tensor, to_target: Distance,
-    loss: PerceptualLoss, params: InvertParams, stop: float, tick: Callable[[], None],
+    Gt: Generator,
+    ws: torch.Tensor,
+    target: torch.Tensor,
+    to_target: Distance,
+    loss: PerceptualLoss,
+    params: InvertParams,
+    stop: float,
+    tick: Callable[[], None],
 ) -> int:
     """Step 2: fine-tune ``Gt.synthesis`` around the pivot ``ws``; returns the steps run."""
     anchor = copy.deepcopy(Gt).requires_grad_(False) if params.locality_weight > 0 else None
@@ -322,8 +351,12 @@ def _tune(
 
 
 def _locality(
-    Gt: Generator, anchor: Generator, ws: torch.Tensor, loss: PerceptualLoss,
-    params: InvertParams, g: torch.Generator,
+    Gt: Generator,
+    anchor: Generator,
+    ws: torch.Tensor,
+    loss: PerceptualLoss,
+    params: InvertParams,
+    g: torch.Generator,
 ) -> torch.Tensor:
     """L2 + perceptual between tuned and original G at a latent ``alpha`` away from the pivot."""
     z = torch.randn(1, Gt.z_dim, generator=g, device=ws.device)

@@ -20,8 +20,8 @@ from gimp_draggan.faces.graph import Graph
 
 INPUT_SIZE = 128
 NUM_KEYPOINTS = 6
-_STRIDES = (8, 16, 16, 16)           # One entry per SSD layer; equal strides share a feature map.
-_ANCHORS_PER_LAYER = 2               # Aspect ratio 1.0 plus the interpolated scale.
+_STRIDES = (8, 16, 16, 16)  # One entry per SSD layer; equal strides share a feature map.
+_ANCHORS_PER_LAYER = 2  # Aspect ratio 1.0 plus the interpolated scale.
 _SCORE_CLIP = 100.0
 MIN_SCORE = 0.5
 NMS_IOU = 0.3
@@ -33,8 +33,8 @@ class Detection:
     """One face in normalised input coordinates."""
 
     score: float
-    box: tuple[float, float, float, float]       # x0, y0, x1, y1
-    keypoints: np.ndarray                        # [6, 2] (x, y)
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1
+    keypoints: np.ndarray  # [6, 2] (x, y)
 
 
 @lru_cache(maxsize=1)
@@ -62,8 +62,9 @@ def anchors() -> np.ndarray:
 def detect(images: torch.Tensor, min_score: float = MIN_SCORE) -> list[list[Detection]]:
     """Faces in each of ``images`` ([N, 128, 128, 3] float32 RGB in [0, 1]), after NMS."""
     if images.ndim != 4 or tuple(images.shape[1:]) != (INPUT_SIZE, INPUT_SIZE, 3):
-        raise ValueError(f"BlazeFace needs [N, {INPUT_SIZE}, {INPUT_SIZE}, 3] images, "
-                         f"got {list(images.shape)}")
+        raise ValueError(
+            f"BlazeFace needs [N, {INPUT_SIZE}, {INPUT_SIZE}, 3] images, got {list(images.shape)}"
+        )
     with torch.no_grad():
         regressors, classificators = network()(images.float() * 2.0 - 1.0)
     raw = regressors.double().numpy()
@@ -81,11 +82,12 @@ def decode(raw: np.ndarray, scores: np.ndarray, min_score: float) -> list[Detect
         r = raw[i] / INPUT_SIZE
         cx, cy = r[0] + centres[i, 0], r[1] + centres[i, 1]
         w, h = r[2], r[3]
-        if not (w >= 0 and h >= 0):      # As MediaPipe: a negative or NaN size is a glitch.
+        if not (w >= 0 and h >= 0):  # As MediaPipe: a negative or NaN size is a glitch.
             continue
-        points = r[4: 4 + 2 * NUM_KEYPOINTS].reshape(NUM_KEYPOINTS, 2) + centres[i]
-        found.append(Detection(float(scores[i]), (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2),
-                               points))
+        points = r[4 : 4 + 2 * NUM_KEYPOINTS].reshape(NUM_KEYPOINTS, 2) + centres[i]
+        found.append(
+            Detection(float(scores[i]), (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), points)
+        )
     return weighted_nms(found, NMS_IOU)
 
 
@@ -103,6 +105,11 @@ def weighted_nms(found: list[Detection], threshold: float) -> list[Detection]:
         points = np.stack([d.keypoints for d in group])
         total = weights.sum()
         box = tuple(float(v) for v in (weights @ boxes) / total)
-        merged.append(Detection(best.score, box,  # type: ignore[arg-type]
-                                np.tensordot(weights, points, axes=1) / total))
+        merged.append(
+            Detection(
+                best.score,
+                box,  # type: ignore[arg-type]
+                np.tensordot(weights, points, axes=1) / total,
+            )
+        )
     return merged

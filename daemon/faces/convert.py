@@ -26,7 +26,14 @@ MODELS = {
     "face_landmark": "mediapipe/modules/face_landmark/face_landmark.tflite",
 }
 _SUPPORTED = {
-    "CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "RELU", "PRELU", "MAX_POOL_2D", "PAD", "RESHAPE",
+    "CONV_2D",
+    "DEPTHWISE_CONV_2D",
+    "ADD",
+    "RELU",
+    "PRELU",
+    "MAX_POOL_2D",
+    "PAD",
+    "RESHAPE",
     "CONCATENATION",
 }
 
@@ -40,7 +47,8 @@ def _tensor_value(model: Any, graph: Any, index: int) -> np.ndarray | None:
     if isinstance(raw, int) or raw.size == 0:
         return None
     dtypes = {
-        tflite.TensorType.FLOAT32: np.float32, tflite.TensorType.FLOAT16: np.float16,
+        tflite.TensorType.FLOAT32: np.float32,
+        tflite.TensorType.FLOAT16: np.float16,
         tflite.TensorType.INT32: np.int32,
     }
     if tensor.Type() not in dtypes:
@@ -65,8 +73,9 @@ def convert_model(data: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         raise ValueError("expected a model with one subgraph")
     graph = model.Subgraphs(0)
     op_names = {v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_")}
-    activations = {v: k for k, v in vars(tflite.ActivationFunctionType).items()
-                   if not k.startswith("_")}
+    activations = {
+        v: k for k, v in vars(tflite.ActivationFunctionType).items() if not k.startswith("_")
+    }
     paddings = {v: k for k, v in vars(tflite.Padding).items() if not k.startswith("_")}
 
     def name(index: int) -> str:
@@ -105,13 +114,16 @@ def convert_model(data: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
             "shape": shape(outs[0]),
         }
         if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-            opts = _options(op, tflite.Conv2DOptions if kind == "CONV_2D"
-                            else tflite.DepthwiseConv2DOptions)
+            opts = _options(
+                op, tflite.Conv2DOptions if kind == "CONV_2D" else tflite.DepthwiseConv2DOptions
+            )
             if (opts.DilationHFactor(), opts.DilationWFactor()) != (1, 1):
                 raise ValueError(f"op {i}: dilated convolutions are not supported")
-            entry.update(stride=[opts.StrideH(), opts.StrideW()],
-                         padding=paddings[opts.Padding()],
-                         activation=activations[opts.FusedActivationFunction()])
+            entry.update(
+                stride=[opts.StrideH(), opts.StrideW()],
+                padding=paddings[opts.Padding()],
+                activation=activations[opts.FusedActivationFunction()],
+            )
             if entry["inputs"][1] in laid_out:
                 raise ValueError(f"op {i}: weights shared between ops are not supported")
             laid_out.add(entry["inputs"][1])
@@ -124,13 +136,16 @@ def convert_model(data: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
                 consts[entry["inputs"][1]] = np.ascontiguousarray(weight.transpose(3, 0, 1, 2))
         elif kind == "MAX_POOL_2D":
             opts = _options(op, tflite.Pool2DOptions)
-            entry.update(kernel=[opts.FilterHeight(), opts.FilterWidth()],
-                         stride=[opts.StrideH(), opts.StrideW()],
-                         padding=paddings[opts.Padding()],
-                         activation=activations[opts.FusedActivationFunction()])
+            entry.update(
+                kernel=[opts.FilterHeight(), opts.FilterWidth()],
+                stride=[opts.StrideH(), opts.StrideW()],
+                padding=paddings[opts.Padding()],
+                activation=activations[opts.FusedActivationFunction()],
+            )
         elif kind == "ADD":
-            entry.update(activation=activations[
-                _options(op, tflite.AddOptions).FusedActivationFunction()])
+            entry.update(
+                activation=activations[_options(op, tflite.AddOptions).FusedActivationFunction()]
+            )
         elif kind == "CONCATENATION":
             opts = _options(op, tflite.ConcatenationOptions)
             entry.update(axis=opts.Axis(), activation=activations[opts.FusedActivationFunction()])
@@ -158,8 +173,12 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--wheel", required=True, type=Path, help="mediapipe wheel (.whl)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent
-                        / "assets", help="output folder (default: the package's assets)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parent.parent / "assets",
+        help="output folder (default: the package's assets)",
+    )
     args = parser.parse_args(argv)
     with zipfile.ZipFile(args.wheel) as wheel:
         for stem, member in MODELS.items():

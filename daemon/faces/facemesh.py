@@ -26,14 +26,14 @@ INPUT_SIZE = 192
 NUM_LANDMARKS = 468
 ROI_SCALE = 1.5
 MIN_PRESENCE = 0.5
-_MAX_READ = 512              # Cap on the axis-aligned read's resolution (pixels per side).
+_MAX_READ = 512  # Cap on the axis-aligned read's resolution (pixels per side).
 _ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 # Mesh vertex numbers (MediaPipe's canonical face topology). "Right"/"left" are the subject's.
 RIGHT_EYE_CONTOUR = (33, 7, 163, 144, 145, 153, 154, 155, 133, 246, 161, 160, 159, 158, 157, 173)
 LEFT_EYE_CONTOUR = (263, 249, 390, 373, 374, 380, 381, 382, 362, 466, 388, 387, 386, 385, 384, 398)
 NOSE_TIP = 1
-MOUTH_RIGHT = 61             # Subject's right mouth corner (the image's left on an upright face).
+MOUTH_RIGHT = 61  # Subject's right mouth corner (the image's left on an upright face).
 MOUTH_LEFT = 291
 
 
@@ -69,13 +69,14 @@ def network() -> Graph:
     return Graph.load(_ASSETS / "face_landmark.json", _ASSETS / "face_landmark.safetensors")
 
 
-def read_turned(read: Callable[[CropBox], np.ndarray], roi: Roi, layer_width: int,
-                layer_height: int, size: int) -> torch.Tensor:
+def read_turned(
+    read: Callable[[CropBox], np.ndarray], roi: Roi, layer_width: int, layer_height: int, size: int
+) -> torch.Tensor:
     """The ``roi`` square resampled to ``size`` x ``size`` ([size, size, 3] float32, bilinear)."""
     if roi.side <= 0:
         raise ValueError(f"face crop side must be positive, got {roi.side}")
     c, s = abs(math.cos(roi.angle)), abs(math.sin(roi.angle))
-    span = roi.side * (c + s)                  # Side of the axis-aligned square holding the ROI.
+    span = roi.side * (c + s)  # Side of the axis-aligned square holding the ROI.
     x0 = math.floor(roi.cx - span / 2) - 1
     y0 = math.floor(roi.cy - span / 2) - 1
     side = max(math.ceil(roi.cx + span / 2) + 1 - x0, math.ceil(roi.cy + span / 2) + 1 - y0)
@@ -83,9 +84,10 @@ def read_turned(read: Callable[[CropBox], np.ndarray], roi: Roi, layer_width: in
     box = CropBox(x0, y0, side, layer_width, layer_height, resolution)
     pixels = np.asarray(read(box), dtype=np.float32)
     if pixels.shape != (resolution, resolution, 3):
-        raise ValueError(f"read({box}) must return [{resolution}, {resolution}, 3], "
-                         f"got {list(pixels.shape)}")
-    grid_crop = (np.arange(size) + 0.5)
+        raise ValueError(
+            f"read({box}) must return [{resolution}, {resolution}, 3], got {list(pixels.shape)}"
+        )
+    grid_crop = np.arange(size) + 0.5
     gu, gv = np.meshgrid(grid_crop, grid_crop)
     layer = roi.to_layer(np.stack([gu.ravel(), gv.ravel()], axis=1), size)
     norm = ((layer - np.array([x0, y0])) / side) * 2.0 - 1.0
@@ -95,8 +97,9 @@ def read_turned(read: Callable[[CropBox], np.ndarray], roi: Roi, layer_width: in
     return out[0].permute(1, 2, 0)
 
 
-def run(read: Callable[[CropBox], np.ndarray], roi: Roi, layer_width: int,
-        layer_height: int) -> Mesh:
+def run(
+    read: Callable[[CropBox], np.ndarray], roi: Roi, layer_width: int, layer_height: int
+) -> Mesh:
     """FaceMesh landmarks of the face in ``roi``."""
     crop = read_turned(read, roi, layer_width, layer_height, INPUT_SIZE)
     with torch.no_grad():
@@ -106,11 +109,11 @@ def run(read: Callable[[CropBox], np.ndarray], roi: Roi, layer_width: int,
     return Mesh(roi.to_layer(xyz[:, :2], INPUT_SIZE), presence)
 
 
-def roi_from_eyes(box: tuple[float, float, float, float], eye_right: np.ndarray,
-                  eye_left: np.ndarray) -> Roi:
+def roi_from_eyes(
+    box: tuple[float, float, float, float], eye_right: np.ndarray, eye_left: np.ndarray
+) -> Roi:
     """MediaPipe's detection -> landmark ROI: the box's centre, 1.5x its longer side, turned so
     the line from the subject's right eye to the left eye is level."""
     angle = math.atan2(eye_left[1] - eye_right[1], eye_left[0] - eye_right[0])
     side = ROI_SCALE * max(box[2] - box[0], box[3] - box[1])
     return Roi((box[0] + box[2]) / 2, (box[1] + box[3]) / 2, side, angle)
-

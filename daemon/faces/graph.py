@@ -39,16 +39,19 @@ class Graph:
         known |= {op["output"] for op in desc["ops"]}
         missing = {n for op in desc["ops"] for n in op["inputs"]} - known
         if missing:
-            raise ValueError(f"{weights_path} lacks tensors {sorted(missing)[:3]}: re-run "
-                             "python -m gimp_draggan.faces.convert")
+            raise ValueError(
+                f"{weights_path} lacks tensors {sorted(missing)[:3]}: re-run "
+                "python -m gimp_draggan.faces.convert"
+            )
         return Graph(desc["inputs"], desc["outputs"], desc["ops"], consts)
 
     def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Run on NHWC float32 ``x`` (batch any); returns the outputs in TFLite's layout."""
         want = self.inputs[0]["shape"]
         if x.ndim != 4 or list(x.shape[1:]) != want[1:]:
-            raise ValueError(f"graph input must be [N, {want[1]}, {want[2]}, {want[3]}], "
-                             f"got {list(x.shape)}")
+            raise ValueError(
+                f"graph input must be [N, {want[1]}, {want[2]}, {want[3]}], got {list(x.shape)}"
+            )
         values: dict[str, torch.Tensor] = {self.inputs[0]["name"]: x.permute(0, 3, 1, 2)}
         for op in self.ops:
             args = [values[n] if n in values else self.consts[n] for n in op["inputs"]]
@@ -78,8 +81,9 @@ def same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def _spatial_pad(op: dict[str, Any], x: torch.Tensor, kh: int, kw: int,
-                 value: float) -> torch.Tensor:
+def _spatial_pad(
+    op: dict[str, Any], x: torch.Tensor, kh: int, kw: int, value: float
+) -> torch.Tensor:
     if op["padding"] == "VALID":
         return x
     top, bottom = same_pads(x.shape[2], kh, op["stride"][0])
@@ -89,8 +93,9 @@ def _spatial_pad(op: dict[str, Any], x: torch.Tensor, kh: int, kw: int,
     return F.pad(x, (left, right, top, bottom), value=value)
 
 
-def _conv(op: dict[str, Any], x: torch.Tensor, w: torch.Tensor,
-          b: torch.Tensor | None = None) -> torch.Tensor:
+def _conv(
+    op: dict[str, Any], x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None
+) -> torch.Tensor:
     x = _spatial_pad(op, x, w.shape[2], w.shape[3], 0.0)
     groups = x.shape[1] if op["op"] == "DEPTHWISE_CONV_2D" else 1
     return F.conv2d(x, w, b, stride=tuple(op["stride"]), groups=groups)
@@ -103,7 +108,7 @@ def _max_pool(op: dict[str, Any], x: torch.Tensor) -> torch.Tensor:
 
 
 def _pad(op: dict[str, Any], x: torch.Tensor) -> torch.Tensor:
-    pads = op["pads"]            # NHWC order: [[n0, n1], [h0, h1], [w0, w1], [c0, c1]]
+    pads = op["pads"]  # NHWC order: [[n0, n1], [h0, h1], [w0, w1], [c0, c1]]
     if x.ndim != 4 or pads[0] != [0, 0]:
         raise ValueError(f"PAD {op['output']}: only 4-D tensors without batch padding")
     return F.pad(x, (*pads[2], *pads[1], *pads[3]))

@@ -57,8 +57,9 @@ def compare(wheel: Path, litert_python: str, count: int = 4) -> dict[str, dict[s
             model, inputs, out = (Path(tmp) / f"{stem}{ext}" for ext in (".tflite", ".npy", ".npz"))
             model.write_bytes(whl.read(member))
             np.save(inputs, xs)
-            subprocess.run([litert_python, "-c", _REFERENCE, str(model), str(inputs), str(out)],
-                           check=True)
+            subprocess.run(
+                [litert_python, "-c", _REFERENCE, str(model), str(inputs), str(out)], check=True
+            )
             ref = np.load(out)
             worst = largest = 0.0
             with torch.no_grad():
@@ -80,8 +81,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     report = compare(args.wheel, args.litert)
     for stem, r in report.items():
-        print(f"{stem}: max |torch - litert| = {r['max_abs_diff']:.3g} "
-              f"(outputs up to {r['max_abs_output']:.3g}, {r['inputs']} random inputs)")
+        print(
+            f"{stem}: max |torch - litert| = {r['max_abs_diff']:.3g} "
+            f"(outputs up to {r['max_abs_output']:.3g}, {r['inputs']} random inputs)"
+        )
     if args.json:
         print(json.dumps(report))
 

@@ -58,17 +58,17 @@ from gimp_draggan.pixels import to_float
 
 SEED_BASE = 8_000_000
 WAYS = ("square", "oracle", "aligned")
-HEAD_EYE_TO_CHIN = 1.17   # Eye-to-chin distance in head half-heights (world: 1.05-1.28).
-HEAD_MARGIN = 1.1         # Head disc radius in half-heights.
-ROUNDS_SHOWN = 5           # Aligner rounds whose angle error is reported.
+HEAD_EYE_TO_CHIN = 1.17  # Eye-to-chin distance in head half-heights (world: 1.05-1.28).
+HEAD_MARGIN = 1.1  # Head disc radius in half-heights.
+ROUNDS_SHOWN = 5  # Aligner rounds whose angle error is reported.
 
 
 @dataclass(frozen=True)
 class Scene:
-    kind: str                 # "G" | "world"
-    angle_deg: float          # The paste's turn (`CropBox.angle` sign: + turns the head clockwise).
-    layer: np.ndarray         # [H, W, 4] uint8.
-    oracle: CropBox           # The paste: the head image exactly.
+    kind: str  # "G" | "world"
+    angle_deg: float  # The paste's turn (`CropBox.angle` sign: + turns the head clockwise).
+    layer: np.ndarray  # [H, W, 4] uint8.
+    oracle: CropBox  # The paste: the head image exactly.
     centre: tuple[float, float]  # Head disc in layer edge coordinates.
     radius: float
 
@@ -78,8 +78,12 @@ class Scene:
         h, w = self.layer.shape[:2]
         cx, cy = self.centre
         r = self.radius
-        return Rect(max(0, math.floor(cx - r)), max(0, math.floor(cy - r)),
-                    min(w, math.ceil(cx + r)), min(h, math.ceil(cy + r)))
+        return Rect(
+            max(0, math.floor(cx - r)),
+            max(0, math.floor(cy - r)),
+            min(w, math.ceil(cx + r)),
+            min(h, math.ceil(cy + r)),
+        )
 
 
 def texture(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -100,7 +104,7 @@ def paste(canvas: np.ndarray, image: np.ndarray, box: CropBox) -> np.ndarray:
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float64) + 0.5
     u, v = box.local(xs, ys)
     half = box.side / 2.0
-    mx, my = (u + half) * box.scale, (v + half) * box.scale   # Model edge coordinates.
+    mx, my = (u + half) * box.scale, (v + half) * box.scale  # Model edge coordinates.
     r = box.resolution
     grid = torch.from_numpy(np.stack([mx / r * 2 - 1, my / r * 2 - 1], axis=-1)).float()[None]
     src = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
@@ -142,25 +146,31 @@ def make_scene(i: int, angles: list[float], size: int, G: Generator, net: Any) -
     chin, eyes = kps[7], kps[:2].mean(axis=0)
     half = float(np.linalg.norm(eyes - chin)) / HEAD_EYE_TO_CHIN
     centre_m = chin + (eyes - chin) / np.linalg.norm(eyes - chin) * half
-    (lx, ly), = oracle.to_layer([(centre_m[0] - 0.5, centre_m[1] - 0.5)])
-    return Scene(kind, angle_deg, layer_u8, oracle, (lx + 0.5, ly + 0.5),
-                 HEAD_MARGIN * half / oracle.scale)
+    ((lx, ly),) = oracle.to_layer([(centre_m[0] - 0.5, centre_m[1] - 0.5)])
+    return Scene(
+        kind, angle_deg, layer_u8, oracle, (lx + 0.5, ly + 0.5), HEAD_MARGIN * half / oracle.scale
+    )
 
 
 def region(scene: Scene, boxes: list[CropBox]) -> tuple[Rect, np.ndarray]:
     """The head disc's rectangle and the mask of its pixels that every box holds."""
     rect = scene.needed
-    ys, xs = np.mgrid[rect.y0: rect.y1, rect.x0: rect.x1].astype(np.float64) + 0.5
+    ys, xs = np.mgrid[rect.y0 : rect.y1, rect.x0 : rect.x1].astype(np.float64) + 0.5
     cx, cy = scene.centre
-    mask = (xs - cx) ** 2 + (ys - cy) ** 2 <= scene.radius ** 2
+    mask = (xs - cx) ** 2 + (ys - cy) ** 2 <= scene.radius**2
     for box in boxes:
         u, v = box.local(xs, ys)
         mask &= np.maximum(np.abs(u), np.abs(v)) <= box.side / 2.0 - 0.5
     return rect, mask
 
 
-def invert(G: Generator, layer: np.ndarray, box: CropBox, loss: Any, preset: str,
-           ) -> tuple[np.ndarray, pti.InversionResult]:
+def invert(
+    G: Generator,
+    layer: np.ndarray,
+    box: CropBox,
+    loss: Any,
+    preset: str,
+) -> tuple[np.ndarray, pti.InversionResult]:
     """The pipeline's inversion of ``box``: its reconstruction [R, R, 3] in [0, 1]."""
     target = layer_to_model(layer, box, lambda a: to_float(a, "u8")[..., :3])
     t = torch.from_numpy(np.clip(target, 0, 1)).permute(2, 0, 1)[None] * 2 - 1
@@ -170,10 +180,11 @@ def invert(G: Generator, layer: np.ndarray, box: CropBox, loss: Any, preset: str
     return ((recon[0].permute(1, 2, 0).numpy() + 1) / 2).clip(0, 1), inv
 
 
-def score(scene: Scene, rect: Rect, mask: np.ndarray, box: CropBox, recon: np.ndarray,
-          loss: Any) -> tuple[float, float]:
+def score(
+    scene: Scene, rect: Rect, mask: np.ndarray, box: CropBox, recon: np.ndarray, loss: Any
+) -> tuple[float, float]:
     """(PSNR dB over the mask, perceptual distance of the rectangle with the mask replaced)."""
-    truth = to_float(scene.layer[rect.y0: rect.y1, rect.x0: rect.x1, :3], "u8")
+    truth = to_float(scene.layer[rect.y0 : rect.y1, rect.x0 : rect.x1, :3], "u8")
     back = np.clip(model_to_layer(recon, box, rect), 0, 1)
     mse = float(((back - truth) ** 2)[mask].mean())
     mixed = np.where(mask[..., None], back, truth)
@@ -199,8 +210,11 @@ def angle_errors(aligner: KeypointAligner, scene: Scene, rounds: int) -> list[fl
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--count", type=int, default=6, help="scenes (default 6)")
-    ap.add_argument("--preset", default="quality",
-                    help="inversion preset(s), comma-separated (default quality, the demo's)")
+    ap.add_argument(
+        "--preset",
+        default="quality",
+        help="inversion preset(s), comma-separated (default quality, the demo's)",
+    )
     ap.add_argument("--angles", default="0,15,30", help="turns in degrees, comma-separated")
     ap.add_argument("--canvas", type=int, default=256, help="canvas side in pixels")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
@@ -221,8 +235,9 @@ def main() -> int:
     net = load_detector()
     choice = load_perceptual("vgg16")
     loss = choice.loss
-    print(f"embedded model ({G.img_resolution} px), metric {loss.name}: {choice.reason}",
-          flush=True)
+    print(
+        f"embedded model ({G.img_resolution} px), metric {loss.name}: {choice.reason}", flush=True
+    )
     scenes = [make_scene(i, angles, args.canvas, G, net) for i in range(args.count)]
     aligner = KeypointAligner()
     rows: dict[str, list[dict[str, Any]]] = {p: [] for p in presets}
@@ -249,16 +264,19 @@ def main() -> int:
                 row[f"psnr_{way}"], row[f"lpips_{way}"] = score(sc, rect, mask, box, recon, loss)
                 row[f"model_psnr_{way}"] = inv.psnr
             rows[preset].append(row)
-            print(f"scene {i} {sc.kind:5s} {sc.angle_deg:+5.0f}° {preset:7s} "
-                  + "  ".join(f"{w} {row[f'psnr_{w}']:5.2f} dB {row[f'lpips_{w}']:.4f}"
-                              for w in WAYS)
-                  + (" (fallback)" if fell_back else
-                     f"  aligned turn error {final_errs[-1]:.1f}°"),
-                  flush=True)
+            print(
+                f"scene {i} {sc.kind:5s} {sc.angle_deg:+5.0f}° {preset:7s} "
+                + "  ".join(f"{w} {row[f'psnr_{w}']:5.2f} dB {row[f'lpips_{w}']:.4f}" for w in WAYS)
+                + (" (fallback)" if fell_back else f"  aligned turn error {final_errs[-1]:.1f}°"),
+                flush=True,
+            )
 
     def means(rs: list[dict[str, Any]]) -> dict[str, float]:
-        return {f"{m}_{w}": round(statistics.fmean(r[f"{m}_{w}"] for r in rs), 4)
-                for m in ("psnr", "lpips") for w in WAYS}
+        return {
+            f"{m}_{w}": round(statistics.fmean(r[f"{m}_{w}"] for r in rs), 4)
+            for m in ("psnr", "lpips")
+            for w in WAYS
+        }
 
     by_preset: dict[str, Any] = {}
     for preset in presets:
@@ -271,18 +289,24 @@ def main() -> int:
                 continue
             m = means(rs)
             per_angle[f"{a:g}"] = {**m, "n": len(rs)}
-            print(f"{a:5g} {len(rs):3d}  {m['psnr_square']:11.2f} {m['psnr_oracle']:7.2f} "
-                  f"{m['psnr_aligned']:8.2f}   {m['lpips_square']:11.4f} {m['lpips_oracle']:7.4f} "
-                  f"{m['lpips_aligned']:8.4f}")
+            print(
+                f"{a:5g} {len(rs):3d}  {m['psnr_square']:11.2f} {m['psnr_oracle']:7.2f} "
+                f"{m['psnr_aligned']:8.2f}   {m['lpips_square']:11.4f} {m['lpips_oracle']:7.4f} "
+                f"{m['lpips_aligned']:8.4f}"
+            )
         m = means(rows[preset])
-        print(f"  all {len(rows[preset]):3d}  {m['psnr_square']:11.2f} {m['psnr_oracle']:7.2f} "
-              f"{m['psnr_aligned']:8.2f}   {m['lpips_square']:11.4f} {m['lpips_oracle']:7.4f} "
-              f"{m['lpips_aligned']:8.4f}")
+        print(
+            f"  all {len(rows[preset]):3d}  {m['psnr_square']:11.2f} {m['psnr_oracle']:7.2f} "
+            f"{m['psnr_aligned']:8.2f}   {m['lpips_square']:11.4f} {m['lpips_oracle']:7.4f} "
+            f"{m['lpips_aligned']:8.4f}"
+        )
         by_preset[preset] = {**m, "by_angle": per_angle}
     errs = [round(statistics.fmean(e[k] for e in round_errs), 3) for k in range(ROUNDS_SHOWN)]
     final = round(statistics.fmean(final_errs), 3) if final_errs else None
-    print(f"aligner turn error vs oracle after rounds 1..{ROUNDS_SHOWN}: {errs} degrees; "
-          f"of the crop it chose: {final} degrees; fallbacks {fallbacks}/{len(scenes)}")
+    print(
+        f"aligner turn error vs oracle after rounds 1..{ROUNDS_SHOWN}: {errs} degrees; "
+        f"of the crop it chose: {final} degrees; fallbacks {fallbacks}/{len(scenes)}"
+    )
     info = {
         **{k: v for k, v in by_preset[presets[0]].items() if k != "by_angle"},
         "count": len(scenes),

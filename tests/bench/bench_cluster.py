@@ -37,18 +37,25 @@ from gimp_draggan_plugin.client import Client
 MODEL = "embedded"
 
 
-def drag(address: str, photo: np.ndarray, steps: int,
-         session: str | None = None) -> P.JobResult:
+def drag(address: str, photo: np.ndarray, steps: int, session: str | None = None) -> P.JobResult:
     h, w = photo.shape[:2]
     with Client(address, timeout_s=600) as client:
-        return client.drag(pairs=[(a, b) for a, b in SCENE.pairs], pixels=photo.tobytes(),
-                           width=w, height=h, mask=selection_mask(w, h, SCENE.ellipse),
-                           model=MODEL, params={"steps": steps}, session=session)
+        return client.drag(
+            pairs=[(a, b) for a, b in SCENE.pairs],
+            pixels=photo.tobytes(),
+            width=w,
+            height=h,
+            mask=selection_mask(w, h, SCENE.ellipse),
+            model=MODEL,
+            params={"steps": steps},
+            session=session,
+        )
 
 
 def daemon(actors: int, threads: int) -> tuple[Server, cluster.ActorPool]:
-    pool = cluster.start_actors(cluster.ClusterConfig("local", actors, threads, "cpu"), MODEL,
-                                {}, None)
+    pool = cluster.start_actors(
+        cluster.ClusterConfig("local", actors, threads, "cpu"), MODEL, {}, None
+    )
     executor = PipelineExecutor(pool.description, MODEL)
     server = Server(ServerConfig(bind="tcp://127.0.0.1:*"), executor, runner=pool.dispatcher)
     server.start()
@@ -94,18 +101,21 @@ def main() -> int:
     args = ap.parse_args()
     base = np.asarray(load_sample())
     # Brightened by 1..N levels: the same scene, a new session each (the content key differs).
-    photos = [np.clip(base.astype(np.int16) + np.array([i, i, i, 0]), 0, 255).astype(np.uint8)
-              for i in range(1, 2 * args.jobs + 3)]
+    photos = [
+        np.clip(base.astype(np.int16) + np.array([i, i, i, 0]), 0, 255).astype(np.uint8)
+        for i in range(1, 2 * args.jobs + 3)
+    ]
     cluster.join("local", num_cpus=2 * args.threads, log_to_driver=False)
     out: dict[str, Any] = {"jobs": args.jobs, "steps": args.steps, "threads": args.threads}
     try:
         for actors in (1, 2):
             server, pool = daemon(actors, args.threads)
             try:
-                drag(server.address, photos[-actors], args.steps)   # Warm-up, one per actor count.
-                batch = photos[(actors - 1) * args.jobs:actors * args.jobs]
-                out[f"jobs_per_s_{actors}"] = round(jobs_per_s(server.address, batch,
-                                                               args.steps), 3)
+                drag(server.address, photos[-actors], args.steps)  # Warm-up, one per actor count.
+                batch = photos[(actors - 1) * args.jobs : actors * args.jobs]
+                out[f"jobs_per_s_{actors}"] = round(
+                    jobs_per_s(server.address, batch, args.steps), 3
+                )
                 if actors == 2:
                     start = time.perf_counter()
                     first = drag(server.address, base, args.steps)

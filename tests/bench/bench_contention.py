@@ -26,8 +26,20 @@ PAIRS = ["109,147:104,140", "149,147:154,140"]
 
 
 def edit(photo: Path, out: Path, n_threads: int | None) -> dict[str, float]:
-    argv = [sys.executable, "-m", "gimp_draggan", "drag", str(photo), "--model", "embedded",
-            "--device", "cpu", "-o", str(out), "--json"]
+    argv = [
+        sys.executable,
+        "-m",
+        "gimp_draggan",
+        "drag",
+        str(photo),
+        "--model",
+        "embedded",
+        "--device",
+        "cpu",
+        "-o",
+        str(out),
+        "--json",
+    ]
     for p in PAIRS:
         argv += ["-p", p]
     if n_threads is not None:

@@ -55,8 +55,13 @@ class ReferenceStep:
     """One official-style step per call: full forward, track, supervise, backward, Adam."""
 
     def __init__(
-        self, G: Generator, ws: torch.Tensor, handles: list[tuple[int, int]],
-        targets: list[tuple[float, float]], mask: torch.Tensor | None, params: DragParams,
+        self,
+        G: Generator,
+        ws: torch.Tensor,
+        handles: list[tuple[int, int]],
+        targets: list[tuple[float, float]],
+        mask: torch.Tensor | None,
+        params: DragParams,
     ) -> None:
         self.G = G.requires_grad_(True)
         self.res = G.img_resolution
@@ -149,7 +154,10 @@ def time_steps(
 def _commit() -> str:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
             cwd=Path(__file__).resolve().parent,
         )
         return out.stdout.strip() or "unknown"
@@ -164,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=5, help="timed steps per variant (default 5)")
     ap.add_argument("--mask", action="store_true", help="add the fixed-region term (left half)")
     ap.add_argument(
-        "--threads", type=int,
+        "--threads",
+        type=int,
         help="torch CPU threads (default: torch's). 1 makes CPU time a clean measure of work on "
         "a shared machine: idle threads of a team spin and count as CPU time",
     )
@@ -205,8 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     ref_cpu_ms, ours_cpu_ms = statistics.median(ref_cpu), statistics.median(ours_cpu)
     threads = torch.get_num_threads()
     masked = "on" if mask is not None else "off"
-    print(f"drag step, {args.res} px, feature block {session.feature_res} px, {device}, "
-          f"{threads} threads, torch {torch.__version__}, mask {masked}")
+    print(
+        f"drag step, {args.res} px, feature block {session.feature_res} px, {device}, "
+        f"{threads} threads, torch {torch.__version__}, mask {masked}"
+    )
     print(f"{'variant':<32}{'median ms':>11}{'min ms':>10}{'CPU ms':>10}{'peak MB':>9}")
     for name, wall, cpu, peak in [
         ("(A) official-style full step", ref, ref_cpu_ms, peak_ref),
@@ -216,15 +227,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<32}{med:>11.1f}{min(wall):>10.1f}{cpu:>10.1f}{peak:>9.0f}")
     print(f"ratio ours/reference = {ratio:.3f} (wall), {ours_cpu_ms / ref_cpu_ms:.3f} (CPU time)")
     if args.json:
-        print(json.dumps({
-            "device": device, "res": args.res, "reference_ms": round(ref_ms, 2),
-            "ours_ms": round(ours_ms, 2), "ratio": round(ratio, 4),
-            "peak_mem_mb": round(peak_ours, 1), "reference_peak_mem_mb": round(peak_ref, 1),
-            "reference_cpu_ms": round(ref_cpu_ms, 2), "ours_cpu_ms": round(ours_cpu_ms, 2),
-            "cpu_ratio": round(ours_cpu_ms / ref_cpu_ms, 4),
-            "steps": args.steps, "mask": mask is not None, "threads": threads,
-            "torch": torch.__version__, "commit": _commit(),
-        }))
+        print(
+            json.dumps(
+                {
+                    "device": device,
+                    "res": args.res,
+                    "reference_ms": round(ref_ms, 2),
+                    "ours_ms": round(ours_ms, 2),
+                    "ratio": round(ratio, 4),
+                    "peak_mem_mb": round(peak_ours, 1),
+                    "reference_peak_mem_mb": round(peak_ref, 1),
+                    "reference_cpu_ms": round(ref_cpu_ms, 2),
+                    "ours_cpu_ms": round(ours_cpu_ms, 2),
+                    "cpu_ratio": round(ours_cpu_ms / ref_cpu_ms, 4),
+                    "steps": args.steps,
+                    "mask": mask is not None,
+                    "threads": threads,
+                    "torch": torch.__version__,
+                    "commit": _commit(),
+                }
+            )
+        )
     return 0
 
 

@@ -40,9 +40,9 @@ def random_pair(seed: int, res: int) -> tuple[tuple[int, int], tuple[float, floa
 
 def find_patch(start: torch.Tensor, end: torch.Tensor, x: int, y: int, p: int) -> tuple[int, int]:
     """Where the (2p+1)^2 patch of ``start`` [C, H, W] at (x, y) lies in ``end`` (least squares)."""
-    patch = start[:, max(y - p, 0): y + p + 1, max(x - p, 0): x + p + 1]
+    patch = start[:, max(y - p, 0) : y + p + 1, max(x - p, 0) : x + p + 1]
     ph, pw = patch.shape[1:]
-    windows = end.unfold(1, ph, 1).unfold(2, pw, 1)           # [C, H-ph+1, W-pw+1, ph, pw]
+    windows = end.unfold(1, ph, 1).unfold(2, pw, 1)  # [C, H-ph+1, W-pw+1, ph, pw]
     ssd = (windows - patch[:, None, None]).square().sum(dim=(0, 3, 4))
     idx = int(ssd.reshape(-1).argmin())
     ox, oy = x - max(x - p, 0), y - max(y - p, 0)
@@ -80,9 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             errors.append(math.dist((fx, fy), target))
             tracked.append(result.distances[0])
             steps.append(result.steps)
-        start = statistics.mean(
-            math.dist(*random_pair(s, res)) for s in range(args.pairs)
-        )
+        start = statistics.mean(math.dist(*random_pair(s, res)) for s in range(args.pairs))
         rows[block] = {
             "patch_error_mean": round(statistics.mean(errors), 3),
             "patch_error_median": round(statistics.median(errors), 3),
@@ -91,11 +89,23 @@ def main(argv: list[str] | None = None) -> int:
             "steps_mean": round(statistics.mean(steps), 1),
             "seconds_mean": round(statistics.mean(secs), 2),
         }
-        print(f"block {block:4d}: " + ", ".join(f"{k} {v}" for k, v in rows[block].items()),
-              flush=True)
+        print(
+            f"block {block:4d}: " + ", ".join(f"{k} {v}" for k, v in rows[block].items()),
+            flush=True,
+        )
     if args.json:
-        print(json.dumps({"model": args.model, "res": res, "pairs": args.pairs,
-                          "steps": args.steps, "lr": args.lr, "blocks": rows}))
+        print(
+            json.dumps(
+                {
+                    "model": args.model,
+                    "res": res,
+                    "pairs": args.pairs,
+                    "steps": args.steps,
+                    "lr": args.lr,
+                    "blocks": rows,
+                }
+            )
+        )
     return 0
 
 

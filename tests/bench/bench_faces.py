@@ -34,8 +34,10 @@ def _layers() -> dict[str, tuple[np.ndarray, tuple[int, int, int, int]]]:
     big[..., :3] = rng.integers(0, 256, (4000, 6000, 3), dtype=np.uint8)
     big[..., 3] = 255
     big[1000:1180, 3000:3180, :3] = np.asarray(Image.fromarray(img).resize((180, 180)))
-    return {"astronaut_512": (photo, (238, 123, 253, 132)),
-            "group_6000x4000": (big, (3080, 1060, 3096, 1070))}
+    return {
+        "astronaut_512": (photo, (238, 123, 253, 132)),
+        "group_6000x4000": (big, (3080, 1060, 3096, 1070)),
+    }
 
 
 def main() -> None:
@@ -62,8 +64,11 @@ def main() -> None:
         for _ in range(args.repeat):
             for how in times:
                 t0 = time.perf_counter()
-                read = (LayerPyramid(layer, "u8").read if how == "pyramid"
-                        else (lambda b, lay=layer: model_view(lay, "u8", b)))
+                read = (
+                    LayerPyramid(layer, "u8").read
+                    if how == "pyramid"
+                    else (lambda b, lay=layer: model_view(lay, "u8", b))
+                )
                 faces = find_faces(read, w, h, rect)
                 times[how].append(time.perf_counter() - t0)
                 if not faces:
@@ -71,10 +76,16 @@ def main() -> None:
                 eyes[how] = np.array([faces[0].eye_left, faces[0].eye_right])
         direct, pyramid = (statistics.median(times[k]) for k in ("direct", "pyramid"))
         shift = float(np.abs(eyes["direct"] - eyes["pyramid"]).max())
-        report[name] = {"direct_s": round(direct, 4), "pyramid_s": round(pyramid, 4),
-                        "ratio": round(pyramid / direct, 3), "eye_shift_px": round(shift, 2)}
-        print(f"{name}: direct {direct:.3f} s, pyramid {pyramid:.3f} s "
-              f"(x{pyramid / direct:.2f}), eyes moved {shift:.2f} px")
+        report[name] = {
+            "direct_s": round(direct, 4),
+            "pyramid_s": round(pyramid, 4),
+            "ratio": round(pyramid / direct, 3),
+            "eye_shift_px": round(shift, 2),
+        }
+        print(
+            f"{name}: direct {direct:.3f} s, pyramid {pyramid:.3f} s "
+            f"(x{pyramid / direct:.2f}), eyes moved {shift:.2f} px"
+        )
     if args.json:
         print(json.dumps(report))
 

@@ -74,7 +74,7 @@ from gimp_draggan.draggan.networks import Generator, GeneratorConfig, seed_to_z
 
 MODES = ("fp32", "tf32", "bf16", "fp16")
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
-OFFICIAL_CHANNEL_BASE = {256: 16384, 512: 32768, 1024: 32768}   # as bench_drag.py
+OFFICIAL_CHANNEL_BASE = {256: 16384, 512: 32768, 1024: 32768}  # as bench_drag.py
 TINY = dict(z_dim=32, w_dim=32, channel_base=256, channel_max=32, mapping_layers=2)
 GOALS = {"res": 512, "peak_gpu_mb": 4096, "sec_per_step": 0.025, "gpu": "H100-class"}
 Pair = tuple[tuple[float, float], tuple[float, float]]
@@ -90,8 +90,10 @@ def bench_points(res: int) -> tuple[list[tuple[int, int]], list[tuple[float, flo
     """bench_drag.py's two pairs, far enough apart that no short run reaches its targets."""
     s = res / 512
     handles = [(round(180 * s), round(250 * s)), (round(330 * s), round(300 * s))]
-    targets = [(float(round(300 * s)), float(round(250 * s))),
-               (float(round(330 * s)), float(round(160 * s)))]
+    targets = [
+        (float(round(300 * s)), float(round(250 * s))),
+        (float(round(330 * s)), float(round(160 * s))),
+    ]
     return handles, targets
 
 
@@ -156,8 +158,9 @@ def _why(e: BaseException) -> str:
 # Drag step.
 
 
-def drag_mode(G: Generator, ws: torch.Tensor, pairs: tuple[list, list], mode: str,
-              device: str, steps: int) -> dict:
+def drag_mode(
+    G: Generator, ws: torch.Tensor, pairs: tuple[list, list], mode: str, device: str, steps: int
+) -> dict:
     """Time ``steps`` drag steps in ``mode``; the result rendered in fp32."""
     _reset_peak(device)
     handles, targets = pairs
@@ -168,8 +171,12 @@ def drag_mode(G: Generator, ws: torch.Tensor, pairs: tuple[list, list], mode: st
     with precision("fp32", device):
         image, _ = session.render(track=True)
     return {
-        "times": times, "peak": peak, "points": list(session.points), "image": image,
-        "converged": session.converged(), "steps_done": session.steps,
+        "times": times,
+        "peak": peak,
+        "points": list(session.points),
+        "image": image,
+        "converged": session.converged(),
+        "steps_done": session.steps,
     }
 
 
@@ -178,10 +185,13 @@ def judge(run: dict, base: dict, tol_px: float, tol_psnr: float) -> tuple[bool, 
     dx = max(math.dist(a, b) for a, b in zip(run["points"], base["points"], strict=True))
     img, ref = run["image"].float(), base["image"].float()
     finite = bool(torch.isfinite(img).all()) and all(
-        math.isfinite(c) for p in run["points"] for c in p)
+        math.isfinite(c) for p in run["points"] for c in p
+    )
     db = float(psnr(img.clamp(-1, 1), ref.clamp(-1, 1))[0]) if finite else float("nan")
-    figures = {"handle_dx_px": round(dx, 3) if finite else None,
-               "psnr_db": round(db, 2) if math.isfinite(db) else None}
+    figures = {
+        "handle_dx_px": round(dx, 3) if finite else None,
+        "psnr_db": round(db, 2) if math.isfinite(db) else None,
+    }
     if not finite:
         return False, "non-finite image or handles", figures
     if dx > tol_px:
@@ -221,32 +231,55 @@ def edit_mode(model: Path, mode: str, device: str, edit_steps: int) -> dict:
     rgb, mask, pairs = photo()
     h, w = rgb.shape[:2]
     rgba = np.dstack([rgb, np.full((h, w), 255, np.uint8)])
-    request = EditRequest(width=w, height=h, pixels=rgba.tobytes(), depth="u8", pairs=pairs,
-                          model=str(model), mask=mask.tobytes(),
-                          params=EditParams(steps=edit_steps))
+    request = EditRequest(
+        width=w,
+        height=h,
+        pixels=rgba.tobytes(),
+        depth="u8",
+        pairs=pairs,
+        model=str(model),
+        mask=mask.tobytes(),
+        params=EditParams(steps=edit_steps),
+    )
     _reset_peak(device)
     with precision(mode, device):
         t0 = time.perf_counter()
-        r = run_edit(request, device=device, sessions=SessionCache(),
-                     on_progress=lambda p: None, should_stop=lambda: False)
+        r = run_edit(
+            request,
+            device=device,
+            sessions=SessionCache(),
+            on_progress=lambda p: None,
+            should_stop=lambda: False,
+        )
         _sync(device)
         seconds = time.perf_counter() - t0
     patch = np.frombuffer(r.patch, np.uint8).reshape(r.height, r.width, 4)
-    return {"seconds": seconds, "timings": {k: round(v, 3) for k, v in r.timings.items()},
-            "peak": _peak_mb(device), "points": list(r.points), "box": (r.x, r.y),
-            "patch": patch, "distances": list(r.distances), "steps": r.steps}
+    return {
+        "seconds": seconds,
+        "timings": {k: round(v, 3) for k, v in r.timings.items()},
+        "peak": _peak_mb(device),
+        "points": list(r.points),
+        "box": (r.x, r.y),
+        "patch": patch,
+        "distances": list(r.distances),
+        "steps": r.steps,
+    }
 
 
 def compare_edits(run: dict, base: dict) -> dict:
     dx = max(math.dist(a, b) for a, b in zip(run["points"], base["points"], strict=True))
     db = None
     if run["box"] == base["box"] and run["patch"].shape == base["patch"].shape:
-        mse = float(np.mean((run["patch"][..., :3].astype(np.float64)
-                             - base["patch"][..., :3]) ** 2))
+        mse = float(
+            np.mean((run["patch"][..., :3].astype(np.float64) - base["patch"][..., :3]) ** 2)
+        )
         db = round(10 * math.log10(255.0**2 / max(mse, 1e-12)), 2)
     finite = all(math.isfinite(d) for d in run["distances"])
-    return {"edit_points_dx_px": round(dx, 3) if math.isfinite(dx) else None,
-            "edit_psnr_db": db, "edit_finite": finite}
+    return {
+        "edit_points_dx_px": round(dx, 3) if math.isfinite(dx) else None,
+        "edit_psnr_db": db,
+        "edit_finite": finite,
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -292,18 +325,35 @@ def _official_ref_ops() -> None:
         mod._init = lambda: False  # type: ignore[attr-defined]
 
 
-def official_mode(tree: Path, G: Generator, cfg: GeneratorConfig, ws: torch.Tensor,
-                  pairs: tuple[list, list], device: str, steps: int, ops: str) -> dict:
+def official_mode(
+    tree: Path,
+    G: Generator,
+    cfg: GeneratorConfig,
+    ws: torch.Tensor,
+    pairs: tuple[list, list],
+    device: str,
+    steps: int,
+    ops: str,
+) -> dict:
     """The official renderer's drag step, same weights, latent, points; fp32 flags."""
     renderer, OfficialG, stubbed = _import_official(tree, ops == "ref")
     dnnlib = importlib.import_module("dnnlib")
     og = OfficialG(
-        z_dim=cfg.z_dim, c_dim=0, w_dim=cfg.w_dim, img_resolution=cfg.img_resolution,
+        z_dim=cfg.z_dim,
+        c_dim=0,
+        w_dim=cfg.w_dim,
+        img_resolution=cfg.img_resolution,
         img_channels=cfg.img_channels,
-        mapping_kwargs={"num_layers": cfg.mapping_layers, "lr_multiplier":
-                        cfg.mapping_lr_multiplier},
-        synthesis_kwargs={"channel_base": cfg.channel_base, "channel_max": cfg.channel_max,
-                          "num_fp16_res": 4, "conv_clamp": cfg.conv_clamp},
+        mapping_kwargs={
+            "num_layers": cfg.mapping_layers,
+            "lr_multiplier": cfg.mapping_lr_multiplier,
+        },
+        synthesis_kwargs={
+            "channel_base": cfg.channel_base,
+            "channel_max": cfg.channel_max,
+            "num_fp16_res": 4,
+            "conv_clamp": cfg.conv_clamp,
+        },
     )
     og.load_state_dict({k: v.detach().cpu() for k, v in G.state_dict().items()}, strict=True)
     og = og.eval().requires_grad_(False).to(device)
@@ -313,7 +363,7 @@ def official_mode(tree: Path, G: Generator, cfg: GeneratorConfig, ws: torch.Tens
     handles, targets = pairs
     feature_idx = og.synthesis.block_resolutions.index(default_feature_res(cfg.img_resolution))
     params = DragParams()
-    state = {"points": [[y, x] for x, y in handles]}   # The official code keeps [row, col].
+    state = {"points": [[y, x] for x, y in handles]}  # The official code keeps [row, col].
     goal = [[y, x] for x, y in targets]
 
     def start() -> None:
@@ -326,11 +376,19 @@ def official_mode(tree: Path, G: Generator, cfg: GeneratorConfig, ws: torch.Tens
 
     def step() -> None:
         res = dnnlib.EasyDict()
-        r._render_drag_impl(res, points=state["points"], targets=goal, mask=None, r1=3, r2=12,
-                            feature_idx=feature_idx, is_drag=True)
-        res.image.cpu()   # What Renderer.render copies to the host every step.
+        r._render_drag_impl(
+            res,
+            points=state["points"],
+            targets=goal,
+            mask=None,
+            r1=3,
+            r2=12,
+            feature_idx=feature_idx,
+            is_drag=True,
+        )
+        res.image.cpu()  # What Renderer.render copies to the host every step.
 
-    with torch.no_grad(), precision("fp32", device):   # Same weights? Same image.
+    with torch.no_grad(), precision("fp32", device):  # Same weights? Same image.
         label = torch.zeros([1, 0], device=device)
         theirs = og(ws, label, input_is_w=True, noise_mode="const").float()
         same_db = float(psnr(theirs.clamp(-1, 1), G.synthesis(ws).clamp(-1, 1))[0])
@@ -348,10 +406,15 @@ def official_mode(tree: Path, G: Generator, cfg: GeneratorConfig, ws: torch.Tens
             _reset_peak(device)
             start()
             times = time_steps(step, steps, device)
-    return {"sec_per_step": round(statistics.median(times), 5),
-            "step_ms_min": round(min(times) * 1000, 2), "peak_gpu_mb": _peak_mb(device),
-            "ops": built, "stubbed_modules": stubbed, "num_fp16_res": 4,
-            "image_psnr_db_vs_ours": round(same_db, 2)}
+    return {
+        "sec_per_step": round(statistics.median(times), 5),
+        "step_ms_min": round(min(times) * 1000, 2),
+        "peak_gpu_mb": _peak_mb(device),
+        "ops": built,
+        "stubbed_modules": stubbed,
+        "num_fp16_res": 4,
+        "image_psnr_db_vs_ours": round(same_db, 2),
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -360,7 +423,10 @@ def official_mode(tree: Path, G: Generator, cfg: GeneratorConfig, ws: torch.Tens
 def _commit() -> str:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
             cwd=Path(__file__).resolve().parent,
         )
         return out.stdout.strip() or "unknown"
@@ -416,15 +482,24 @@ def main(argv: list[str] | None = None) -> int:
     pairs = bench_points(res)
 
     if model_file is not None and device.startswith("cuda"):
-        edit_mode(model_file, "fp32", device, args.edit_steps)   # warm-up, not reported
+        edit_mode(model_file, "fp32", device, args.edit_steps)  # warm-up, not reported
 
     report: dict[str, dict] = {}
     base: dict | None = None
     base_edit: dict | None = None
     for mode in modes:
-        row: dict = {"sec_per_step": None, "step_ms_min": None, "edit_seconds": None,
-                     "edit_timings": None, "peak_gpu_mb": None, "edit_peak_gpu_mb": None,
-                     "accepted": False, "reason": None, "handle_dx_px": None, "psnr_db": None}
+        row: dict = {
+            "sec_per_step": None,
+            "step_ms_min": None,
+            "edit_seconds": None,
+            "edit_timings": None,
+            "peak_gpu_mb": None,
+            "edit_peak_gpu_mb": None,
+            "accepted": False,
+            "reason": None,
+            "handle_dx_px": None,
+            "psnr_db": None,
+        }
         try:
             run = drag_mode(G, ws, pairs, mode, device, args.steps)
             row["sec_per_step"] = round(statistics.median(run["times"]), 5)
@@ -443,8 +518,11 @@ def main(argv: list[str] | None = None) -> int:
         if model_file is not None:
             try:
                 ed = edit_mode(model_file, mode, device, args.edit_steps)
-                row.update(edit_seconds=round(ed["seconds"], 3), edit_timings=ed["timings"],
-                           edit_peak_gpu_mb=ed["peak"])
+                row.update(
+                    edit_seconds=round(ed["seconds"], 3),
+                    edit_timings=ed["timings"],
+                    edit_peak_gpu_mb=ed["peak"],
+                )
                 if base_edit is None:
                     base_edit = ed
                 row.update(compare_edits(ed, base_edit))
@@ -462,8 +540,9 @@ def main(argv: list[str] | None = None) -> int:
     official = None
     if args.official is not None:
         try:
-            official = official_mode(args.official, G, cfg, ws, pairs, device, args.steps,
-                                     args.official_ops)
+            official = official_mode(
+                args.official, G, cfg, ws, pairs, device, args.steps, args.official_ops
+            )
             ours = report["fp32"]["sec_per_step"]
             if ours:
                 official["ours_fp32_over_official"] = round(ours / official["sec_per_step"], 4)
@@ -471,10 +550,15 @@ def main(argv: list[str] | None = None) -> int:
             official = {"error": _why(e)}
     tmp.cleanup()
 
-    print(f"bench_gpu: {res} px, {device} ({_device_name(device)}), torch {torch.__version__}, "
-          f"{args.steps} steps", file=sys.stderr)
-    print(f"{'mode':<6}{'ms/step':>9}{'edit s':>9}{'peak MB':>9}{'edit MB':>9}  verdict",
-          file=sys.stderr)
+    print(
+        f"bench_gpu: {res} px, {device} ({_device_name(device)}), torch {torch.__version__}, "
+        f"{args.steps} steps",
+        file=sys.stderr,
+    )
+    print(
+        f"{'mode':<6}{'ms/step':>9}{'edit s':>9}{'peak MB':>9}{'edit MB':>9}  verdict",
+        file=sys.stderr,
+    )
     for mode, row in report.items():
         ms = "-" if row["sec_per_step"] is None else f"{row['sec_per_step'] * 1000:.1f}"
         es = "-" if row["edit_seconds"] is None else f"{row['edit_seconds']:.2f}"
@@ -484,13 +568,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{mode:<6}{ms:>9}{es:>9}{pk:>9}{ep:>9}  {verdict}", file=sys.stderr)
     if official is not None:
         print(f"official: {official}", file=sys.stderr)
-    print(json.dumps({
-        "device": device, "device_name": _device_name(device), "torch": torch.__version__,
-        "commit": _commit(), "res": res, "tiny": args.tiny, "config": asdict(cfg),
-        "steps": args.steps, "edit_steps": args.edit_steps if args.photo else None,
-        "tolerance": {"handle_px": args.tol_px, "psnr_db": args.tol_psnr},
-        "goals": GOALS, "modes": report, "official": official,
-    }))
+    print(
+        json.dumps(
+            {
+                "device": device,
+                "device_name": _device_name(device),
+                "torch": torch.__version__,
+                "commit": _commit(),
+                "res": res,
+                "tiny": args.tiny,
+                "config": asdict(cfg),
+                "steps": args.steps,
+                "edit_steps": args.edit_steps if args.photo else None,
+                "tolerance": {"handle_px": args.tol_px, "psnr_db": args.tol_psnr},
+                "goals": GOALS,
+                "modes": report,
+                "official": official,
+            }
+        )
+    )
     return 0
 
 

@@ -48,8 +48,9 @@ def _measure(fn: Callable[[], Any]) -> tuple[Any, float, float]:
     return out, ms, peak / 2**20
 
 
-def bench(width: int, height: int, res: int, sides: list[int],
-          angles: list[float]) -> dict[str, Any]:
+def bench(
+    width: int, height: int, res: int, sides: list[int], angles: list[float]
+) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     layer = rng.integers(0, 256, (height, width, 4), dtype=np.uint8)
     layer[..., 3] = 255
@@ -61,7 +62,7 @@ def bench(width: int, height: int, res: int, sides: list[int],
         x0, y0 = (width - side) // 2, (height - side) // 2
         needed = Rect(x0, y0, x0 + side, y0 + side)
         selection = np.zeros((height, width), np.uint8)
-        selection[y0: y0 + side, x0: x0 + side] = 255
+        selection[y0 : y0 + side, x0 : x0 + side] = 255
         box = replace(choose_box(needed, width, height, res), angle=math.radians(degrees))
         _, digest_ms, _ = _measure(lambda box=box: crop_digest(layer, "u8", box))
         target, crop_ms, crop_peak = _measure(
@@ -74,15 +75,27 @@ def bench(width: int, height: int, res: int, sides: list[int],
             return composite(layer, "u8", box, result, selection, change=change)
 
         patch, composite_ms, composite_peak = _measure(blend)
-        records.append({
-            "side": side, "angle": degrees, "box": box.side, "digest_ms": round(digest_ms, 1),
-            "crop_ms": round(crop_ms, 1), "composite_ms": round(composite_ms, 1),
-            "crop_peak_mb": round(crop_peak, 1), "composite_peak_mb": round(composite_peak, 1),
-            "patch_mb": round(patch.pixels.nbytes / 2**20, 1),
-        })
-    return {"width": width, "height": height, "res": res,
-            "layer_mb": round(layer.nbytes / 2**20, 1), "memcpy_ms": round(memcpy_ms, 1),
-            "records": records}
+        records.append(
+            {
+                "side": side,
+                "angle": degrees,
+                "box": box.side,
+                "digest_ms": round(digest_ms, 1),
+                "crop_ms": round(crop_ms, 1),
+                "composite_ms": round(composite_ms, 1),
+                "crop_peak_mb": round(crop_peak, 1),
+                "composite_peak_mb": round(composite_peak, 1),
+                "patch_mb": round(patch.pixels.nbytes / 2**20, 1),
+            }
+        )
+    return {
+        "width": width,
+        "height": height,
+        "res": res,
+        "layer_mb": round(layer.nbytes / 2**20, 1),
+        "memcpy_ms": round(memcpy_ms, 1),
+        "records": records,
+    }
 
 
 def main() -> None:
@@ -90,21 +103,33 @@ def main() -> None:
     p.add_argument("--width", type=int, default=8000)
     p.add_argument("--height", type=int, default=6000)
     p.add_argument("--res", type=int, default=512, help="model resolution")
-    p.add_argument("--sides", type=int, nargs="+", default=[600, 4000],
-                   help="selection sides to measure")
-    p.add_argument("--angles", type=float, nargs="+", default=[0.0],
-                   help="turns of the crop square to measure, degrees")
+    p.add_argument(
+        "--sides", type=int, nargs="+", default=[600, 4000], help="selection sides to measure"
+    )
+    p.add_argument(
+        "--angles",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        help="turns of the crop square to measure, degrees",
+    )
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     out = bench(args.width, args.height, args.res, args.sides, args.angles)
-    print(f"layer {out['width']}x{out['height']} RGBA u8 ({out['layer_mb']} MB), "
-          f"model {args.res} px, one layer copy {out['memcpy_ms']} ms")
-    print("selection  angle  box    digest ms  crop ms  composite ms  crop peak MB  "
-          "composite peak MB  patch MB")
+    print(
+        f"layer {out['width']}x{out['height']} RGBA u8 ({out['layer_mb']} MB), "
+        f"model {args.res} px, one layer copy {out['memcpy_ms']} ms"
+    )
+    print(
+        "selection  angle  box    digest ms  crop ms  composite ms  crop peak MB  "
+        "composite peak MB  patch MB"
+    )
     for r in out["records"]:
-        print(f"{r['side']:9d}  {r['angle']:5g}  {r['box']:5d}  {r['digest_ms']:9.1f}  "
-              f"{r['crop_ms']:7.1f}  {r['composite_ms']:12.1f}  {r['crop_peak_mb']:12.1f}  "
-              f"{r['composite_peak_mb']:17.1f}  {r['patch_mb']:8.1f}")
+        print(
+            f"{r['side']:9d}  {r['angle']:5g}  {r['box']:5d}  {r['digest_ms']:9.1f}  "
+            f"{r['crop_ms']:7.1f}  {r['composite_ms']:12.1f}  {r['crop_peak_mb']:12.1f}  "
+            f"{r['composite_peak_mb']:17.1f}  {r['patch_mb']:8.1f}"
+        )
     if args.json:
         print(json.dumps(out))
 

@@ -38,8 +38,11 @@ class EchoExecutor:
     """Returns the request's layer as the patch, no work: only the service is timed."""
 
     def info(self) -> dict[str, Any]:
-        return {"device": "none", "default_model": "echo", "models": [{"name": "echo",
-                                                                        "cached": True}]}
+        return {
+            "device": "none",
+            "default_model": "echo",
+            "models": [{"name": "echo", "cached": True}],
+        }
 
     def check_model(self, name: str | None) -> str:
         return name or "echo"
@@ -48,8 +51,14 @@ class EchoExecutor:
         if request.seed is not None or request.image is None or request.pixels is None:
             return P.JobResult(session="echo", steps=0)
         spec = request.image
-        return P.JobResult(session="echo", width=spec.width, height=spec.height,
-                           depth=spec.depth, patch=request.pixels, steps=0)
+        return P.JobResult(
+            session="echo",
+            width=spec.width,
+            height=spec.height,
+            depth=spec.depth,
+            patch=request.pixels,
+            steps=0,
+        )
 
     def download(self, name: str, on_progress: Any, should_stop: Any) -> None:
         raise RuntimeError("no downloads here")
@@ -121,8 +130,12 @@ def jobs_per_s(address: str, jobs: int, clients: int, model: str) -> float:
         try:
             with Client(address, timeout_s=30) as client:
                 for j in range(per_client):
-                    client.drag(seed=c * 100000 + j, model=model, pairs=[((8, 8), (20, 8))],
-                                params={"steps": 1})
+                    client.drag(
+                        seed=c * 100000 + j,
+                        model=model,
+                        pairs=[((8, 8), (20, 8))],
+                        params={"steps": 1},
+                    )
         except BaseException as exc:
             errors.append(exc)
 
@@ -148,9 +161,13 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--jobs", type=int, default=200)
     ap.add_argument("--clients", type=int, default=4)
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads for the tiny jobs (default 1: a 32 px model gains nothing "
-                    "from more, and on a busy machine extra threads only wait for each other)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for the tiny jobs (default 1: a 32 px model gains nothing "
+        "from more, and on a busy machine extra threads only wait for each other)",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     import torch
@@ -189,8 +206,10 @@ def main() -> int:
         "jobs": args.jobs,
         "torch_threads": args.threads,
     }
-    print(f"4096x4096 RGBA round trip: {rt:.1f} ms (pyzmq), {rt_zmtp:.1f} ms (stdlib ZMTP); "
-          f"bare ZeroMQ echo of the frame: {raw_ms:.1f} ms; one 64 MiB memcpy: {copy_ms:.1f} ms")
+    print(
+        f"4096x4096 RGBA round trip: {rt:.1f} ms (pyzmq), {rt_zmtp:.1f} ms (stdlib ZMTP); "
+        f"bare ZeroMQ echo of the frame: {raw_ms:.1f} ms; one 64 MiB memcpy: {copy_ms:.1f} ms"
+    )
     print(f"tiny jobs: {tiny_rate:.1f}/s (real executor, 1 step), {null_rate:.1f}/s (no work)")
     if args.json:
         print(json.dumps(figures))

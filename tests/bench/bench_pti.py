@@ -35,8 +35,9 @@ from gimp_draggan.draggan import pti
 from gimp_draggan.draggan.lpips import load_perceptual
 from gimp_draggan.draggan.networks import Generator, GeneratorConfig
 
-RANDOM_G = GeneratorConfig(img_resolution=64, z_dim=256, w_dim=256, channel_base=1024,
-                           channel_max=128, mapping_layers=4)
+RANDOM_G = GeneratorConfig(
+    img_resolution=64, z_dim=256, w_dim=256, channel_base=1024, channel_max=128, mapping_layers=4
+)
 TARGET_RATIO = 0.2
 TARGET_LPIPS_SLACK = 1.1
 
@@ -64,11 +65,16 @@ def targets(args: argparse.Namespace, res: int) -> list[torch.Tensor]:
     from gimp_draggan.draggan.train.world import render
 
     images = render(list(range(1000, 1000 + args.targets)), resolution=res).images
-    return [images[i: i + 1].clamp(-1, 1) for i in range(args.targets)]
+    return [images[i : i + 1].clamp(-1, 1) for i in range(args.targets)]
 
 
-def run_one(G: Generator, target: torch.Tensor, loss: Any, preset: str, device: str,
-            ) -> pti.InversionResult:
+def run_one(
+    G: Generator,
+    target: torch.Tensor,
+    loss: Any,
+    preset: str,
+    device: str,
+) -> pti.InversionResult:
     params = pti.preset("fast", tf32=True) if preset == "fast+tf32" else pti.preset(preset)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -95,8 +101,11 @@ def main() -> int:
     G.eval().requires_grad_(False)
     choice = load_perceptual("vgg16", args.lpips_weights)
     loss = choice.loss.to(device)
-    print(f"model {model} ({G.img_resolution} px), device {device}, metric {loss.name}: "
-          f"{choice.reason}", flush=True)
+    print(
+        f"model {model} ({G.img_resolution} px), device {device}, metric {loss.name}: "
+        f"{choice.reason}",
+        flush=True,
+    )
     presets = ["fast", "reference"] + (["fast+tf32"] if device.startswith("cuda") else [])
     rows: dict[str, list[pti.InversionResult]] = {p: [] for p in presets}
     seconds = dict.fromkeys(presets, 0.0)
@@ -106,10 +115,13 @@ def main() -> int:
             r = run_one(G, target, loss, preset, device)
             seconds[preset] += time.perf_counter() - start
             rows[preset].append(r)
-            print(f"target {i} {preset:10s} {r.seconds:8.2f} s  steps {r.projection_steps}+"
-                  f"{r.tuning_steps}  after projection PSNR {r.projection_psnr:6.2f} dB "
-                  f"dist {r.projection_distance:.4f}  final PSNR {r.psnr:6.2f} dB "
-                  f"dist {r.distance:.4f}", flush=True)
+            print(
+                f"target {i} {preset:10s} {r.seconds:8.2f} s  steps {r.projection_steps}+"
+                f"{r.tuning_steps}  after projection PSNR {r.projection_psnr:6.2f} dB "
+                f"dist {r.projection_distance:.4f}  final PSNR {r.psnr:6.2f} dB "
+                f"dist {r.distance:.4f}",
+                flush=True,
+            )
 
     def mean(preset: str, key: str) -> float:
         return statistics.fmean(getattr(r, key) for r in rows[preset])
@@ -140,10 +152,12 @@ def main() -> int:
         info["ours_tf32_s"] = round(seconds["fast+tf32"], 3)
         info["ours_tf32_lpips"] = round(mean("fast+tf32", "distance"), 5)
         info["ours_tf32_psnr"] = round(mean("fast+tf32", "psnr"), 3)
-    print(f"ours {info['ours_s']} s vs reference {info['reference_s']} s: ratio {ratio:.3f} "
-          f"(target <= {TARGET_RATIO}); {loss.name} {info['ours_lpips']} vs "
-          f"{info['reference_lpips']} (x{lpips_ratio:.3f}, target <= {TARGET_LPIPS_SLACK}); "
-          f"PSNR {info['ours_psnr']} vs {info['reference_psnr']} dB")
+    print(
+        f"ours {info['ours_s']} s vs reference {info['reference_s']} s: ratio {ratio:.3f} "
+        f"(target <= {TARGET_RATIO}); {loss.name} {info['ours_lpips']} vs "
+        f"{info['reference_lpips']} (x{lpips_ratio:.3f}, target <= {TARGET_LPIPS_SLACK}); "
+        f"PSNR {info['ours_psnr']} vs {info['reference_psnr']} dB"
+    )
     if args.json:
         print(json.dumps(info))
     return 0

@@ -72,8 +72,10 @@ def main() -> None:
         big_ms, per_s = measure(kind, address, big, args.small)
         figures[f"{kind}_{args.mib}mib_roundtrip_ms"] = round(big_ms, 1)
         figures[f"{kind}_small_roundtrips_per_s"] = round(per_s, 1)
-        print(f"{kind:6s}: {args.mib} MiB round trip {big_ms:8.1f} ms; small round trips "
-              f"{per_s:8.1f}/s")
+        print(
+            f"{kind:6s}: {args.mib} MiB round trip {big_ms:8.1f} ms; small round trips "
+            f"{per_s:8.1f}/s"
+        )
     stop.set()
     time.sleep(0.2)
     ctx.term()

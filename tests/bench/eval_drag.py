@@ -53,14 +53,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="embedded", help="registry name or generator file")
     p.add_argument("--steps", type=int, default=200, help="max drag steps per edit")
     p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--stop-floor", type=float, default=2.0,
-                   help="smallest stop distance in pixels (official rule: 2; at 64 px that is 3 %% "
-                        "of the image, so the product's quality figures also use 1)")
+    p.add_argument(
+        "--stop-floor",
+        type=float,
+        default=2.0,
+        help="smallest stop distance in pixels (official rule: 2; at 64 px that is 3 %% "
+        "of the image, so the product's quality figures also use 1)",
+    )
     p.add_argument("--mask", action="store_true", help="fix the region outside --mask-radius")
     p.add_argument("--mask-radius", type=float, default=12.0, help="pixels at the model size")
     p.add_argument("--psi", type=float, default=0.7, help="truncation of the sampled latents")
-    p.add_argument("--min-md", type=float, default=3.0,
-                   help="skip targets closer than this (pixels, mean over the chosen points)")
+    p.add_argument(
+        "--min-md",
+        type=float,
+        default=3.0,
+        help="skip targets closer than this (pixels, mean over the chosen points)",
+    )
     p.add_argument("--seed", type=int, default=0, help="first source seed (source i = seed + i)")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
@@ -104,10 +112,17 @@ def main(argv: list[str] | None = None) -> int:
         # engine's points are pixel indices.
         handles = (kp_s[sel] - 0.5).clamp(0, res - 1)
         targets = (kp_t[sel] - 0.5).clamp(0, res - 1)
-        region = region_mask([tuple(q) for q in torch.cat([handles, targets]).tolist()],
-                             res, a.mask_radius)
-        session = DragSession(G, ws_s, handles.tolist(), targets.tolist(),
-                              mask=region.to(device) if a.mask else None, params=params)
+        region = region_mask(
+            [tuple(q) for q in torch.cat([handles, targets]).tolist()], res, a.mask_radius
+        )
+        session = DragSession(
+            G,
+            ws_s,
+            handles.tolist(),
+            targets.tolist(),
+            mask=region.to(device) if a.mask else None,
+            params=params,
+        )
         t0 = time.perf_counter()
         result = session.run()
         secs.append(time.perf_counter() - t0)
@@ -121,23 +136,35 @@ def main(argv: list[str] | None = None) -> int:
         diff = ((result.image.clamp(-1, 1) - img_s.cpu().clamp(-1, 1)).abs() * 127.5)[0]
         outside.append(diff[:, fixed].mean().item() if fixed.any() else 0.0)
         if not a.json:
-            print(f"pair {i}: MD {before:.2f} -> {after:.2f} px, {result.steps} steps, "
-                  f"{secs[-1]:.2f} s, outside change {outside[-1]:.2f}")
+            print(
+                f"pair {i}: MD {before:.2f} -> {after:.2f} px, {result.steps} steps, "
+                f"{secs[-1]:.2f} s, outside change {outside[-1]:.2f}"
+            )
 
     summary = {
-        "n": a.n, "res": res, "points": a.points,
+        "n": a.n,
+        "res": res,
+        "points": a.points,
         "md_before": round(statistics.mean(md_before), 3),
         "md_after": round(statistics.mean(md_after), 3),
         "outside_change": round(statistics.mean(outside), 3),
         "sec_per_edit": round(statistics.mean(secs), 3),
         "md_after_median": round(statistics.median(md_after), 3),
         "steps_mean": round(statistics.mean(steps), 1),
-        "targets_tried": tries, "min_md": a.min_md, "psi": a.psi,
-        "mask": a.mask, "device": device, "model": a.model, "max_steps": a.steps, "lr": a.lr,
+        "targets_tried": tries,
+        "min_md": a.min_md,
+        "psi": a.psi,
+        "mask": a.mask,
+        "device": device,
+        "model": a.model,
+        "max_steps": a.steps,
+        "lr": a.lr,
         "stop_floor": a.stop_floor,
     }
-    print(f"MD {summary['md_before']} -> {summary['md_after']} px over {a.n} pairs "
-          f"({a.points} point(s)), {summary['sec_per_edit']} s/edit on {device}")
+    print(
+        f"MD {summary['md_before']} -> {summary['md_after']} px over {a.n} pairs "
+        f"({a.points} point(s)), {summary['sec_per_edit']} s/edit on {device}"
+    )
     if a.json:
         print(json.dumps(summary))
     return 0

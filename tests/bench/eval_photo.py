@@ -59,8 +59,7 @@ def group_photo() -> tuple[np.ndarray, np.ndarray, list[Pair]]:
         w, h = round(170 * scale), round(210 * scale)
         canvas.paste(face.resize((w, h), Image.Resampling.LANCZOS), (x, 400 - h))
         y0 = 400 - h
-        draw.ellipse((x + 20 * scale, y0 + 30 * scale, x + 150 * scale, y0 + 200 * scale),
-                     fill=255)
+        draw.ellipse((x + 20 * scale, y0 + 30 * scale, x + 150 * scale, y0 + 200 * scale), fill=255)
         # The left mouth corner (at (205, 147) in the astronaut), dragged out and up.
         hx, hy = x + (205 - 140) * scale, y0 + (147 - 40) * scale
         pairs.append(((hx, hy), (hx - 5 * scale, hy - 7 * scale)))
@@ -71,11 +70,17 @@ def group_photo() -> tuple[np.ndarray, np.ndarray, list[Pair]]:
 def cases(names: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray, list[Pair]]]:
     out = {}
     if "astronaut" in names:
-        out["astronaut"] = (data.astronaut(), ellipse((512, 512), (160, 70, 290, 240)),
-                            [((205.0, 147.0), (200.0, 140.0)), ((245.0, 147.0), (250.0, 140.0))])
-    if "chelsea" in names:   # The cat's nose pushed left, its left eye up.
-        out["chelsea"] = (data.chelsea(), ellipse((451, 300), (100, 40, 390, 299)),
-                          [((262.0, 240.0), (254.0, 240.0)), ((172.0, 113.0), (172.0, 106.0))])
+        out["astronaut"] = (
+            data.astronaut(),
+            ellipse((512, 512), (160, 70, 290, 240)),
+            [((205.0, 147.0), (200.0, 140.0)), ((245.0, 147.0), (250.0, 140.0))],
+        )
+    if "chelsea" in names:  # The cat's nose pushed left, its left eye up.
+        out["chelsea"] = (
+            data.chelsea(),
+            ellipse((451, 300), (100, 40, 390, 299)),
+            [((262.0, 240.0), (254.0, 240.0)), ((172.0, 113.0), (172.0, 106.0))],
+        )
     if "group" in names:
         out["group"] = group_photo()
     return out
@@ -92,10 +97,10 @@ def residual(before: np.ndarray, after: np.ndarray, pair: Pair, half: int) -> fl
     (hx, hy), (tx, ty) = pair
     grey_b, grey_a = before.mean(axis=2), after.mean(axis=2)
     x, y = round(hx), round(hy)
-    patch = grey_b[y - half: y + half + 1, x - half: x + half + 1]
+    patch = grey_b[y - half : y + half + 1, x - half : x + half + 1]
     reach = half + 2 * round(np.hypot(tx - hx, ty - hy)) + 4
     y0, x0 = max(0, y - reach), max(0, x - reach)
-    area = grey_a[y0: y + reach + 1, x0: x + reach + 1]
+    area = grey_a[y0 : y + reach + 1, x0 : x + reach + 1]
     ncc = match_template(area, patch)
     iy, ix = np.unravel_index(int(np.argmax(ncc)), ncc.shape)
     # Sub-pixel peak (parabola through the neighbours).
@@ -110,46 +115,87 @@ def residual(before: np.ndarray, after: np.ndarray, pair: Pair, half: int) -> fl
     return float(np.hypot(found[0] - tx, found[1] - ty) / np.hypot(tx - hx, ty - hy))
 
 
-def edit(rgb: np.ndarray, mask: np.ndarray, pairs: list[Pair], blend: str, params: EditParams,
-         sessions: SessionCache) -> tuple[np.ndarray, dict]:
+def edit(
+    rgb: np.ndarray,
+    mask: np.ndarray,
+    pairs: list[Pair],
+    blend: str,
+    params: EditParams,
+    sessions: SessionCache,
+) -> tuple[np.ndarray, dict]:
     h, w = rgb.shape[:2]
     rgba = np.dstack([rgb, np.full((h, w), 255, np.uint8)])
-    request = EditRequest(width=w, height=h, pixels=rgba.tobytes(), depth="u8", pairs=pairs,
-                          model="embedded", mask=mask.tobytes(),
-                          params=replace(params, blend=blend))
-    r = run_edit(request, device="cpu", sessions=sessions, on_progress=lambda p: None,
-                 should_stop=lambda: False)
+    request = EditRequest(
+        width=w,
+        height=h,
+        pixels=rgba.tobytes(),
+        depth="u8",
+        pairs=pairs,
+        model="embedded",
+        mask=mask.tobytes(),
+        params=replace(params, blend=blend),
+    )
+    r = run_edit(
+        request,
+        device="cpu",
+        sessions=sessions,
+        on_progress=lambda p: None,
+        should_stop=lambda: False,
+    )
     out = rgba.copy()
-    out[r.y: r.y + r.height, r.x: r.x + r.width] = np.frombuffer(
-        r.patch, np.uint8).reshape(r.height, r.width, 4)
-    return out[:, :, :3], {"seconds": r.timings["total"],
-                           "composite_share": r.timings.get("composite", 0.0)
-                           / r.timings["total"], "converged": r.converged,
-                           "distances": [round(d, 2) for d in r.distances], "worse": r.worse}
+    out[r.y : r.y + r.height, r.x : r.x + r.width] = np.frombuffer(r.patch, np.uint8).reshape(
+        r.height, r.width, 4
+    )
+    return out[:, :, :3], {
+        "seconds": r.timings["total"],
+        "composite_share": r.timings.get("composite", 0.0) / r.timings["total"],
+        "converged": r.converged,
+        "distances": [round(d, 2) for d in r.distances],
+        "worse": r.worse,
+    }
 
 
-def measure(name: str, rgb: np.ndarray, mask: np.ndarray, pairs: list[Pair], blend: str,
-            params: EditParams, save: str | None) -> dict:
+def measure(
+    name: str,
+    rgb: np.ndarray,
+    mask: np.ndarray,
+    pairs: list[Pair],
+    blend: str,
+    params: EditParams,
+    save: str | None,
+) -> dict:
     sessions = SessionCache()
     out, info = edit(rgb, mask, pairs, blend, params, sessions)
     if save:
         Image.fromarray(out).save(f"{save}/{name}-{blend}.png")
     changed = np.any(out != rgb, axis=2)
-    sharp = (highpass_energy(out, changed) / max(highpass_energy(rgb, changed), 1e-12)
-             if changed.any() else None)
+    sharp = (
+        highpass_energy(out, changed) / max(highpass_energy(rgb, changed), 1e-12)
+        if changed.any()
+        else None
+    )
     res = [residual(rgb, out, p, max(4, math.ceil(math.dist(*p)))) for p in pairs]
     grey = np.repeat(rgb.mean(axis=2, keepdims=True).round().astype(np.uint8), 3, axis=2)
     grey_out, _ = edit(grey, mask, pairs, blend, params, SessionCache())
-    chroma = int(max(np.abs(grey_out[:, :, 0].astype(int) - grey_out[:, :, 1]).max(),
-                     np.abs(grey_out[:, :, 1].astype(int) - grey_out[:, :, 2]).max()))
+    chroma = int(
+        max(
+            np.abs(grey_out[:, :, 0].astype(int) - grey_out[:, :, 1]).max(),
+            np.abs(grey_out[:, :, 1].astype(int) - grey_out[:, :, 2]).max(),
+        )
+    )
     return {
         "sharpness": None if sharp is None else round(sharp, 3),
-        "residual": [round(r, 3) for r in res], "residual_mean": round(statistics.mean(res), 3),
+        "residual": [round(r, 3) for r in res],
+        "residual_mean": round(statistics.mean(res), 3),
         "residual_worst": round(max(res), 3),
         "outside_changed": int((changed & (mask == 0)).sum()),
-        "changed": int(changed.sum()), "grey_chroma": chroma,
-        "seconds": round(info["seconds"], 2), "composite_share": round(info["composite_share"], 3),
-        "converged": info["converged"], "distances": info["distances"], "worse": info["worse"],
+        "changed": int(changed.sum()),
+        "grey_chroma": chroma,
+        "seconds": round(info["seconds"], 2),
+        "composite_share": round(info["composite_share"], 3),
+        "converged": info["converged"],
+        "distances": info["distances"],
+        "worse": info["worse"],
     }
 
 
@@ -161,8 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--blends", default="photo,generator")
     ap.add_argument("--save", metavar="DIR", help="write each output PNG here")
     args = ap.parse_args(argv)
-    params = EditParams(steps=args.steps) if args.lr is None else EditParams(steps=args.steps,
-                                                                             lr=args.lr)
+    params = (
+        EditParams(steps=args.steps)
+        if args.lr is None
+        else EditParams(steps=args.steps, lr=args.lr)
+    )
     report: dict[str, dict] = {}
     for name, (rgb, mask, pairs) in cases(args.cases.split(",")).items():
         for blend in args.blends.split(","):

@@ -13,8 +13,8 @@ from gi.repository import Gegl, Gimp, Gio  # noqa: E402
 PROC = "plug-in-draggan-drag"
 env = os.environ
 PAD_X, PAD_Y = int(env["E2E_PAD_X"]), int(env["E2E_PAD_Y"])
-STROKES = json.loads(env["E2E_STROKES"])          # [[hx, hy, tx, ty], ...] image pixels
-SEL = json.loads(env["E2E_SELECTION"])            # [x, y, w, h] image pixels
+STROKES = json.loads(env["E2E_STROKES"])  # [[hx, hy, tx, ty], ...] image pixels
+SEL = json.loads(env["E2E_SELECTION"])  # [x, y, w, h] image pixels
 out = {"cases": {}}
 
 
@@ -39,8 +39,14 @@ def call(image, layer, **props):
 
 
 def layer_info(image):
-    return [{"name": lay.get_name(), "offsets": list(lay.get_offsets()[1:]),
-             "size": [lay.get_width(), lay.get_height()]} for lay in image.get_layers()]
+    return [
+        {
+            "name": lay.get_name(),
+            "offsets": list(lay.get_offsets()[1:]),
+            "size": [lay.get_width(), lay.get_height()],
+        }
+        for lay in image.get_layers()
+    ]
 
 
 image = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(env["E2E_PNG"]))
@@ -70,20 +76,24 @@ if res and len(layers) == 2:
     outside_equal = outside_count = inside_changed = inside_count = 0
     for y in range(nh):
         for x in range(nw):
-            ix, iy = nx + x, ny + y                      # image pixel
-            lx, ly = ix - sx, iy - sy                    # source layer pixel
-            got = data[(y * nw + x) * 4:(y * nw + x) * 4 + 4]
-            want = before[(ly * sw + lx) * 4:(ly * sw + lx) * 4 + 4]
+            ix, iy = nx + x, ny + y  # image pixel
+            lx, ly = ix - sx, iy - sy  # source layer pixel
+            got = data[(y * nw + x) * 4 : (y * nw + x) * 4 + 4]
+            want = before[(ly * sw + lx) * 4 : (ly * sw + lx) * 4 + 4]
             if SEL[0] <= ix < SEL[0] + SEL[2] and SEL[1] <= iy < SEL[1] + SEL[3]:
                 inside_count += 1
                 inside_changed += got != want
             else:
                 outside_count += 1
                 outside_equal += got == want
-    case.update(new_rect=[nx, ny, nw, nh], has_mask=new.get_mask() is not None,
-                outside_count=outside_count,
-                outside_equal=outside_equal, inside_count=inside_count,
-                inside_changed=inside_changed)
+    case.update(
+        new_rect=[nx, ny, nw, nh],
+        has_mask=new.get_mask() is not None,
+        outside_count=outside_count,
+        outside_equal=outside_equal,
+        inside_count=inside_count,
+        inside_changed=inside_changed,
+    )
 out["cases"]["drag"] = case
 
 # ---- case 1b: grey and indexed copies: the edit comes back in the image's own mode -------------
@@ -92,8 +102,9 @@ for mode in ("grey", "indexed"):
     if mode == "grey":
         other.convert_grayscale()
     else:
-        other.convert_indexed(Gimp.ConvertDitherType.NONE, Gimp.ConvertPaletteType.GENERATE, 255,
-                              False, False, "")
+        other.convert_indexed(
+            Gimp.ConvertDitherType.NONE, Gimp.ConvertPaletteType.GENERATE, 255, False, False, ""
+        )
     src = other.get_layers()[-1]
     before_other = pixels(src)
     ids = {lay.get_id() for lay in other.get_layers()}
@@ -101,7 +112,8 @@ for mode in ("grey", "indexed"):
     new = [lay for lay in other.get_layers() if lay.get_id() not in ids]
     data = pixels(new[0]) if new else b""
     out["cases"][mode] = {
-        "result": res, "layers_added": len(new),
+        "result": res,
+        "layers_added": len(new),
         "new_name": new[0].get_name() if new else None,
         "has_mask": bool(new) and new[0].get_mask() is not None,
         "base_type": other.get_base_type().value_nick,
@@ -119,7 +131,7 @@ out["cases"]["down"] = {"result": res, "layers_added": len(image.get_layers()) -
 # ---- case 3: bad input -> a clear message, nothing changed ---------------------------------------
 path.remove_stroke(path.get_strokes()[0])
 sid = path.bezier_stroke_new_moveto(1.0, 1.0)
-path.bezier_stroke_lineto(sid, float(sx + sw + 30), 2.0)     # target beyond the layer
+path.bezier_stroke_lineto(sid, float(sx + sw + 30), 2.0)  # target beyond the layer
 count = len(image.get_layers())
 res = call(image, source)
 out["cases"]["outside"] = {"result": res, "layers_added": len(image.get_layers()) - count}
@@ -129,11 +141,14 @@ group = Gimp.GroupLayer.new(image, "group")
 image.insert_layer(group, None, 0)
 mask = source.create_mask(Gimp.AddMaskType.WHITE)
 source.add_mask(mask)
-channel = Gimp.Channel.new(image, "chan", image.get_width(), image.get_height(), 50.0,
-                           Gegl.Color.new("red"))
+channel = Gimp.Channel.new(
+    image, "chan", image.get_width(), image.get_height(), 50.0, Gegl.Color.new("red")
+)
 image.insert_channel(channel, None, 0)
-out["cases"]["wrong_drawable"] = {kind: call(image, item) for kind, item in
-                                  (("group", group), ("mask", mask), ("channel", channel))}
+out["cases"]["wrong_drawable"] = {
+    kind: call(image, item)
+    for kind, item in (("group", group), ("mask", mask), ("channel", channel))
+}
 
 # GIMP is still alive and working after the failed calls.
 probe = Gimp.Image.new(8, 8, Gimp.ImageBaseType.RGB)

@@ -59,7 +59,14 @@ def missing(root: Path = CHROOT) -> str | None:
 
 def build(root: Path = CHROOT, suite: str = "trixie") -> str | None:
     """make_chroot.sh ROOT SUITE; None when built, else its output's tail."""
-    done = subprocess.run([str(MAKE_CHROOT), str(root), suite], capture_output=True, text=True,
-                          timeout=BUILD_TIMEOUT_S)
-    return None if done.returncode == 0 else f"make_chroot.sh {root} {suite} failed:\n" \
-        f"{done.stderr[-3000:]}"
+    done = subprocess.run(
+        [str(MAKE_CHROOT), str(root), suite],
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT_S,
+    )
+    return (
+        None
+        if done.returncode == 0
+        else f"make_chroot.sh {root} {suite} failed:\n{done.stderr[-3000:]}"
+    )

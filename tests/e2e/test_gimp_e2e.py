@@ -35,11 +35,11 @@ SECRET_IN_CHROOT = f"{WORK_IN_CHROOT}/daemon.secret"
 # one can be 10x slower (the default drag runs 140 inversion + up to 200 drag steps on CPU).
 GIMP_TIMEOUT_S = 1500
 
-pytestmark = pytest.mark.timeout(2 * GIMP_TIMEOUT_S)   # the module's first test builds the chroot
+pytestmark = pytest.mark.timeout(2 * GIMP_TIMEOUT_S)  # the module's first test builds the chroot
 
 IMAGE_W, IMAGE_H = 160, 128
-PAD_X, PAD_Y = 12, 6                     # the layer's offset in the canvas the batch makes
-SELECTION = [PAD_X + 40, PAD_Y + 24, 80, 80]        # x, y, w, h (image pixels): the head
+PAD_X, PAD_Y = 12, 6  # the layer's offset in the canvas the batch makes
+SELECTION = [PAD_X + 40, PAD_Y + 24, 80, 80]  # x, y, w, h (image pixels): the head
 # The picture: a cartoon head of the embedded model's world, 2x, turned 20° counter-clockwise, so
 # the daemon frames it with a turned crop (`align_embedded`) that sticks out of the layer.
 HEAD_SEED, HEAD_TURN_DEG, HEAD_SCALE = 20_000_123, 20.0, 2
@@ -64,18 +64,23 @@ def gimp_root(request) -> Path:
         pytest.skip(f"GIMP {request.param} end-to-end: {reason}")
     failed = harness.build(root, suite)
     if failed and suite == "forky":
-        pytest.skip(f"GIMP 3.2: Debian {suite} could not be installed: "
-                    f"{failed.strip().splitlines()[-1]}")
+        pytest.skip(
+            f"GIMP 3.2: Debian {suite} could not be installed: {failed.strip().splitlines()[-1]}"
+        )
     assert failed is None, failed
     assert harness.version(root) == request.param, harness.version(root)
-    home = root / "tmp" / "draggan-e2e-home"     # the installer's record goes here, not ~
+    home = root / "tmp" / "draggan-e2e-home"  # the installer's record goes here, not ~
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
     env = {"PATH": os.environ["PATH"], "HOME": str(home), "LANG": "C.UTF-8"}
     plugins = plugins_dir(root)
-    install = subprocess.run([str(ROOT / "installer" / "install.sh"), "--plugin-only",
-                              "--gimp-dir", str(plugins)], env=env, capture_output=True,
-                             text=True, timeout=120)
+    install = subprocess.run(
+        [str(ROOT / "installer" / "install.sh"), "--plugin-only", "--gimp-dir", str(plugins)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert install.returncode == 0, install.stdout + install.stderr
     assert os.access(plugins / "gimp-draggan" / "gimp-draggan.py", os.X_OK)
     return root
@@ -95,31 +100,35 @@ def head_scene() -> tuple[bytes, tuple[tuple[float, float, float, float], ...]]:
     world = render([HEAD_SEED])
     pixels = ((world.images[0].permute(1, 2, 0).numpy() + 1) / 2 * 255).clip(0, 255)
     side = 64 * HEAD_SCALE
-    head = Image.fromarray(pixels.astype(np.uint8)).resize((side, side),
-                                                           Image.Resampling.BICUBIC)
+    head = Image.fromarray(pixels.astype(np.uint8)).resize((side, side), Image.Resampling.BICUBIC)
     turned = head.convert("RGBA").rotate(HEAD_TURN_DEG, Image.Resampling.BICUBIC, expand=True)
     a = math.radians(HEAD_TURN_DEG)
 
-    def place(p):   # head pixels (edges) -> turned picture, as Pillow turns it
+    def place(p):  # head pixels (edges) -> turned picture, as Pillow turns it
         dx, dy = p[0] - side / 2, p[1] - side / 2
-        return (turned.width / 2 + math.cos(a) * dx + math.sin(a) * dy,
-                turned.height / 2 - math.sin(a) * dx + math.cos(a) * dy)
+        return (
+            turned.width / 2 + math.cos(a) * dx + math.sin(a) * dy,
+            turned.height / 2 - math.sin(a) * dx + math.cos(a) * dy,
+        )
 
     kps = world.keypoints[0].double().numpy() * HEAD_SCALE
     cx, cy = place(kps.mean(axis=0))
     ox, oy = round(IMAGE_W / 2 - cx), round(IMAGE_H / 2 - cy)
     image = Image.new("RGB", (IMAGE_W, IMAGE_H))
-    image.putdata([(40 + x, 60 + y, 140 + (x * y) % 60)
-                   for y in range(IMAGE_H) for x in range(IMAGE_W)])
+    image.putdata(
+        [(40 + x, 60 + y, 140 + (x * y) % 60) for y in range(IMAGE_H) for x in range(IMAGE_W)]
+    )
     image.paste(turned, (ox, oy), turned)
 
-    def image_point(p):   # pixel centres, in the padded GIMP image
+    def image_point(p):  # pixel centres, in the padded GIMP image
         x, y = place(p)
         return round(x + ox - 0.5 + PAD_X, 1), round(y + oy - 0.5 + PAD_Y, 1)
 
     nose, lip = kps[2], kps[5]
-    strokes = tuple((*image_point(h), *image_point(h + d)) for h, d in
-                    ((nose, np.array([6.0, 0.0])), (lip, np.array([0.0, 10.0]))))
+    strokes = tuple(
+        (*image_point(h), *image_point(h + d))
+        for h, d in ((nose, np.array([6.0, 0.0])), (lip, np.array([0.0, 10.0])))
+    )
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return buf.getvalue(), strokes
@@ -141,7 +150,7 @@ def daemon(tmp_path_factory, gimp_root):
     address = free_address()
     log = tmp_path_factory.mktemp("daemon") / "serve.log"
     exe = shutil.which("gimp-draggan") or sys.executable
-    argv = ([exe] if exe.endswith("gimp-draggan") else [exe, "-m", "gimp_draggan"])
+    argv = [exe] if exe.endswith("gimp-draggan") else [exe, "-m", "gimp_draggan"]
     argv += ["serve", "--bind", address, "--device", "cpu", "--model", "embedded"]
     # One torch thread: on a 2-core machine shared with other work, two threads contend and a tiny
     # model's step gets ~20x slower (measured); one thread is what a small test needs.
@@ -192,12 +201,16 @@ def start_gimp(root: Path, batch: Path, env_vars: dict[str, str]) -> subprocess.
     env["GIMP_BATCH_ENV"] = " ".join(env_vars)
     env["GIMP_TIMEOUT"] = str(GIMP_TIMEOUT_S)
     with open(batch, "rb") as script:
-        return subprocess.Popen([str(harness.GIMP_BATCH), str(root)], stdin=script,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        return subprocess.Popen(
+            [str(harness.GIMP_BATCH), str(root)],
+            stdin=script,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
 
 
-def run_gimp(root: Path, env_vars: dict[str, str],
-             batch: Path = BATCH) -> tuple[int, str, str]:
+def run_gimp(root: Path, env_vars: dict[str, str], batch: Path = BATCH) -> tuple[int, str, str]:
     proc = start_gimp(root, batch, env_vars)
     try:
         stdout, stderr = proc.communicate(timeout=GIMP_TIMEOUT_S + 60)
@@ -210,7 +223,7 @@ def run_gimp(root: Path, env_vars: dict[str, str],
 
 def batch_result(stdout: str) -> dict | None:
     lines = [ln for ln in stdout.splitlines() if ln.startswith("E2E-RESULT ")]
-    return json.loads(lines[-1][len("E2E-RESULT "):]) if lines else None
+    return json.loads(lines[-1][len("E2E-RESULT ") :]) if lines else None
 
 
 def descendants(pid: int) -> list[int]:
@@ -255,7 +268,8 @@ def gimp_run(gimp_root, daemon):
         "GIMP_DRAGGAN_TRANSPORT": "zmtp",
         "E2E_PNG": f"{WORK_IN_CHROOT}/in.png",
         "E2E_DEAD_ADDRESS": free_address(),
-        "E2E_PAD_X": str(PAD_X), "E2E_PAD_Y": str(PAD_Y),
+        "E2E_PAD_X": str(PAD_X),
+        "E2E_PAD_Y": str(PAD_Y),
         "E2E_STROKES": json.dumps(head_scene()[1], separators=(",", ":")),
         "E2E_SELECTION": json.dumps(SELECTION, separators=(",", ":")),
     }
@@ -263,8 +277,10 @@ def gimp_run(gimp_root, daemon):
     code, stdout, stderr = run_gimp(gimp_root, env_vars)
     seconds = time.monotonic() - t0
     result = batch_result(stdout)
-    assert code == 0 and result, (f"GIMP exit {code}\nstdout:\n{stdout[-3000:]}\nstderr:\n"
-                                  f"{stderr[-5000:]}\ndaemon log:\n{log.read_text()[-3000:]}")
+    assert code == 0 and result, (
+        f"GIMP exit {code}\nstdout:\n{stdout[-3000:]}\nstderr:\n"
+        f"{stderr[-5000:]}\ndaemon log:\n{log.read_text()[-3000:]}"
+    )
     print(f"GIMP batch wall time: {seconds:.1f} s")
     return result, stderr, original, env_vars, daemon, gimp_root
 
@@ -309,17 +325,28 @@ def test_new_layer_matches_the_daemons_patch(gimp_run):
     from gimp_draggan_plugin.client import Client
 
     result, _stderr, original, _env, (address, _hello, _log), _root = gimp_run
-    pairs = [((hx - PAD_X, hy - PAD_Y), (tx - PAD_X, ty - PAD_Y))
-             for hx, hy, tx, ty in head_scene()[1]]
+    pairs = [
+        ((hx - PAD_X, hy - PAD_Y), (tx - PAD_X, ty - PAD_Y)) for hx, hy, tx, ty in head_scene()[1]
+    ]
     sx, sy, sw, sh = SELECTION
     mask = bytearray(IMAGE_W * IMAGE_H)
     for y in range(sy - PAD_Y, sy - PAD_Y + sh):
-        mask[y * IMAGE_W + sx - PAD_X:y * IMAGE_W + sx - PAD_X + sw] = b"\xff" * sw
+        mask[y * IMAGE_W + sx - PAD_X : y * IMAGE_W + sx - PAD_X + sw] = b"\xff" * sw
     with Client(address, timeout_s=5.0) as client:
-        patch = client.drag(pairs=pairs, pixels=original, width=IMAGE_W, height=IMAGE_H,
-                            mask=bytes(mask), params={"steps": 1})
-    assert result["cases"]["drag"]["new_rect"] == [patch.x + PAD_X, patch.y + PAD_Y,
-                                                   patch.width, patch.height]
+        patch = client.drag(
+            pairs=pairs,
+            pixels=original,
+            width=IMAGE_W,
+            height=IMAGE_H,
+            mask=bytes(mask),
+            params={"steps": 1},
+        )
+    assert result["cases"]["drag"]["new_rect"] == [
+        patch.x + PAD_X,
+        patch.y + PAD_Y,
+        patch.width,
+        patch.height,
+    ]
 
 
 def test_the_turned_head_got_a_turned_crop(gimp_run):
@@ -338,15 +365,15 @@ def test_pixels_outside_selection_kept_inside_changed(gimp_run):
     assert case["source_unchanged"], "the source layer was modified"
 
 
-@pytest.mark.parametrize(("mode", "base", "layer_type"),
-                         [("grey", "gray", "graya-image"), ("indexed", "indexed",
-                                                             "indexeda-image")])
-def test_grey_and_indexed_images_get_the_edit_in_their_own_mode(gimp_run, mode, base,
-                                                                 layer_type):
+@pytest.mark.parametrize(
+    ("mode", "base", "layer_type"),
+    [("grey", "gray", "graya-image"), ("indexed", "indexed", "indexeda-image")],
+)
+def test_grey_and_indexed_images_get_the_edit_in_their_own_mode(gimp_run, mode, base, layer_type):
     case = gimp_run[0]["cases"][mode]
     assert case["result"]["status"] == "success", case
     assert case["base_type"] == base, case
-    assert case["new_type"] == layer_type, case             # a new layer, in the image's mode
+    assert case["new_type"] == layer_type, case  # a new layer, in the image's mode
     assert case["layers_added"] == 1 and case["source_unchanged"], case
     assert not case["has_mask"], case
     # 5 steps do not reach the targets: the layer's name says so, and a message (Gimp.message,
@@ -383,8 +410,11 @@ def test_point_outside_layer_is_a_clear_message(gimp_run):
 
 def test_group_mask_channel_get_a_clear_message(gimp_run):
     cases = gimp_run[0]["cases"]["wrong_drawable"]
-    for kind, words in (("group", "layer group is selected"), ("mask", "layer mask is selected"),
-                        ("channel", "channel is selected")):
+    for kind, words in (
+        ("group", "layer group is selected"),
+        ("mask", "layer mask is selected"),
+        ("channel", "channel is selected"),
+    ):
         assert cases[kind]["status"] == "calling-error", (kind, cases[kind])
         assert words in cases[kind]["message"], (kind, cases[kind])
 
@@ -397,12 +427,13 @@ def kill_moment(status: dict, phase: str) -> bool:
     return running.get("phase") == "drag" and running.get("step", 0) >= 30
 
 
-CANCEL_SELECTION = [20, 20, 120, 90]     # x, y, w, h (image = layer pixels): holds the stroke
+CANCEL_SELECTION = [20, 20, 120, 90]  # x, y, w, h (image = layer pixels): holds the stroke
 
 
 @pytest.mark.parametrize("phase", ["invert", "drag"])
-def test_cancel_kills_the_plugin_and_leaves_the_image_as_before_or_one_undo_away(gimp_root, daemon,
-                                                                                 phase):
+def test_cancel_kills_the_plugin_and_leaves_the_image_as_before_or_one_undo_away(
+    gimp_root, daemon, phase
+):
     """GIMP's Cancel ends the plug-in process (SIGKILL). Killed while inverting: nothing was shown,
     the image is exactly as before (not even dirty). Killed after live previews: the only change
     is the preview layer, inside the plug-in's one undo group, which GIMP closes itself (one undo
@@ -416,9 +447,15 @@ def test_cancel_kills_the_plugin_and_leaves_the_image_as_before_or_one_undo_away
     write_png(gimp_root / WORK_IN_CHROOT.lstrip("/") / "in.png")
     with Client(address, timeout_s=5.0) as client:
         assert client.status().get("running") is None, "the daemon is still busy"
-    gimp = start_gimp(gimp_root, CANCEL_BATCH, {
-        "GIMP_DRAGGAN_DAEMON": address, "E2E_PNG": f"{WORK_IN_CHROOT}/in.png",
-        "E2E_SELECTION": json.dumps(CANCEL_SELECTION, separators=(",", ":"))})
+    gimp = start_gimp(
+        gimp_root,
+        CANCEL_BATCH,
+        {
+            "GIMP_DRAGGAN_DAEMON": address,
+            "E2E_PNG": f"{WORK_IN_CHROOT}/in.png",
+            "E2E_SELECTION": json.dumps(CANCEL_SELECTION, separators=(",", ":")),
+        },
+    )
     killed = None
     try:
         deadline = time.monotonic() + GIMP_TIMEOUT_S
@@ -446,7 +483,7 @@ def test_cancel_kills_the_plugin_and_leaves_the_image_as_before_or_one_undo_away
     result = batch_result(stdout)
     seen = f"{result}\n{stderr[-4000:]}"
     assert gimp.returncode == 0 and result, stdout + stderr
-    assert result["status"] == "calling-error", seen   # "returned no return values"
+    assert result["status"] == "calling-error", seen  # "returned no return values"
     assert result["alive"], seen
     x, y, w, h = CANCEL_SELECTION
     assert result["source_unchanged"] and result["undo_enabled"], seen

@@ -57,8 +57,7 @@ def one_torch_thread() -> Iterator[None]:
 
 
 @pytest.fixture
-def small(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-          one_torch_thread: None) -> list[int]:
+def small(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, one_torch_thread: None) -> list[int]:
     """Few PTI steps, an empty model cache and one torch thread; the list that gets an entry
     per inversion run (see `pipeline_helpers.small_counted_inversion`)."""
     return small_counted_inversion(monkeypatch, tmp_path)

@@ -15,7 +15,8 @@ def small_counted_inversion(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     per inversion run (to count them, not time them)."""
     monkeypatch.setenv("GIMP_DRAGGAN_CACHE", str(tmp_path / "cache"))
     monkeypatch.setitem(
-        pti.PRESETS, "fast",
+        pti.PRESETS,
+        "fast",
         pti.InvertParams(projection_steps=3, tuning_steps=2, w_avg_samples=64),
     )
     calls: list[int] = []
@@ -31,6 +32,7 @@ def small_counted_inversion(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
 
 def shifted_face(face: FaceLandmarks, dx: float) -> FaceLandmarks:
     """``face`` moved ``dx`` pixels to the right (a neighbour in a group photo)."""
+
     def move(p: tuple[float, float] | None) -> tuple[float, float] | None:
         return None if p is None else (p[0] + dx, p[1])
 
@@ -38,7 +40,10 @@ def shifted_face(face: FaceLandmarks, dx: float) -> FaceLandmarks:
     return FaceLandmarks(
         eye_left=(face.eye_left[0] + dx, face.eye_left[1]),
         eye_right=(face.eye_right[0] + dx, face.eye_right[1]),
-        nose=(face.nose[0] + dx, face.nose[1]), mouth=(face.mouth[0] + dx, face.mouth[1]),
-        mouth_left=move(face.mouth_left), mouth_right=move(face.mouth_right), score=face.score,
+        nose=(face.nose[0] + dx, face.nose[1]),
+        mouth=(face.mouth[0] + dx, face.mouth[1]),
+        mouth_left=move(face.mouth_left),
+        mouth_right=move(face.mouth_right),
+        score=face.score,
         box=(x0 + dx, y0, x1 + dx, y1),
     )

@@ -12,21 +12,29 @@ from gimp_draggan_plugin import protocol as P
 
 
 class FakeExecutor:
-    def __init__(self, step_s: float = 0.0, models: tuple[str, ...] = ("tiny",),
-                 cached: tuple[str, ...] = ("tiny",), name: str = "fake") -> None:
+    def __init__(
+        self,
+        step_s: float = 0.0,
+        models: tuple[str, ...] = ("tiny",),
+        cached: tuple[str, ...] = ("tiny",),
+        name: str = "fake",
+    ) -> None:
         self.name = name
         self.step_s = step_s
         self.models = models
         self.cached = cached
         self.runs = 0
         self.recovered = 0
-        self.running = threading.Event()   # Set while a job runs (tests wait on it).
+        self.running = threading.Event()  # Set while a job runs (tests wait on it).
         self.fail_next: Exception | None = None
-        self.short_by: float = 0.0         # > 0: photo drags end this far from their targets.
+        self.short_by: float = 0.0  # > 0: photo drags end this far from their targets.
 
     def info(self) -> dict[str, Any]:
-        return {"device": self.name, "default_model": self.models[0],
-                "models": [{"name": m, "cached": m in self.cached} for m in self.models]}
+        return {
+            "device": self.name,
+            "default_model": self.models[0],
+            "models": [{"name": m, "cached": m in self.cached} for m in self.models],
+        }
 
     def check_model(self, name: str | None) -> str:
         name = name or self.models[0]
@@ -53,18 +61,34 @@ class FakeExecutor:
         finally:
             self.running.clear()
         if request.seed is not None:
-            return P.JobResult(session=f"seed-{request.seed}", width=2, height=1,
-                               patch=bytes([request.seed % 256] * 8), points=points,
-                               distances=[0.0] * len(points), steps=steps)
+            return P.JobResult(
+                session=f"seed-{request.seed}",
+                width=2,
+                height=1,
+                patch=bytes([request.seed % 256] * 8),
+                points=points,
+                distances=[0.0] * len(points),
+                steps=steps,
+            )
         assert request.image is not None and request.pixels is not None
         spec = request.image
         patch = bytes(255 - b for b in request.pixels) if request.op == "drag" else b""
         size = (spec.width, spec.height) if patch else (0, 0)
-        return P.JobResult(session=f"{self.name}-{len(request.pixels)}", x=0, y=0, width=size[0],
-                           height=size[1], depth=spec.depth, patch=patch, points=points,
-                           distances=[self.short_by] * len(points), steps=steps,
-                           timings={"drag": 0.001}, converged=self.short_by == 0.0,
-                           worse=[0] if self.short_by > 0 else [])
+        return P.JobResult(
+            session=f"{self.name}-{len(request.pixels)}",
+            x=0,
+            y=0,
+            width=size[0],
+            height=size[1],
+            depth=spec.depth,
+            patch=patch,
+            points=points,
+            distances=[self.short_by] * len(points),
+            steps=steps,
+            timings={"drag": 0.001},
+            converged=self.short_by == 0.0,
+            worse=[0] if self.short_by > 0 else [],
+        )
 
     def download(self, name: str, on_progress: Any, should_stop: Any) -> None:
         on_progress(P.ProgressEvent("download", 1, 1))

@@ -10,8 +10,9 @@ import zmq
 
 from gimp_draggan_plugin import protocol as P
 
-TINY = dict(img_resolution=32, z_dim=32, w_dim=32, channel_base=256, channel_max=32,
-            mapping_layers=2)
+TINY = dict(
+    img_resolution=32, z_dim=32, w_dim=32, channel_base=256, channel_max=32, mapping_layers=2
+)
 
 
 class Raw:
@@ -25,8 +26,9 @@ class Raw:
     def send(self, frames: list[bytes]) -> None:
         self.sock.send_multipart(frames)
 
-    def request(self, op: str, msg_id: str, fields: dict | None = None,
-                blobs: dict | None = None) -> None:
+    def request(
+        self, op: str, msg_id: str, fields: dict | None = None, blobs: dict | None = None
+    ) -> None:
         self.send(P.encode(op, msg_id, fields, blobs))
 
     def recv(self, timeout_s: float = 5.0) -> P.Message | None:
@@ -34,8 +36,9 @@ class Raw:
             return None
         return P.decode(self.sock.recv_multipart())
 
-    def until(self, msg_id: str, ops: tuple[str, ...] = P.FINAL_OPS,
-              timeout_s: float = 10.0) -> tuple[P.Message, list[P.Message]]:
+    def until(
+        self, msg_id: str, ops: tuple[str, ...] = P.FINAL_OPS, timeout_s: float = 10.0
+    ) -> tuple[P.Message, list[P.Message]]:
         """Messages until one for `msg_id` with an op in `ops`; returns it and those before."""
         seen: list[P.Message] = []
         deadline = time.monotonic() + timeout_s
@@ -46,8 +49,9 @@ class Raw:
             if msg.id == msg_id and msg.op in ops:
                 return msg, seen
             seen.append(msg)
-        raise AssertionError(f"no {ops} for {msg_id} within {timeout_s} s; got "
-                             f"{[(m.op, m.id) for m in seen]}")
+        raise AssertionError(
+            f"no {ops} for {msg_id} within {timeout_s} s; got {[(m.op, m.id) for m in seen]}"
+        )
 
     def close(self) -> None:
         self.sock.close(linger=0)

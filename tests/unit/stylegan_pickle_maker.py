@@ -29,10 +29,7 @@ from torch import nn
 
 def marker_source(marker: Path) -> str:
     """Module source that writes ``marker`` the moment it is executed."""
-    return (
-        f"open({str(marker)!r}, 'w').write('module_src was executed')\n"
-        "class Generator: pass\n"
-    )
+    return f"open({str(marker)!r}, 'w').write('module_src was executed')\nclass Generator: pass\n"
 
 
 class EasyDict(dict):
@@ -76,15 +73,18 @@ class Persistent:
     """Pickles as NVIDIA's persistent-class record."""
 
     def __init__(self, class_name: str, state: dict[str, Any], module_src: str) -> None:
-        self.meta = dict(type="class", version=6, module_src=module_src, class_name=class_name,
-                         state=state)
+        self.meta = dict(
+            type="class", version=6, module_src=module_src, class_name=class_name, state=state
+        )
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_reconstruct_persistent_obj, (self.meta,))
 
 
 def persistent_module(
-    module: nn.Module, module_src: str, init_kwargs: dict[str, Any] | None = None,
+    module: nn.Module,
+    module_src: str,
+    init_kwargs: dict[str, Any] | None = None,
     init_args: tuple[Any, ...] = (),
 ) -> Persistent:
     """Record for ``module`` and, recursively, its children (NVIDIA's state layout)."""
@@ -92,7 +92,8 @@ def persistent_module(
         "training": False,
         "_parameters": OrderedDict(
             (k, nn.Parameter(v.detach().clone(), requires_grad=False))
-            for k, v in module._parameters.items() if v is not None
+            for k, v in module._parameters.items()
+            if v is not None
         ),
         "_buffers": OrderedDict((k, v.clone()) for k, v in module._buffers.items()),
         "_non_persistent_buffers_set": set(),
@@ -115,29 +116,51 @@ def persistent_module(
 def stylegan3_kwargs(cfg: Any) -> dict[str, Any]:
     """Generator init_kwargs as StyleGAN3's networks_stylegan2 stores them (synthesis flat)."""
     return dict(
-        z_dim=cfg.z_dim, c_dim=0, w_dim=cfg.w_dim, img_resolution=cfg.img_resolution,
+        z_dim=cfg.z_dim,
+        c_dim=0,
+        w_dim=cfg.w_dim,
+        img_resolution=cfg.img_resolution,
         img_channels=cfg.img_channels,
         mapping_kwargs=EasyDict(num_layers=cfg.mapping_layers),
-        channel_base=cfg.channel_base, channel_max=cfg.channel_max, num_fp16_res=4,
-        conv_clamp=cfg.conv_clamp, fused_modconv_default="inference_only",
+        channel_base=cfg.channel_base,
+        channel_max=cfg.channel_max,
+        num_fp16_res=4,
+        conv_clamp=cfg.conv_clamp,
+        fused_modconv_default="inference_only",
     )
 
 
 def ada_kwargs(cfg: Any) -> dict[str, Any]:
     """Generator init_kwargs as stylegan2-ada-pytorch stores them (nested synthesis_kwargs)."""
     return dict(
-        z_dim=cfg.z_dim, c_dim=0, w_dim=cfg.w_dim, img_resolution=cfg.img_resolution,
+        z_dim=cfg.z_dim,
+        c_dim=0,
+        w_dim=cfg.w_dim,
+        img_resolution=cfg.img_resolution,
         img_channels=cfg.img_channels,
-        mapping_kwargs=EasyDict(num_layers=cfg.mapping_layers, lr_multiplier=0.01,
-                                w_avg_beta=0.995, layer_features=None, activation="lrelu"),
-        synthesis_kwargs=EasyDict(channel_base=cfg.channel_base, channel_max=cfg.channel_max,
-                                  num_fp16_res=0, conv_clamp=cfg.conv_clamp,
-                                  architecture="skip", resample_filter=[1, 3, 3, 1]),
+        mapping_kwargs=EasyDict(
+            num_layers=cfg.mapping_layers,
+            lr_multiplier=0.01,
+            w_avg_beta=0.995,
+            layer_features=None,
+            activation="lrelu",
+        ),
+        synthesis_kwargs=EasyDict(
+            channel_base=cfg.channel_base,
+            channel_max=cfg.channel_max,
+            num_fp16_res=0,
+            conv_clamp=cfg.conv_clamp,
+            architecture="skip",
+            resample_filter=[1, 3, 3, 1],
+        ),
     )
 
 
 def write_network_pickle(
-    path: Path, G: nn.Module, init_kwargs: dict[str, Any], marker: Path,
+    path: Path,
+    G: nn.Module,
+    init_kwargs: dict[str, Any],
+    marker: Path,
     extra_modules: dict[str, nn.Module] | None = None,
 ) -> Path:
     """A training snapshot like NVIDIA's: G, D, G_ema, augment_pipe, training_set_kwargs."""
@@ -146,7 +169,9 @@ def write_network_pickle(
         g = persistent_module(G, src, init_kwargs)
         d = persistent_module(nn.Sequential(nn.Linear(4, 2)), src, {"c_dim": 0})
         snapshot: dict[str, Any] = {
-            "G": g, "D": d, "G_ema": g,
+            "G": g,
+            "D": d,
+            "G_ema": g,
             "augment_pipe": persistent_module(nn.Module(), src, {"xflip": 1}),
             "training_set_kwargs": EasyDict(path="data.zip", resolution=G.img_resolution),
         }

@@ -11,10 +11,10 @@ def _run(make, steps: int = 25) -> list[torch.Tensor]:
     torch.manual_seed(0)
     a = torch.randn(4, 7, requires_grad=True)
     b = torch.randn(3, requires_grad=True)
-    unused = torch.randn(2, requires_grad=True)      # never gets a gradient
+    unused = torch.randn(2, requires_grad=True)  # never gets a gradient
     opt = make([a, b, unused])
     for step in range(steps):
-        lr = 0.05 * (1.0 - step / steps)             # a schedule set between steps
+        lr = 0.05 * (1.0 - step / steps)  # a schedule set between steps
         if isinstance(opt, Adam):
             opt.lr = lr
         else:
@@ -36,5 +36,5 @@ def test_matches_torch_adam_bit_for_bit() -> None:
     for x, y in zip(ours, theirs, strict=True):
         assert torch.equal(x, y)
     start = _run(lambda ps: Adam(ps, lr=0.0), steps=1)
-    assert not torch.equal(ours[0], start[0])        # it did move
-    assert torch.equal(ours[2], start[2])            # no gradient, no step
+    assert not torch.equal(ours[0], start[0])  # it did move
+    assert torch.equal(ours[2], start[2])  # no gradient, no step

@@ -61,19 +61,26 @@ def test_umeyama_with_noise_is_the_least_squares_fit() -> None:
     def cost(s: Similarity) -> float:
         return float(((s.apply(src) - dst) ** 2).sum())
 
-    assert cost(fit) < cost(truth)          # No similarity does better, the truth neither.
-    for d_scale, d_angle, d_shift in ((1e-3, 0, 0), (-1e-3, 0, 0), (0, 1e-3, 0), (0, -1e-3, 0),
-                                      (0, 0, 1e-2), (0, 0, -1e-2)):
-        moved = Similarity(fit.scale + d_scale, _rotation(d_angle) @ fit.rotation,
-                           fit.translation + d_shift)
-        assert cost(moved) > cost(fit)                 # A minimum along every parameter.
+    assert cost(fit) < cost(truth)  # No similarity does better, the truth neither.
+    for d_scale, d_angle, d_shift in (
+        (1e-3, 0, 0),
+        (-1e-3, 0, 0),
+        (0, 1e-3, 0),
+        (0, -1e-3, 0),
+        (0, 0, 1e-2),
+        (0, 0, -1e-2),
+    ):
+        moved = Similarity(
+            fit.scale + d_scale, _rotation(d_angle) @ fit.rotation, fit.translation + d_shift
+        )
+        assert cost(moved) > cost(fit)  # A minimum along every parameter.
     assert fit.scale == pytest.approx(0.6, rel=0.02)
     np.testing.assert_allclose(fit.rotation, truth.rotation, atol=0.02)
 
 
 def test_umeyama_never_mirrors_and_rejects_bad_input() -> None:
     src = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
-    fit = umeyama(src, src * np.array([-1.0, 1.0]))    # A mirror image: the best turn, not a flip.
+    fit = umeyama(src, src * np.array([-1.0, 1.0]))  # A mirror image: the best turn, not a flip.
     assert np.linalg.det(fit.rotation) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="coincide"):
         umeyama(np.ones((4, 2)), np.zeros((4, 2)))
@@ -102,7 +109,7 @@ def test_template_is_a_face_in_the_middle() -> None:
     left_eye, right_eye, mouth_left, mouth_right = tmpl
     assert left_eye[0] < right_eye[0] and mouth_left[0] < mouth_right[0]
     assert max(left_eye[1], right_eye[1]) < min(mouth_left[1], mouth_right[1])
-    assert abs(tmpl[:, 0].mean() - 0.5) < 0.02              # World heads are centred on average.
+    assert abs(tmpl[:, 0].mean() - 0.5) < 0.02  # World heads are centred on average.
 
 
 def _paste(seed: int, box: CropBox) -> np.ndarray:
@@ -113,8 +120,17 @@ def _paste(seed: int, box: CropBox) -> np.ndarray:
     u, v = box.local(xs, ys)
     half = box.side / 2.0
     grid = np.stack([(u + half) / box.side * 2 - 1, (v + half) / box.side * 2 - 1], axis=-1)
-    drawn = F.grid_sample(img, torch.from_numpy(grid).float()[None], mode="bicubic",
-                          padding_mode="border", align_corners=False)[0].permute(1, 2, 0).numpy()
+    drawn = (
+        F.grid_sample(
+            img,
+            torch.from_numpy(grid).float()[None],
+            mode="bicubic",
+            padding_mode="border",
+            align_corners=False,
+        )[0]
+        .permute(1, 2, 0)
+        .numpy()
+    )
     inside = (np.maximum(np.abs(u), np.abs(v)) <= half)[..., None]
     backdrop = np.broadcast_to((0.3 + 0.4 * xs / w)[..., None], (h, w, 3))
     rgb = np.where(inside, drawn.clip(0, 1), backdrop)
@@ -124,9 +140,9 @@ def _paste(seed: int, box: CropBox) -> np.ndarray:
 def _turned_scene(seed: int, degrees: float) -> tuple[np.ndarray, CropBox, Rect]:
     box = CropBox(40, 40, 128, 208, 208, 64, math.radians(degrees))
     layer = _paste(seed, box)
-    kps = render([seed]).keypoints[0].double().numpy() - 0.5      # Model pixel centres.
+    kps = render([seed]).keypoints[0].double().numpy() - 0.5  # Model pixel centres.
     r = points_rect(box.to_layer([tuple(p) for p in kps]), 208, 208)
-    needed = Rect(r.x0 - 6, r.y0 - 6, r.x1 + 6, r.y1 + 6)         # The face, as a user selects.
+    needed = Rect(r.x0 - 6, r.y0 - 6, r.x1 + 6, r.y1 + 6)  # The face, as a user selects.
     return layer, box, needed
 
 
@@ -156,10 +172,10 @@ def test_a_turned_head_is_framed_upright(degrees: float) -> None:
 def test_points_close_together_on_a_big_head_still_find_it() -> None:
     """No selection and one short drag at the mouth: the square around the points shows only
     the mouth, so the aligner starts again from wider squares."""
-    box = CropBox(40, 40, 320, 400, 400, 64, math.radians(20.0))     # a 5x head
+    box = CropBox(40, 40, 320, 400, 400, 64, math.radians(20.0))  # a 5x head
     layer = _paste(123, box)
-    mouth = render([123]).keypoints[0, 5].double().numpy() - 0.5        # mouth top
-    (mx, my), = box.to_layer([tuple(mouth)])
+    mouth = render([123]).keypoints[0, 5].double().numpy() - 0.5  # mouth top
+    ((mx, my),) = box.to_layer([tuple(mouth)])
     needed = Rect(int(mx) - 3, int(my) - 3, int(mx) + 4, int(my) + 4)
     assert KeypointAligner(starts=1).locate(layer, needed, 64).method == "square"
     framing = KeypointAligner().locate(layer, needed, 64)
@@ -183,14 +199,14 @@ def test_a_flat_layer_falls_back_to_the_square() -> None:
     needed = Rect(60, 40, 120, 100)
     aligner = KeypointAligner()
     fits = aligner.fits(layer, needed, 64)
-    assert aligner.best(fits).spread > aligner.max_spread     # No face: the heatmaps are broad.
+    assert aligner.best(fits).spread > aligner.max_spread  # No face: the heatmaps are broad.
     assert aligner.frame(layer, needed, 64) == SquareFraming().frame(layer, needed, 64)
     assert aligner.locate(layer, needed, 64).method == "square"
 
 
 def test_a_crop_that_would_not_hold_the_selection_falls_back() -> None:
     layer, _, _ = _turned_scene(123, 20.0)
-    needed = Rect(0, 0, 208, 208)                  # The whole layer: no face square holds it.
+    needed = Rect(0, 0, 208, 208)  # The whole layer: no face square holds it.
     assert KeypointAligner().frame(layer, needed, 64) == SquareFraming().frame(layer, needed, 64)
 
 
@@ -215,7 +231,7 @@ def test_framings_are_remembered_per_region_of_one_layer(monkeypatch: pytest.Mon
     first = aligner.locate(layer, needed, 64)
     ran = len(rounds)
     assert ran >= 1 and aligner.locate(layer, needed, 64) == first and len(rounds) == ran
-    again = aligner.locate(layer.copy(), needed, 64)            # another layer: framed anew
+    again = aligner.locate(layer.copy(), needed, 64)  # another layer: framed anew
     assert again == first and len(rounds) == 2 * ran
-    aligner.forget()                                            # changed in place: anew too
+    aligner.forget()  # changed in place: anew too
     assert aligner.locate(layer, needed, 64) == first and len(rounds) == 3 * ran

@@ -11,8 +11,13 @@ from gimp_draggan.crop import Rect
 from gimp_draggan.faces import FaceLandmarks, find_faces
 
 FACE = FaceLandmarks(
-    eye_left=(203.0, 101.0), eye_right=(247.0, 103.0), nose=(225.0, 125.0),
-    mouth=(223.0, 140.0), mouth_left=None, mouth_right=None, score=0.9,
+    eye_left=(203.0, 101.0),
+    eye_right=(247.0, 103.0),
+    nose=(225.0, 125.0),
+    mouth=(223.0, 140.0),
+    mouth_left=None,
+    mouth_right=None,
+    score=0.9,
     box=(173.0, 73.0, 275.0, 175.0),
 )
 

@@ -30,8 +30,10 @@ def test_write_replaces_whole_and_keeps_the_mode(tmp_path: Path) -> None:
 def test_a_failing_writer_leaves_the_old_file(tmp_path: Path) -> None:
     target = tmp_path / "keep.png"
     target.write_bytes(b"the old picture")
-    with pytest.raises(atomic.NoSpaceError, match=r"no space left on .* \(needs ~3\.0 MB\)"), \
-            atomic.replacing(target, needed=3_000_000) as f:
+    with (
+        pytest.raises(atomic.NoSpaceError, match=r"no space left on .* \(needs ~3\.0 MB\)"),
+        atomic.replacing(target, needed=3_000_000) as f,
+    ):
         f.write(b"half of the new")
         raise OSError(errno.ENOSPC, "No space left on device")
     assert target.read_bytes() == b"the old picture"
@@ -45,8 +47,11 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
         pytest.skip("mounting a 2 MB tmpfs needs root")
     mount = tmp_path / "tiny"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     try:
@@ -66,10 +71,22 @@ def _fill(folder: Path) -> None:
 
 
 def test_full_disk_keeps_the_old_output_and_says_one_line(
-        tiny_disk: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tiny_disk: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     keep = tiny_disk / "keep.png"
-    argv = ["drag", "--seed", "3", "-p", "20,20:24,22", "--model", "embedded", "--steps", "0",
-            "-o", str(keep)]
+    argv = [
+        "drag",
+        "--seed",
+        "3",
+        "-p",
+        "20,20:24,22",
+        "--model",
+        "embedded",
+        "--steps",
+        "0",
+        "-o",
+        str(keep),
+    ]
     assert main(argv) == 0
     old = keep.read_bytes()
     _fill(tiny_disk)

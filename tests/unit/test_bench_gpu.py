@@ -13,8 +13,18 @@ import pytest
 import torch
 
 PATH = Path(__file__).resolve().parents[1] / "bench" / "bench_gpu.py"
-ROW_KEYS = {"sec_per_step", "step_ms_min", "edit_seconds", "edit_timings", "peak_gpu_mb",
-            "edit_peak_gpu_mb", "accepted", "reason", "handle_dx_px", "psnr_db"}
+ROW_KEYS = {
+    "sec_per_step",
+    "step_ms_min",
+    "edit_seconds",
+    "edit_timings",
+    "peak_gpu_mb",
+    "edit_peak_gpu_mb",
+    "accepted",
+    "reason",
+    "handle_dx_px",
+    "psnr_db",
+}
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +44,14 @@ def _run(bench: ModuleType, capsys: pytest.CaptureFixture[str], argv: list[str])
     return json.loads(lines[0])
 
 
-def test_tiny_cpu_run_with_a_photo_edit(bench: ModuleType, capsys: pytest.CaptureFixture[str],
-                                        one_torch_thread: None) -> None:
-    out = _run(bench, capsys, ["--device", "cpu", "--tiny", "--steps", "3", "--photo",
-                               "--edit-steps", "20"])
+def test_tiny_cpu_run_with_a_photo_edit(
+    bench: ModuleType, capsys: pytest.CaptureFixture[str], one_torch_thread: None
+) -> None:
+    out = _run(
+        bench,
+        capsys,
+        ["--device", "cpu", "--tiny", "--steps", "3", "--photo", "--edit-steps", "20"],
+    )
     assert out["device"] == "cpu" and out["res"] == 32 and out["tiny"] is True
     assert out["torch"] == torch.__version__ and out["commit"] and out["device_name"]
     assert out["tolerance"] == {"handle_px": 1.0, "psnr_db": 30.0}
@@ -61,7 +75,9 @@ def test_tiny_cpu_run_with_a_photo_edit(bench: ModuleType, capsys: pytest.Captur
 
 
 def test_a_failing_mode_is_rejected_not_raised(
-    bench: ModuleType, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    bench: ModuleType,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
     one_torch_thread: None,
 ) -> None:
     real = bench.drag_mode
@@ -73,7 +89,7 @@ def test_a_failing_mode_is_rejected_not_raised(
 
     monkeypatch.setattr(bench, "drag_mode", drag_mode)
     out = _run(bench, capsys, ["--device", "cpu", "--tiny", "--steps", "1", "--modes", "fp16"])
-    assert list(out["modes"]) == ["fp32", "fp16"]      # fp32 always runs: the yardstick
+    assert list(out["modes"]) == ["fp32", "fp16"]  # fp32 always runs: the yardstick
     assert out["modes"]["fp32"]["accepted"]
     fp16 = out["modes"]["fp16"]
     assert not fp16["accepted"] and fp16["sec_per_step"] is None
@@ -89,7 +105,7 @@ def test_judge_rejects_drift_beyond_the_tolerance(bench: ModuleType) -> None:
     far = {"points": [(3.0, 3.0), (5.0, 6.5)], "image": img}
     ok, why, _ = bench.judge(far, base, 1.0, 30.0)
     assert not ok and "1.50 px" in why
-    blurred = {"points": base["points"], "image": img + 0.2}   # 20 dB
+    blurred = {"points": base["points"], "image": img + 0.2}  # 20 dB
     ok, why, figures = bench.judge(blurred, base, 1.0, 30.0)
     assert not ok and "dB" in why and figures["psnr_db"] == pytest.approx(20.0, abs=0.1)
     broken = {"points": base["points"], "image": img * float("nan")}

@@ -29,8 +29,9 @@ from gimp_draggan.draggan.checkpoint import (
 )
 from gimp_draggan.draggan.networks import Generator, GeneratorConfig, seed_to_z
 
-CFG = GeneratorConfig(img_resolution=32, z_dim=32, w_dim=32, channel_base=256, channel_max=32,
-                      mapping_layers=2)
+CFG = GeneratorConfig(
+    img_resolution=32, z_dim=32, w_dim=32, channel_base=256, channel_max=32, mapping_layers=2
+)
 
 
 @pytest.fixture(scope="module")
@@ -65,12 +66,14 @@ def test_pickle_loads_renders_like_source_and_never_runs_module_src(
         kwargs, args = ada_kwargs(CFG), ()
     else:
         kw = ada_kwargs(CFG)
-        args = tuple(kw.pop(k) for k in ("z_dim", "c_dim", "w_dim", "img_resolution",
-                                         "img_channels"))
+        args = tuple(
+            kw.pop(k) for k in ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")
+        )
         kwargs = kw
     path = tmp_path / "net.pkl"
     with nvidia_modules():
         from stylegan_pickle_maker import persistent_module
+
         snapshot = {"G_ema": persistent_module(source_G, "raise SystemExit", kwargs, args)}
         path.write_bytes(pickle.dumps(snapshot))
     paths = [path]
@@ -131,8 +134,13 @@ def _evil_pickles(marker: Path) -> dict[str, bytes]:
         ),
         # getattr(__import__('os'), 'system')(...) assembled from harmless-looking reduces.
         "builtins.getattr": (
-            b"\x80\x02cbuiltins\ngetattr\ncbuiltins\n__import__\n" + _text("os") + b"\x85R"
-            + _text("system") + b"\x86R" + _text(touch) + b"\x85R."
+            b"\x80\x02cbuiltins\ngetattr\ncbuiltins\n__import__\n"
+            + _text("os")
+            + b"\x85R"
+            + _text("system")
+            + b"\x86R"
+            + _text(touch)
+            + b"\x85R."
         ),
         # A nested plain torch stream would be unpickled by torch.load: it must be weights-only.
         "torch.load": pickle.dumps(_Reduce(torch.load, (str(marker),))),
@@ -167,8 +175,7 @@ def test_storage_bytes_must_be_weights_only(tmp_path: Path) -> None:
     """``_load_from_bytes`` is allowed, but its payload may not smuggle code to torch.load."""
     marker = tmp_path / "PWNED"
     inner = pickle.dumps(_Reduce(os.system, (f"touch {marker}",)), protocol=2)
-    outer = (b"\x80\x02ctorch.storage\n_load_from_bytes\nC" + bytes([len(inner)]) + inner
-             + b"\x85R.")
+    outer = b"\x80\x02ctorch.storage\n_load_from_bytes\nC" + bytes([len(inner)]) + inner + b"\x85R."
     path = tmp_path / "evil.pkl"
     path.write_bytes(outer)
     with pytest.raises(UnsafeCheckpointError, match="not a trusted StyleGAN checkpoint"):
@@ -177,8 +184,7 @@ def test_storage_bytes_must_be_weights_only(tmp_path: Path) -> None:
 
 
 def test_numpy_reconstruct_with_foreign_class_refused(tmp_path: Path) -> None:
-    data = (b"\x80\x02cnumpy.core.multiarray\n_reconstruct\ncbuiltins\nset\n"
-            b"K\x00\x85C\x01b\x87R.")
+    data = b"\x80\x02cnumpy.core.multiarray\n_reconstruct\ncbuiltins\nset\nK\x00\x85C\x01b\x87R."
     path = tmp_path / "np.pkl"
     path.write_bytes(data)
     with pytest.raises(CheckpointError, match="numpy array record"):
@@ -198,8 +204,9 @@ def test_tensorflow_pickle_refused_with_conversion_howto(tmp_path: Path) -> None
 def test_damaged_or_foreign_files_give_clear_errors(
     tmp_path: Path, source_G: Generator, what: str
 ) -> None:
-    good = write_network_pickle(tmp_path / "good.pkl", source_G, stylegan3_kwargs(CFG),
-                                tmp_path / "m").read_bytes()
+    good = write_network_pickle(
+        tmp_path / "good.pkl", source_G, stylegan3_kwargs(CFG), tmp_path / "m"
+    ).read_bytes()
     content = {
         "empty": b"",
         "truncated": good[: len(good) // 2],
@@ -211,8 +218,13 @@ def test_damaged_or_foreign_files_give_clear_errors(
     path.write_bytes(content)
     with pytest.raises(CheckpointError) as info:
         load_generator(path)
-    expect = {"empty": "empty", "truncated": "truncated", "text": "not a StyleGAN",
-              "zip": "zip archive", "png": "not a StyleGAN"}[what]
+    expect = {
+        "empty": "empty",
+        "truncated": "truncated",
+        "text": "not a StyleGAN",
+        "zip": "zip archive",
+        "png": "not a StyleGAN",
+    }[what]
     assert expect in str(info.value)
 
 
@@ -277,8 +289,9 @@ def test_safetensors_errors(tmp_path: Path, source_G: Generator) -> None:
 def test_corrupted_bytes_never_escape_as_other_errors(tmp_path: Path, source_G: Generator) -> None:
     """Flip bytes all over a valid pickle: every outcome is a load or a CheckpointError."""
     marker = tmp_path / "EXECUTED"
-    good = write_network_pickle(tmp_path / "good.pkl", source_G, stylegan3_kwargs(CFG),
-                                marker).read_bytes()
+    good = write_network_pickle(
+        tmp_path / "good.pkl", source_G, stylegan3_kwargs(CFG), marker
+    ).read_bytes()
     rng = random.Random(0)
     mutants = []
     for _ in range(40):

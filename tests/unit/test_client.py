@@ -80,8 +80,9 @@ def test_not_running_is_a_clear_error_naming_the_start_command():
         client.hello()
     assert time.monotonic() - started < P.REQUEST_TIMEOUT_S  # Refused at once, no timeout.
     assert err.value.code == "not_running"
-    assert str(err.value) == (f"daemon not running at {address} — start it with "
-                              f"`gimp-draggan serve --bind {address}`")
+    assert str(err.value) == (
+        f"daemon not running at {address} — start it with `gimp-draggan serve --bind {address}`"
+    )
 
 
 def test_lazy_pirate_resends_on_a_fresh_socket(fake):
@@ -104,8 +105,10 @@ def test_no_answer_after_all_retries_is_a_timeout(fake):
 
 def test_silence_after_a_job_was_queued_is_an_error(fake):
     d = fake(lambda msg, n: [P.encode("queued", msg.id, {"position": 1})] if n == 1 else [])
-    with Client(d.address, silence_s=0.6, heartbeat_s=0.1) as client, \
-            pytest.raises(DaemonError) as err:
+    with (
+        Client(d.address, silence_s=0.6, heartbeat_s=0.1) as client,
+        pytest.raises(DaemonError) as err,
+    ):
         client.drag(seed=1, pairs=[((1, 1), (5, 5))])
     assert err.value.code == "timeout" and "stopped answering" in str(err.value)
     assert any(m.op == "heartbeat" for _, m in d.seen)
@@ -115,8 +118,9 @@ def test_bad_requests_are_refused_before_sending(fake):
     d = fake(lambda msg, n: [])
     with Client(d.address) as client:
         with pytest.raises(DaemonError) as err:
-            client.drag(pixels=bytes(16), width=2, height=2,
-                        pairs=[((0, 0), (1, 1))] * (P.MAX_POINTS + 1))
+            client.drag(
+                pixels=bytes(16), width=2, height=2, pairs=[((0, 0), (1, 1))] * (P.MAX_POINTS + 1)
+            )
         assert err.value.code == "bad_request"
         with pytest.raises(DaemonError):
             client.drag(pixels=bytes(10), width=2, height=2, pairs=[((0, 0), (1, 1))])
@@ -139,14 +143,25 @@ def test_both_transports_drive_the_real_daemon(daemon, prefer):
     with Client(daemon.address, prefer=prefer) as client:
         assert client.transport_name == prefer
         assert client.hello()["device"] == "fake"
-        r = client.drag(pixels=bytes(range(16)), width=2, height=2, pairs=[((0, 0), (1, 1))],
-                        params={"steps": 3}, on_event=events.append)
+        r = client.drag(
+            pixels=bytes(range(16)),
+            width=2,
+            height=2,
+            pairs=[((0, 0), (1, 1))],
+            params={"steps": 3},
+            on_event=events.append,
+        )
         assert r.patch == bytes(255 - b for b in range(16))
         assert [type(e).__name__ for e in events] == ["QueuedEvent"] + ["ProgressEvent"] * 3
         started = time.monotonic()
         with pytest.raises(DaemonError) as err:
-            client.drag(pixels=bytes(16), width=2, height=2, pairs=[((0, 0), (1, 1))],
-                        params={"steps": 2000},
-                        should_stop=lambda: time.monotonic() - started > 0.2)
+            client.drag(
+                pixels=bytes(16),
+                width=2,
+                height=2,
+                pairs=[((0, 0), (1, 1))],
+                params={"steps": 2000},
+                should_stop=lambda: time.monotonic() - started > 0.2,
+            )
         assert err.value.code == "cancelled"
         assert client.status()["running"] is None

@@ -39,30 +39,42 @@ def photo(seed: int) -> bytes:
     return (img * 255).round().astype(np.uint8).tobytes()
 
 
-def drag(address: str, pixels: bytes, steps: int = 3, session: str | None = None,
-         events: list | None = None) -> P.JobResult:
+def drag(
+    address: str,
+    pixels: bytes,
+    steps: int = 3,
+    session: str | None = None,
+    events: list | None = None,
+) -> P.JobResult:
     with Client(address) as client:
-        return client.drag(pixels=pixels, width=W, height=H, pairs=PAIRS, model="tiny",
-                           params={"steps": steps}, session=session,
-                           on_event=None if events is None else events.append)
+        return client.drag(
+            pixels=pixels,
+            width=W,
+            height=H,
+            pairs=PAIRS,
+            model="tiny",
+            params={"steps": steps},
+            session=session,
+            on_event=None if events is None else events.append,
+        )
 
 
 # ---- the placement rule (no Ray) --------------------------------------------------------------
 def test_placement_session_then_content_then_model_then_load():
     pool = ActorPool([Slot(i, None, ActorInfo(i, "cpu", "n"), {"a"}) for i in range(3)], "a")
     pool.slots[2].models.add("b")
-    assert pool.target(Ask("b")).index == 2            # The model loaded beats idle actors...
+    assert pool.target(Ask("b")).index == 2  # The model loaded beats idle actors...
     pool.slots[2].running = object()  # type: ignore[assignment]
-    assert pool.target(Ask("b")).index == 2            # ...even a busy one (the job waits).
-    assert pool.target(Ask("a")).index == 0            # Least loaded of those with the model.
+    assert pool.target(Ask("b")).index == 2  # ...even a busy one (the job waits).
+    assert pool.target(Ask("a")).index == 0  # Least loaded of those with the model.
     pool.placed(pool.slots[0], Ask("a", content="pix"))
     pool.finished(pool.slots[0], "a", "s0")
-    assert pool.target(Ask("a")).index == 1            # Fewer sessions held.
-    assert pool.target(Ask("a", content="pix")).index == 0      # Same pixels, same actor.
-    assert pool.target(Ask("c", session="s0")).index == 0       # The session's actor first.
+    assert pool.target(Ask("a")).index == 1  # Fewer sessions held.
+    assert pool.target(Ask("a", content="pix")).index == 0  # Same pixels, same actor.
+    assert pool.target(Ask("c", session="s0")).index == 0  # The session's actor first.
     assert pool.where("s0") == 0
     pool.lost(pool.slots[0])
-    assert pool.where("s0") is None                    # Forgotten: placed anew by load.
+    assert pool.where("s0") is None  # Forgotten: placed anew by load.
     assert pool.target(Ask("a", content="pix")).index == 1
     assert pool.slots[0].sessions == set() and pool.slots[0].models == {"a"}
 
@@ -75,9 +87,12 @@ def pool(tiny):
 
     cluster.join("local", num_cpus=2, object_store_memory=80 * 2**20, log_to_driver=False)
     try:
-        yield cluster.start_actors(cluster.ClusterConfig("local", actors=2, threads_per_actor=1,
-                                                         device="cpu"),
-                                   "tiny", {"tiny": tiny}, None)
+        yield cluster.start_actors(
+            cluster.ClusterConfig("local", actors=2, threads_per_actor=1, device="cpu"),
+            "tiny",
+            {"tiny": tiny},
+            None,
+        )
     finally:
         cluster.leave()
 
@@ -116,21 +131,28 @@ def test_two_clients_land_on_two_actors_and_repeats_stay_without_reinverting(dae
 def test_output_is_byte_identical_to_the_in_process_daemon(daemon, tiny):
     pixels, params = photo(7), {"steps": 4, "preview_every": 2, "preview_size": 64}
     results = []
-    threads = single_torch_thread()       # The actors run one torch thread each too.
+    threads = single_torch_thread()  # The actors run one torch thread each too.
     next(threads)
     local = pipeline_daemon(tiny)
     try:
         for address in (daemon.address, next(local)[0].address):
             with Client(address) as client:
-                results.append(client.drag(pixels=pixels, width=W, height=H, pairs=PAIRS,
-                                           model="tiny", params=params))
+                results.append(
+                    client.drag(
+                        pixels=pixels, width=W, height=H, pairs=PAIRS, model="tiny", params=params
+                    )
+                )
     finally:
         local.close()
         threads.close()
     remote, here = results
     assert remote.patch == here.patch and len(here.patch) > 0
-    assert (remote.x, remote.y, remote.width, remote.height) == (here.x, here.y, here.width,
-                                                                 here.height)
+    assert (remote.x, remote.y, remote.width, remote.height) == (
+        here.x,
+        here.y,
+        here.width,
+        here.height,
+    )
     assert remote.points == here.points and remote.steps == here.steps
     assert remote.session == here.session
 
@@ -141,9 +163,19 @@ def running_slot(pool, job_id: str):
 
 
 def start_long_drag(daemon, raw: Raw, job_id: str, seed: int) -> None:
-    raw.request("drag", job_id, {"width": W, "height": H, "depth": "u8", "model": "tiny",
-                                 "pairs": [[14, 16, 30, 20]], "params": {"steps": 2000}},
-                {"pixels": photo(seed)})
+    raw.request(
+        "drag",
+        job_id,
+        {
+            "width": W,
+            "height": H,
+            "depth": "u8",
+            "model": "tiny",
+            "pairs": [[14, 16, 30, 20]],
+            "params": {"steps": 2000},
+        },
+        {"pixels": photo(seed)},
+    )
     raw.until(job_id, ("progress",), timeout_s=60)
 
 
@@ -153,11 +185,17 @@ def test_cancel_stops_the_job_on_its_actor_within_one_step(daemon, pool):
         start_long_drag(daemon, raw, "long-1", seed=11)
         slot = running_slot(pool, "long-1")
         assert slot is not None
+
         # Wait for the drag itself (past the inversion), then cancel.
         def dragging() -> bool:
             run = slot.running
-            return run is not None and run.job.progress is not None and \
-                run.job.progress.phase == "drag" and run.job.progress.step >= 2
+            return (
+                run is not None
+                and run.job.progress is not None
+                and run.job.progress.phase == "drag"
+                and run.job.progress.step >= 2
+            )
+
         assert wait_for(dragging, 60)
         raw.request("cancel", "c-1", {"job": "long-1"})
         start = time.monotonic()
@@ -166,8 +204,11 @@ def test_cancel_stops_the_job_on_its_actor_within_one_step(daemon, pool):
     finally:
         raw.close()
     assert final.op == "error" and final.header["code"] == "cancelled"
-    stopped, came = re.search(r"stopped after drag step (\d+); the cancel came after drag "
-                              r"step (\d+)", final.header["message"]).groups()
+    stopped, came = re.search(
+        r"stopped after drag step (\d+); the cancel came after drag "
+        r"step (\d+)",
+        final.header["message"],
+    ).groups()
     assert 0 <= int(stopped) - int(came) <= 1, final.header["message"]
     assert took < 5 and wait_for(lambda: not slot.busy, 2)
 
@@ -191,7 +232,7 @@ def test_a_killed_actor_gives_worker_lost_and_the_daemon_serves_on(daemon, pool)
     assert final.op == "error" and final.header["code"] == "worker_lost", final.header
     assert took < 10
     assert all(pool.where(s) is None for s in held)
-    again = drag(daemon.address, photo(12), steps=2)   # The lost session: inverted anew.
+    again = drag(daemon.address, photo(12), steps=2)  # The lost session: inverted anew.
     assert len(again.patch) > 0 and "invert" in again.timings
     assert wait_for(lambda: slot.up, 60, every_s=0.1)  # Ray restarted it; it serves again.
     assert slot.info.pid != killed and ray.get(slot.handle.describe.remote()).pid == slot.info.pid
@@ -225,9 +266,13 @@ def test_the_default_daemon_does_not_import_ray(tiny, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         address = f"tcp://127.0.0.1:{s.getsockname()[1]}"
-    out = subprocess.run([sys.executable, "-c", CHECK, address, str(tiny)], capture_output=True,
-                         text=True, timeout=90,
-                         env={**os.environ, "GIMP_DRAGGAN_LOG_DIR": str(tmp_path)})
+    out = subprocess.run(
+        [sys.executable, "-c", CHECK, address, str(tiny)],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env={**os.environ, "GIMP_DRAGGAN_LOG_DIR": str(tmp_path)},
+    )
     assert out.stdout.strip() == "no ray", out.stderr[-2000:]
 
 

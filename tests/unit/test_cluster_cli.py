@@ -23,12 +23,30 @@ def test_serve_cluster_local_runs_jobs_and_stops_on_sigterm(tiny, tmp_path):
         s.bind(("127.0.0.1", 0))
         address = f"tcp://127.0.0.1:{s.getsockname()[1]}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gimp_draggan", "serve", "--cluster", "local", "--device", "cpu",
-         "--actors", "1", "--threads-per-actor", "1", "--bind", address, "--model", str(tiny)],
+        [
+            sys.executable,
+            "-m",
+            "gimp_draggan",
+            "serve",
+            "--cluster",
+            "local",
+            "--device",
+            "cpu",
+            "--actors",
+            "1",
+            "--threads-per-actor",
+            "1",
+            "--bind",
+            address,
+            "--model",
+            str(tiny),
+        ],
         env={**os.environ, "GIMP_DRAGGAN_LOG_DIR": str(tmp_path / "log")},
-        stderr=(tmp_path / "stderr.txt").open("w"), stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "stderr.txt").open("w"),
+        stdout=subprocess.DEVNULL,
     )
     try:
+
         def hello() -> dict | None:
             try:
                 with Client(address) as client:
@@ -36,12 +54,14 @@ def test_serve_cluster_local_runs_jobs_and_stops_on_sigterm(tiny, tmp_path):
             except DaemonError:
                 return None
 
-        assert wait_for(lambda: hello() is not None, 90, every_s=0.5), \
-            (tmp_path / "stderr.txt").read_text()[-2000:]
+        assert wait_for(lambda: hello() is not None, 90, every_s=0.5), (
+            tmp_path / "stderr.txt"
+        ).read_text()[-2000:]
         assert hello()["device"].startswith("ray local: 1 actor(s) (cpu@")
         with Client(address) as client:
-            r = client.drag(seed=3, pairs=[((10.0, 10.0), (14.0, 10.0))], model="tiny",
-                            params={"steps": 2})
+            r = client.drag(
+                seed=3, pairs=[((10.0, 10.0), (14.0, 10.0))], model="tiny", params={"steps": 2}
+            )
         assert (r.width, r.height, r.steps) == (32, 32, 2)
         proc.terminate()
         assert proc.wait(30) == 0

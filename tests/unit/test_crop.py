@@ -25,15 +25,15 @@ def _u8(a: np.ndarray) -> np.ndarray:
 
 def test_box_is_a_centred_square_with_margin() -> None:
     box = choose_box(Rect(100, 50, 200, 110), 640, 480, resolution=64, margin=0.25)
-    assert box.side == 150                                  # 100 * 1.5
+    assert box.side == 150  # 100 * 1.5
     assert (box.x0 + box.side / 2, box.y0 + box.side / 2) == (150, 80)
     assert box.rect.contains(Rect(100, 50, 200, 110))
 
 
 def test_small_needs_get_the_minimum_side() -> None:
     box = choose_box(Rect(10, 10, 12, 12), 640, 480, resolution=512)
-    assert box.side == 256                                  # resolution // 2
-    assert box.inside == Rect(0, 0, 139, 139)               # clipped at the layer's corner
+    assert box.side == 256  # resolution // 2
+    assert box.inside == Rect(0, 0, 139, 139)  # clipped at the layer's corner
 
 
 def test_point_maps_are_inverse_and_centre_to_centre() -> None:
@@ -42,7 +42,7 @@ def test_point_maps_are_inverse_and_centre_to_centre() -> None:
     back = box.to_layer(box.to_model(pts))
     assert np.allclose(back, pts)
     # The centre of the box maps onto the centre of the model image.
-    (u, v), = box.to_model([(box.x0 + 150 - 0.5, box.y0 + 150 - 0.5)])
+    ((u, v),) = box.to_model([(box.x0 + 150 - 0.5, box.y0 + 150 - 0.5)])
     assert (u, v) == pytest.approx((31.5, 31.5))
 
 
@@ -56,15 +56,15 @@ def test_rects_of_points_and_masks() -> None:
 
 
 def test_crop_of_a_real_photo_matches_a_direct_lanczos_resize() -> None:
-    img = skimage.data.astronaut()                         # 512 x 512 portrait
+    img = skimage.data.astronaut()  # 512 x 512 portrait
     rgba = np.dstack([img, np.full(img.shape[:2], 255, np.uint8)])
     box = choose_box(Rect(180, 80, 300, 230), 512, 512, resolution=64)
-    assert box.inside == box.rect                           # wholly on the layer
+    assert box.inside == box.rect  # wholly on the layer
     got = layer_to_model(rgba, box, _u8)
     ref_img = Image.fromarray(img).crop((box.x0, box.y0, box.x0 + box.side, box.y0 + box.side))
     ref = np.asarray(ref_img.resize((64, 64), Image.Resampling.LANCZOS), np.float32) / 255
     assert got.shape == (64, 64, 4)
-    diff = np.abs(np.clip(got[:, :, :3], 0, 1) - ref)      # Pillow's 8-bit path clips overshoot
+    diff = np.abs(np.clip(got[:, :, :3], 0, 1) - ref)  # Pillow's 8-bit path clips overshoot
     assert diff.max() < 5 / 255 and diff.mean() < 0.5 / 255  # and rounds between its two passes
     assert np.allclose(got[:, :, 3], 1.0, atol=1e-3)
 
@@ -75,8 +75,8 @@ def test_the_box_is_reflected_where_it_leaves_the_layer() -> None:
     ramp = np.tile(np.arange(w, dtype=np.float32), (h, 1))[:, :, None]
     box = CropBox(x0=-20, y0=0, side=40, layer_width=w, layer_height=h, resolution=40)
     got = layer_to_model(ramp, box, lambda a: a.astype(np.float32))[:, :, 0]
-    assert got[20, 25] == pytest.approx(5.0, abs=0.05)      # inside: layer column 5
-    assert got[20, 15] == pytest.approx(5.0, abs=0.05)      # outside: column -5 mirrors 5
+    assert got[20, 25] == pytest.approx(5.0, abs=0.05)  # inside: layer column 5
+    assert got[20, 15] == pytest.approx(5.0, abs=0.05)  # outside: column -5 mirrors 5
     zeros = layer_to_model(
         np.ones((h, w), np.float32), box, lambda a: a.astype(np.float32), pad_mode="constant"
     )
@@ -95,12 +95,17 @@ def test_big_box_is_averaged_down_close_to_the_exact_resize() -> None:
     small = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
     big = np.asarray(Image.fromarray(small).resize((1000, 800), Image.Resampling.BICUBIC))
     box = choose_box(Rect(100, 100, 700, 700), 1000, 800, resolution=64, margin=0.0)
-    assert box.side // (2 * box.resolution) > 1             # takes the block-average path
+    assert box.side // (2 * box.resolution) > 1  # takes the block-average path
     got = layer_to_model(big, box, _u8)
-    ref = np.asarray(
-        Image.fromarray(big).crop((100, 100, 700, 700)).resize((64, 64), Image.Resampling.LANCZOS),
-        np.float32,
-    ) / 255
+    ref = (
+        np.asarray(
+            Image.fromarray(big)
+            .crop((100, 100, 700, 700))
+            .resize((64, 64), Image.Resampling.LANCZOS),
+            np.float32,
+        )
+        / 255
+    )
     assert np.abs(got - ref).mean() < 0.01
 
 
@@ -131,7 +136,7 @@ def test_a_huge_layer_is_cropped_with_bounded_memory() -> None:
         tracemalloc.stop()
     assert got.shape == (256, 256, 4)
     assert peak < 64 * 2**20, f"peak {peak / 2**20:.0f} MB"
-    (u, v), = box.to_model([(2000.0, 3000.0)])
+    ((u, v),) = box.to_model([(2000.0, 3000.0)])
     assert got[round(v), round(u), 0] == pytest.approx(200 / 255, abs=0.01)
 
 

@@ -37,14 +37,14 @@ def test_scene_fits_the_sample() -> None:
         for x, y in (handle, target):
             assert 0 <= x < w and 0 <= y < h
             assert mask[int(y), int(x)] == 255, (x, y)
-        assert math.dist(handle, target) >= 8   # far enough to see
+        assert math.dist(handle, target) >= 8  # far enough to see
 
 
 def test_sample_is_made_by_its_recipe() -> None:
     shipped = np.asarray(demo.load_sample().convert("RGB"))
     again = np.asarray(demo.make_sample())
     assert shipped.shape == again.shape == (320, 320, 3)
-    assert np.array_equal(shipped, again)             # a lossless crop of the photo
+    assert np.array_equal(shipped, again)  # a lossless crop of the photo
 
 
 def test_progress_bar_without_a_terminal_prints_quarters() -> None:
@@ -52,12 +52,21 @@ def test_progress_bar_without_a_terminal_prints_quarters() -> None:
     bar = demo.ProgressBar(out)
     for step in range(1, 41):
         bar.update("invert", step, 40)
-    for step in range(1, 8):        # the drag stops early, at step 7 of 10
+    for step in range(1, 8):  # the drag stops early, at step 7 of 10
         bar.update("drag", step, 10, f"— {10 - step:.1f} px to go")
     bar.end()
     lines = out.getvalue().splitlines()
-    assert [ln.split("]")[1].split()[0] for ln in lines] == \
-        ["1/40", "10/40", "20/40", "30/40", "40/40", "1/10", "3/10", "5/10", "7/10"]
+    assert [ln.split("]")[1].split()[0] for ln in lines] == [
+        "1/40",
+        "10/40",
+        "20/40",
+        "30/40",
+        "40/40",
+        "1/10",
+        "3/10",
+        "5/10",
+        "7/10",
+    ]
     assert lines[-1].startswith("dragging") and lines[-1].endswith("3.0 px to go")
 
 
@@ -82,8 +91,9 @@ def test_demo_runs_offline_and_edits_only_the_selection(quiet_home: Path, capsys
     report = json.loads((out / "report.json").read_text())
     for name in report["files"]:
         assert (out / name).is_file(), name
-    assert {"before.png", "after.png", "demo.png", "progress.gif", "report.md"} <= \
-        set(report["files"])
+    assert {"before.png", "after.png", "demo.png", "progress.gif", "report.md"} <= set(
+        report["files"]
+    )
     assert report["model"] == "embedded" and report["device"] == "cpu"
     assert 1 <= report["steps"] <= report["max_steps"]
 
@@ -94,11 +104,12 @@ def test_demo_runs_offline_and_edits_only_the_selection(quiet_home: Path, capsys
     inside = np.frombuffer(demo.selection_mask(w, h, demo.SCENE.ellipse), np.uint8)
     inside = inside.reshape(h, w) > 0
     diff = np.abs(after - before).max(axis=2)
-    assert (diff[~inside] == 0).all()                 # byte-identical outside the selection
-    assert (diff[inside] > 0).mean() > 0.05           # the face moved
+    assert (diff[~inside] == 0).all()  # byte-identical outside the selection
+    assert (diff[inside] > 0).mean() > 0.05  # the face moved
     assert report["changed_pixels_outside"] == 0
-    for pair in report["pairs"]:                      # every handle got nearer its target
+    for pair in report["pairs"]:  # every handle got nearer its target
         assert pair["final_distance"] < pair["start_distance"]
+
     # Photo-true: the photo's own texture, not the generator's 64 px image, fills the edit.
     def detail(img: np.ndarray) -> float:
         grey = img[..., :3].mean(axis=2)

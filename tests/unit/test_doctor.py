@@ -29,8 +29,9 @@ from actions import Actions  # noqa: E402
 
 def make_ctx(home: Path, **kw: Any) -> Context:
     env = {"HOME": str(home), "PATH": str(home / "bin")}
-    return Context(env=env, platform="linux", sysroot=home / "sysroot", ask_gimp=False,
-                   timeout_s=20.0, **kw)
+    return Context(
+        env=env, platform="linux", sysroot=home / "sysroot", ask_gimp=False, timeout_s=20.0, **kw
+    )
 
 
 def install_plugin(home: Path) -> Path:
@@ -48,12 +49,20 @@ def rows(checks: list[Check], name: str) -> list[Check]:
 
 
 def test_layout_matches_the_installer(tmp_path: Path) -> None:
-    assert (doctor_gimp.PLUGIN_NAME, doctor_gimp.ENTRY, doctor_gimp.PACKAGE, doctor_gimp.SHEBANG) \
-        == (plugin_files.NAME, plugin_files.ENTRY, plugin_files.PACKAGE, plugin_files.SHEBANG)
+    assert (
+        doctor_gimp.PLUGIN_NAME,
+        doctor_gimp.ENTRY,
+        doctor_gimp.PACKAGE,
+        doctor_gimp.SHEBANG,
+    ) == (plugin_files.NAME, plugin_files.ENTRY, plugin_files.PACKAGE, plugin_files.SHEBANG)
     assert doctor_gimp.CONFIG_NAME == plugin_config.CONFIG_NAME
     assert doctor_gimp.VERSIONS == gimp_dirs.VERSIONS
-    env = {"HOME": str(tmp_path), "APPDATA": str(tmp_path / "roaming"),
-           "USERPROFILE": str(tmp_path), "LOCALAPPDATA": str(tmp_path / "local")}
+    env = {
+        "HOME": str(tmp_path),
+        "APPDATA": str(tmp_path / "roaming"),
+        "USERPROFILE": str(tmp_path),
+        "LOCALAPPDATA": str(tmp_path / "local"),
+    }
     for platform in ("linux", "macos", "windows"):
         ctx = Context(env=env, platform=platform)
         assert doctor_gimp.config_roots(ctx) == gimp_dirs.config_roots(env, platform)
@@ -68,7 +77,7 @@ def test_good_install_is_reported_ok(tmp_path: Path) -> None:
     transport = rows(checks, "transport")
     assert [c.status for c in transport] == ["ok"] and "no pyzmq needed" in transport[0].detail
     assert rows(checks, "config")[0].status == "ok"
-    assert rows(checks, "gimp")[0].status == "ok"   # GIMP 3's settings folder exists
+    assert rows(checks, "gimp")[0].status == "ok"  # GIMP 3's settings folder exists
     # GIMP has not started since: no pluginrc yet -> restart it.
     registered = rows(checks, "registered")[0]
     assert registered.status == "warn" and "restart GIMP" in registered.fix
@@ -91,8 +100,10 @@ def test_wrong_folder_name_says_rename(tmp_path: Path) -> None:
     (plugins / "gimp-draggan").rename(plugins / "gimp-draggan-main")
     [row] = rows(doctor_gimp.gimp_checks(make_ctx(tmp_path)), "plugin")
     assert row.status == "fail" and "do not share a name" in row.detail
-    assert f"rename the folder {plugins / 'gimp-draggan-main'} to {plugins / 'gimp-draggan'}" \
+    assert (
+        f"rename the folder {plugins / 'gimp-draggan-main'} to {plugins / 'gimp-draggan'}"
         in row.fix
+    )
 
 
 def test_loose_file_and_missing_plugin(tmp_path: Path) -> None:
@@ -100,8 +111,11 @@ def test_loose_file_and_missing_plugin(tmp_path: Path) -> None:
     entry = plugins / "gimp-draggan/gimp-draggan.py"
     entry.rename(plugins / "gimp-draggan.py")
     (plugins / "gimp-draggan").rename(plugins / "elsewhere-lib")
-    loose = [r for r in rows(doctor_gimp.gimp_checks(make_ctx(tmp_path)), "plugin")
-             if "loose" in r.detail]
+    loose = [
+        r
+        for r in rows(doctor_gimp.gimp_checks(make_ctx(tmp_path)), "plugin")
+        if "loose" in r.detail
+    ]
     assert loose and loose[0].status == "fail" and "gimp-draggan/gimp-draggan.py" in loose[0].fix
     (plugins / "gimp-draggan.py").unlink()
     [row] = rows(doctor_gimp.gimp_checks(make_ctx(tmp_path)), "plugin")
@@ -114,10 +128,10 @@ def test_registered_check_tells_restart_from_load_failure(tmp_path: Path) -> Non
     rc = plugins.parent / "pluginrc"
     rc.write_text('(plug-in-def "other")\n')
     entry = plugins / "gimp-draggan/gimp-draggan.py"
-    os.utime(rc, (entry.stat().st_mtime - 100,) * 2)   # GIMP ran before the install
+    os.utime(rc, (entry.stat().st_mtime - 100,) * 2)  # GIMP ran before the install
     row = doctor_gimp.check_registered(plugins.parent, "native 3.0")
     assert row.status == "warn" and "restart GIMP" in row.fix
-    os.utime(rc, (entry.stat().st_mtime + 100,) * 2)   # GIMP ran after it, still no procedure
+    os.utime(rc, (entry.stat().st_mtime + 100,) * 2)  # GIMP ran after it, still no procedure
     row = doctor_gimp.check_registered(plugins.parent, "native 3.0")
     assert row.status == "fail" and "--verbose" in row.fix
 
@@ -132,14 +146,19 @@ def fake_console(home: Path, body: str) -> tuple[str, ...]:
 
 def test_ask_gimp_reads_the_pdb_answer(tmp_path: Path) -> None:
     ctx = make_ctx(tmp_path)
-    assert doctor_gimp.ask_gimp(ctx) == []      # no GIMP console anywhere
-    fake_console(tmp_path, 'echo "DRAGGAN-DOCTOR True"; '
-                 f'echo "DRAGGAN-DOCTOR-TRANSPORT {protocol.PROTOCOL_VERSION} False 3.12.1"')
+    assert doctor_gimp.ask_gimp(ctx) == []  # no GIMP console anywhere
+    fake_console(
+        tmp_path,
+        'echo "DRAGGAN-DOCTOR True"; '
+        f'echo "DRAGGAN-DOCTOR-TRANSPORT {protocol.PROTOCOL_VERSION} False 3.12.1"',
+    )
     pdb, python = doctor_gimp.ask_gimp(make_ctx(tmp_path))
     assert (pdb.name, pdb.status) == ("gimp-pdb", "ok")
     assert python.status == "ok" and "3.12.1" in python.detail and "no pyzmq" in python.detail
-    fake_console(tmp_path, 'echo "DRAGGAN-DOCTOR False"; '
-                 "echo \"DRAGGAN-DOCTOR-TRANSPORT-ERROR ImportError('zmtp')\"")
+    fake_console(
+        tmp_path,
+        'echo "DRAGGAN-DOCTOR False"; echo "DRAGGAN-DOCTOR-TRANSPORT-ERROR ImportError(\'zmtp\')"',
+    )
     pdb, python = doctor_gimp.ask_gimp(make_ctx(tmp_path))
     assert pdb.status == "fail" and "install.sh" in pdb.fix
     assert python.status == "fail" and "zmtp" in python.detail
@@ -189,8 +208,11 @@ def test_corrupt_download_is_a_failure(tmp_path: Path) -> None:
     path = tmp_path / "models" / entry.filename
     path.parent.mkdir()
     path.write_bytes(b"not the model")
-    bad = [r for r in doctor_host.check_models(str(tmp_path)) if entry.name in r.detail
-           and r.status == "fail"]
+    bad = [
+        r
+        for r in doctor_host.check_models(str(tmp_path))
+        if entry.name in r.detail and r.status == "fail"
+    ]
     assert bad and f"delete {path}" in bad[0].fix
     assert f"models download {entry.name}" in bad[0].fix
 
@@ -199,7 +221,7 @@ def test_face_detector_check_runs_it_and_names_the_fix(tmp_path: Path, monkeypat
     from gimp_draggan.faces import blazeface
 
     assert doctor_host.check_faces().status == "ok"
-    monkeypatch.setattr(blazeface, "_ASSETS", tmp_path)          # the shipped files are gone
+    monkeypatch.setattr(blazeface, "_ASSETS", tmp_path)  # the shipped files are gone
     blazeface.network.cache_clear()
     try:
         row = doctor_host.check_faces()
@@ -238,7 +260,7 @@ def test_cli_json_exit_code(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("GIMP_DRAGGAN_CACHE", str(tmp_path / "cache"))
     code = main(["doctor", "--json", "--no-gimp-query", "--daemon", "tcp://127.0.0.1:9"])
     report = json.loads(capsys.readouterr().out)
-    assert code == 1 and report["ok"] is False    # no daemon listens on port 9
+    assert code == 1 and report["ok"] is False  # no daemon listens on port 9
     statuses = {c["name"]: c["status"] for c in report["checks"]}
     assert statuses["plugin"] == "ok" and statuses["daemon"] == "fail"
     assert all(c["fix"] for c in report["checks"] if c["status"] in ("warn", "fail"))

@@ -90,8 +90,9 @@ def _url(srv: _Server, path: str) -> str:
 
 def test_plain_download_verified(server: _Server, tmp_path: Path) -> None:
     dest = tmp_path / "m.pkl"
-    out = download([_url(server, "/good")], dest, sha256=SHA, size=len(PAYLOAD),
-                   show_progress=False)
+    out = download(
+        [_url(server, "/good")], dest, sha256=SHA, size=len(PAYLOAD), show_progress=False
+    )
     assert dest.read_bytes() == PAYLOAD and out.sha256 == SHA and out.size == len(PAYLOAD)
     assert not (tmp_path / "m.pkl.part").exists()
 
@@ -124,8 +125,13 @@ def test_server_ignoring_range_restarts_cleanly(server: _Server, tmp_path: Path)
 def test_corrupt_copy_refused_and_removed(server: _Server, tmp_path: Path) -> None:
     dest = tmp_path / "m.pkl"
     with pytest.raises(DownloadError) as info:
-        download([_url(server, "/corrupt")], dest, sha256=SHA, hash_source="HF copy X",
-                 show_progress=False)
+        download(
+            [_url(server, "/corrupt")],
+            dest,
+            sha256=SHA,
+            hash_source="HF copy X",
+            show_progress=False,
+        )
     msg = str(info.value)
     assert "SHA-256 mismatch" in msg and "/corrupt" in msg and "HF copy X" in msg
     assert hashlib.sha256(CORRUPT).hexdigest() in msg
@@ -134,8 +140,9 @@ def test_corrupt_copy_refused_and_removed(server: _Server, tmp_path: Path) -> No
 
 def test_falls_back_to_next_url_after_a_bad_one(server: _Server, tmp_path: Path) -> None:
     dest = tmp_path / "m.pkl"
-    out = download([_url(server, "/corrupt"), _url(server, "/good")], dest, sha256=SHA,
-                   show_progress=False)
+    out = download(
+        [_url(server, "/corrupt"), _url(server, "/good")], dest, sha256=SHA, show_progress=False
+    )
     assert out.url.endswith("/good") and dest.read_bytes() == PAYLOAD
 
 
@@ -192,9 +199,19 @@ def test_fetch_model_downloads_once_then_uses_the_cache(
     from gimp_draggan.download import fetch_model
 
     entry = registry.ModelEntry(
-        name="t", kind="generator", description="", domain="", resolution=None, num_ws=None,
-        format="stylegan2-pkl", filename="t.pkl", urls=(_url(server, "/good"),),
-        size_bytes=len(PAYLOAD), sha256=SHA, sha256_source="test", licence="test",
+        name="t",
+        kind="generator",
+        description="",
+        domain="",
+        resolution=None,
+        num_ws=None,
+        format="stylegan2-pkl",
+        filename="t.pkl",
+        urls=(_url(server, "/good"),),
+        size_bytes=len(PAYLOAD),
+        sha256=SHA,
+        sha256_source="test",
+        licence="test",
     )
     monkeypatch.setattr(registry, "load_table", lambda path=None: {"t": entry})
     path = fetch_model("t", tmp_path, show_progress=False)

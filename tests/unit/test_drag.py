@@ -123,9 +123,7 @@ def test_tracking_near_the_border_stays_inside() -> None:
 # Motion supervision and the mask.
 
 
-@pytest.mark.parametrize(
-    ("handle", "target"), [((10, 16), (18, 16)), ((20, 20), (14, 14))]
-)
+@pytest.mark.parametrize(("handle", "target"), [((10, 16), (18, 16)), ((20, 20), (14, 14))])
 def test_drag_brings_the_handle_to_its_target(
     gen: Generator, ws: torch.Tensor, handle: tuple[int, int], target: tuple[int, int]
 ) -> None:
@@ -227,8 +225,7 @@ def test_reports_and_previews(gen: Generator, ws: torch.Tensor) -> None:
 
 def test_deterministic_on_cpu(gen: Generator, ws: torch.Tensor) -> None:
     runs = [
-        DragSession(gen, ws, [(10, 16)], [(20, 12)], params=FAST).run(max_steps=6)
-        for _ in range(2)
+        DragSession(gen, ws, [(10, 16)], [(20, 12)], params=FAST).run(max_steps=6) for _ in range(2)
     ]
     assert torch.equal(runs[0].ws, runs[1].ws)
     assert torch.equal(runs[0].image, runs[1].image)

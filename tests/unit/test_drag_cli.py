@@ -58,11 +58,30 @@ def test_seed_drag_json(model: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
     a = np.zeros((32, 32), dtype=np.uint8)
     a[8:25, 4:32] = 255
     Image.fromarray(a).save(tmp_path / "mask.png")
-    rc = main([
-        "drag", "--model", str(model), "--seed", "1", "-p", "10,16:18,16", "-p", "20,8:20,4",
-        "--steps", "4", "--lr", "0.01", "--mask", str(tmp_path / "mask.png"),
-        "--device", "cpu", "--json", "-o", str(out),
-    ])
+    rc = main(
+        [
+            "drag",
+            "--model",
+            str(model),
+            "--seed",
+            "1",
+            "-p",
+            "10,16:18,16",
+            "-p",
+            "20,8:20,4",
+            "--steps",
+            "4",
+            "--lr",
+            "0.01",
+            "--mask",
+            str(tmp_path / "mask.png"),
+            "--device",
+            "cpu",
+            "--json",
+            "-o",
+            str(out),
+        ]
+    )
     lines = capsys.readouterr().out.strip().splitlines()
     assert rc == 0
     info = json.loads(lines[-1])
@@ -84,10 +103,22 @@ def test_seed_drag_bad_input(model: Path, tmp_path: Path, capsys: pytest.Capture
     assert "give --seed N" in capsys.readouterr().err
     assert main([*base, "--seed", "1", "-p", "10,16:10,16"]) == 1
     assert "already on its target" in capsys.readouterr().err
-    assert main([
-        "drag", "--model", str(tmp_path / "missing.safetensors"), "--seed", "1",
-        "-p", "1,1:5,5", "-o", str(tmp_path / "o.png"),
-    ]) == 1
+    assert (
+        main(
+            [
+                "drag",
+                "--model",
+                str(tmp_path / "missing.safetensors"),
+                "--seed",
+                "1",
+                "-p",
+                "1,1:5,5",
+                "-o",
+                str(tmp_path / "o.png"),
+            ]
+        )
+        == 1
+    )
     assert "neither a file nor a known model" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([*base, "--seed", "1", "-p", "10:18"])

@@ -28,9 +28,16 @@ def gen() -> Generator:
 
 
 def reference_loss(
-    G: Generator, w_opt: torch.Tensor, ws_fixed: torch.Tensor, handles: list[tuple[int, int]],
-    targets: list[tuple[float, float]], r1: int, feature_res: int,
-    fixed: torch.Tensor | None, f0: torch.Tensor | None, lam: float,
+    G: Generator,
+    w_opt: torch.Tensor,
+    ws_fixed: torch.Tensor,
+    handles: list[tuple[int, int]],
+    targets: list[tuple[float, float]],
+    r1: int,
+    feature_res: int,
+    fixed: torch.Tensor | None,
+    f0: torch.Tensor | None,
+    lam: float,
 ) -> torch.Tensor:
     """The paper's step written plainly, on the full-resolution resized feature map."""
     ws = torch.cat([w_opt, ws_fixed], dim=1)
@@ -82,7 +89,15 @@ def test_truncated_step_matches_full_forward(gen: Generator, with_mask: bool) ->
             feat0 = gen.synthesis.run(ws, feature_res=s.feature_res).feature
             f0 = F.interpolate(feat0, size=(32, 32), mode="bilinear", align_corners=False)
     ref = reference_loss(
-        gen, w_opt, ws[:, 6:], handles, targets, 3, s.feature_res, fixed, f0,
+        gen,
+        w_opt,
+        ws[:, 6:],
+        handles,
+        targets,
+        3,
+        s.feature_res,
+        fixed,
+        f0,
         s.params.mask_lambda,
     )
     (grad_ref,) = torch.autograd.grad(ref, w_opt)
@@ -100,7 +115,10 @@ def test_truncated_features_equal_the_generators(gen: Generator) -> None:
     ws = ws + 0.3 * torch.randn_like(ws)  # Distinct vectors: the fixed/optimised split matters.
     for n_opt, feature_res in [(6, 16), (2, 16), (1, 32), (8, 32), (3, 4)]:
         s = DragSession(
-            gen, ws, [(3, 3)], [(9, 9)],
+            gen,
+            ws,
+            [(3, 3)],
+            [(9, 9)],
             params=DragParams(num_optimised_ws=n_opt, feature_res=feature_res),
         )
         with torch.no_grad():
@@ -120,14 +138,14 @@ def test_step_leaves_generator_flags_and_grads_alone(gen: Generator) -> None:
     assert all(p.grad is None for p in gen.parameters())
     after = s.ws
     assert not torch.equal(after[:, :6], before[:, :6])  # The optimised part moved ...
-    assert torch.equal(after[:, 6:], before[:, 6:])      # ... the rest did not.
+    assert torch.equal(after[:, 6:], before[:, 6:])  # ... the rest did not.
 
 
 def test_windowed_synthesis_gives_the_same_loss_and_gradient(gen: Generator) -> None:
     ws = gen.mapping(seed_to_z(6, CFG.z_dim), truncation_psi=0.7).detach()
     for handles, targets in [
         ([(15, 16)], [(20.0, 12.0)]),
-        ([(1, 30), (6, 25)], [(9.0, 30.0), (2.0, 20.0)]),   # corner: window clipped
+        ([(1, 30), (6, 25)], [(9.0, 30.0), (2.0, 20.0)]),  # corner: window clipped
     ]:
         s = DragSession(gen, ws, handles, targets, params=DragParams(r1=48.0, r2=64.0))
         window = s.feature_window()
@@ -136,9 +154,7 @@ def test_windowed_synthesis_gives_the_same_loss_and_gradient(gen: Generator) -> 
         feat_full = s.synthesis(s.w_opt)
         x0, x1, y0, y1 = window
         assert feat_local.shape[-2:] == (y1 - y0, x1 - x0)
-        torch.testing.assert_close(
-            feat_local, feat_full[..., y0:y1, x0:x1], rtol=1e-5, atol=1e-6
-        )
+        torch.testing.assert_close(feat_local, feat_full[..., y0:y1, x0:x1], rtol=1e-5, atol=1e-6)
         local = s.loss(feat_local, origin=(x0, y0))
         (g_local,) = torch.autograd.grad(local, s.w_opt)
         full = s.loss(feat_full)

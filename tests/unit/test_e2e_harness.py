@@ -30,8 +30,9 @@ def test_no_mirror_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
 
 def test_no_debootstrap_nor_apt_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(harness.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(harness.shutil, "which",
-                        lambda name: None if name in ("debootstrap", "apt-get") else name)
+    monkeypatch.setattr(
+        harness.shutil, "which", lambda name: None if name in ("debootstrap", "apt-get") else name
+    )
     assert "no debootstrap" in (harness.missing(tmp_path / "root") or "")
 
 

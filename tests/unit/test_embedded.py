@@ -62,8 +62,8 @@ def test_detector_finds_a_face_in_generated_images() -> None:
     z = torch.randn(16, G.z_dim, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         kp = keypoints.detect(net, G(z, truncation_psi=0.7, noise_mode="const"))
-    assert (kp[:, 0, 0] < kp[:, 1, 0]).float().mean() > 0.9            # left eye left
-    assert (kp[:, :2, 1].mean(1) < kp[:, 6, 1]).float().mean() > 0.9   # eyes above mouth
+    assert (kp[:, 0, 0] < kp[:, 1, 0]).float().mean() > 0.9  # left eye left
+    assert (kp[:, :2, 1].mean(1) < kp[:, 6, 1]).float().mean() > 0.9  # eyes above mouth
 
 
 def test_short_real_drag_moves_a_detected_keypoint_towards_its_target() -> None:
@@ -75,14 +75,21 @@ def test_short_real_drag_moves_a_detected_keypoint_towards_its_target() -> None:
     chin = kp[7]
     target = chin + torch.tensor([0.0, 5.0])
     handle = (chin - 0.5).clamp(0, 63)
-    session = DragSession(G, ws, [handle.tolist()], [(target - 0.5).clamp(0, 63).tolist()],
-                          params=DragParams(max_steps=40))
+    session = DragSession(
+        G,
+        ws,
+        [handle.tolist()],
+        [(target - 0.5).clamp(0, 63).tolist()],
+        params=DragParams(max_steps=40),
+    )
     result = session.run()
     after = keypoints.detect(net, result.image)[0, 7]
     before_d = (chin - target).norm().item()
     after_d = (after - target).norm().item()
-    print(f"chin drag: detected distance to target {before_d:.2f} -> {after_d:.2f} px, "
-          f"{result.steps} steps")
+    print(
+        f"chin drag: detected distance to target {before_d:.2f} -> {after_d:.2f} px, "
+        f"{result.steps} steps"
+    )
     assert after_d < 0.6 * before_d
 
 
@@ -97,7 +104,8 @@ def test_eval_drag_bench_prints_the_contract_keys(capsys: pytest.CaptureFixture[
     spec.loader.exec_module(mod)
     assert mod.main(["--n", "1", "--steps", "3", "--points", "5", "--json"]) == 0
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert {"n", "res", "points", "md_before", "md_after", "outside_change",
-            "sec_per_edit"} <= set(last)
+    assert {"n", "res", "points", "md_before", "md_after", "outside_change", "sec_per_edit"} <= set(
+        last
+    )
     assert last["n"] == 1 and last["res"] == 64 and last["points"] == "5"
     assert last["md_before"] >= 3.0  # --min-md default: targets far enough to measure

@@ -21,18 +21,23 @@ data = pytest.importorskip("skimage.data")
 # two lip corners (202.0, 139.2) and (244.0, 140.8). Labelling uncertainty is about 1 px (2 % of
 # the eye distance); FaceMesh puts the image-left eye ~1.5 px right of this label (also on the
 # mirrored image, so it is the model's view, not a mapping bias), hence 5 % tolerances.
-EYE_LEFT = (201.6, 100.7)     # On the image's left (the astronaut's right eye).
+EYE_LEFT = (201.6, 100.7)  # On the image's left (the astronaut's right eye).
 EYE_RIGHT = (246.7, 103.3)
 MOUTH = (223.0, 140.0)
-IOD = math.dist(EYE_LEFT, EYE_RIGHT)      # ~45 px
+IOD = math.dist(EYE_LEFT, EYE_RIGHT)  # ~45 px
 
 
 def _reader(img: np.ndarray):
     return lambda box: layer_to_model(img, box, lambda a: a.astype(np.float32) / 255.0)
 
 
-def _turn(points, deg: float, centre: tuple[float, float], scale: float = 1.0,
-          offset: tuple[float, float] = (0.0, 0.0)):
+def _turn(
+    points,
+    deg: float,
+    centre: tuple[float, float],
+    scale: float = 1.0,
+    offset: tuple[float, float] = (0.0, 0.0),
+):
     """Where pixel-centre points go when PIL's ``rotate(deg)`` (counter-clockwise on screen)
     turns the image about ``centre`` (edge coordinates), then it is scaled and shifted."""
     t = math.radians(-deg)
@@ -46,8 +51,10 @@ def _turn(points, deg: float, centre: tuple[float, float], scale: float = 1.0,
 
 
 def _errors(face: FaceLandmarks, truth) -> list[float]:
-    return [math.dist(p, q) for p, q in zip((face.eye_left, face.eye_right, face.mouth), truth,
-                                            strict=True)]
+    return [
+        math.dist(p, q)
+        for p, q in zip((face.eye_left, face.eye_right, face.mouth), truth, strict=True)
+    ]
 
 
 def _eye_angle(a, b) -> float:
@@ -75,11 +82,12 @@ def test_facemesh_landmarks_on_the_astronaut(astronaut):
 
 
 def test_blazeface_alone_finds_eyes_roughly(astronaut):
-    whole = layer_to_model(astronaut, CropBox(0, 0, 512, 512, 512, 128),
-                           lambda a: a.astype(np.float32) / 255.0)
+    whole = layer_to_model(
+        astronaut, CropBox(0, 0, 512, 512, 512, 128), lambda a: a.astype(np.float32) / 255.0
+    )
     dets = blazeface.detect(torch.from_numpy(whole)[None])[0]
     assert len(dets) == 1
-    kp = dets[0].keypoints * 512 - 0.5          # Normalised -> pixel-centre coordinates.
+    kp = dets[0].keypoints * 512 - 0.5  # Normalised -> pixel-centre coordinates.
     assert math.dist(kp[0], EYE_LEFT) < 0.1 * IOD
     assert math.dist(kp[1], EYE_RIGHT) < 0.1 * IOD
 
@@ -87,18 +95,19 @@ def test_blazeface_alone_finds_eyes_roughly(astronaut):
 def test_anchor_grid_matches_the_network_layout():
     a = blazeface.anchors()
     assert a.shape == (896, 2)
-    np.testing.assert_allclose(a[0], (1 / 32, 1 / 32))       # 16x16 map, 2 anchors per cell.
+    np.testing.assert_allclose(a[0], (1 / 32, 1 / 32))  # 16x16 map, 2 anchors per cell.
     np.testing.assert_allclose(a[1], (1 / 32, 1 / 32))
     np.testing.assert_allclose(a[2], (3 / 32, 1 / 32))
-    np.testing.assert_allclose(a[512], (1 / 16, 1 / 16))     # 8x8 map, 6 anchors per cell.
+    np.testing.assert_allclose(a[512], (1 / 16, 1 / 16))  # 8x8 map, 6 anchors per cell.
     np.testing.assert_allclose(a[518], (3 / 16, 1 / 16))
     np.testing.assert_allclose(a[-1], (15 / 16, 15 / 16))
 
 
 @pytest.mark.parametrize("deg", [-35, -20, 20, 35])
 def test_turned_faces_give_the_turned_eye_line(astronaut, deg):
-    img = np.asarray(Image.fromarray(astronaut).rotate(deg, Image.Resampling.BICUBIC,
-                                                       center=(256, 256)))
+    img = np.asarray(
+        Image.fromarray(astronaut).rotate(deg, Image.Resampling.BICUBIC, center=(256, 256))
+    )
     truth = _turn((EYE_LEFT, EYE_RIGHT, MOUTH), deg, (256, 256))
     mx, my = (round(v) for v in truth[2])
     faces = find_faces(_reader(img), 512, 512, Rect(mx - 4, my - 4, mx + 4, my + 4))
@@ -120,20 +129,26 @@ def test_small_face_in_a_big_layer(astronaut, deg):
     cx, cy = (round(v) for v in truth[2])
     faces = find_faces(_reader(layer), 3000, 2000, Rect(cx - 10, cy - 10, cx + 10, cy + 10))
     assert len(faces) == 1
-    assert abs(_eye_angle(faces[0].eye_left, faces[0].eye_right)
-               - _eye_angle(truth[0], truth[1])) < 3.0
+    assert (
+        abs(_eye_angle(faces[0].eye_left, faces[0].eye_right) - _eye_angle(truth[0], truth[1]))
+        < 3.0
+    )
     assert max(_errors(faces[0], truth)) < 0.08 * iod
 
 
 def test_the_face_near_the_points_in_a_group(astronaut):
     """Two copies side by side: ``around`` on the right one returns only that face."""
-    face = astronaut[40:232, 128:320]                                  # 192 x 192 head crop.
+    face = astronaut[40:232, 128:320]  # 192 x 192 head crop.
     layer = np.full((300, 700, 3), 128, np.uint8)
     layer[50:242, 40:232] = face
     layer[60:252, 400:592] = face
     mouth = (MOUTH[0] - 128 + 400, MOUTH[1] - 40 + 60)
-    faces = find_faces(_reader(layer), 700, 300, Rect(round(mouth[0]) - 3, round(mouth[1]) - 3,
-                                                      round(mouth[0]) + 3, round(mouth[1]) + 3))
+    faces = find_faces(
+        _reader(layer),
+        700,
+        300,
+        Rect(round(mouth[0]) - 3, round(mouth[1]) - 3, round(mouth[0]) + 3, round(mouth[1]) + 3),
+    )
     assert len(faces) == 1
     assert math.dist(faces[0].mouth, mouth) < 0.06 * IOD
     both = find_faces(_reader(layer), 700, 300, Rect(0, 0, 700, 300))

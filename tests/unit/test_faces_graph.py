@@ -32,7 +32,7 @@ def _np_conv(x, w, b, s, depthwise=False):
     out = np.zeros((oh, ow, w.shape[0]))
     for i in range(oh):
         for j in range(ow):
-            patch = xp[i * s: i * s + kh, j * s: j * s + kw, :]          # kh, kw, C
+            patch = xp[i * s : i * s + kh, j * s : j * s + kw, :]  # kh, kw, C
             if depthwise:
                 out[i, j] = np.einsum("hwc,chw->c", patch, w[:, 0])
             else:
@@ -45,50 +45,114 @@ def _np_max_pool(x, k, s):
     left, right = _tflite_same(x.shape[1], k, s)
     xp = np.pad(x, ((t, bt), (left, right), (0, 0)), constant_values=-np.inf)
     oh, ow = -(-x.shape[0] // s), -(-x.shape[1] // s)
-    return np.array([[xp[i * s: i * s + k, j * s: j * s + k].max(axis=(0, 1))
-                      for j in range(ow)] for i in range(oh)])
+    return np.array(
+        [
+            [xp[i * s : i * s + k, j * s : j * s + k].max(axis=(0, 1)) for j in range(ow)]
+            for i in range(oh)
+        ]
+    )
 
 
 @pytest.fixture
 def tiny(tmp_path):
     rng = np.random.default_rng(3)
     consts = {
-        "c1.w": rng.normal(size=(4, 3, 3, 3)), "c1.b": rng.normal(size=4),
-        "dw.w": rng.normal(size=(4, 1, 3, 3)), "dw.b": rng.normal(size=4),
+        "c1.w": rng.normal(size=(4, 3, 3, 3)),
+        "c1.b": rng.normal(size=4),
+        "dw.w": rng.normal(size=(4, 1, 3, 3)),
+        "dw.b": rng.normal(size=4),
         "alpha": rng.uniform(0.1, 0.5, size=4),
-        "c2.w": rng.normal(size=(6, 4, 1, 1)), "c2.b": rng.normal(size=6),
-        "head.w": rng.normal(size=(2, 6, 1, 1)), "head.b": rng.normal(size=2),
+        "c2.w": rng.normal(size=(6, 4, 1, 1)),
+        "c2.b": rng.normal(size=6),
+        "head.w": rng.normal(size=(2, 6, 1, 1)),
+        "head.b": rng.normal(size=2),
     }
     ops = [
-        {"op": "CONV_2D", "inputs": ["x", "c1.w", "c1.b"], "output": "a", "shape": [1, 4, 4, 4],
-         "stride": [2, 2], "padding": "SAME", "activation": "RELU"},
-        {"op": "DEPTHWISE_CONV_2D", "inputs": ["a", "dw.w", "dw.b"], "output": "b",
-         "shape": [1, 4, 4, 4], "stride": [1, 1], "padding": "SAME", "activation": "NONE"},
+        {
+            "op": "CONV_2D",
+            "inputs": ["x", "c1.w", "c1.b"],
+            "output": "a",
+            "shape": [1, 4, 4, 4],
+            "stride": [2, 2],
+            "padding": "SAME",
+            "activation": "RELU",
+        },
+        {
+            "op": "DEPTHWISE_CONV_2D",
+            "inputs": ["a", "dw.w", "dw.b"],
+            "output": "b",
+            "shape": [1, 4, 4, 4],
+            "stride": [1, 1],
+            "padding": "SAME",
+            "activation": "NONE",
+        },
         {"op": "PRELU", "inputs": ["b", "alpha"], "output": "c", "shape": [1, 4, 4, 4]},
-        {"op": "MAX_POOL_2D", "inputs": ["c"], "output": "d", "shape": [1, 2, 2, 4],
-         "kernel": [3, 3], "stride": [2, 2], "padding": "SAME", "activation": "NONE"},
-        {"op": "PAD", "inputs": ["d"], "output": "e", "shape": [1, 2, 2, 6],
-         "pads": [[0, 0], [0, 0], [0, 0], [0, 2]]},
-        {"op": "CONV_2D", "inputs": ["d", "c2.w", "c2.b"], "output": "f", "shape": [1, 2, 2, 6],
-         "stride": [1, 1], "padding": "VALID", "activation": "NONE"},
-        {"op": "ADD", "inputs": ["e", "f"], "output": "g", "shape": [1, 2, 2, 6],
-         "activation": "NONE"},
+        {
+            "op": "MAX_POOL_2D",
+            "inputs": ["c"],
+            "output": "d",
+            "shape": [1, 2, 2, 4],
+            "kernel": [3, 3],
+            "stride": [2, 2],
+            "padding": "SAME",
+            "activation": "NONE",
+        },
+        {
+            "op": "PAD",
+            "inputs": ["d"],
+            "output": "e",
+            "shape": [1, 2, 2, 6],
+            "pads": [[0, 0], [0, 0], [0, 0], [0, 2]],
+        },
+        {
+            "op": "CONV_2D",
+            "inputs": ["d", "c2.w", "c2.b"],
+            "output": "f",
+            "shape": [1, 2, 2, 6],
+            "stride": [1, 1],
+            "padding": "VALID",
+            "activation": "NONE",
+        },
+        {
+            "op": "ADD",
+            "inputs": ["e", "f"],
+            "output": "g",
+            "shape": [1, 2, 2, 6],
+            "activation": "NONE",
+        },
         {"op": "RELU", "inputs": ["g"], "output": "h", "shape": [1, 2, 2, 6]},
-        {"op": "CONV_2D", "inputs": ["h", "head.w", "head.b"], "output": "i",
-         "shape": [1, 2, 2, 2], "stride": [1, 1], "padding": "SAME", "activation": "NONE"},
+        {
+            "op": "CONV_2D",
+            "inputs": ["h", "head.w", "head.b"],
+            "output": "i",
+            "shape": [1, 2, 2, 2],
+            "stride": [1, 1],
+            "padding": "SAME",
+            "activation": "NONE",
+        },
         {"op": "RESHAPE", "inputs": ["h"], "output": "r1", "shape": [1, 8, 3]},
         {"op": "RESHAPE", "inputs": ["i"], "output": "r2", "shape": [1, 4, 2]},
         {"op": "RESHAPE", "inputs": ["r1"], "output": "r1b", "shape": [1, 2, 12]},
         {"op": "RESHAPE", "inputs": ["r2"], "output": "r2b", "shape": [1, 2, 4]},
-        {"op": "CONCATENATION", "inputs": ["r1b", "r2b"], "output": "out",
-         "shape": [1, 2, 16], "axis": 2, "activation": "NONE"},
+        {
+            "op": "CONCATENATION",
+            "inputs": ["r1b", "r2b"],
+            "output": "out",
+            "shape": [1, 2, 16],
+            "axis": 2,
+            "activation": "NONE",
+        },
     ]
-    desc = {"inputs": [{"name": "x", "shape": [1, 8, 8, 3]}],
-            "outputs": [{"name": "out", "shape": [1, 2, 16]}, {"name": "c", "shape": [1, 4, 4, 4]}],
-            "ops": ops}
+    desc = {
+        "inputs": [{"name": "x", "shape": [1, 8, 8, 3]}],
+        "outputs": [{"name": "out", "shape": [1, 2, 16]}, {"name": "c", "shape": [1, 4, 4, 4]}],
+        "ops": ops,
+    }
     (tmp_path / "g.json").write_text(json.dumps(desc))
-    save_file({k: torch.tensor(v, dtype=torch.float32) for k, v in consts.items()},
-              str(tmp_path / "g.safetensors"))
+    save_file(
+        {k: torch.tensor(v, dtype=torch.float32) for k, v in consts.items()},
+        str(tmp_path / "g.safetensors"),
+    )
     return tmp_path, {k: v.astype(np.float32).astype(np.float64) for k, v in consts.items()}
 
 
@@ -115,7 +179,7 @@ def test_runner_matches_numpy_tflite_kernels(tiny):
     i = np.einsum("hwc,oc->hwo", h, c["head.w"][:, :, 0, 0]) + c["head.b"]
     expected = np.concatenate([h.reshape(2, 12), i.reshape(2, 4)], axis=1)[None]
 
-    assert mid.shape == (1, 4, 4, 4)          # 4-D outputs come back NHWC.
+    assert mid.shape == (1, 4, 4, 4)  # 4-D outputs come back NHWC.
     np.testing.assert_allclose(mid.numpy()[0], cc, rtol=1e-5, atol=1e-5)
     assert out.shape == (1, 2, 16)
     np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-5)

@@ -12,15 +12,18 @@ from gimp_draggan.crop import Rect
 from gimp_draggan.faces import blazeface, search
 
 
-@pytest.mark.parametrize("width, height, around", [
-    (512, 512, Rect(200, 120, 240, 150)),
-    (512, 512, Rect(0, 0, 512, 512)),
-    (6000, 4000, Rect(3000, 2000, 3020, 2020)),
-    (6000, 4000, Rect(0, 0, 6000, 4000)),
-    (4000, 600, Rect(-50, -50, 4100, 700)),          # Bigger than the layer: clipped to it.
-    (700, 300, Rect(690, 0, 700, 10)),               # In a corner.
-    (30, 1000, Rect(0, 400, 30, 420)),               # Narrower than the smallest window.
-])
+@pytest.mark.parametrize(
+    "width, height, around",
+    [
+        (512, 512, Rect(200, 120, 240, 150)),
+        (512, 512, Rect(0, 0, 512, 512)),
+        (6000, 4000, Rect(3000, 2000, 3020, 2020)),
+        (6000, 4000, Rect(0, 0, 6000, 4000)),
+        (4000, 600, Rect(-50, -50, 4100, 700)),  # Bigger than the layer: clipped to it.
+        (700, 300, Rect(690, 0, 700, 10)),  # In a corner.
+        (30, 1000, Rect(0, 400, 30, 420)),  # Narrower than the smallest window.
+    ],
+)
 def test_windows_cover_the_area_at_every_scale(width, height, around):
     boxes = search.windows(width, height, around)
     area = around.intersect(Rect(0, 0, width, height))
@@ -29,16 +32,16 @@ def test_windows_cover_the_area_at_every_scale(width, height, around):
     assert all(b == a * 2 for a, b in itertools.pairwise(sides[:-1]))
     assert len(sides) == 1 or sides[-1] <= 2 * sides[-2]
     assert sides[0] >= min(search.MIN_WINDOW, max(width, height))
-    ys, xs = np.mgrid[area.y0:area.y1:complex(0, 25), area.x0:area.x1:complex(0, 25)]
+    ys, xs = np.mgrid[area.y0 : area.y1 : complex(0, 25), area.x0 : area.x1 : complex(0, 25)]
     for side in sides:
         scale = [b for b in boxes if b.side == side]
         assert len(scale) <= search.MAX_TILES
         for b in scale:
             assert b.resolution == blazeface.INPUT_SIZE and b.angle == 0.0
             for start, limit in ((b.x0, width), (b.y0, height)):
-                if side <= limit:                  # Fits: kept inside the layer.
+                if side <= limit:  # Fits: kept inside the layer.
                     assert 0 <= start <= limit - side
-                else:                              # Too big: centred on the layer.
+                else:  # Too big: centred on the layer.
                     assert abs(start + side / 2 - limit / 2) <= 1
         # Each point of the area lies at least a quarter window inside some window (or as deep
         # as the layer border allows), so a face there is seen whole at some scale.

@@ -28,7 +28,8 @@ def web_server() -> Iterator[str]:
 
 
 def test_ping_names_another_program_on_the_port_within_a_second(
-        web_server: str, capsys: pytest.CaptureFixture[str]) -> None:
+    web_server: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     start = time.monotonic()
     assert main(["ping", "--daemon", web_server]) == 1
     took = time.monotonic() - start
@@ -50,12 +51,12 @@ def test_a_daemon_that_goes_away_mid_job_is_reported_at_once(transport: str) -> 
     executor = FakeExecutor(step_s=0.05)
     server = Server(ServerConfig(bind="tcp://127.0.0.1:*"), executor)
     address = server.start()
-    threading.Thread(target=lambda: (executor.running.wait(10), server.stop()),
-                     daemon=True).start()
+    threading.Thread(target=lambda: (executor.running.wait(10), server.stop()), daemon=True).start()
     start = time.monotonic()
     with Client(address, prefer=transport) as client, pytest.raises(DaemonError) as err:
-        client.drag(pixels=bytes(16), width=2, height=2, pairs=[((0, 0), (1, 1))],
-                    params={"steps": 2000})
+        client.drag(
+            pixels=bytes(16), width=2, height=2, pairs=[((0, 0), (1, 1))], params={"steps": 2000}
+        )
     took = time.monotonic() - start
     assert err.value.code == "not_running", err.value
     assert took < P.HEARTBEAT_TIMEOUT_S / 2, f"took {took:.2f} s"
@@ -69,8 +70,14 @@ def test_an_idle_daemon_says_next_to_run() -> None:
     events: list[object] = []
     try:
         with Client(address) as client:
-            client.drag(pixels=bytes(16), width=2, height=2, pairs=[((0, 0), (1, 1))],
-                        params={"steps": 1}, on_event=events.append)
+            client.drag(
+                pixels=bytes(16),
+                width=2,
+                height=2,
+                pairs=[((0, 0), (1, 1))],
+                params={"steps": 1},
+                on_event=events.append,
+            )
     finally:
         server.stop()
     assert events[0] == P.QueuedEvent(1)

@@ -69,16 +69,19 @@ def test_nvidia_driver_is_found_by_tool_or_proc_file() -> None:
     assert daemon_env.find_nvidia_driver("linux", no_tool, lambda p: False) is None
     proc = daemon_env.find_nvidia_driver("linux", no_tool, lambda p: p == daemon_env.NVIDIA_PROC)
     assert proc == daemon_env.NVIDIA_PROC
-    assert daemon_env.find_nvidia_driver("linux", lambda n: "/x/nvidia-smi", lambda p: False) \
+    assert (
+        daemon_env.find_nvidia_driver("linux", lambda n: "/x/nvidia-smi", lambda p: False)
         == "/x/nvidia-smi"
+    )
 
 
 def test_data_dir_per_platform(tmp_path: Path) -> None:
     env = {"HOME": str(tmp_path), "USERPROFILE": str(tmp_path / "u")}
     assert daemon_env.data_dir(env, "linux") == tmp_path / ".local/share/gimp-draggan"
     assert daemon_env.data_dir({**env, "XDG_DATA_HOME": "/x"}, "linux") == Path("/x/gimp-draggan")
-    assert daemon_env.data_dir(env, "macos") == \
-        tmp_path / "Library/Application Support/gimp-draggan"
+    assert (
+        daemon_env.data_dir(env, "macos") == tmp_path / "Library/Application Support/gimp-draggan"
+    )
     assert daemon_env.data_dir(env, "windows") == tmp_path / "u/AppData/Local/gimp-draggan"
 
 
@@ -88,8 +91,9 @@ def test_systemd_unit_quotes_paths_with_spaces(tmp_path: Path) -> None:
     plan = service.plan_service("linux", cmd, tmp_path, tmp_path / "data", {})
     assert plan.file.path == tmp_path / ".config/systemd/user/gimp-draggan.service"
     lines = plan.file.text.splitlines()
-    assert 'ExecStart="/home/a b/venv/bin/python" -m gimp_draggan serve --bind tcp://*:5589' \
-        in lines
+    assert (
+        'ExecStart="/home/a b/venv/bin/python" -m gimp_draggan serve --bind tcp://*:5589' in lines
+    )
     assert "WantedBy=default.target" in lines and "Restart=on-failure" in lines
     assert ("systemctl", "--user", "enable", "gimp-draggan.service") in plan.start
     assert service._systemd_arg("50%") == "50%%"
@@ -112,12 +116,21 @@ def test_windows_task_runs_pythonw_at_logon(tmp_path: Path) -> None:
     assert plan.file.encoding == "utf-16"
     ns = {"t": "http://schemas.microsoft.com/windows/2004/02/mit/task"}
     root = ET.fromstring(plan.file.text.split("\n", 1)[1])
-    assert root.find("t:Actions/t:Exec/t:Command", ns).text == \
-        r"C:\Users\a b\gimp-draggan\venv\Scripts\pythonw.exe"
+    assert (
+        root.find("t:Actions/t:Exec/t:Command", ns).text
+        == r"C:\Users\a b\gimp-draggan\venv\Scripts\pythonw.exe"
+    )
     assert root.find("t:Actions/t:Exec/t:Arguments", ns).text == "-m gimp_draggan serve"
     assert root.find("t:Triggers/t:LogonTrigger/t:UserId", ns).text == r"PC\ann"
-    assert ("schtasks", "/Create", "/TN", service.TASK_NAME, "/XML", str(plan.file.path), "/F") \
-        in plan.start
+    assert (
+        "schtasks",
+        "/Create",
+        "/TN",
+        service.TASK_NAME,
+        "/XML",
+        str(plan.file.path),
+        "/F",
+    ) in plan.start
 
 
 def fake_tool(bin_dir: Path, name: str, log: Path) -> None:
@@ -132,18 +145,23 @@ def test_service_install_and_uninstall_call_systemctl(tmp_path: Path, monkeypatc
     log = tmp_path / "calls.txt"
     fake_tool(tmp_path / "bin", "systemctl", log)
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
-    plan = service.plan_service("linux", ["/v/python", "-m", "gimp_draggan", "serve"],
-                                tmp_path, tmp_path / "data", {})
+    plan = service.plan_service(
+        "linux", ["/v/python", "-m", "gimp_draggan", "serve"], tmp_path, tmp_path / "data", {}
+    )
     out: list[str] = []
     service.install_service(Actions(say=out.append), plan)
     assert plan.file.path.read_text() == plan.file.text
     assert log.read_text().splitlines() == [
-        "--user daemon-reload", "--user enable gimp-draggan.service",
-        "--user restart gimp-draggan.service"]
+        "--user daemon-reload",
+        "--user enable gimp-draggan.service",
+        "--user restart gimp-draggan.service",
+    ]
     service.uninstall_service(Actions(say=out.append), plan)
     assert not plan.file.path.exists()
     assert log.read_text().splitlines()[3:] == [
-        "--user disable --now gimp-draggan.service", "--user daemon-reload"]
+        "--user disable --now gimp-draggan.service",
+        "--user daemon-reload",
+    ]
 
 
 def test_service_without_its_manager_says_what_to_do(tmp_path: Path, monkeypatch) -> None:
@@ -160,13 +178,17 @@ def test_plugin_config_with_curve_keys_is_private(tmp_path: Path) -> None:
 
     server_pub, _ = zmq.auth.create_certificates(str(tmp_path), "server")
     _, client_secret = zmq.auth.create_certificates(str(tmp_path), "client")
-    cfg = plugin_config.make_config("tcp://gpu-box:5589", ["x", "serve"],
-                                    Path(client_secret), Path(server_pub))
+    cfg = plugin_config.make_config(
+        "tcp://gpu-box:5589", ["x", "serve"], Path(client_secret), Path(server_pub)
+    )
     path = plugin_config.write_config(Actions(say=lambda s: None), tmp_path / "plug", cfg)
     body = json.loads(path.read_text())
     pub, sec = zmq.auth.load_certificate(client_secret)
-    assert body["curve"] == {"public": pub.decode(), "secret": sec.decode(),
-                             "server_public": zmq.auth.load_certificate(server_pub)[0].decode()}
+    assert body["curve"] == {
+        "public": pub.decode(),
+        "secret": sec.decode(),
+        "server_public": zmq.auth.load_certificate(server_pub)[0].decode(),
+    }
     assert body["address"] == "tcp://gpu-box:5589" and body["serve_command"] == ["x", "serve"]
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     with pytest.raises(ValueError, match="go together"):
@@ -202,8 +224,12 @@ def test_real_install_is_idempotent_and_uninstall_removes_it(tmp_path: Path) -> 
     steps = daemon_part.install(args, [plug], Actions(say=out.append), "linux", env)
     data = tmp_path / "home/.local/share/gimp-draggan"
     python = data / "venv/bin/python"
-    where = subprocess.run([str(python), "-c", "import gimp_draggan; print(gimp_draggan.__file__)"],
-                           capture_output=True, text=True, check=True).stdout
+    where = subprocess.run(
+        [str(python), "-c", "import gimp_draggan; print(gimp_draggan.__file__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert where.startswith(str(data / "venv")), where
     config = json.loads((plug / "gimp-draggan.json").read_text())
     assert config["address"] == "tcp://127.0.0.1:5589"
@@ -225,8 +251,13 @@ def test_real_install_is_idempotent_and_uninstall_removes_it(tmp_path: Path) -> 
 # ---- the real command, other platforms (folders laid out as there; --dry-run) --------------------
 def install_sh(home: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
     env = {"PATH": os.environ["PATH"], "HOME": str(home), "LANG": "C.UTF-8", **extra}
-    return subprocess.run([str(ROOT / "installer/install.sh"), *args], env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [str(ROOT / "installer/install.sh"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_macos_service_dry_run(tmp_path: Path) -> None:
@@ -245,8 +276,17 @@ def test_macos_service_dry_run(tmp_path: Path) -> None:
 def test_windows_service_dry_run(tmp_path: Path) -> None:
     roaming = tmp_path / "AppData/Roaming"
     (roaming / "GIMP/3.0").mkdir(parents=True)
-    out = install_sh(tmp_path, "--platform", "windows", "--service", "--cpu", "--dry-run",
-                     APPDATA=str(roaming), USERPROFILE=str(tmp_path), USERNAME="ann")
+    out = install_sh(
+        tmp_path,
+        "--platform",
+        "windows",
+        "--service",
+        "--cpu",
+        "--dry-run",
+        APPDATA=str(roaming),
+        USERPROFILE=str(tmp_path),
+        USERNAME="ann",
+    )
     assert out.returncode == 0, out.stderr
     data = tmp_path / "AppData/Local/gimp-draggan"
     assert f"would create {data / 'gimp-draggan-task.xml'}" in out.stdout
@@ -283,12 +323,17 @@ def test_uninstall_stops_the_service(tmp_path: Path) -> None:
 def test_flatpak_gimp_gets_the_service_hint(tmp_path: Path) -> None:
     flatpak = tmp_path / "home/.var/app/org.gimp.GIMP/config/GIMP/3.0/plug-ins/gimp-draggan"
     args = parse("--torch", "torch==2.13.0")
-    steps = daemon_part.install(args, [flatpak], Actions(dry_run=True, say=lambda s: None),
-                                "linux", home_env(tmp_path))
+    steps = daemon_part.install(
+        args, [flatpak], Actions(dry_run=True, say=lambda s: None), "linux", home_env(tmp_path)
+    )
     assert "re-run with --service" in steps[0]
-    with_service = daemon_part.install(parse("--service"), [flatpak],
-                                       Actions(dry_run=True, say=lambda s: None), "linux",
-                                       home_env(tmp_path))
+    with_service = daemon_part.install(
+        parse("--service"),
+        [flatpak],
+        Actions(dry_run=True, say=lambda s: None),
+        "linux",
+        home_env(tmp_path),
+    )
     assert not any("--service" in s for s in with_service)
 
 

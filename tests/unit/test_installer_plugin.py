@@ -19,15 +19,17 @@ sys.path.insert(0, str(ROOT / "installer"))
 import gimp_dirs  # noqa: E402
 import plugin_files  # noqa: E402
 
-MODULES = sorted(p.name for p in (ROOT / "gimp_plugin").glob("*.py")
-                 if p.name != plugin_files.ENTRY)
+MODULES = sorted(
+    p.name for p in (ROOT / "gimp_plugin").glob("*.py") if p.name != plugin_files.ENTRY
+)
 
 
 def run_installer(home: Path, *args: str, extra_env: dict[str, str] | None = None):
     env = {"PATH": os.environ["PATH"], "HOME": str(home), "LANG": "C.UTF-8"}
     env.update(extra_env or {})
-    return subprocess.run([str(INSTALL_SH), *args], env=env, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [str(INSTALL_SH), *args], env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def assert_installed(plugins: Path) -> None:
@@ -47,14 +49,17 @@ def assert_installed(plugins: Path) -> None:
     assert config["address"] == "tcp://127.0.0.1:5589"
 
 
-@pytest.mark.parametrize(("layout", "platform"), [
-    (".config/GIMP/3.0", None),
-    (".config/GIMP/3.2", None),
-    (".var/app/org.gimp.GIMP/config/GIMP/3.0", None),
-    ("snap/gimp/current/.config/GIMP/3.0", None),
-    ("Library/Application Support/GIMP/3.0", "macos"),
-    ("AppData/Roaming/GIMP/3.0", "windows"),
-])
+@pytest.mark.parametrize(
+    ("layout", "platform"),
+    [
+        (".config/GIMP/3.0", None),
+        (".config/GIMP/3.2", None),
+        (".var/app/org.gimp.GIMP/config/GIMP/3.0", None),
+        ("snap/gimp/current/.config/GIMP/3.0", None),
+        ("Library/Application Support/GIMP/3.0", "macos"),
+        ("AppData/Roaming/GIMP/3.0", "windows"),
+    ],
+)
 def test_finds_and_installs_each_layout(tmp_path, layout, platform):
     version_dir = tmp_path / layout
     version_dir.mkdir(parents=True)
@@ -70,8 +75,10 @@ def test_every_gimp_found_at_once(tmp_path):
     native.mkdir(parents=True)
     flatpak.mkdir(parents=True)
     found = gimp_dirs.find({"HOME": str(tmp_path)}, "linux")
-    assert [(d.kind, d.plugins) for d in found] == [("native", native / "plug-ins"),
-                                                     ("flatpak", flatpak / "plug-ins")]
+    assert [(d.kind, d.plugins) for d in found] == [
+        ("native", native / "plug-ins"),
+        ("flatpak", flatpak / "plug-ins"),
+    ]
     out = run_installer(tmp_path, "--plugin-only")
     assert out.returncode == 0, out.stderr
     assert_installed(native / "plug-ins")
@@ -145,10 +152,16 @@ def test_installed_plugin_imports_its_package(tmp_path):
     plugins = tmp_path / "plug-ins"
     assert run_installer(tmp_path, "--plugin-only", "--gimp-dir", str(plugins)).returncode == 0
     folder = plugins / "gimp-draggan"
-    code = ("import sys; sys.modules['zmq'] = None; sys.path.insert(0, sys.argv[1]); "
-            "import gimp_draggan_plugin.flow as f, gimp_draggan_plugin.transport as t; "
-            "assert f.__file__.startswith(sys.argv[1]), f.__file__; "
-            "assert not t.have_pyzmq(); print('ok')")
-    out = subprocess.run([sys.executable, "-I", "-c", code, str(folder)], capture_output=True,
-                         text=True, cwd=tmp_path)
+    code = (
+        "import sys; sys.modules['zmq'] = None; sys.path.insert(0, sys.argv[1]); "
+        "import gimp_draggan_plugin.flow as f, gimp_draggan_plugin.transport as t; "
+        "assert f.__file__.startswith(sys.argv[1]), f.__file__; "
+        "assert not t.have_pyzmq(); print('ok')"
+    )
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", code, str(folder)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

@@ -41,7 +41,7 @@ def _eye_line(img: np.ndarray) -> tuple[float, tuple[float, float]]:
 def test_a_face_model_gets_the_face_upright_and_centred(degrees: float) -> None:
     photo = _turned_astronaut(degrees)
     tilt, _ = _eye_line(photo)
-    assert abs(tilt + degrees) < 4.0                  # Pillow turns counter-clockwise
+    assert abs(tilt + degrees) < 4.0  # Pillow turns counter-clockwise
     out, framing = frame_face(photo, "stylegan2-ffhq-512x512", 256)
     assert framing == "ffhq" and out.shape == (256, 256, 3)
     level, (mx, my) = _eye_line(out)

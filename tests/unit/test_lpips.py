@@ -34,8 +34,12 @@ def test_one_pixel_case_by_hand() -> None:
     assert float(net(x, x)) == 0.0
 
 
-def _reference(x: np.ndarray, y: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]],
-               heads: list[np.ndarray]) -> float:
+def _reference(
+    x: np.ndarray,
+    y: np.ndarray,
+    layers: list[tuple[np.ndarray, np.ndarray]],
+    heads: list[np.ndarray],
+) -> float:
     """LPIPS written out in numpy, pixel by pixel, for 1x1-conv + ReLU layers (one tap each)."""
     shift = np.array(L.LPIPS_SHIFT)[:, None, None]
     scale = np.array(L.LPIPS_SCALE)[:, None, None]
@@ -57,8 +61,10 @@ def _reference(x: np.ndarray, y: np.ndarray, layers: list[tuple[np.ndarray, np.n
 
 def test_two_tap_network_matches_numpy_reference() -> None:
     rng = np.random.default_rng(1)
-    layers = [(rng.normal(size=(4, 3)), rng.normal(size=4) * 0.1),
-              (rng.normal(size=(5, 4)), rng.normal(size=5) * 0.1)]
+    layers = [
+        (rng.normal(size=(4, 3)), rng.normal(size=4) * 0.1),
+        (rng.normal(size=(5, 4)), rng.normal(size=5) * 0.1),
+    ]
     heads = [rng.uniform(0, 1, size=4), rng.uniform(0, 1, size=5)]
     mods: list[nn.Module] = []
     for w, b in layers:
@@ -133,7 +139,7 @@ def test_lpips_from_torchvision_style_file(tmp_path: Path) -> None:
     assert torch.equal(net.slices[4][0].bias, sd["features.10.bias"])
     # Same numbers as wiring the loaded backbone by hand with the shipped heads.
     feats = L.build_backbone(spec)
-    feats.load_state_dict({k[len("features."):]: v for k, v in sd.items() if k[0] == "f"})
+    feats.load_state_dict({k[len("features.") :]: v for k, v in sd.items() if k[0] == "f"})
     manual = L.LPIPS(feats, spec.taps, L.load_heads("alexnet"))
     x, y = torch.rand(2, 3, 64, 64) * 2 - 1, torch.rand(2, 3, 64, 64) * 2 - 1
     assert torch.allclose(net(x, y), manual(x, y))

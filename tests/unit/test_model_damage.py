@@ -26,10 +26,24 @@ def _table(tmp_path: Path, model: Path) -> Path:
     for suffix in (".safetensors", ".json"):
         shutil.copy(model.with_suffix(suffix), cache / "models" / f"m{suffix}")
     table = tmp_path / "models.json"
-    table.write_text(json.dumps({"format": "gimp-draggan-models", "models": [{
-        "name": "m", "kind": "generator", "filename": "m.safetensors", "licence": "test",
-        "format": "gimp-draggan", "resolution": TINY["img_resolution"],
-        "urls": ["http://127.0.0.1:9/m.safetensors"]}]}))
+    table.write_text(
+        json.dumps(
+            {
+                "format": "gimp-draggan-models",
+                "models": [
+                    {
+                        "name": "m",
+                        "kind": "generator",
+                        "filename": "m.safetensors",
+                        "licence": "test",
+                        "format": "gimp-draggan",
+                        "resolution": TINY["img_resolution"],
+                        "urls": ["http://127.0.0.1:9/m.safetensors"],
+                    }
+                ],
+            }
+        )
+    )
     return table
 
 
@@ -57,8 +71,8 @@ def test_the_look_tells_whole_files_from_damaged_ones(tiny: Path, tmp_path: Path
 
 
 def test_a_truncated_model_in_the_cache_is_not_cached(
-        tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     table = _table(tmp_path, tiny)
     executor = PipelineExecutor("cpu", cache=str(tmp_path / "cache"), table=str(table))
     assert executor.models()[0]["cached"] is True
@@ -66,8 +80,9 @@ def test_a_truncated_model_in_the_cache_is_not_cached(
     _truncate(cached)
     row = executor.models()[0]
     assert row["cached"] is False
-    assert f"delete {cached} and download it again: gimp-draggan models download m" \
-        in row["damaged"]
+    assert (
+        f"delete {cached} and download it again: gimp-draggan models download m" in row["damaged"]
+    )
     with pytest.raises(JobError) as refused:
         executor.check_model("m")
     assert refused.value.code == "model_damaged"
@@ -87,7 +102,8 @@ def test_a_truncated_model_in_the_cache_is_not_cached(
 
 
 def test_a_model_that_fails_to_load_fails_its_job_as_damaged(
-        tmp_path: Path, one_torch_thread: None) -> None:
+    tmp_path: Path, one_torch_thread: None
+) -> None:
     """Whole by the look (sizes agree) but not loadable: the config names another network."""
     model = save_tiny_model(tmp_path / "a")
     other = save_tiny_model(tmp_path / "b")
@@ -96,8 +112,9 @@ def test_a_model_that_fails_to_load_fails_its_job_as_damaged(
     doc["config"]["z_dim"] = 64
     model.with_suffix(".json").write_text(json.dumps(doc))
     assert modelcheck.problem(model) is None
-    server = Server(ServerConfig(bind="tcp://127.0.0.1:*"),
-                    PipelineExecutor("cpu", files={"tiny": model}))
+    server = Server(
+        ServerConfig(bind="tcp://127.0.0.1:*"), PipelineExecutor("cpu", files={"tiny": model})
+    )
     server.start()
     try:
         with Client(server.address) as client:
@@ -115,16 +132,18 @@ def test_a_model_that_fails_to_load_fails_its_job_as_damaged(
         server.stop()
 
 
-def test_serve_refuses_a_damaged_model(tiny: Path, tmp_path: Path,
-                                       monkeypatch: pytest.MonkeyPatch,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_serve_refuses_a_damaged_model(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("GIMP_DRAGGAN_LOG_DIR", str(tmp_path / "log"))
     broken = tmp_path / "broken.safetensors"
     shutil.copy(tiny, broken)
     shutil.copy(tiny.with_suffix(".json"), tmp_path / "broken.json")
     _truncate(broken)
-    assert main(["serve", "--model", str(broken), "--device", "cpu",
-                 "--bind", "tcp://127.0.0.1:1"]) == 2
+    assert (
+        main(["serve", "--model", str(broken), "--device", "cpu", "--bind", "tcp://127.0.0.1:1"])
+        == 2
+    )
     err = capsys.readouterr().err
     assert f"error: model file {broken} is damaged" in err
     assert f"delete {broken}" in err and "Traceback" not in err

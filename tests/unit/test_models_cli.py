@@ -23,8 +23,9 @@ from gimp_draggan import registry
 from gimp_draggan.cli import main
 from gimp_draggan.draggan.networks import Generator, GeneratorConfig, seed_to_z, to_uint8
 
-CFG = GeneratorConfig(img_resolution=32, z_dim=32, w_dim=32, channel_base=256, channel_max=32,
-                      mapping_layers=2)
+CFG = GeneratorConfig(
+    img_resolution=32, z_dim=32, w_dim=32, channel_base=256, channel_max=32, mapping_layers=2
+)
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +65,13 @@ def test_list_shows_table_and_cache_state(
 
 def test_console_script_lists_models(tmp_path: Path) -> None:
     env = {**os.environ, registry.CACHE_ENV: str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-m", "gimp_draggan", "models", "list"],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gimp_draggan", "models", "list"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert str(tmp_path) in proc.stdout and "stylegan2-afhqcat-512x512" in proc.stdout
 
@@ -94,8 +100,21 @@ def test_convert_info_render(
         want = to_uint8(G(seed_to_z(3, 32), truncation_psi=0.7, noise_mode="const"))[0].numpy()
     for model in (pkl, out):
         png = tmp_path / f"{model.suffix[1:]}.png"
-        argv = ["models", "render", str(model), "--seed", "3", "--trunc", "0.7",
-                "--noise-mode", "const", "--device", "cpu", "-o", str(png)]
+        argv = [
+            "models",
+            "render",
+            str(model),
+            "--seed",
+            "3",
+            "--trunc",
+            "0.7",
+            "--noise-mode",
+            "const",
+            "--device",
+            "cpu",
+            "-o",
+            str(png),
+        ]
         rc, _, err = _run(argv, capsys)
         assert rc == 0, err
         assert np.array_equal(np.asarray(Image.open(png)), want)
@@ -111,7 +130,9 @@ def _evil(marker: Path) -> bytes:
 
 @pytest.mark.parametrize("action", ["convert", "info", "render"])
 def test_unsafe_or_damaged_files_exit_nonzero_and_write_nothing(
-    tmp_path: Path, source: tuple[Generator, bytes], capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    source: tuple[Generator, bytes],
+    capsys: pytest.CaptureFixture[str],
     action: str,
 ) -> None:
     marker = tmp_path / "PWNED"
@@ -128,8 +149,11 @@ def test_unsafe_or_damaged_files_exit_nonzero_and_write_nothing(
         rc, out, err = _run(argv, capsys)
         assert rc != 0, kind
         assert err.startswith("error: ") and "Traceback" not in err, err
-        expect = {"evil": "not a trusted StyleGAN checkpoint", "truncated": "truncated",
-                  "empty": "empty"}[kind]
+        expect = {
+            "evil": "not a trusted StyleGAN checkpoint",
+            "truncated": "truncated",
+            "empty": "empty",
+        }[kind]
         assert expect in err
         assert list(tmp_path.glob(f"{kind}-out*")) == [] and out == ""
     assert not marker.exists()
@@ -157,11 +181,19 @@ def served_model(
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FileHandler)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     entry = registry.ModelEntry(
-        name="tiny-test", kind="generator", description="test", domain="test", resolution=32,
-        num_ws=8, format="stylegan2-pkl", filename="tiny.pkl",
+        name="tiny-test",
+        kind="generator",
+        description="test",
+        domain="test",
+        resolution=32,
+        num_ws=8,
+        format="stylegan2-pkl",
+        filename="tiny.pkl",
         urls=(f"http://127.0.0.1:{srv.server_address[1]}/tiny.pkl",),
-        size_bytes=len(source[1]), sha256=hashlib.sha256(source[1]).hexdigest(),
-        sha256_source="the test", licence="test",
+        size_bytes=len(source[1]),
+        sha256=hashlib.sha256(source[1]).hexdigest(),
+        sha256_source="the test",
+        licence="test",
     )
     table = {**registry.load_table(), "tiny-test": entry}
     monkeypatch.setattr(registry, "load_table", lambda path=None: table)
@@ -174,8 +206,10 @@ def test_download_verify_and_use_by_name(
     tmp_path: Path, served_model: registry.ModelEntry, capsys: pytest.CaptureFixture[str]
 ) -> None:
     cache = ["--cache-dir", str(tmp_path)]
-    rc, _, err = _run(["models", "render", "tiny-test", "--seed", "0", "-o",
-                       str(tmp_path / "x.png"), *cache], capsys)
+    rc, _, err = _run(
+        ["models", "render", "tiny-test", "--seed", "0", "-o", str(tmp_path / "x.png"), *cache],
+        capsys,
+    )
     assert rc == 1 and "gimp-draggan models download tiny-test" in err
     rc, out, err = _run(["models", "download", "tiny-test", *cache], capsys)
     assert rc == 0, err
@@ -194,6 +228,7 @@ def test_download_verify_and_use_by_name(
 def test_download_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc, _, err = _run(["models", "download", "stylegan9", "--cache-dir", str(tmp_path)], capsys)
     assert rc == 1 and "unknown model" in err
-    rc, _, err = _run(["models", "download", "stylegan-human-v2-512", "--cache-dir",
-                       str(tmp_path)], capsys)
+    rc, _, err = _run(
+        ["models", "download", "stylegan-human-v2-512", "--cache-dir", str(tmp_path)], capsys
+    )
     assert rc == 1 and "by hand" in err and "drive.google.com" in err

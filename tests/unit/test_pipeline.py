@@ -30,8 +30,9 @@ from gimp_draggan.sessions import SessionCache
 
 pytestmark = pytest.mark.timeout(300)
 
-TINY = GeneratorConfig(img_resolution=32, z_dim=32, w_dim=32, channel_base=256, channel_max=32,
-                       mapping_layers=2)
+TINY = GeneratorConfig(
+    img_resolution=32, z_dim=32, w_dim=32, channel_base=256, channel_max=32, mapping_layers=2
+)
 PAIR = ((200.0, 150.0), (215.0, 152.0))
 
 
@@ -69,8 +70,11 @@ def _request(model: str, rgba: np.ndarray, depth: str = "u8", **kw) -> EditReque
 
 
 def _run(
-    req: EditRequest, sessions: SessionCache, events: list[Progress] | None = None,
-    stop: Callable[[], bool] = lambda: False, invert: bool = False,
+    req: EditRequest,
+    sessions: SessionCache,
+    events: list[Progress] | None = None,
+    stop: Callable[[], bool] = lambda: False,
+    invert: bool = False,
 ) -> EditResult:
     fn = run_invert if invert else run_edit
     on = events.append if events is not None else (lambda p: None)
@@ -80,7 +84,7 @@ def _run(
 def _apply(rgba: np.ndarray, r: EditResult) -> np.ndarray:
     patch = np.frombuffer(r.patch, rgba.dtype).reshape(r.height, r.width, 4)
     out = rgba.copy()
-    out[r.y: r.y + r.height, r.x: r.x + r.width] = patch
+    out[r.y : r.y + r.height, r.x : r.x + r.width] = patch
     return out
 
 
@@ -92,7 +96,7 @@ def test_edit_of_a_real_photo_changes_only_the_selection(model: str) -> None:
     params = EditParams(steps=3, lr=0.05, preview_every=1, preview_size=16)  # big steps
     r = _run(_request(model, rgba, mask=sel.tobytes(), params=params), SessionCache(), events)
     assert r.depth == "u8" and len(r.patch) == r.width * r.height * 4
-    assert (r.x, r.y, r.width, r.height) == (145, 105, 121, 91)        # the selection's bbox
+    assert (r.x, r.y, r.width, r.height) == (145, 105, 121, 91)  # the selection's bbox
     out = _apply(rgba, r)
     assert np.array_equal(out[sel == 0], rgba[sel == 0])
     assert np.array_equal(out[:, :, 3], rgba[:, :, 3])
@@ -106,10 +110,10 @@ def test_edit_of_a_real_photo_changes_only_the_selection(model: str) -> None:
     assert math.dist(first.points[0], PAIR[0]) < 12
     assert set(r.timings) >= {"load", "crop", "invert", "drag", "composite", "total"}
     previews = [e for e in events if e.preview is not None]
-    assert len(previews) == r.steps >= 1                    # one per optimiser step
+    assert len(previews) == r.steps >= 1  # one per optimiser step
     with Image.open(io.BytesIO(previews[0].preview)) as im:
         assert im.format == "JPEG" and max(im.size) <= 16
-    x, y, w, h = previews[0].crop                           # where it lies in the layer
+    x, y, w, h = previews[0].crop  # where it lies in the layer
     assert w == h and x <= 145 and y <= 105 and x + w >= 266 and y + h >= 196
 
 
@@ -120,13 +124,13 @@ def test_second_drag_on_the_same_photo_does_no_inversion(
     sessions = SessionCache()
     first = _run(_request(model, rgba), sessions)
     assert len(small_inversion) == 1
-    other_pair = [((203.0, 151.0), (210.0, 146.0))]               # inside the first crop
+    other_pair = [((203.0, 151.0), (210.0, 146.0))]  # inside the first crop
     second = _run(_request(model, rgba, pairs=other_pair), sessions)
     hinted = _run(_request(model, rgba, pairs=other_pair, session=first.session), sessions)
     assert len(small_inversion) == 1
     assert first.session == second.session == hinted.session
     changed = rgba.copy()
-    changed[150, 205, 0] ^= 0xFF                                   # one pixel in the crop differs
+    changed[150, 205, 0] ^= 0xFF  # one pixel in the crop differs
     _run(_request(model, changed, session=first.session), sessions)
     assert len(small_inversion) == 2
     sessions.clear()
@@ -143,25 +147,25 @@ def test_invert_then_drag_inverts_once(model: str, small_inversion: list[int]) -
     assert dragged.session == prepared.session and len(small_inversion) == 1
     whole = _run(_request(model, rgba, pairs=[]), sessions, invert=True)  # no points: whole layer
     assert whole.session != prepared.session and len(small_inversion) == 2
-    far = [((200.0, 150.0), (260.0, 170.0))]                  # > 1 model px in a 512 px crop
+    far = [((200.0, 150.0), (260.0, 170.0))]  # > 1 model px in a 512 px crop
     _run(_request(model, rgba, pairs=far, session=whole.session), sessions)  # hint followed
     assert len(small_inversion) == 2
     sessions.clear()
     _run(_request(model, rgba, pairs=[]), sessions, invert=True)
-    _run(_request(model, rgba), sessions)   # a 512 px crop for a 24 px need: inverted anew
+    _run(_request(model, rgba), sessions)  # a 512 px crop for a 24 px need: inverted anew
     assert len(small_inversion) == 4
 
 
 def test_colours_hidden_under_alpha_zero_do_not_reach_the_model(model: str) -> None:
     rgba = _astronaut()
-    rgba[140:170, 190:230, 3] = 0                            # a transparent hole at the points
+    rgba[140:170, 190:230, 3] = 0  # a transparent hole at the points
     hidden_black, hidden_noise = rgba.copy(), rgba.copy()
     hidden_black[140:170, 190:230, :3] = 0
     hidden_noise[140:170, 190:230, :3] = np.random.default_rng(0).integers(0, 256, (30, 40, 3))
     sessions = SessionCache()
     a = _run(_request(model, hidden_black), sessions, invert=True)
     b = _run(_request(model, hidden_noise), sessions, invert=True)
-    assert a.session != b.session                            # other bytes, other crop digest
+    assert a.session != b.session  # other bytes, other crop digest
     assert np.array_equal(sessions.get(a.session).target, sessions.get(b.session).target)
 
 
@@ -208,7 +212,7 @@ def test_a_big_layer_is_edited_without_touching_more_than_the_crop(model: str) -
     finally:
         tracemalloc.stop()
     assert r.width * r.height < 100 * 100
-    assert peak < 16 * 2**20, f"peak {peak / 2**20:.1f} MB"             # the layer is 192 MB
+    assert peak < 16 * 2**20, f"peak {peak / 2**20:.1f} MB"  # the layer is 192 MB
 
 
 def test_a_drag_shorter_than_a_model_pixel_lands_on_its_target(model: str) -> None:
@@ -223,7 +227,7 @@ def test_a_drag_shorter_than_a_model_pixel_lands_on_its_target(model: str) -> No
     assert r.points == [(203.0, 200.0)] and r.distances == [0.0]
     out = np.frombuffer(r.patch, np.uint8).reshape(r.height, r.width, 4)
     moved = out[200 - r.y, 203 - r.x, :3].astype(int)
-    assert np.abs(moved - rgba[200, 200, :3]).max() <= 2      # the handle's pixel arrived
+    assert np.abs(moved - rgba[200, 200, :3]).max() <= 2  # the handle's pixel arrived
 
 
 def test_handle_on_its_target_is_refused(model: str) -> None:
@@ -251,7 +255,7 @@ def test_bad_requests_say_what_to_do(change: dict, message: str) -> None:
 
 def test_a_handle_outside_the_selection_is_refused() -> None:
     sel = np.zeros((512, 512), np.uint8)
-    sel[300:400, 300:400] = 255                             # nowhere near the points
+    sel[300:400, 300:400] = 255  # nowhere near the points
     req = _request("no-such-model", _astronaut(), mask=sel.tobytes())
     with pytest.raises(ValueError, match="lies outside the selection"):
         _run(req, SessionCache())
@@ -261,8 +265,9 @@ def test_a_handle_outside_the_selection_is_refused() -> None:
 
 def _detail(img: np.ndarray, where: np.ndarray) -> float:
     grey = img[..., :3].astype(np.float64).mean(axis=2)
-    hp = grey - 0.25 * (np.roll(grey, 1, 0) + np.roll(grey, -1, 0) + np.roll(grey, 1, 1)
-                        + np.roll(grey, -1, 1))
+    hp = grey - 0.25 * (
+        np.roll(grey, 1, 0) + np.roll(grey, -1, 0) + np.roll(grey, 1, 1) + np.roll(grey, -1, 1)
+    )
     return float(np.mean(hp[where] ** 2))
 
 
@@ -275,8 +280,16 @@ def test_the_photo_blend_keeps_the_photos_detail(model: str) -> None:
     pairs = [((205.0, 147.0), (199.0, 141.0))]
     outs = {}
     for blend in ("photo", "generator"):
-        r = _run(_request(model, rgba, pairs=pairs, mask=sel.tobytes(),
-                          params=EditParams(steps=20, blend=blend)), SessionCache())
+        r = _run(
+            _request(
+                model,
+                rgba,
+                pairs=pairs,
+                mask=sel.tobytes(),
+                params=EditParams(steps=20, blend=blend),
+            ),
+            SessionCache(),
+        )
         outs[blend] = _apply(rgba, r)
     for blend, out in outs.items():
         changed = np.any(out != rgba, axis=2)
@@ -294,9 +307,18 @@ def test_the_drag_step_size_is_the_models_unless_the_request_names_one() -> None
 
     assert drag_lr("embedded") == 0.005 and drag_lr("stylegan2-ffhq-512x512") == PAPER_LR
     executor = PipelineExecutor("cpu", default_model="embedded")
-    request = P.JobRequest(op="drag", id="j", model="embedded", pairs=[((1.0, 1.0), (4.0, 4.0))],
-                           params=P.check_params({}), image=None, pixels=None, mask=None,
-                           session=None, seed=None)
+    request = P.JobRequest(
+        op="drag",
+        id="j",
+        model="embedded",
+        pairs=[((1.0, 1.0), (4.0, 4.0))],
+        params=P.check_params({}),
+        image=None,
+        pixels=None,
+        mask=None,
+        session=None,
+        seed=None,
+    )
     assert executor._with_lr(request).params["lr"] == 0.005
     named = replace(request, params=P.check_params({"lr": 0.01}))
     assert executor._with_lr(named).params["lr"] == 0.01

@@ -31,8 +31,9 @@ from gimp_draggan.sessions import SessionCache
 
 pytestmark = pytest.mark.timeout(300)
 
-TINY = GeneratorConfig(img_resolution=32, z_dim=32, w_dim=32, channel_base=256, channel_max=32,
-                       mapping_layers=2)
+TINY = GeneratorConfig(
+    img_resolution=32, z_dim=32, w_dim=32, channel_base=256, channel_max=32, mapping_layers=2
+)
 ANGLE = 0.45
 
 
@@ -44,9 +45,14 @@ def _turn(p: tuple[float, float], angle: float) -> tuple[float, float]:
 
 # The astronaut's eyes and mouth (roughly), turned by ANGLE about the image centre.
 FACE = FaceLandmarks(
-    eye_left=_turn((215.0, 95.0), ANGLE), eye_right=_turn((262.0, 95.0), ANGLE),
-    nose=_turn((240.0, 125.0), ANGLE), mouth=_turn((238.5, 160.0), ANGLE),
-    mouth_left=None, mouth_right=None, score=0.95, box=(180.0, 50.0, 300.0, 200.0),
+    eye_left=_turn((215.0, 95.0), ANGLE),
+    eye_right=_turn((262.0, 95.0), ANGLE),
+    nose=_turn((240.0, 125.0), ANGLE),
+    mouth=_turn((238.5, 160.0), ANGLE),
+    mouth_left=None,
+    mouth_right=None,
+    score=0.95,
+    box=(180.0, 50.0, 300.0, 200.0),
 )
 
 
@@ -58,7 +64,8 @@ def model(tmp_path: Path) -> str:
 
 def _photo() -> np.ndarray:
     img = Image.fromarray(skimage.data.astronaut()).rotate(
-        -math.degrees(ANGLE), resample=Image.Resampling.BICUBIC)   # Pillow turns counter-clockwise
+        -math.degrees(ANGLE), resample=Image.Resampling.BICUBIC
+    )  # Pillow turns counter-clockwise
     return np.dstack([np.asarray(img), np.full((512, 512), 255, np.uint8)])
 
 
@@ -67,6 +74,7 @@ def _finder(calls: list[Rect]):
         calls.append(around)
         assert read(ffhq_box(FACE, width, height, 32)).shape == (32, 32, 3)
         return [FACE]
+
     return find_faces
 
 
@@ -76,33 +84,47 @@ def test_models_say_which_framing_they_need(model: str) -> None:
     for name in ("stylegan2-ffhq-512x512", "stylegan2-ada-ffhq-1024"):
         aligner = framing_for(name)
         assert isinstance(aligner, FaceAligner) and aligner.find_faces is faces.find_faces
-    assert isinstance(framing_for("embedded"), KeypointAligner)      # its own keypoints
+    assert isinstance(framing_for("embedded"), KeypointAligner)  # its own keypoints
     assert isinstance(framing_for("stylegan2-afhqcat-512x512"), SquareFraming)
-    assert isinstance(framing_for(model), SquareFraming)              # a file: no alignment
+    assert isinstance(framing_for(model), SquareFraming)  # a file: no alignment
 
 
 def test_an_ffhq_framed_edit_changes_only_the_turned_square(
     small: list[int], model: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     rgba = _photo()
-    pair = (_turn((240.0, 125.0), ANGLE), _turn((270.0, 140.0), ANGLE))   # nose, 4.6 model px
-    req = EditRequest(512, 512, rgba.tobytes(), "u8", [pair], model,
-                      params=EditParams(steps=2, lr=0.05, preview_every=1, preview_size=24))
+    pair = (_turn((240.0, 125.0), ANGLE), _turn((270.0, 140.0), ANGLE))  # nose, 4.6 model px
+    req = EditRequest(
+        512,
+        512,
+        rgba.tobytes(),
+        "u8",
+        [pair],
+        model,
+        params=EditParams(steps=2, lr=0.05, preview_every=1, preview_size=24),
+    )
     sessions = SessionCache()
     events: list[Progress] = []
     calls: list[Rect] = []
     with caplog.at_level(logging.INFO, logger="gimp_draggan.pipeline"):
-        r = run_edit(req, device="cpu", sessions=sessions, on_progress=events.append,
-                     should_stop=lambda: False, aligner=FaceAligner(_finder(calls)))
+        r = run_edit(
+            req,
+            device="cpu",
+            sessions=sessions,
+            on_progress=events.append,
+            should_stop=lambda: False,
+            aligner=FaceAligner(_finder(calls)),
+        )
     session = sessions.get(r.session)
     box = session.box
     assert box == ffhq_box(FACE, 512, 512, 32)
     assert box.angle == pytest.approx(ANGLE, abs=1e-9)
     assert session.info["framing"] == "ffhq" and "framing ffhq" in caplog.text
-    assert len(small) == 1 and calls                                    # find_faces was asked
+    assert len(small) == 1 and calls  # find_faces was asked
     out = rgba.copy()
-    out[r.y: r.y + r.height, r.x: r.x + r.width] = np.frombuffer(r.patch, np.uint8).reshape(
-        r.height, r.width, 4)
+    out[r.y : r.y + r.height, r.x : r.x + r.width] = np.frombuffer(r.patch, np.uint8).reshape(
+        r.height, r.width, 4
+    )
     ys, xs = np.mgrid[0:512, 0:512] + 0.5
     u, v = box.local(xs, ys)
     square = np.maximum(np.abs(u), np.abs(v)) < box.side / 2
@@ -110,33 +132,51 @@ def test_an_ffhq_framed_edit_changes_only_the_turned_square(
     assert np.any(out[square] != rgba[square])
     inside, rect = box.inside, box.rect
     assert (r.x, r.y, r.x + r.width, r.y + r.height) == (
-        inside.x0, inside.y0, inside.x1, inside.y1)                      # no selection: all
+        inside.x0,
+        inside.y0,
+        inside.x1,
+        inside.y1,
+    )  # no selection: all
     previews = [e for e in events if e.preview is not None]
-    assert previews and all(e.crop == (rect.x0, rect.y0, rect.width, rect.height)
-                            for e in previews)
+    assert previews and all(e.crop == (rect.x0, rect.y0, rect.width, rect.height) for e in previews)
     with Image.open(io.BytesIO(previews[0].preview)) as im:
         assert im.format == "JPEG" and im.size == (24, 24)
         shown = np.asarray(im.convert("RGB"), np.float32)
     # The bottom-left corner of the bounding square lies outside the turned square and on
     # the layer: the preview shows the layer's own pixels there.
-    corner = np.asarray(Image.fromarray(rgba[rect.y1 - 10: rect.y1, rect.x0: rect.x0 + 10, :3])
-                        .resize((1, 1), Image.Resampling.BOX), np.float32)[0, 0]
+    corner = np.asarray(
+        Image.fromarray(rgba[rect.y1 - 10 : rect.y1, rect.x0 : rect.x0 + 10, :3]).resize(
+            (1, 1), Image.Resampling.BOX
+        ),
+        np.float32,
+    )[0, 0]
     assert rect.y1 <= 512 and not box.holds([(rect.x0 + 5.0, rect.y1 - 5.0)])
     assert np.abs(shown[-1, 0] - corner).max() < 40
-    assert list(session.backdrops) == [24]                             # made once, kept
-    again = run_edit(req, device="cpu", sessions=sessions, on_progress=lambda e: None,
-                     should_stop=lambda: False, aligner=FaceAligner(_finder([])))
-    assert again.session == r.session and len(small) == 1              # the turned box holds it
+    assert list(session.backdrops) == [24]  # made once, kept
+    again = run_edit(
+        req,
+        device="cpu",
+        sessions=sessions,
+        on_progress=lambda e: None,
+        should_stop=lambda: False,
+        aligner=FaceAligner(_finder([])),
+    )
+    assert again.session == r.session and len(small) == 1  # the turned box holds it
 
 
 def test_points_off_the_face_fall_back_to_the_square(small: list[int], model: str) -> None:
     rgba = _photo()
-    pair = ((60.0, 450.0), (75.0, 455.0))                                # far from the face
-    req = EditRequest(512, 512, rgba.tobytes(), "u8", [pair], model,
-                      params=EditParams(steps=1))
+    pair = ((60.0, 450.0), (75.0, 455.0))  # far from the face
+    req = EditRequest(512, 512, rgba.tobytes(), "u8", [pair], model, params=EditParams(steps=1))
     sessions = SessionCache()
-    r = run_invert(req, device="cpu", sessions=sessions, on_progress=lambda e: None,
-                   should_stop=lambda: False, aligner=FaceAligner(_finder([])))
+    r = run_invert(
+        req,
+        device="cpu",
+        sessions=sessions,
+        on_progress=lambda e: None,
+        should_stop=lambda: False,
+        aligner=FaceAligner(_finder([])),
+    )
     session = sessions.get(r.session)
     assert session.info["framing"] == "square" and session.box.angle == 0.0
     assert session.box == SquareFraming().frame(rgba, Rect(60, 450, 76, 456), 32)
@@ -144,28 +184,45 @@ def test_points_off_the_face_fall_back_to_the_square(small: list[int], model: st
 
 def test_an_invert_without_points_frames_the_largest_face(small: list[int], model: str) -> None:
     small_face = FaceLandmarks(
-        eye_left=(400.0, 400.0), eye_right=(420.0, 400.0), nose=(410.0, 410.0),
-        mouth=(410.0, 422.0), mouth_left=None, mouth_right=None, score=0.99,
+        eye_left=(400.0, 400.0),
+        eye_right=(420.0, 400.0),
+        nose=(410.0, 410.0),
+        mouth=(410.0, 422.0),
+        mouth_left=None,
+        mouth_right=None,
+        score=0.99,
         box=(390.0, 385.0, 430.0, 430.0),
     )
     asked: list[Rect] = []
 
     def find_faces(read, width, height, around):
         asked.append(around)
-        return [small_face, FACE]                     # the bigger face second: size decides
+        return [small_face, FACE]  # the bigger face second: size decides
 
     rgba = _photo()
     req = EditRequest(512, 512, rgba.tobytes(), "u8", [], model, params=EditParams(steps=1))
     sessions = SessionCache()
-    r = run_invert(req, device="cpu", sessions=sessions, on_progress=lambda e: None,
-                   should_stop=lambda: False, aligner=FaceAligner(find_faces))
+    r = run_invert(
+        req,
+        device="cpu",
+        sessions=sessions,
+        on_progress=lambda e: None,
+        should_stop=lambda: False,
+        aligner=FaceAligner(find_faces),
+    )
     session = sessions.get(r.session)
     assert asked == [Rect(0, 0, 512, 512)]
     assert session.info["framing"] == "ffhq" and session.box == ffhq_box(FACE, 512, 512, 32)
 
-    r = run_invert(req, device="cpu", sessions=sessions, on_progress=lambda e: None,
-                   should_stop=lambda: False, aligner=FaceAligner(lambda *a: []))
-    session = sessions.get(r.session)                 # no face: the whole layer, as before
+    r = run_invert(
+        req,
+        device="cpu",
+        sessions=sessions,
+        on_progress=lambda e: None,
+        should_stop=lambda: False,
+        aligner=FaceAligner(lambda *a: []),
+    )
+    session = sessions.get(r.session)  # no face: the whole layer, as before
     assert session.info["framing"] == "square"
     assert session.box == SquareFraming(0).frame(rgba, Rect(0, 0, 512, 512), 32)
 
@@ -175,16 +232,24 @@ def test_neighbouring_faces_are_edited_one_after_another(small: list[int], model
     second crop is taken from the layer as the first edit left it."""
     second = shifted_face(FACE, 130.0)
     rgba = _photo()
-    pairs = [(FACE.nose, (FACE.nose[0] + 40.0, FACE.nose[1] + 20.0)),
-             (second.nose, (second.nose[0] + 40.0, second.nose[1] + 20.0))]
-    req = EditRequest(512, 512, rgba.tobytes(), "u8", pairs, model,
-                      params=EditParams(steps=3, lr=0.1))
+    pairs = [
+        (FACE.nose, (FACE.nose[0] + 40.0, FACE.nose[1] + 20.0)),
+        (second.nose, (second.nose[0] + 40.0, second.nose[1] + 20.0)),
+    ]
+    req = EditRequest(
+        512, 512, rgba.tobytes(), "u8", pairs, model, params=EditParams(steps=3, lr=0.1)
+    )
     boxes = [ffhq_box(f, 512, 512, 32) for f in (FACE, second)]
-    assert not boxes[0].rect.intersect(boxes[1].rect).empty        # the squares overlap
+    assert not boxes[0].rect.intersect(boxes[1].rect).empty  # the squares overlap
     sessions = SessionCache()
-    r = run_edit(req, device="cpu", sessions=sessions, on_progress=lambda e: None,
-                 should_stop=lambda: False,
-                 aligner=FaceAligner(lambda read, w, h, around: [FACE, second]))
+    r = run_edit(
+        req,
+        device="cpu",
+        sessions=sessions,
+        on_progress=lambda e: None,
+        should_stop=lambda: False,
+        aligner=FaceAligner(lambda read, w, h, around: [FACE, second]),
+    )
     assert len(small) == 2 and len(sessions) == 2
     first, later = sessions.kept()
     assert first.box == boxes[0] and later.box == boxes[1]
@@ -192,8 +257,9 @@ def test_neighbouring_faces_are_edited_one_after_another(small: list[int], model
     # The second inversion saw the first edit where the squares overlap.
     assert not np.allclose(later.target, model_view(rgba, "u8", later.box), atol=1e-3)
     out = rgba.copy()
-    out[r.y: r.y + r.height, r.x: r.x + r.width] = np.frombuffer(r.patch, np.uint8).reshape(
-        r.height, r.width, 4)
+    out[r.y : r.y + r.height, r.x : r.x + r.width] = np.frombuffer(r.patch, np.uint8).reshape(
+        r.height, r.width, 4
+    )
     ys, xs = np.mgrid[0:512, 0:512] + 0.5
     outside = np.ones((512, 512), bool)
     for box in boxes:

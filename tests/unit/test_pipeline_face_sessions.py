@@ -20,11 +20,17 @@ from gimp_draggan.sessions import SessionCache
 
 pytestmark = pytest.mark.timeout(300)
 
-TINY = GeneratorConfig(img_resolution=32, z_dim=32, w_dim=32, channel_base=256, channel_max=32,
-                       mapping_layers=2)
-FACE = FaceLandmarks(   # The astronaut's eyes and mouth, roughly.
-    eye_left=(215.0, 95.0), eye_right=(262.0, 95.0), nose=(240.0, 125.0),
-    mouth=(238.5, 160.0), mouth_left=None, mouth_right=None, score=0.9,
+TINY = GeneratorConfig(
+    img_resolution=32, z_dim=32, w_dim=32, channel_base=256, channel_max=32, mapping_layers=2
+)
+FACE = FaceLandmarks(  # The astronaut's eyes and mouth, roughly.
+    eye_left=(215.0, 95.0),
+    eye_right=(262.0, 95.0),
+    nose=(240.0, 125.0),
+    mouth=(238.5, 160.0),
+    mouth_left=None,
+    mouth_right=None,
+    score=0.9,
     box=(180.0, 50.0, 300.0, 200.0),
 )
 
@@ -39,15 +45,18 @@ def test_a_second_invert_without_points_reuses_the_face_session(
     sessions = SessionCache()
     ids = []
     for hint in (None, None, "stale-or-unknown"):
-        r = run_invert(EditRequest(512, 512, req.pixels, "u8", [], model, params=req.params,
-                                   session=hint),
-                       device="cpu", sessions=sessions, on_progress=lambda e: None,
-                       should_stop=lambda: False,
-                       aligner=FaceAligner(lambda read, w, h, around: [FACE]))
+        r = run_invert(
+            EditRequest(512, 512, req.pixels, "u8", [], model, params=req.params, session=hint),
+            device="cpu",
+            sessions=sessions,
+            on_progress=lambda e: None,
+            should_stop=lambda: False,
+            aligner=FaceAligner(lambda read, w, h, around: [FACE]),
+        )
         ids.append(r.session)
     assert sessions.get(ids[0]).box == ffhq_box(FACE, 512, 512, 32)
     assert ids[0] == ids[1] == ids[2]
-    assert len(small) == 1                      # inverted once
+    assert len(small) == 1  # inverted once
 
 
 def test_a_drag_on_one_face_uses_its_own_crop_not_a_neighbours_that_holds_it(
@@ -60,24 +69,36 @@ def test_a_drag_on_one_face_uses_its_own_crop_not_a_neighbours_that_holds_it(
     on_right = (right.nose, (right.nose[0] + 10.0, right.nose[1] + 5.0))
     on_left = (left.nose, (left.nose[0] + 10.0, left.nose[1] + 5.0))
     boxes = {name: ffhq_box(f, 512, 512, 32) for name, f in (("left", left), ("right", right))}
-    assert boxes["left"].holds(list(on_right))             # the left square holds it too
+    assert boxes["left"].holds(list(on_right))  # the left square holds it too
 
     def aligner() -> FaceAligner:
         return FaceAligner(lambda read, w, h, around: [left, right])
 
     sessions = SessionCache()
-    prepared = run_invert(EditRequest(512, 512, rgba.tobytes(), "u8", [on_right, on_left], model,
-                                      params=EditParams(steps=1)),
-                          device="cpu", sessions=sessions, on_progress=lambda e: None,
-                          should_stop=lambda: False, aligner=aligner())
+    prepared = run_invert(
+        EditRequest(
+            512, 512, rgba.tobytes(), "u8", [on_right, on_left], model, params=EditParams(steps=1)
+        ),
+        device="cpu",
+        sessions=sessions,
+        on_progress=lambda e: None,
+        should_stop=lambda: False,
+        aligner=aligner(),
+    )
     assert sessions.get(prepared.session).box == boxes["right"]
     assert {s.box for s in sessions.kept()} == {boxes["right"], boxes["left"]}
-    assert len(small) == 2                                 # each face its own crop
-    r = run_edit(EditRequest(512, 512, rgba.tobytes(), "u8", [on_right], model,
-                             params=EditParams(steps=1, lr=0.05)),
-                 device="cpu", sessions=sessions, on_progress=lambda e: None,
-                 should_stop=lambda: False, aligner=aligner())
-    assert len(small) == 2                                 # prepared: no new inversion
+    assert len(small) == 2  # each face its own crop
+    r = run_edit(
+        EditRequest(
+            512, 512, rgba.tobytes(), "u8", [on_right], model, params=EditParams(steps=1, lr=0.05)
+        ),
+        device="cpu",
+        sessions=sessions,
+        on_progress=lambda e: None,
+        should_stop=lambda: False,
+        aligner=aligner(),
+    )
+    assert len(small) == 2  # prepared: no new inversion
     assert sessions.get(r.session).box == boxes["right"]
 
 
@@ -98,18 +119,44 @@ def test_a_plain_square_made_before_does_not_serve_a_face_found_now(
     def aligner() -> FaceAligner:
         return FaceAligner(lambda read, w, h, around: [FACE])
 
-    first = run_edit(EditRequest(512, 512, rgba.tobytes(), "u8", [on_nose], model,
-                                 mask=mask.tobytes(), params=EditParams(steps=1)),
-                     device="cpu", sessions=sessions, on_progress=lambda e: None,
-                     should_stop=lambda: False, aligner=aligner())
+    first = run_edit(
+        EditRequest(
+            512,
+            512,
+            rgba.tobytes(),
+            "u8",
+            [on_nose],
+            model,
+            mask=mask.tobytes(),
+            params=EditParams(steps=1),
+        ),
+        device="cpu",
+        sessions=sessions,
+        on_progress=lambda e: None,
+        should_stop=lambda: False,
+        aligner=aligner(),
+    )
     square = sessions.get(first.session)
     face_box = ffhq_box(FACE, 512, 512, 32)
     assert square.info["framing"] == "square" and square.box.holds(list(on_nose))
-    assert square.box.side <= 2 * face_box.side              # a cache hit, size-wise
+    assert square.box.side <= 2 * face_box.side  # a cache hit, size-wise
     for hint in (first.session, None):
-        r = run_edit(EditRequest(512, 512, rgba.tobytes(), "u8", [on_nose], model,
-                                 params=EditParams(steps=1), session=hint),
-                     device="cpu", sessions=sessions, on_progress=lambda e: None,
-                     should_stop=lambda: False, aligner=aligner())
+        r = run_edit(
+            EditRequest(
+                512,
+                512,
+                rgba.tobytes(),
+                "u8",
+                [on_nose],
+                model,
+                params=EditParams(steps=1),
+                session=hint,
+            ),
+            device="cpu",
+            sessions=sessions,
+            on_progress=lambda e: None,
+            should_stop=lambda: False,
+            aligner=aligner(),
+        )
         assert sessions.get(r.session).box == face_box
-    assert len(small) == 2                                   # the face inverted once
+    assert len(small) == 2  # the face inverted once

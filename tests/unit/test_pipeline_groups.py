@@ -35,28 +35,30 @@ def test_far_pairs_get_their_own_crops_and_near_ones_share() -> None:
 
 
 def test_groups_whose_crops_overlap_are_merged() -> None:
-    handles = [(100.0, 100.0), (150.0, 100.0)]                # 16 px crops 50 px apart: apart
+    handles = [(100.0, 100.0), (150.0, 100.0)]  # 16 px crops 50 px apart: apart
     targets = [(110.0, 100.0), (160.0, 100.0)]
     assert len(plan_groups(handles, targets, None, (512, 512), _frame)) == 2
-    near = [(100.0, 100.0), (112.0, 100.0)]                   # their crops would overlap
+    near = [(100.0, 100.0), (112.0, 100.0)]  # their crops would overlap
     near_t = [(110.0, 100.0), (122.0, 100.0)]
     assert [g.pairs for g in plan_groups(near, near_t, None, (512, 512), _frame)] == [(0, 1)]
 
 
 def test_a_group_crop_holds_the_selected_part_its_points_lie_on() -> None:
     sel = np.zeros((512, 512), np.uint8)
-    sel[60:160, 50:170] = 255                                 # face 1
-    sel[330:450, 350:470] = 255                               # face 2
+    sel[60:160, 50:170] = 255  # face 1
+    sel[330:450, 350:470] = 255  # face 2
     labels, cell = selection_parts(sel)
     assert cell == 1 and labels.max() == 2
-    groups = plan_groups([(100.0, 100.0), (400.0, 400.0)], [(110.0, 100.0), (410.0, 400.0)],
-                         sel, (512, 512), _frame)
+    groups = plan_groups(
+        [(100.0, 100.0), (400.0, 400.0)], [(110.0, 100.0), (410.0, 400.0)], sel, (512, 512), _frame
+    )
     assert [g.pairs for g in groups] == [(0,), (1,)]
     assert groups[0].needed == Rect(50, 60, 170, 160)
     assert groups[1].needed == Rect(350, 330, 470, 450)
-    sel[150:340, 160:360] = 255                               # now one connected part
-    joined = plan_groups([(100.0, 100.0), (400.0, 400.0)], [(110.0, 100.0), (410.0, 400.0)],
-                         sel, (512, 512), _frame)
+    sel[150:340, 160:360] = 255  # now one connected part
+    joined = plan_groups(
+        [(100.0, 100.0), (400.0, 400.0)], [(110.0, 100.0), (410.0, 400.0)], sel, (512, 512), _frame
+    )
     assert [g.pairs for g in joined] == [(0, 1)]
 
 
@@ -72,33 +74,39 @@ def test_two_faces_in_one_drag_are_edited_one_after_another(
     small: list[int], tmp_path: Path
 ) -> None:
     torch.manual_seed(0)
-    cfg = GeneratorConfig(img_resolution=32, z_dim=32, w_dim=32, channel_base=256,
-                          channel_max=32, mapping_layers=2)
+    cfg = GeneratorConfig(
+        img_resolution=32, z_dim=32, w_dim=32, channel_base=256, channel_max=32, mapping_layers=2
+    )
     model = str(save_generator(Generator(cfg), tmp_path / "tiny.safetensors"))
     img = skimage.data.astronaut()
     rgba = np.dstack([img, np.full((512, 512), 255, np.uint8)])
     pairs = [((100.0, 100.0), (112.0, 104.0)), ((400.0, 380.0), (410.0, 392.0))]
-    req = EditRequest(512, 512, rgba.tobytes(), "u8", pairs, model,
-                      params=EditParams(steps=2, lr=0.05))
+    req = EditRequest(
+        512, 512, rgba.tobytes(), "u8", pairs, model, params=EditParams(steps=2, lr=0.05)
+    )
     sessions = SessionCache()
     events = []
-    r = run_edit(req, device="cpu", sessions=sessions, on_progress=events.append,
-                 should_stop=lambda: False)
+    r = run_edit(
+        req, device="cpu", sessions=sessions, on_progress=events.append, should_stop=lambda: False
+    )
     assert len(small) == 2 and len(sessions) == 2
-    boxes = [choose_box(Rect(100, 100, 113, 105), 512, 512, 32),
-             choose_box(Rect(400, 380, 411, 393), 512, 512, 32)]
+    boxes = [
+        choose_box(Rect(100, 100, 113, 105), 512, 512, 32),
+        choose_box(Rect(400, 380, 411, 393), 512, 512, 32),
+    ]
     assert (r.x, r.y) == (boxes[0].x0, boxes[0].y0)
     assert (r.x + r.width, r.y + r.height) == (boxes[1].rect.x1, boxes[1].rect.y1)
     out = rgba.copy()
-    out[r.y: r.y + r.height, r.x: r.x + r.width] = np.frombuffer(r.patch, np.uint8).reshape(
+    out[r.y : r.y + r.height, r.x : r.x + r.width] = np.frombuffer(r.patch, np.uint8).reshape(
         r.height, r.width, 4
     )
     outside = np.ones((512, 512), bool)
     for b in boxes:
-        outside[b.y0: b.y0 + b.side, b.x0: b.x0 + b.side] = False
-    assert np.array_equal(out[outside], rgba[outside])        # between the faces: untouched
-    assert len(r.points) == 2 and r.points[1][0] > 300        # in the request's order
-    assert all(len(e.points) == 2 for e in events)            # progress shows every handle
-    run_edit(req, device="cpu", sessions=sessions, on_progress=lambda e: None,
-             should_stop=lambda: False)
-    assert len(small) == 2                                    # both crops were cached
+        outside[b.y0 : b.y0 + b.side, b.x0 : b.x0 + b.side] = False
+    assert np.array_equal(out[outside], rgba[outside])  # between the faces: untouched
+    assert len(r.points) == 2 and r.points[1][0] > 300  # in the request's order
+    assert all(len(e.points) == 2 for e in events)  # progress shows every handle
+    run_edit(
+        req, device="cpu", sessions=sessions, on_progress=lambda e: None, should_stop=lambda: False
+    )
+    assert len(small) == 2  # both crops were cached

@@ -22,14 +22,16 @@ from gimp_draggan.sessions import SessionCache
 
 pytestmark = pytest.mark.timeout(300)
 
-TINY = GeneratorConfig(img_resolution=32, z_dim=32, w_dim=32, channel_base=256, channel_max=32,
-                       mapping_layers=2)
+TINY = GeneratorConfig(
+    img_resolution=32, z_dim=32, w_dim=32, channel_base=256, channel_max=32, mapping_layers=2
+)
 
 
 def _paste(rgba: np.ndarray, r: EditResult) -> np.ndarray:
     out = rgba.copy()
-    out[r.y: r.y + r.height, r.x: r.x + r.width] = np.frombuffer(r.patch, np.uint8).reshape(
-        r.height, r.width, 4)
+    out[r.y : r.y + r.height, r.x : r.x + r.width] = np.frombuffer(r.patch, np.uint8).reshape(
+        r.height, r.width, 4
+    )
     return out
 
 
@@ -39,29 +41,41 @@ def test_a_hinted_crop_over_an_earlier_groups_patch_keeps_that_edit(
     torch.manual_seed(0)
     model = str(save_generator(Generator(TINY), tmp_path / "tiny.safetensors"))
     rgba = np.dstack([skimage.data.astronaut(), np.full((512, 512), 255, np.uint8)])
-    a = ((100.0, 100.0), (110.0, 100.0))          # planned crop x 97..114
-    b = ((150.0, 100.0), (160.0, 100.0))          # planned crop x 147..164: two groups
+    a = ((100.0, 100.0), (110.0, 100.0))  # planned crop x 97..114
+    b = ((150.0, 100.0), (160.0, 100.0))  # planned crop x 147..164: two groups
     params = EditParams(steps=3, lr=0.1)
     sessions = SessionCache()
     # An earlier inversion whose crop (x 110..172) holds b's points and overlaps a's crop.
-    wide = run_invert(EditRequest(512, 512, rgba.tobytes(), "u8", [((120.0, 100.0), b[1])],
-                                  model, params=params),
-                      device="cpu", sessions=sessions, on_progress=lambda e: None,
-                      should_stop=lambda: False)
+    wide = run_invert(
+        EditRequest(512, 512, rgba.tobytes(), "u8", [((120.0, 100.0), b[1])], model, params=params),
+        device="cpu",
+        sessions=sessions,
+        on_progress=lambda e: None,
+        should_stop=lambda: False,
+    )
     wide_box = sessions.get(wide.session).box
     assert wide_box.rect.x0 <= 112 and wide_box.holds(list(b))
-    only_a = run_edit(EditRequest(512, 512, rgba.tobytes(), "u8", [a], model, params=params),
-                      device="cpu", sessions=sessions, on_progress=lambda e: None,
-                      should_stop=lambda: False)
+    only_a = run_edit(
+        EditRequest(512, 512, rgba.tobytes(), "u8", [a], model, params=params),
+        device="cpu",
+        sessions=sessions,
+        on_progress=lambda e: None,
+        should_stop=lambda: False,
+    )
     edited_a = _paste(rgba, only_a)
     overlap = np.zeros((512, 512), bool)
-    overlap[wide_box.rect.y0: wide_box.rect.y1, wide_box.rect.x0: only_a.x + only_a.width] = True
+    overlap[wide_box.rect.y0 : wide_box.rect.y1, wide_box.rect.x0 : only_a.x + only_a.width] = True
     moved = overlap & np.any(edited_a != rgba, axis=2)
-    assert moved.any()                             # a's edit reaches into the wide crop
-    both = run_edit(EditRequest(512, 512, rgba.tobytes(), "u8", [a, b], model, params=params,
-                                session=wide.session),
-                    device="cpu", sessions=sessions, on_progress=lambda e: None,
-                    should_stop=lambda: False)
+    assert moved.any()  # a's edit reaches into the wide crop
+    both = run_edit(
+        EditRequest(
+            512, 512, rgba.tobytes(), "u8", [a, b], model, params=params, session=wide.session
+        ),
+        device="cpu",
+        sessions=sessions,
+        on_progress=lambda e: None,
+        should_stop=lambda: False,
+    )
     out = _paste(rgba, both)
     # b's crop no longer holds the photo as it was there: a's edit stays as a alone made it.
     assert np.array_equal(out[moved], edited_a[moved])

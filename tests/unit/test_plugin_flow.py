@@ -88,8 +88,15 @@ def test_drag_through_the_service(daemon, transport):
     host = FakeHost()
     data = layer()
     with Client(address, prefer=transport) as client:
-        result = flow.run(host, client, config(address), data, [((1.0, 1.0), (5.0, 4.0))], None,
-                          flow.Options(steps=5))
+        result = flow.run(
+            host,
+            client,
+            config(address),
+            data,
+            [((1.0, 1.0), (5.0, 4.0))],
+            None,
+            flow.Options(steps=5),
+        )
         assert client.transport_name == transport
     assert host.finished == [result] and host.discarded == 0
     assert result.patch == bytes(255 - b for b in data.pixels)
@@ -97,8 +104,9 @@ def test_drag_through_the_service(daemon, transport):
     # inverting, which the plug-in tells as reusing an earlier inversion.
     note = "no selection: editing the subject around the points, feathered"
     assert host.texts[0] == f"Inverting \u00b7 {note}"
-    assert (f"Dragging 5/5 \u2014 1.0 px to go \u00b7 {texts.REUSED_NOTE} \u00b7 {note}"
-            in host.texts)
+    assert (
+        f"Dragging 5/5 \u2014 1.0 px to go \u00b7 {texts.REUSED_NOTE} \u00b7 {note}" in host.texts
+    )
     assert result.converged and host.notices == []
 
 
@@ -107,8 +115,15 @@ def test_a_drag_that_ends_short_is_told_not_called_done(daemon):
     executor.short_by = 4.9
     host = FakeHost()
     with Client(address) as client:
-        result = flow.run(host, client, config(address), layer(), [((1.0, 1.0), (5.0, 4.0))],
-                          None, flow.Options(steps=3))
+        result = flow.run(
+            host,
+            client,
+            config(address),
+            layer(),
+            [((1.0, 1.0), (5.0, 4.0))],
+            None,
+            flow.Options(steps=3),
+        )
     assert not result.converged and result.worse == [0] and result.distances == [4.9]
     assert host.finished == [result]
     assert len(host.notices) == 1
@@ -121,10 +136,13 @@ def test_a_drag_that_ends_short_is_told_not_called_done(daemon):
 def test_daemon_not_running_names_the_start_command(transport):
     address = free_address()
     host = FakeHost()
-    with Client(address, prefer=transport, timeout_s=0.5) as client, \
-            pytest.raises(flow.PluginError) as err:
-        flow.run(host, client, config(address), layer(), [((1.0, 1.0), (2.0, 2.0))], None,
-                 flow.Options())
+    with (
+        Client(address, prefer=transport, timeout_s=0.5) as client,
+        pytest.raises(flow.PluginError) as err,
+    ):
+        flow.run(
+            host, client, config(address), layer(), [((1.0, 1.0), (2.0, 2.0))], None, flow.Options()
+        )
     assert f"gimp-draggan serve --bind {address}" in str(err.value)
     assert host.discarded == 1 and not host.finished and not host.questions
 
@@ -134,8 +152,15 @@ def test_model_not_cached_says_how_to_download(daemon):
     executor.models = ("tiny", "big")
     host = FakeHost()
     with Client(address) as client, pytest.raises(flow.PluginError) as err:
-        flow.run(host, client, config(address), layer(), [((1.0, 1.0), (2.0, 2.0))], None,
-                 flow.Options(model="big"))
+        flow.run(
+            host,
+            client,
+            config(address),
+            layer(),
+            [((1.0, 1.0), (2.0, 2.0))],
+            None,
+            flow.Options(model="big"),
+        )
     assert "gimp-draggan models download big" in str(err.value)
     assert host.discarded == 1
 
@@ -145,8 +170,9 @@ def test_out_of_memory_says_smaller_selection(daemon):
     executor.fail_next = RuntimeError("CUDA out of memory. Tried to allocate 2 GiB")
     host = FakeHost()
     with Client(address) as client, pytest.raises(flow.PluginError, match="smaller area"):
-        flow.run(host, client, config(address), layer(), [((1.0, 1.0), (2.0, 2.0))], None,
-                 flow.Options())
+        flow.run(
+            host, client, config(address), layer(), [((1.0, 1.0), (2.0, 2.0))], None, flow.Options()
+        )
     assert host.discarded == 1 and executor.recovered == 1
 
 
@@ -154,8 +180,15 @@ def test_bad_parameters_are_refused_before_sending(daemon):
     address, executor = daemon
     host = FakeHost()
     with Client(address) as client, pytest.raises(flow.PluginError, match="steps"):
-        flow.run(host, client, config(address), layer(), [((1.0, 1.0), (2.0, 2.0))], None,
-                 flow.Options(steps=99999))
+        flow.run(
+            host,
+            client,
+            config(address),
+            layer(),
+            [((1.0, 1.0), (2.0, 2.0))],
+            None,
+            flow.Options(steps=99999),
+        )
     assert executor.runs == 0 and host.discarded == 1
 
 
@@ -172,8 +205,15 @@ def test_mask_travels_with_the_request(daemon):
 
         client.drag = spy  # type: ignore[method-assign]
         host = FakeHost()
-        flow.run(host, client, config(address), data, [((0.0, 0.0), (3.0, 1.0))],
-                 bytes([255, 0, 0, 0, 255, 255, 0, 0]), flow.Options(steps=1))
+        flow.run(
+            host,
+            client,
+            config(address),
+            data,
+            [((0.0, 0.0), (3.0, 1.0))],
+            bytes([255, 0, 0, 0, 255, 255, 0, 0]),
+            flow.Options(steps=1),
+        )
     assert seen == [bytes([255, 0, 0, 0, 255, 255, 0, 0])]
     assert host.texts and not any("no selection" in t for t in host.texts)
 
@@ -189,10 +229,19 @@ def test_non_interactive_never_asks(daemon):
 def test_declined_start_reports_not_running():
     address = free_address()
     host = FakeHost(interactive=True, answer=False)
-    with Client(address, timeout_s=0.3) as client, pytest.raises(flow.PluginError,
-                                                                 match="gimp-draggan serve"):
-        flow.run(host, client, config(address, (sys.executable, "-c", "pass")), layer(),
-                 [((1.0, 1.0), (2.0, 2.0))], None, flow.Options())
+    with (
+        Client(address, timeout_s=0.3) as client,
+        pytest.raises(flow.PluginError, match="gimp-draggan serve"),
+    ):
+        flow.run(
+            host,
+            client,
+            config(address, (sys.executable, "-c", "pass")),
+            layer(),
+            [((1.0, 1.0), (2.0, 2.0))],
+            None,
+            flow.Options(),
+        )
     assert len(host.questions) == 1 and "Start it now?" in host.questions[0]
 
 
@@ -202,7 +251,8 @@ def test_interactive_start_of_a_local_daemon(tmp_path):
     address = free_address()
     unit_dir = Path(__file__).parent
     script = tmp_path / "serve.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import os, sys, threading
         open({str(tmp_path / "pid")!r}, "w").write(str(os.getpid()))
         sys.path.insert(0, {str(unit_dir)!r})
@@ -211,13 +261,15 @@ def test_interactive_start_of_a_local_daemon(tmp_path):
         bind = sys.argv[sys.argv.index("--bind") + 1]
         Server(ServerConfig(bind=bind), FakeExecutor()).start()
         threading.Event().wait(60)
-    """))
+    """)
+    )
     host = FakeHost(interactive=True, answer=True)
     cfg = config(address, (sys.executable, str(script), "serve"))
     try:
         with Client(address, timeout_s=0.5) as client:
-            result = flow.run(host, client, cfg, layer(), [((1.0, 1.0), (2.0, 2.0))], None,
-                              flow.Options(steps=2))
+            result = flow.run(
+                host, client, cfg, layer(), [((1.0, 1.0), (2.0, 2.0))], None, flow.Options(steps=2)
+            )
             assert result.steps == 2 and host.finished
             assert any("Starting the DragGAN daemon" in t for t in host.texts)
     finally:
@@ -246,11 +298,22 @@ def test_progress_events_become_text_and_previews():
     on_event(protocol.QueuedEvent(2))
     on_event(protocol.ProgressEvent("invert", 120, 300))
     on_event(protocol.ProgressEvent("drag", 35, 200, [(1.0, 1.0)], [4.2], b"jpeg-1"))
-    on_event(SimpleNamespace(phase="drag", step=40, total=200, distances=[3.0],
-                             preview=b"jpeg-2", crop=[4, 5, 30.0, 20]))
-    assert host.texts == ["Waiting for the daemon (1 job ahead)", "Inverting 120/300",
-                          "Dragging 35/200 \u2014 4.2 px to go",
-                          "Dragging 40/200 \u2014 3.0 px to go"]
+    on_event(
+        SimpleNamespace(
+            phase="drag",
+            step=40,
+            total=200,
+            distances=[3.0],
+            preview=b"jpeg-2",
+            crop=[4, 5, 30.0, 20],
+        )
+    )
+    assert host.texts == [
+        "Waiting for the daemon (1 job ahead)",
+        "Inverting 120/300",
+        "Dragging 35/200 \u2014 4.2 px to go",
+        "Dragging 40/200 \u2014 3.0 px to go",
+    ]
     assert host.previews == [(b"jpeg-2", (4, 5, 30, 20))]
     on_event(protocol.QueuedEvent(1))  # An idle daemon: position 1 is next, nothing ahead.
     assert host.texts[-1] == "Waiting for the daemon (next to run)"
@@ -260,20 +323,25 @@ def test_a_drag_without_inversion_says_it_reuses_one_and_the_note_follows():
     host = FakeHost()
     on_event = flow.event_handler(host, "no selection: editing the face around the points")
     on_event(protocol.ProgressEvent("drag", 1, 10, [(1.0, 1.0)], [2.0]))
-    on_event(protocol.ProgressEvent("invert", 1, 10))      # a second face, inverted anew
+    on_event(protocol.ProgressEvent("invert", 1, 10))  # a second face, inverted anew
     on_event(protocol.ProgressEvent("drag", 2, 10, [(1.0, 1.0)], [1.0]))
     assert host.texts == [
         f"Dragging 1/10 \u2014 2.0 px to go \u00b7 {texts.REUSED_NOTE} \u00b7 no selection: "
         "editing the face around the points",
         "Inverting 1/10 \u00b7 no selection: editing the face around the points",
-        "Dragging 2/10 \u2014 1.0 px to go \u00b7 no selection: editing the face around the points"]
+        "Dragging 2/10 \u2014 1.0 px to go \u00b7 no selection: editing the face around the points",
+    ]
 
 
 def test_region_note_names_the_face_for_face_models():
-    hello = {"default_model": "ffhq", "models": [
-        {"name": "ffhq", "domain": "human faces"}, {"name": "embedded",
-                                                    "domain": "cartoon heads (procedural)"},
-        {"name": "lions", "domain": "lions"}]}
+    hello = {
+        "default_model": "ffhq",
+        "models": [
+            {"name": "ffhq", "domain": "human faces"},
+            {"name": "embedded", "domain": "cartoon heads (procedural)"},
+            {"name": "lions", "domain": "lions"},
+        ],
+    }
     assert texts.model_domain(hello, "") == "human faces"
     assert texts.model_domain(hello, "lions") == "lions"
     assert texts.model_domain(hello, "gone") == ""

@@ -21,8 +21,9 @@ def stroke(*anchors_xy):
 
 # ---- points -------------------------------------------------------------------------------------
 def test_first_anchor_is_handle_last_is_target():
-    path = points.PathInfo("p", True, True, [stroke((10, 12), (15, 15), (30, 20)),
-                                            stroke((5, 6), (7, 9))])
+    path = points.PathInfo(
+        "p", True, True, [stroke((10, 12), (15, 15), (30, 20)), stroke((5, 6), (7, 9))]
+    )
     assert points.pairs_from_path(path) == [((10.0, 12.0), (30.0, 20.0)), ((5.0, 6.0), (7.0, 9.0))]
 
 
@@ -90,8 +91,11 @@ def test_to_layer_subtracts_offsets():
 
 def test_points_outside_layer_named():
     pairs = [((10.0, 10.0), (12.0, 12.0)), ((5.0, 5.0), (70.0, 5.0))]
-    with pytest.raises(points.PointsError, match=r"target of pair 2 at \(70, 5\) lies outside the "
-                                                 r"layer \(x 0\.\.63, y 0\.\.47\)"):
+    with pytest.raises(
+        points.PointsError,
+        match=r"target of pair 2 at \(70, 5\) lies outside the "
+        r"layer \(x 0\.\.63, y 0\.\.47\)",
+    ):
         points.to_layer(pairs, 0, 0, 64, 48)
 
 
@@ -102,10 +106,10 @@ def test_point_left_of_offset_layer():
 
 # ---- mask ---------------------------------------------------------------------------------------
 def test_place_mask_puts_region_at_its_offset():
-    layer = mask.Rect(10, 20, 6, 4)          # image pixels
+    layer = mask.Rect(10, 20, 6, 4)  # image pixels
     region = mask.Rect(12, 21, 3, 2)
     out = mask.place_mask(bytes([255, 128, 1, 2, 3, 4]), region, layer)
-    rows = [list(out[r * 6:(r + 1) * 6]) for r in range(4)]
+    rows = [list(out[r * 6 : (r + 1) * 6]) for r in range(4)]
     assert rows == [[0] * 6, [0, 0, 255, 128, 1, 0], [0, 0, 2, 3, 4, 0], [0] * 6]
 
 
@@ -137,15 +141,15 @@ def test_handles_fixed():
 
 
 def test_mask_crop_takes_the_box():
-    m = bytes(range(12))                      # 4 x 3
+    m = bytes(range(12))  # 4 x 3
     assert mask.crop(m, 4, (1, 1, 2, 2)) == bytes([5, 6, 9, 10])
 
 
 def test_soft_edges_fade_out_at_the_border_only():
-    soft = mask.soft_edges(32, 16)            # feather: 16 // 8 = 2 px
+    soft = mask.soft_edges(32, 16)  # feather: 16 // 8 = 2 px
     assert len(soft) == 32 * 16
-    assert soft[0] < 255 // 2 and soft[8 * 32 + 16] == 255      # a corner, the middle
-    row = soft[8 * 32:9 * 32]
+    assert soft[0] < 255 // 2 and soft[8 * 32 + 16] == 255  # a corner, the middle
+    row = soft[8 * 32 : 9 * 32]
     assert row[0] < row[1] < row[2] == 255 and row[-1] == row[0]
 
 
@@ -153,7 +157,8 @@ def test_soft_edges_fade_out_at_the_border_only():
 def test_dialog_summary_says_what_the_run_uses():
     text = texts.dialog_summary("drag points", 2, False)
     assert text.startswith(
-        "Path \u201cdrag points\u201d: 2 handle \u2192 target pairs; no selection")
+        "Path \u201cdrag points\u201d: 2 handle \u2192 target pairs; no selection"
+    )
     assert "Shift+click starts another stroke" in text
     one = texts.dialog_summary("p", 1, True)
     assert "1 handle \u2192 target pair; only the selected area" in one
@@ -162,7 +167,8 @@ def test_dialog_summary_says_what_the_run_uses():
 def test_sentences_for_gimps_error_dialog():
     """GIMP names the procedure itself: no name repeated, one capital, one period."""
     assert texts.sentence("a layer group is selected: run DragGAN Drag again.") == (
-        "A layer group is selected: run DragGAN Drag again.")
+        "A layer group is selected: run DragGAN Drag again."
+    )
     assert texts.sentence("done") == "Done."
 
 
@@ -215,8 +221,11 @@ def test_address_order(tmp_path):
     assert settings.load(tmp_path, "", {}).address == protocol.DEFAULT_ADDRESS
     assert settings.load(tmp_path, "", env).address == "tcp://127.0.0.1:7001"
     assert settings.load(tmp_path, "tcp://127.0.0.1:7002", env).address == "tcp://127.0.0.1:7002"
-    (tmp_path / settings.CONFIG_NAME).write_text(json.dumps(
-        {"address": "tcp://10.0.0.2:5589", "serve_command": ["/opt/py", "-m", "x", "serve"]}))
+    (tmp_path / settings.CONFIG_NAME).write_text(
+        json.dumps(
+            {"address": "tcp://10.0.0.2:5589", "serve_command": ["/opt/py", "-m", "x", "serve"]}
+        )
+    )
     loaded = settings.load(tmp_path, "", {})
     assert loaded.address == "tcp://10.0.0.2:5589"
     assert loaded.serve_command == ("/opt/py", "-m", "x", "serve")
@@ -250,17 +259,33 @@ def test_transport_choice(tmp_path):
 def test_serve_argv():
     local = settings.Settings(protocol.DEFAULT_ADDRESS, (), None)
     assert settings.serve_argv(local, which=lambda _n: "/usr/bin/gimp-draggan") == [
-        "/usr/bin/gimp-draggan", "serve"]
+        "/usr/bin/gimp-draggan",
+        "serve",
+    ]
     assert settings.serve_argv(local, which=lambda _n: None) is None
     other = settings.Settings("tcp://127.0.0.1:6000", ("py", "-m", "gimp_draggan", "serve"), None)
-    assert settings.serve_argv(other) == ["py", "-m", "gimp_draggan", "serve", "--bind",
-                                          "tcp://127.0.0.1:6000"]
+    assert settings.serve_argv(other) == [
+        "py",
+        "-m",
+        "gimp_draggan",
+        "serve",
+        "--bind",
+        "tcp://127.0.0.1:6000",
+    ]
 
 
-@pytest.mark.parametrize(("nick", "depth"), [("u8-non-linear", "u8"), ("u8-linear", "u8"),
-                                             ("u16-perceptual", "u16"), ("u32-linear", "f32"),
-                                             ("half-non-linear", "f32"), ("double-linear", "f32"),
-                                             ("float-non-linear", "f32")])
+@pytest.mark.parametrize(
+    ("nick", "depth"),
+    [
+        ("u8-non-linear", "u8"),
+        ("u8-linear", "u8"),
+        ("u16-perceptual", "u16"),
+        ("u32-linear", "f32"),
+        ("half-non-linear", "f32"),
+        ("double-linear", "f32"),
+        ("float-non-linear", "f32"),
+    ],
+)
 def test_depth_for_precision(nick, depth):
     assert settings.depth_for(nick) == depth
 
@@ -268,20 +293,19 @@ def test_depth_for_precision(nick, depth):
 # ---- launcher -----------------------------------------------------------------------------------
 def test_launcher_fails_early_when_daemon_exits(tmp_path):
     log = tmp_path / "serve.log"
-    proc = launcher.start([sys.executable, "-c", "import sys; print('no model'); sys.exit(3)"],
-                          log)
+    proc = launcher.start([sys.executable, "-c", "import sys; print('no model'); sys.exit(3)"], log)
     with pytest.raises(launcher.LaunchError, match=r"exit code 3.*serve\.log"):
         launcher.wait_ready(proc, lambda: False, 30.0, log, poll_s=0.05)
     assert "no model" in log.read_text()
 
 
 def test_launcher_waits_for_ping(tmp_path):
-    proc = launcher.start([sys.executable, "-c", "import time; time.sleep(30)"],
-                          tmp_path / "l.log")
+    proc = launcher.start([sys.executable, "-c", "import time; time.sleep(30)"], tmp_path / "l.log")
     calls = []
     try:
-        launcher.wait_ready(proc, lambda: calls.append(1) or len(calls) >= 3, 30.0,
-                            tmp_path / "l.log", poll_s=0.01)
+        launcher.wait_ready(
+            proc, lambda: calls.append(1) or len(calls) >= 3, 30.0, tmp_path / "l.log", poll_s=0.01
+        )
         assert len(calls) == 3
         with pytest.raises(launcher.LaunchError, match="did not answer within"):
             launcher.wait_ready(proc, lambda: False, 0.05, tmp_path / "l.log", poll_s=0.01)
@@ -298,10 +322,14 @@ def test_launcher_missing_program(tmp_path):
 def test_plugin_package_imports_no_heavy_modules():
     """The plug-in side must load in GIMP's bare Python: no numpy, torch or daemon imports."""
     import subprocess
-    code = ("import sys; sys.modules['zmq'] = None; "
-            "import gimp_draggan_plugin.flow, gimp_draggan_plugin.zmtp; "
-            "bad = [m for m in ('numpy', 'torch', 'gimp_draggan', 'PIL') if m in sys.modules]; "
-            "print(bad); sys.exit(bool(bad))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=Path(__file__).parent)
+
+    code = (
+        "import sys; sys.modules['zmq'] = None; "
+        "import gimp_draggan_plugin.flow, gimp_draggan_plugin.zmtp; "
+        "bad = [m for m in ('numpy', 'torch', 'gimp_draggan', 'PIL') if m in sys.modules]; "
+        "print(bad); sys.exit(bool(bad))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent
+    )
     assert out.returncode == 0, out.stdout + out.stderr

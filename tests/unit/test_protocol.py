@@ -74,7 +74,7 @@ def test_job_validation_accepts_a_good_photo_job_and_fills_defaults():
     req = check(job_frames(params={"steps": 5}))
     assert req.image == P.ImageSpec(4, 3, "u8")
     assert req.pairs == [((0.0, 0.0), (3.0, 2.0))]
-    assert req.params["steps"] == 5 and req.params["lr"] is None   # the model's own step
+    assert req.params["steps"] == 5 and req.params["lr"] is None  # the model's own step
     assert req.seed is None and req.mask is None
 
 
@@ -122,8 +122,12 @@ def test_seed_form_takes_no_pixels_and_an_optional_model_sized_mask():
     frames = P.encode("drag", "s1", {"seed": 7, "pairs": [[1, 1, 5, 5]]})
     req = check(frames)
     assert req.seed == 7 and req.image is None and req.pixels is None
-    frames = P.encode("drag", "s2", {"seed": 7, "pairs": [[1, 1, 5, 5]], "width": 8,
-                                     "height": 8}, {"mask": bytes(64)})
+    frames = P.encode(
+        "drag",
+        "s2",
+        {"seed": 7, "pairs": [[1, 1, 5, 5]], "width": 8, "height": 8},
+        {"mask": bytes(64)},
+    )
     req = check(frames)
     assert req.image == P.ImageSpec(8, 8, "u8") and req.mask == bytes(64)
     with pytest.raises(P.ProtocolError):
@@ -148,8 +152,19 @@ def test_wire_parameters_match_the_pipeline_defaults():
 
 
 def test_result_and_progress_roundtrip():
-    r = P.JobResult(session="s1", x=3, y=4, width=2, height=1, depth="u16", patch=bytes(16),
-                    points=[(1.5, 2.0)], distances=[0.5], steps=9, timings={"drag": 1.0})
+    r = P.JobResult(
+        session="s1",
+        x=3,
+        y=4,
+        width=2,
+        height=1,
+        depth="u16",
+        patch=bytes(16),
+        points=[(1.5, 2.0)],
+        distances=[0.5],
+        steps=9,
+        timings={"drag": 1.0},
+    )
     assert P.parse_result(P.decode(P.result_frames("j", r))) == r
     with pytest.raises(ValueError):
         P.result_frames("j", dataclasses.replace(r, patch=bytes(15)))

@@ -20,8 +20,9 @@ from gimp_draggan.draggan.networks import Generator, GeneratorConfig
 
 pytestmark = pytest.mark.timeout(120)
 
-CFG = GeneratorConfig(img_resolution=16, z_dim=16, w_dim=16, channel_base=128, channel_max=16,
-                      mapping_layers=2)
+CFG = GeneratorConfig(
+    img_resolution=16, z_dim=16, w_dim=16, channel_base=128, channel_max=16, mapping_layers=2
+)
 FEW = {"projection_steps": 30, "tuning_steps": 30, "w_avg_samples": 256}
 
 
@@ -47,8 +48,12 @@ def G() -> Generator:
 @pytest.fixture(scope="module")
 def loss() -> L.LPIPS:
     torch.manual_seed(1)
-    feats = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
-                          nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU())
+    feats = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        nn.ReLU(),
+    )
     return L.LPIPS(feats, [2, 4], None, name="lpips-test")
 
 
@@ -67,8 +72,15 @@ def test_generated_image_is_recovered(G: Generator, loss: L.LPIPS, seed: int) ->
     target = _target(G, seed)
     before = _snapshot(G)
     calls: list[tuple[str, int, int]] = []
-    params = pti.preset("fast", projection_steps=50, tuning_steps=80, w_avg_samples=256,
-                        optimize_noise=True, w_plus=True, stop_distance=0.0)
+    params = pti.preset(
+        "fast",
+        projection_steps=50,
+        tuning_steps=80,
+        w_avg_samples=256,
+        optimize_noise=True,
+        w_plus=True,
+        stop_distance=0.0,
+    )
     r = pti.invert(G, target, loss, params, on_step=lambda *a: calls.append(a))
 
     assert r.ws.shape == (1, G.num_ws, CFG.w_dim)
@@ -115,9 +127,14 @@ def test_cancel_raises_and_leaves_generator_alone(G: Generator, loss: L.LPIPS) -
     for stop_at in (3, FEW["projection_steps"] + 4):  # during the projection, during the tuning
         seen.clear()
         with pytest.raises(pti.InversionCancelled):
-            pti.invert(G, target, loss, pti.preset("fast", **FEW, optimize_noise=True),
-                       on_step=lambda _p, s, _t: seen.append(s),
-                       should_stop=lambda n=stop_at: len(seen) >= n)
+            pti.invert(
+                G,
+                target,
+                loss,
+                pti.preset("fast", **FEW, optimize_noise=True),
+                on_step=lambda _p, s, _t: seen.append(s),
+                should_stop=lambda n=stop_at: len(seen) >= n,
+            )
         assert seen[-1] == stop_at
     after = G.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -125,8 +142,14 @@ def test_cancel_raises_and_leaves_generator_alone(G: Generator, loss: L.LPIPS) -
 
 def test_locality_regulariser_keeps_far_latents(G: Generator, loss: L.LPIPS) -> None:
     target = _target(G, seed=8)
-    base = {"projection_steps": 10, "tuning_steps": 15, "w_avg_samples": 64, "stop_distance": 0.0,
-            "tuning_lr": 1e-2, "tuning_schedule": "constant"}
+    base = {
+        "projection_steps": 10,
+        "tuning_steps": 15,
+        "w_avg_samples": 64,
+        "stop_distance": 0.0,
+        "tuning_lr": 1e-2,
+        "tuning_schedule": "constant",
+    }
     z = torch.randn(4, CFG.z_dim, generator=torch.Generator().manual_seed(99))
     with torch.no_grad():
         far = G.mapping(z)
@@ -149,8 +172,9 @@ def test_locality_regulariser_keeps_far_latents(G: Generator, loss: L.LPIPS) -> 
         (torch.full((1, 3, 16, 16), float("nan")), "NaN"),
     ],
 )
-def test_bad_targets_are_refused(G: Generator, loss: L.LPIPS, bad: torch.Tensor,
-                                 match: str) -> None:
+def test_bad_targets_are_refused(
+    G: Generator, loss: L.LPIPS, bad: torch.Tensor, match: str
+) -> None:
     with pytest.raises(ValueError, match=match):
         pti.invert(G, bad, loss, pti.preset("fast", **FEW))
 
@@ -184,6 +208,10 @@ def test_original_params_copy_semantics(G: Generator) -> None:
     """`invert` works on a deep copy: even a generator with grads enabled keeps them."""
     G2 = copy.deepcopy(G).requires_grad_(True)
     target = _target(G2, seed=9)
-    pti.invert(G2, target, L.PyramidL1(), pti.preset("fast", projection_steps=2, tuning_steps=2,
-                                                      w_avg_samples=16))
+    pti.invert(
+        G2,
+        target,
+        L.PyramidL1(),
+        pti.preset("fast", projection_steps=2, tuning_steps=2, w_avg_samples=16),
+    )
     assert all(p.requires_grad and p.grad is None for p in G2.parameters())

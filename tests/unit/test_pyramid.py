@@ -32,11 +32,18 @@ def test_big_windows_match_the_direct_read(depth: str, angle: float) -> None:
     layer = _photo(1201, 1603)
     if depth == "u16":
         layer = layer.astype(np.uint16) * 257
-    layer[:300, :300, 3] = 0                                  # a transparent corner
+    layer[:300, :300, 3] = 0  # a transparent corner
     pyramid = LayerPyramid(layer, depth)
-    for side in (100, 600, 1100):       # read at k = 1, 2, 4: >= 2 level px per model px
-        box = CropBox(x0=250, y0=40, side=side, layer_width=1603, layer_height=1201,
-                      resolution=128, angle=angle)
+    for side in (100, 600, 1100):  # read at k = 1, 2, 4: >= 2 level px per model px
+        box = CropBox(
+            x0=250,
+            y0=40,
+            side=side,
+            layer_width=1603,
+            layer_height=1201,
+            resolution=128,
+            angle=angle,
+        )
         direct = model_view(layer, depth, box)
         read = pyramid.read(box)
         assert read.shape == (128, 128, 3) and read.dtype == np.float32
@@ -49,7 +56,7 @@ def test_levels_are_built_once_from_each_other() -> None:
     pyramid = LayerPyramid(layer, "u8")
     box = CropBox(x0=0, y0=0, side=2100, layer_width=3000, layer_height=2100, resolution=128)
     first = pyramid.read(box)
-    assert sorted(pyramid.levels) == [2, 4, 8]               # 2100 / 8 >= 2 x 128 > 2100 / 16
+    assert sorted(pyramid.levels) == [2, 4, 8]  # 2100 / 8 >= 2 x 128 > 2100 / 16
     level = pyramid.levels[8]
     assert level.shape == (263, 375, 3)
     assert np.array_equal(pyramid.read(box), first) and pyramid.levels[8] is level

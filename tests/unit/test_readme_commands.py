@@ -65,11 +65,16 @@ def daemon() -> Iterator[str]:
     from gimp_draggan.server import Server, ServerConfig
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(pti.PRESETS, "fast",
-                   pti.InvertParams(projection_steps=3, tuning_steps=2, w_avg_samples=64))
+        mp.setitem(
+            pti.PRESETS,
+            "fast",
+            pti.InvertParams(projection_steps=3, tuning_steps=2, w_avg_samples=64),
+        )
         for _ in single_torch_thread():
-            server = Server(ServerConfig(bind="tcp://127.0.0.1:*"),
-                            PipelineExecutor("cpu", default_model="embedded"))
+            server = Server(
+                ServerConfig(bind="tcp://127.0.0.1:*"),
+                PipelineExecutor("cpu", default_model="embedded"),
+            )
             server.start()
             try:
                 yield server.address
@@ -84,9 +89,13 @@ def test_the_readme_has_the_examples_this_test_runs() -> None:
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_readme_command_runs_as_written(command: str, daemon: str, tmp_path: Path,
-                                        monkeypatch: pytest.MonkeyPatch,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_readme_command_runs_as_written(
+    command: str,
+    daemon: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("GIMP_DRAGGAN_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv(P.ADDRESS_ENV, daemon)
@@ -100,8 +109,9 @@ def test_readme_command_runs_as_written(command: str, daemon: str, tmp_path: Pat
         raise urllib.error.URLError("no network in this test")
 
     monkeypatch.setattr(urllib.request, "urlopen", offline)
-    monkeypatch.setitem(pti.PRESETS, "fast",
-                        pti.InvertParams(projection_steps=3, tuning_steps=2, w_avg_samples=64))
+    monkeypatch.setitem(
+        pti.PRESETS, "fast", pti.InvertParams(projection_steps=3, tuning_steps=2, w_avg_samples=64)
+    )
     for _ in single_torch_thread():
         try:
             code = main(argv)
@@ -117,14 +127,19 @@ def test_readme_command_runs_as_written(command: str, daemon: str, tmp_path: Pat
         assert (tmp_path / "OUT.png").is_file()
 
 
-def check_serve(argv: list[str], monkeypatch: pytest.MonkeyPatch,
-                capsys: pytest.CaptureFixture[str]) -> None:
+def check_serve(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`serve` as written, at $GIMP_DRAGGAN_DAEMON (a free port): it must answer `ping`."""
     address = free_address()
     monkeypatch.setenv(P.ADDRESS_ENV, address)
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "gimp_draggan", *argv], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gimp_draggan", *argv],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 60
         while main(["ping"]) != 0:

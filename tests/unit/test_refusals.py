@@ -14,7 +14,8 @@ from gimp_draggan_plugin import protocol as P
 
 
 def test_one_line_per_reason_per_second_and_the_rest_counted(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     now = [100.0]
     refusals = RefusalLog(logging.getLogger("gimp_draggan.test"), clock=lambda: now[0])
     caplog.set_level(logging.WARNING, "gimp_draggan")
@@ -23,8 +24,10 @@ def test_one_line_per_reason_per_second_and_the_rest_counted(
     refusals.refused("too_large", "c9", "layer 20000x20000")
     refusals.flush()
     lines = [r.getMessage() for r in caplog.records]
-    assert lines == ["refused queue_full from client c0: 17 jobs waiting",
-                     "refused too_large from client c9: layer 20000x20000"]
+    assert lines == [
+        "refused queue_full from client c0: 17 jobs waiting",
+        "refused too_large from client c9: layer 20000x20000",
+    ]
     now[0] += 1.5
     refusals.flush()
     last = caplog.records[-1].getMessage()
@@ -40,8 +43,13 @@ def test_a_flood_over_the_queue_shows_in_the_log(caplog: pytest.LogCaptureFixtur
     server.start()
     raw = Raw(server.address)
     try:
-        fields = {"width": 1, "height": 1, "depth": "u8", "pairs": [[0, 0, 0, 0]],
-                  "params": {"steps": 100}}
+        fields = {
+            "width": 1,
+            "height": 1,
+            "depth": "u8",
+            "pairs": [[0, 0, 0, 0]],
+            "params": {"steps": 100},
+        }
         for i in range(6):
             raw.request("drag", f"d{i}", fields, {"pixels": bytes(4)})
         codes = []

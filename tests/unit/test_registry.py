@@ -61,7 +61,10 @@ def test_cache_dir_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     ],
 )
 def test_platform_cache_dirs(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, platform: str, env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    platform: str,
+    env: dict[str, str],
     expect: str,
 ) -> None:
     monkeypatch.setattr(registry.sys, "platform", platform)
@@ -106,8 +109,7 @@ def test_resolve_paths_and_unknown_names(tmp_path: Path) -> None:
 
 def test_broken_tables_rejected(tmp_path: Path) -> None:
     bad = tmp_path / "m.json"
-    row = {"name": "a", "kind": "generator", "filename": "a.pkl", "licence": "x",
-           "sha256": "ABC"}
+    row = {"name": "a", "kind": "generator", "filename": "a.pkl", "licence": "x", "sha256": "ABC"}
     bad.write_text(json.dumps({"format": "gimp-draggan-models", "models": [row]}))
     with pytest.raises(RegistryError, match="64 lowercase hex"):
         registry.load_table(bad)

@@ -39,8 +39,9 @@ def test_secret_is_made_once_for_the_owner_only(tmp_path: Path) -> None:
 
 @pytest.fixture
 def owned() -> Iterator[Server]:
-    server = Server(ServerConfig(bind="tcp://127.0.0.1:*", secret="the-owners-secret"),
-                    FakeExecutor())
+    server = Server(
+        ServerConfig(bind="tcp://127.0.0.1:*", secret="the-owners-secret"), FakeExecutor()
+    )
     server.start()
     yield server
     server.stop()
@@ -48,23 +49,28 @@ def owned() -> Iterator[Server]:
 
 @pytest.mark.parametrize("transport", ["pyzmq", "zmtp"])
 def test_a_client_without_the_secret_is_refused_and_the_owner_served(
-        owned: Server, transport: str, caplog: pytest.LogCaptureFixture) -> None:
+    owned: Server, transport: str, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, "gimp_draggan")
-    with Client(owned.address, secret="guess", prefer=transport) as stranger, \
-            pytest.raises(DaemonError) as refused:
+    with (
+        Client(owned.address, secret="guess", prefer=transport) as stranger,
+        pytest.raises(DaemonError) as refused,
+    ):
         stranger.hello()
     assert refused.value.code == "not_your_daemon"
     assert "belongs to another user" in str(refused.value)
     with Client(owned.address, secret="the-owners-secret", prefer=transport) as owner:
         assert owner.hello()["default_model"] == "tiny"
-        result = owner.drag(pixels=bytes(16), width=2, height=2, pairs=[((0, 0), (1, 1))],
-                            params={"steps": 2})
+        result = owner.drag(
+            pixels=bytes(16), width=2, height=2, pairs=[((0, 0), (1, 1))], params={"steps": 2}
+        )
         assert result.patch == bytes([255] * 16)
     assert any("refused not_your_daemon from client" in r.getMessage() for r in caplog.records)
 
 
 def test_the_secret_file_is_read_when_a_request_goes(
-        owned: Server, own_secret: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    owned: Server, own_secret: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The plug-in makes its client, then starts the daemon, which writes the secret."""
     monkeypatch.setenv(P.SECRET_ENV, str(own_secret.with_name("later.secret")))
     with Client(owned.address) as client:
@@ -94,8 +100,9 @@ def _other_user() -> Iterator[str]:
     if not (shutil.which("useradd") and shutil.which("userdel") and shutil.which("runuser")):
         pytest.skip("useradd/userdel/runuser are not installed")
     name = f"gdtest{secrets.token_hex(3)}"
-    made = subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/sh", name],
-                          capture_output=True, text=True)
+    made = subprocess.run(
+        ["useradd", "--no-create-home", "--shell", "/bin/sh", name], capture_output=True, text=True
+    )
     if made.returncode != 0:
         pytest.skip(f"useradd failed here: {made.stderr.strip()}")
     try:
@@ -105,6 +112,7 @@ def _other_user() -> Iterator[str]:
 
 
 other_user = pytest.fixture(_other_user)
+
 
 def _as_user(uid: int, gid: int, address: str, transport: str, secret_file: Path) -> str:
     """Run a client with the default secret lookup in a forked child that became `uid`; return

@@ -81,8 +81,7 @@ def test_drag_streams_queued_progress_then_one_result(service):
         ([b'{"v": 3, "op": "hello", "id": "x1"}'], "bad_version"),
         (P.encode("drag", "x1", PHOTO, {"pixels": bytes(15)}), "bad_request"),
         (P.encode("drag", "x1", {**PHOTO, "model": "nope"}, PIXELS), "unknown_model"),
-        (P.encode("drag", "x1", {**PHOTO, "width": 90000, "height": 90000}, PIXELS),
-         "too_large"),
+        (P.encode("drag", "x1", {**PHOTO, "width": 90000, "height": 90000}, PIXELS), "too_large"),
         (P.encode("models", "x1", {"action": "download", "name": "nope"}), "unknown_model"),
         (P.encode("models", "x1", {"action": "burn"}), "bad_request"),
     ],
@@ -242,8 +241,9 @@ CLIENT = textwrap.dedent("""
 
 def test_client_killed_mid_drag_frees_the_worker_within_a_second(service):
     server, executor, raw = service
-    child = subprocess.Popen([sys.executable, "-c", CLIENT, server.address],
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CLIENT, server.address], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert child.stdout is not None and child.stdout.readline().strip() == "running"
         assert executor.running.is_set() and len(server.queue.waiting()) == 1
@@ -300,8 +300,12 @@ def test_non_loopback_bind_without_keys_is_refused():
 def test_a_frame_over_the_socket_limit_drops_that_connection_only(service):
     _, executor, raw = service
     big = raw()
-    big.request("drag", "huge", {"width": 1024, "height": 512, "pairs": [[0, 0, 1, 1]]},
-                {"pixels": bytes(1024 * 512 * 4)})  # 2 MiB > the 1 MiB limit.
+    big.request(
+        "drag",
+        "huge",
+        {"width": 1024, "height": 512, "pairs": [[0, 0, 1, 1]]},
+        {"pixels": bytes(1024 * 512 * 4)},
+    )  # 2 MiB > the 1 MiB limit.
     assert big.recv(1.0) is None  # libzmq closed the connection; nothing was queued.
     other = raw()
     drag(other, "fine")

@@ -33,10 +33,21 @@ def daemon(small: list[int], tmp_path: Path) -> Iterator[tuple[str, PipelineExec
     for name, alignment in (("face", "ffhq"), ("plain", None)):
         (cache / "models" / f"{name}.safetensors").write_bytes(model.read_bytes())
         (cache / "models" / f"{name}.json").write_bytes(model.with_suffix(".json").read_bytes())
-        row = {"name": name, "kind": "generator", "description": "test", "domain": "test",
-               "resolution": 32, "num_ws": 8, "format": "gimp-draggan",
-               "filename": f"{name}.safetensors", "urls": [], "size_bytes": None,
-               "sha256": "0" * 64, "sha256_source": "this test", "licence": "test"}
+        row = {
+            "name": name,
+            "kind": "generator",
+            "description": "test",
+            "domain": "test",
+            "resolution": 32,
+            "num_ws": 8,
+            "format": "gimp-draggan",
+            "filename": f"{name}.safetensors",
+            "urls": [],
+            "size_bytes": None,
+            "sha256": "0" * 64,
+            "sha256_source": "this test",
+            "licence": "test",
+        }
         if alignment:
             row["alignment"] = alignment
         rows.append(row)
@@ -59,13 +70,19 @@ def test_a_face_model_gets_the_face_aligned_and_others_the_square(daemon) -> Non
     framings = {}
     with Client(address) as client:
         for name in ("face", "plain"):
-            r = client.drag(pixels=rgba.tobytes(), width=512, height=512, pairs=[nose],
-                            model=name, params={"steps": 1, "preset": "fast"})
+            r = client.drag(
+                pixels=rgba.tobytes(),
+                width=512,
+                height=512,
+                pairs=[nose],
+                model=name,
+                params={"steps": 1, "preset": "fast"},
+            )
             session = executor.sessions.get(r.session)
             framings[name] = (session.info["framing"], session.box)
     framing, box = framings["face"]
     assert framing == "ffhq"
-    assert abs(math.degrees(box.angle)) < 10.0            # the astronaut's head is nearly upright
-    assert 150 < box.side < 400                           # ~4 eye distances, not the whole photo
+    assert abs(math.degrees(box.angle)) < 10.0  # the astronaut's head is nearly upright
+    assert 150 < box.side < 400  # ~4 eye distances, not the whole photo
     framing, box = framings["plain"]
     assert framing == "square" and box.angle == 0.0

@@ -26,8 +26,20 @@ def daemon(tiny):
 
 @pytest.mark.parametrize("with_mask", [False, True])
 def test_seed_drag_with_daemon_writes_the_same_image(tiny, daemon, tmp_path, capsys, with_mask):
-    args = ["drag", "--model", str(tiny), "--seed", "9", "-p", "10,12:17,12", "-p",
-            "20,20:20,26", "--steps", "5", "--json"]
+    args = [
+        "drag",
+        "--model",
+        str(tiny),
+        "--seed",
+        "9",
+        "-p",
+        "10,12:17,12",
+        "-p",
+        "20,20:20,26",
+        "--steps",
+        "5",
+        "--json",
+    ]
     if with_mask:
         mask = np.zeros((32, 32), np.uint8)
         mask[4:28, 6:30] = 255
@@ -48,8 +60,21 @@ def test_seed_drag_with_daemon_writes_the_same_image(tiny, daemon, tmp_path, cap
 
 def test_drag_daemon_not_running_says_how_to_start_it(tiny, tmp_path, capsys):
     addr = "tcp://127.0.0.1:1"
-    code = main(["drag", "--model", "tiny", "--seed", "1", "-p", "1,1:5,5", "--daemon", addr,
-                 "-o", str(tmp_path / "x.png")])
+    code = main(
+        [
+            "drag",
+            "--model",
+            "tiny",
+            "--seed",
+            "1",
+            "-p",
+            "1,1:5,5",
+            "--daemon",
+            addr,
+            "-o",
+            str(tmp_path / "x.png"),
+        ]
+    )
     assert code == 1
     assert f"daemon not running at {addr}" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
@@ -94,4 +119,3 @@ def test_serve_refuses_a_network_address_without_keys(capsys, monkeypatch, tmp_p
     assert main(["serve", "--bind", "tcp://0.0.0.0:5599", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "refusing to listen on tcp://0.0.0.0:5599" in err and "gimp-draggan keys" in err
-

@@ -32,8 +32,18 @@ def test_photo_drag_with_daemon_writes_the_same_image(tiny, daemon, tmp_path, ca
     mask = np.zeros((40, 48), np.uint8)
     mask[6:34, 8:40] = 255
     Image.fromarray(mask).save(tmp_path / "sel.png")
-    args = ["drag", str(tmp_path / "in.png"), "--model", str(tiny), "-p", "16,20:24,20",
-            "--mask", str(tmp_path / "sel.png"), "--steps", "2"]
+    args = [
+        "drag",
+        str(tmp_path / "in.png"),
+        "--model",
+        str(tiny),
+        "-p",
+        "16,20:24,20",
+        "--mask",
+        str(tmp_path / "sel.png"),
+        "--steps",
+        "2",
+    ]
     assert main([*args, "-o", str(tmp_path / "local.png")]) == 0
     assert main([*args, "--daemon", daemon, "-o", str(tmp_path / "remote.png")]) == 0
     capsys.readouterr()

@@ -23,8 +23,12 @@ pytestmark = pytest.mark.timeout(60)
 def keyed(tmp_path):
     key_dir = tmp_path / "keys"
     files = make_keys(key_dir)
-    assert {f.name for f in files} == {"server.key", "server.key_secret", "client.key",
-                                       "client.key_secret"}
+    assert {f.name for f in files} == {
+        "server.key",
+        "server.key_secret",
+        "client.key",
+        "client.key_secret",
+    }
     assert (key_dir / "server.key_secret").stat().st_mode & 0o077 == 0
     server = Server(ServerConfig(bind="tcp://0.0.0.0:*", keys=key_dir), FakeExecutor())
     address = server.start().replace("0.0.0.0", "127.0.0.1")
@@ -36,8 +40,9 @@ def test_allowed_client_key_works(keyed):
     address, key_dir, _ = keyed
     with Client(address, curve=load_curve_keys(str(key_dir))) as client:
         assert client.hello()["device"] == "fake"
-        r = client.drag(pixels=bytes(16), width=2, height=2, pairs=[((0, 0), (1, 1))],
-                        params={"steps": 2})
+        r = client.drag(
+            pixels=bytes(16), width=2, height=2, pairs=[((0, 0), (1, 1))], params={"steps": 2}
+        )
         assert r.patch == bytes([255] * 16)
 
 
@@ -47,8 +52,10 @@ def test_unknown_client_key_gets_nothing(keyed):
     stranger_pub, stranger_secret = zmq.auth.load_certificate(secret)
     server_pub = load_server_keys(key_dir).public
     curve = CurveKeys(stranger_pub, stranger_secret or b"", server_pub)
-    with Client(address, curve=curve, timeout_s=0.7, retries=1) as client, \
-            pytest.raises(DaemonError) as err:
+    with (
+        Client(address, curve=curve, timeout_s=0.7, retries=1) as client,
+        pytest.raises(DaemonError) as err,
+    ):
         client.hello()
     assert err.value.code == "timeout"
 
@@ -60,8 +67,9 @@ def test_a_refused_handshake_never_blocks_a_send(keyed, monkeypatch):
     monkeypatch.setattr(transport, "SEND_TIMEOUT_MS", 300)
     _, secret = zmq.auth.create_certificates(str(tmp_path), "stranger")
     pub, sec = zmq.auth.load_certificate(secret)
-    sock = transport.ZmqTransport(address, CurveKeys(pub, sec or b"",
-                                                     load_server_keys(key_dir).public))
+    sock = transport.ZmqTransport(
+        address, CurveKeys(pub, sec or b"", load_server_keys(key_dir).public)
+    )
     try:
         with pytest.raises(OSError, match="no connection"):
             for _ in range(20):

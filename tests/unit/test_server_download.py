@@ -17,7 +17,7 @@ from gimp_draggan_plugin.client import Client, DaemonError
 
 pytestmark = pytest.mark.timeout(60)
 
-PAYLOAD = bytes(range(256)) * 4096   # 1 MiB
+PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 
 
 class _Files(http.server.BaseHTTPRequestHandler):
@@ -38,14 +38,31 @@ def setup(tmp_path):
     url = f"http://127.0.0.1:{httpd.server_address[1]}/gen.safetensors"
 
     def row(name: str, sha: str) -> dict:
-        return {"name": name, "kind": "generator", "description": "test", "domain": "test",
-                "resolution": 32, "num_ws": 8, "format": "gimp-draggan",
-                "filename": f"{name}.safetensors", "urls": [url], "size_bytes": len(PAYLOAD),
-                "sha256": sha, "sha256_source": "this test", "licence": "test"}
+        return {
+            "name": name,
+            "kind": "generator",
+            "description": "test",
+            "domain": "test",
+            "resolution": 32,
+            "num_ws": 8,
+            "format": "gimp-draggan",
+            "filename": f"{name}.safetensors",
+            "urls": [url],
+            "size_bytes": len(PAYLOAD),
+            "sha256": sha,
+            "sha256_source": "this test",
+            "licence": "test",
+        }
 
     table = tmp_path / "models.json"
-    table.write_text(json.dumps({"format": "gimp-draggan-models", "models": [
-        row("good", hashlib.sha256(PAYLOAD).hexdigest()), row("bad", "0" * 64)]}))
+    table.write_text(
+        json.dumps(
+            {
+                "format": "gimp-draggan-models",
+                "models": [row("good", hashlib.sha256(PAYLOAD).hexdigest()), row("bad", "0" * 64)],
+            }
+        )
+    )
     executor = PipelineExecutor("cpu", cache=str(tmp_path / "cache"), table=str(table))
     server = Server(ServerConfig(bind="tcp://127.0.0.1:*"), executor)
     server.start()
@@ -67,8 +84,7 @@ def test_download_through_the_daemon(setup):
         assert reply["downloaded"] == "good"
         assert {m["name"]: m["cached"] for m in reply["models"]} == {"good": True, "bad": False}
     assert (models / "good.safetensors").read_bytes() == PAYLOAD
-    assert events and all(e.phase == "download" for e in events
-                          if isinstance(e, P.ProgressEvent))
+    assert events and all(e.phase == "download" for e in events if isinstance(e, P.ProgressEvent))
 
 
 def test_a_bad_hash_is_an_error_and_nothing_is_cached(setup):

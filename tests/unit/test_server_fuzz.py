@@ -21,8 +21,14 @@ def _one_torch_thread():
     yield from single_torch_thread()
 
 
-GOOD = {"width": 6, "height": 5, "depth": "u8", "pairs": [[1, 1, 4, 3]], "model": "tiny",
-        "params": {"steps": 1}}
+GOOD = {
+    "width": 6,
+    "height": 5,
+    "depth": "u8",
+    "pairs": [[1, 1, 4, 3]],
+    "model": "tiny",
+    "params": {"steps": 1},
+}
 # Values that make each field invalid whatever the rest says.
 WRONG = {
     "width": ["6", [6], {}, -5, 0, 1.5, True, 10**9],
@@ -47,30 +53,46 @@ def malformed(rng: random.Random, i: int) -> list[bytes]:
         return [good[0][: rng.randint(0, len(good[0]) - 1)], good[1]]
     if kind == 2:  # Wrong byte counts.
         size = rng.choice([0, 1, 119, 121, 4096])
-        blobs = {"pixels": bytes(size)} if rng.random() < 0.7 else {
-            "pixels": bytes(120), "mask": bytes(rng.choice([0, 29, 31]))}
+        blobs = (
+            {"pixels": bytes(size)}
+            if rng.random() < 0.7
+            else {"pixels": bytes(120), "mask": bytes(rng.choice([0, 29, 31]))}
+        )
         return P.encode("drag", msg_id, GOOD, blobs)
     if kind == 3:  # Huge declared sizes.
         side = rng.choice([20000, 10**6, 2**31])
-        return P.encode("drag", msg_id, {**GOOD, "width": side, "height": side},
-                        {"pixels": bytes(16)})
+        return P.encode(
+            "drag", msg_id, {**GOOD, "width": side, "height": side}, {"pixels": bytes(16)}
+        )
     if kind == 4:  # Wrong types.
         field = rng.choice(sorted(WRONG))
-        return P.encode("drag", msg_id, {**GOOD, field: rng.choice(WRONG[field])},
-                        {"pixels": bytes(120)})
+        return P.encode(
+            "drag", msg_id, {**GOOD, field: rng.choice(WRONG[field])}, {"pixels": bytes(120)}
+        )
     if kind == 5:  # Unknown ops.
         return P.encode(rng.choice(["fly", "DRAG", "", "exec", "__import__"]), msg_id)
     if kind == 6:  # Frame list and frames disagree.
         header = json.loads(good[0])
-        header["frames"] = rng.choice([["pixels", "mask"], [], ["pixels", "pixels"], "pixels",
-                                       ["x"] * 9])
+        header["frames"] = rng.choice(
+            [["pixels", "mask"], [], ["pixels", "pixels"], "pixels", ["x"] * 9]
+        )
         return [json.dumps(header).encode(), good[1]]
     if kind == 7:  # Not a header object / bad version / bad id.
-        return [rng.choice([b"[]", b"null", b"3", b'"str"', b"{}",
-                            b'{"v": 0, "op": "hello", "id": "a"}',
-                            b'{"v": 1, "op": "hello", "id": "has space"}',
-                            b'{"v": 1, "op": "hello", "id": "' + b"x" * 200 + b'"}',
-                            b'{"v": 1, "op": "hello", "id": "a", "n": Infinity}'])]
+        return [
+            rng.choice(
+                [
+                    b"[]",
+                    b"null",
+                    b"3",
+                    b'"str"',
+                    b"{}",
+                    b'{"v": 0, "op": "hello", "id": "a"}',
+                    b'{"v": 1, "op": "hello", "id": "has space"}',
+                    b'{"v": 1, "op": "hello", "id": "' + b"x" * 200 + b'"}',
+                    b'{"v": 1, "op": "hello", "id": "a", "n": Infinity}',
+                ]
+            )
+        ]
     # Extra or unknown binary frames.
     return P.encode("drag", msg_id, GOOD, {"pixels": bytes(120), "junk": b"x"})
 
@@ -99,8 +121,11 @@ def test_fuzz_then_hello_and_a_real_job(tmp_path):
 
         raw.request("hello", "alive")
         assert raw.until("alive")[0].op == "hello"
-        raw.request("drag", "real", {"seed": 3, "model": "tiny", "pairs": [[8, 8, 16, 8]],
-                                     "params": {"steps": 2}})
+        raw.request(
+            "drag",
+            "real",
+            {"seed": 3, "model": "tiny", "pairs": [[8, 8, 16, 8]], "params": {"steps": 2}},
+        )
         result, _ = raw.until("real", timeout_s=60)
         assert result.op == "result" and len(result.blobs["patch"]) == 32 * 32 * 4
     finally:

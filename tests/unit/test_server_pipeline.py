@@ -55,11 +55,20 @@ def test_seed_drag_through_the_service_equals_in_process(service, tiny):
     server, _ = service
     events = []
     with Client(server.address) as client:
-        r = client.drag(seed=5, pairs=PAIRS, model="tiny", params={"steps": 6},
-                        on_event=events.append)
+        r = client.drag(
+            seed=5, pairs=PAIRS, model="tiny", params={"steps": 6}, on_event=events.append
+        )
     local = PipelineExecutor("cpu", files={"tiny": tiny})
-    image, result = seed_drag(local._generator(str(tiny)), 5, PAIRS, {"steps": 6}, None, "cpu",
-                              lambda e: None, lambda: False)
+    image, result = seed_drag(
+        local._generator(str(tiny)),
+        5,
+        PAIRS,
+        {"steps": 6},
+        None,
+        "cpu",
+        lambda e: None,
+        lambda: False,
+    )
     got = np.frombuffer(r.patch, np.uint8).reshape(r.height, r.width, 4)
     assert (r.width, r.height) == (32, 32)
     assert np.array_equal(got[:, :, :3], image) and (got[:, :, 3] == 255).all()
@@ -76,12 +85,30 @@ def test_photo_drag_through_the_service_equals_in_process(service, tiny):
     params = {"steps": 4, "preview_every": 2, "preview_size": 64}
     events = []
     with Client(server.address) as client:
-        r = client.drag(pixels=pixels, width=40, height=36, pairs=PAIRS, mask=mask.tobytes(),
-                        model="tiny", params=params, on_event=events.append)
+        r = client.drag(
+            pixels=pixels,
+            width=40,
+            height=36,
+            pairs=PAIRS,
+            mask=mask.tobytes(),
+            model="tiny",
+            params=params,
+            on_event=events.append,
+        )
     local = run_edit(
-        EditRequest(width=40, height=36, pixels=pixels, depth="u8", pairs=PAIRS,
-                    model=str(tiny), mask=mask.tobytes(), params=EditParams(**params)),
-        device="cpu", sessions=SessionCache(), on_progress=lambda p: None,
+        EditRequest(
+            width=40,
+            height=36,
+            pixels=pixels,
+            depth="u8",
+            pairs=PAIRS,
+            model=str(tiny),
+            mask=mask.tobytes(),
+            params=EditParams(**params),
+        ),
+        device="cpu",
+        sessions=SessionCache(),
+        on_progress=lambda p: None,
         should_stop=lambda: False,
     )
     assert (r.x, r.y, r.width, r.height) == (local.x, local.y, local.width, local.height)
@@ -95,9 +122,17 @@ def test_photo_drag_through_the_service_equals_in_process(service, tiny):
     # Same photo again with the session id: no inversion this time.
     events.clear()
     with Client(server.address) as client:
-        again = client.drag(pixels=pixels, width=40, height=36, pairs=PAIRS,
-                            mask=mask.tobytes(), model="tiny", params=params,
-                            session=r.session, on_event=events.append)
+        again = client.drag(
+            pixels=pixels,
+            width=40,
+            height=36,
+            pairs=PAIRS,
+            mask=mask.tobytes(),
+            model="tiny",
+            params=params,
+            session=r.session,
+            on_event=events.append,
+        )
     assert again.session == r.session
     assert {e.phase for e in events if isinstance(e, P.ProgressEvent)} == {"drag"}
 
@@ -110,8 +145,16 @@ def test_invert_prepares_a_session_that_a_drag_reuses(service):
         assert inv.session and inv.patch == b"" and "invert" in inv.timings
         hits = executor.sessions.hits
         events = []
-        client.drag(pixels=pixels, width=40, height=36, pairs=PAIRS, model="tiny",
-                    params={"steps": 2}, session=inv.session, on_event=events.append)
+        client.drag(
+            pixels=pixels,
+            width=40,
+            height=36,
+            pairs=PAIRS,
+            model="tiny",
+            params={"steps": 2},
+            session=inv.session,
+            on_event=events.append,
+        )
     assert executor.sessions.hits == hits + 1
     assert not any(isinstance(e, P.ProgressEvent) and e.phase == "invert" for e in events)
 
@@ -135,8 +178,16 @@ def test_eight_clients_fifty_jobs_each_answered_exactly_once(service):
         try:
             for j in range(n_jobs):
                 msg_id = f"c{c}-j{j}"
-                raw.request("drag", msg_id, {"seed": c * 1000 + j, "model": "tiny",
-                                             "pairs": [[8, 8, 20, 8]], "params": {"steps": 1}})
+                raw.request(
+                    "drag",
+                    msg_id,
+                    {
+                        "seed": c * 1000 + j,
+                        "model": "tiny",
+                        "pairs": [[8, 8, 20, 8]],
+                        "params": {"steps": 1},
+                    },
+                )
                 msg, before = raw.until(msg_id, timeout_s=60)
                 with lock:
                     for m in [*before, msg]:

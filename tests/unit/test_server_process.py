@@ -21,14 +21,31 @@ def test_serve_process_answers_ping_and_stops_on_sigterm(tmp_path):
     address = f"tcp://127.0.0.1:{port}"
     env_log = {"GIMP_DRAGGAN_LOG_DIR": str(tmp_path / "log")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gimp_draggan", "serve", "--bind", address, "--model", str(tiny),
-         "--device", "cpu"], env={**os.environ, **env_log},
+        [
+            sys.executable,
+            "-m",
+            "gimp_draggan",
+            "serve",
+            "--bind",
+            address,
+            "--model",
+            str(tiny),
+            "--device",
+            "cpu",
+        ],
+        env={**os.environ, **env_log},
         stderr=(tmp_path / "stderr.txt").open("w"),
     )
     try:
+
         def pings() -> bool:
-            return subprocess.run([sys.executable, "-m", "gimp_draggan", "ping", "--daemon",
-                                   address], capture_output=True).returncode == 0
+            return (
+                subprocess.run(
+                    [sys.executable, "-m", "gimp_draggan", "ping", "--daemon", address],
+                    capture_output=True,
+                ).returncode
+                == 0
+            )
 
         assert wait_for(pings, 60, every_s=0.5)
         proc.terminate()

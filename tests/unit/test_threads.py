@@ -17,7 +17,7 @@ def test_a_busy_core_is_not_counted_as_free() -> None:
         pytest.skip("one usable core: nothing to leave free")
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        time.sleep(0.3)                                  # let it get scheduled
+        time.sleep(0.3)  # let it get scheduled
         busy = threads.free_cores(sample_s=0.5)
     finally:
         hog.kill()

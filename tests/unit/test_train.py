@@ -15,10 +15,22 @@ from gimp_draggan.draggan.train.discriminator import Discriminator, Discriminato
 
 def tiny(tmp_path: Path, **kw: object) -> T.TrainConfig:
     base = dict(
-        out=str(tmp_path / "run"), resolution=32, z_dim=32, w_dim=32, mapping_layers=2,
-        g_channel_base=256, g_channel_max=32, d_channel_base=256, d_channel_max=32,
-        batch=4, r1_interval=2, log_every=1, device="cpu", kimg=0.016,
-        checkpoint_minutes=100.0, grid_minutes=100.0,
+        out=str(tmp_path / "run"),
+        resolution=32,
+        z_dim=32,
+        w_dim=32,
+        mapping_layers=2,
+        g_channel_base=256,
+        g_channel_max=32,
+        d_channel_base=256,
+        d_channel_max=32,
+        batch=4,
+        r1_interval=2,
+        log_every=1,
+        device="cpu",
+        kimg=0.016,
+        checkpoint_minutes=100.0,
+        grid_minutes=100.0,
     )
     base.update(kw)
     return T.TrainConfig(**base)  # type: ignore[arg-type]
@@ -89,8 +101,16 @@ def test_checkpoint_roundtrip_is_bit_exact_and_resume_continues(tmp_path: Path) 
 
 def test_split_modconv_matches_the_generator_maths() -> None:
     torch.manual_seed(0)
-    G = Generator(GeneratorConfig(img_resolution=32, z_dim=32, w_dim=32, channel_base=256,
-                                  channel_max=32, mapping_layers=2))
+    G = Generator(
+        GeneratorConfig(
+            img_resolution=32,
+            z_dim=32,
+            w_dim=32,
+            channel_base=256,
+            channel_max=32,
+            mapping_layers=2,
+        )
+    )
     z = torch.randn(3, 32)
     ref = G(z)
     with T.split_modconv(True):
@@ -126,7 +146,7 @@ def test_frechet_distance_known_values() -> None:
     assert frechet_distance(a, a) < 1e-6
     shifted = frechet_distance(a, a + np.array([2.0, 0.0, 0.0]))
     assert abs(shifted - 4.0) < 1e-6
-    scaled = frechet_distance(a, a * 2)   # (2 - 1)^2 per dimension for unit variances
+    scaled = frechet_distance(a, a * 2)  # (2 - 1)^2 per dimension for unit variances
     assert abs(scaled - 3.0) < 0.2
     with pytest.raises(ValueError, match="equal D"):
         frechet_distance(a, a[:, :2])

@@ -32,7 +32,8 @@ def _field(box: CropBox, flow: np.ndarray | None = None, conf: float = 1.0) -> L
     r = box.resolution
     return LayerField(
         flow=np.zeros((r, r, 2), np.float32) if flow is None else flow.astype(np.float32),
-        confidence=np.full((r, r), conf, np.float32), box=box,
+        confidence=np.full((r, r), conf, np.float32),
+        box=box,
     )
 
 
@@ -41,9 +42,9 @@ def test_identity_field_gives_the_input_byte_for_byte(depth: str) -> None:
     rng = np.random.default_rng(3)
     layer = _layer(rng.random((90, 120, 3)), depth)
     box = CropBox(20, 10, 64, 120, 90, R)
-    generated = np.zeros((R, R, 3), np.float32)      # would show if it were used
+    generated = np.zeros((R, R, 3), np.float32)  # would show if it were used
     patch = warp_composite(layer, depth, _field(box), generated)
-    region = layer[patch.y: patch.y + patch.height, patch.x: patch.x + patch.width]
+    region = layer[patch.y : patch.y + patch.height, patch.x : patch.x + patch.width]
     assert patch.pixels.dtype == DTYPES[depth]
     assert patch.pixels.tobytes() == region.tobytes()
 
@@ -61,10 +62,11 @@ def test_a_known_smooth_field_warps_the_photo_as_the_formula_says(angle: float) 
     uu, vv = np.meshgrid(np.arange(r), np.arange(r))
     bump = 1.5 * np.exp(-((uu - 31.5) ** 2 + (vv - 31.5) ** 2) / (2 * 9.0**2))
     flow = np.dstack([bump, np.zeros_like(bump)])
-    patch = warp_composite(layer, "f32", _field(box, flow), np.zeros((r, r, 3), np.float32),
-                           feather=1.0 / 64)
+    patch = warp_composite(
+        layer, "f32", _field(box, flow), np.zeros((r, r, 3), np.float32), feather=1.0 / 64
+    )
     c, s = math.cos(angle), math.sin(angle)
-    ys, xs = np.mgrid[56:104, 56:104].astype(np.float64)       # well inside the box
+    ys, xs = np.mgrid[56:104, 56:104].astype(np.float64)  # well inside the box
     # Model coordinates of each layer pixel, the bump there, and its layer-space vector.
     cx, cy = box.centre
     u = (c * (xs + 0.5 - cx) + s * (ys + 0.5 - cy) + 64.0) * box.scale - 0.5
@@ -72,14 +74,16 @@ def test_a_known_smooth_field_warps_the_photo_as_the_formula_says(angle: float) 
     du = 1.5 * np.exp(-((u - 31.5) ** 2 + (v - 31.5) ** 2) / (2 * 9.0**2))
     sx, sy = xs + c * du / box.scale, ys + s * du / box.scale
     y, x = sy, sx
-    expect = np.dstack([
-        0.5 + 0.2 * np.sin(0.21 * x + 0.4) * np.cos(0.17 * y),
-        0.5 + 0.2 * np.cos(0.13 * x - 0.11 * y),
-        0.4 + 0.15 * np.sin(0.19 * y + 0.07 * x),
-    ])
-    got = patch.pixels[56 - patch.y: 104 - patch.y, 56 - patch.x: 104 - patch.x, :3]
+    expect = np.dstack(
+        [
+            0.5 + 0.2 * np.sin(0.21 * x + 0.4) * np.cos(0.17 * y),
+            0.5 + 0.2 * np.cos(0.13 * x - 0.11 * y),
+            0.4 + 0.15 * np.sin(0.19 * y + 0.07 * x),
+        ]
+    )
+    got = patch.pixels[56 - patch.y : 104 - patch.y, 56 - patch.x : 104 - patch.x, :3]
     assert np.abs(got - expect).max() < 1.0 / 255.0
-    assert np.abs(got - rgb[56:104, 56:104]).max() > 10.0 / 255.0   # it did move
+    assert np.abs(got - rgb[56:104, 56:104]).max() > 10.0 / 255.0  # it did move
 
 
 def test_zero_confidence_falls_back_to_the_generators_pixels() -> None:
@@ -104,10 +108,10 @@ def test_nothing_changes_outside_the_selection_and_grey_stays_grey() -> None:
     selection = np.zeros((96, 96), np.uint8)
     selection[20:76, 20:76] = 255
     colour = np.zeros((R, R, 3), np.float32)
-    colour[..., 0] = 1.0                                    # a red generator image
+    colour[..., 0] = 1.0  # a red generator image
     patch = warp_composite(layer, "u8", _field(box, flow, conf=0.5), colour, selection)
     out = np.array(layer)
-    out[patch.y: patch.y + patch.height, patch.x: patch.x + patch.width] = patch.pixels
+    out[patch.y : patch.y + patch.height, patch.x : patch.x + patch.width] = patch.pixels
     assert np.array_equal(out[selection == 0], layer[selection == 0])
     assert not np.array_equal(out, layer)
     assert np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 1], out[..., 2])
@@ -119,17 +123,19 @@ def test_detail_is_carried_whole_across_a_half_pixel_shift() -> None:
     noise = 0.5 + 0.2 * rng.standard_normal((80, 80, 1)).repeat(3, axis=2)
     layer = _layer(np.clip(noise, 0, 1), "f32")
     box = CropBox(0, 0, 80, 80, 80, 40)
-    flow = np.full((40, 40, 2), 0.25, np.float32)           # half a layer pixel, both axes
-    patch = warp_composite(layer, "f32", _field(box, flow), np.zeros((40, 40, 3), np.float32),
-                           feather=1.0 / 80)
+    flow = np.full((40, 40, 2), 0.25, np.float32)  # half a layer pixel, both axes
+    patch = warp_composite(
+        layer, "f32", _field(box, flow), np.zeros((40, 40, 3), np.float32), feather=1.0 / 80
+    )
     inner = patch.pixels[20:60, 20:60, 0]
     grid = np.arange(20, 60, dtype=np.float64) + 0.5
-    plain = sample_bicubic(layer[..., :3].astype(np.float32), np.tile(grid, 40),
-                           np.repeat(grid, 40))[:, 0].reshape(40, 40)
+    plain = sample_bicubic(
+        layer[..., :3].astype(np.float32), np.tile(grid, 40), np.repeat(grid, 40)
+    )[:, 0].reshape(40, 40)
 
     def energy(a: np.ndarray) -> float:
         return float(np.var(np.diff(a, axis=0)) + np.var(np.diff(a, axis=1)))
 
     src = layer[20:60, 20:60, 0]
     assert energy(inner) > 0.9 * energy(src)
-    assert energy(plain) < 0.8 * energy(src)                # what plain bicubic would keep
+    assert energy(plain) < 0.8 * energy(src)  # what plain bicubic would keep

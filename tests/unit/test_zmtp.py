@@ -125,7 +125,7 @@ def test_partial_frames_across_timeouts():
             conn.sendall(zmtp.GREETING + peer_ready)
             for i in range(0, len(message), 100):
                 time.sleep(0.15)
-                conn.sendall(message[i:i + 100])
+                conn.sendall(message[i : i + 100])
             time.sleep(0.5)
 
     thread = threading.Thread(target=serve, daemon=True)
@@ -165,7 +165,7 @@ def test_big_frame_across_timeouts():
             conn.sendall(zmtp.GREETING + peer_ready)
             for i in range(0, len(message), chunk):
                 time.sleep(0.15)
-                conn.sendall(message[i:i + chunk])
+                conn.sendall(message[i : i + chunk])
             time.sleep(0.5)
 
     thread = threading.Thread(target=serve, daemon=True)
@@ -277,7 +277,7 @@ def test_heartbeat_ping_is_answered():
     try:
         dealer.send([b"x"])
         ident, _ = recv_router(sock)
-        assert dealer.recv(1.0) is None   # PINGs arrive and are answered meanwhile
+        assert dealer.recv(1.0) is None  # PINGs arrive and are answered meanwhile
         sock.send_multipart([ident, b"still here"])
         assert dealer.recv(5.0) == [b"still here"]
     finally:
@@ -286,8 +286,10 @@ def test_heartbeat_ping_is_answered():
         ctx.term()
 
 
-@pytest.mark.parametrize("address", ["ipc:///tmp/x", "tcp://127.0.0.1", "tcp://:5", "tcp://*:5555",
-                                     "tcp://h:0", "tcp://h:99999"])
+@pytest.mark.parametrize(
+    "address",
+    ["ipc:///tmp/x", "tcp://127.0.0.1", "tcp://:5", "tcp://*:5555", "tcp://h:0", "tcp://h:99999"],
+)
 def test_bad_addresses(address):
     with pytest.raises(ValueError, match="tcp://"):
         zmtp.parse_address(address)

@@ -24,9 +24,9 @@ LRELU_GAIN = math.sqrt(2.0)
 class DiscriminatorConfig:
     img_resolution: int
     img_channels: int = 3
-    channel_base: int = 2048        # Channels at resolution R: min(channel_base // R, channel_max).
+    channel_base: int = 2048  # Channels at resolution R: min(channel_base // R, channel_max).
     channel_max: int = 128
-    mbstd_group: int = 4            # Minibatch-stddev group size (clipped to the batch).
+    mbstd_group: int = 4  # Minibatch-stddev group size (clipped to the batch).
 
     def to_json_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -36,8 +36,13 @@ class EqualConv2d(nn.Module):
     """Conv with equalised learning rate, optional 2x blurred down-sampling and leaky ReLU."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int,
-        bias: bool = True, activation: str = "linear", down: bool = False,
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        bias: bool = True,
+        activation: str = "linear",
+        down: bool = False,
     ) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))

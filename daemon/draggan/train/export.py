@@ -41,13 +41,25 @@ def load_run_generator(run: Path, snapshot: str | None = None) -> tuple[Any, dic
     cfg = TrainConfig(**state["config"])
     G = Generator(cfg.generator_config())
     G.load_state_dict(state["G_ema"])
-    info = {"snapshot": path.name, "steps": int(state["step"]), "images_seen": int(state["nimg"]),
-            "wall_time_s": round(float(state["wall"]), 1), "train_config": state["config"]}
+    info = {
+        "snapshot": path.name,
+        "steps": int(state["step"]),
+        "images_seen": int(state["nimg"]),
+        "wall_time_s": round(float(state["wall"]), 1),
+        "train_config": state["config"],
+    }
     return G.eval().requires_grad_(False), info
 
 
-def sample_grid(G: Any, path: Path, rows: int = 6, cols: int = 10, psi: float = 1.0,
-                seed: int = 2024, scale: int = 2) -> None:
+def sample_grid(
+    G: Any,
+    path: Path,
+    rows: int = 6,
+    cols: int = 10,
+    psi: float = 1.0,
+    seed: int = 2024,
+    scale: int = 2,
+) -> None:
     """Random samples (constant noise), ``scale``x nearest-neighbour enlarged."""
     import torch
     from PIL import Image
@@ -61,8 +73,15 @@ def sample_grid(G: Any, path: Path, rows: int = 6, cols: int = 10, psi: float = 
     pic.resize((pic.width * scale, pic.height * scale), Image.Resampling.NEAREST).save(path)
 
 
-def interpolation_strip(G: Any, path: Path, rows: int = 5, steps: int = 10, psi: float = 0.7,
-                        seed: int = 7, scale: int = 2) -> None:
+def interpolation_strip(
+    G: Any,
+    path: Path,
+    rows: int = 5,
+    steps: int = 10,
+    psi: float = 0.7,
+    seed: int = 7,
+    scale: int = 2,
+) -> None:
     """Each row: linear interpolation in w between two random latents (the drag space)."""
     import torch
     from PIL import Image
@@ -81,16 +100,23 @@ def interpolation_strip(G: Any, path: Path, rows: int = 5, steps: int = 10, psi:
 
 def _commit() -> str:
     try:
-        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, timeout=10, check=True)
+        out = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m gimp_draggan.draggan.train.export",
-                                description="Export a run's EMA generator as the embedded model.")
+    p = argparse.ArgumentParser(
+        prog="python -m gimp_draggan.draggan.train.export",
+        description="Export a run's EMA generator as the embedded model.",
+    )
     p.add_argument("--run", default=str(REPO / "runs" / "embedded"), help="training output folder")
     p.add_argument("--snapshot", default=None, help="ema-KKKKKK.pt name (default: newest)")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="weights file (.safetensors)")
@@ -113,8 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     hardware = a.hardware or (
         f"{platform.machine()} CPU, {os.cpu_count()} cores (shared), torch {torch.__version__}"
     )
-    prov: dict[str, Any] = {**info, "hardware": hardware, "commit": _commit(),
-                            "data": "gimp_draggan.draggan.train.world (procedural cartoon heads)"}
+    prov: dict[str, Any] = {
+        **info,
+        "hardware": hardware,
+        "commit": _commit(),
+        "data": "gimp_draggan.draggan.train.world (procedural cartoon heads)",
+    }
     if a.quality_n > 0 and ASSET.is_file():
         q = measure_generator(G, load_detector(ASSET), n=a.quality_n)
         prov["quality"] = asdict(q)

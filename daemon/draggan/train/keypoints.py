@@ -27,8 +27,8 @@ from gimp_draggan.draggan.train.world import KEYPOINT_NAMES, render
 
 DETECTOR_FORMAT = "gimp-draggan-keypoints"
 ASSET = Path(__file__).resolve().parents[2] / "assets" / "keypoints.safetensors"
-EVAL_SEED_BASE = 5_000_000     # held-out world seeds for measuring the detector
-TRAIN_SEED_BASE = 20_000_000   # detector training seeds (disjoint from the GAN's and eval's)
+EVAL_SEED_BASE = 5_000_000  # held-out world seeds for measuring the detector
+TRAIN_SEED_BASE = 20_000_000  # detector training seeds (disjoint from the GAN's and eval's)
 
 
 def _conv(i: int, o: int, stride: int = 1) -> nn.Sequential:
@@ -42,9 +42,9 @@ class KeypointNet(nn.Module):
         super().__init__()
         self.resolution = resolution
         self.num_keypoints = num_keypoints
-        self.enc1 = nn.Sequential(_conv(5, 32), _conv(32, 32, 2))            # R/2
-        self.enc2 = nn.Sequential(_conv(32, 64, 2), _conv(64, 64))            # R/4
-        self.enc3 = nn.Sequential(_conv(64, 128, 2), _conv(128, 128))         # R/8
+        self.enc1 = nn.Sequential(_conv(5, 32), _conv(32, 32, 2))  # R/2
+        self.enc2 = nn.Sequential(_conv(32, 64, 2), _conv(64, 64))  # R/4
+        self.enc3 = nn.Sequential(_conv(64, 128, 2), _conv(128, 128))  # R/8
         self.lateral = nn.Conv2d(64, 128, 1)
         self.head = nn.Sequential(_conv(128, 128), nn.Conv2d(128, num_keypoints, 3, 1, 1))
 
@@ -77,7 +77,7 @@ class KeypointNet(nn.Module):
 @dataclass(frozen=True)
 class DetectorAccuracy:
     n: int
-    mean_px: float             # mean Euclidean error over all keypoints, pixels
+    mean_px: float  # mean Euclidean error over all keypoints, pixels
     per_keypoint_px: dict[str, float]
     p95_px: float
 
@@ -117,13 +117,19 @@ def measure(net: KeypointNet, n: int = 512, seed_base: int = EVAL_SEED_BASE) -> 
         errs.append((detect(net, b.images) - b.keypoints).norm(dim=2))
     e = torch.cat(errs)
     per = {name: round(float(e[:, i].mean()), 3) for i, name in enumerate(KEYPOINT_NAMES)}
-    return DetectorAccuracy(n=n, mean_px=float(e.mean()), per_keypoint_px=per,
-                            p95_px=float(e.flatten().quantile(0.95)))
+    return DetectorAccuracy(
+        n=n, mean_px=float(e.mean()), per_keypoint_px=per, p95_px=float(e.flatten().quantile(0.95))
+    )
 
 
 def train_detector(
-    steps: int, batch: int = 32, lr: float = 2e-3, resolution: int = 64, seed: int = 0,
-    noise: float = 0.03, log_every: int = 100,
+    steps: int,
+    batch: int = 32,
+    lr: float = 2e-3,
+    resolution: int = 64,
+    seed: int = 0,
+    noise: float = 0.03,
+    log_every: int = 100,
 ) -> KeypointNet:
     """Adam on the L1 error of soft-argmax points; light pixel noise so GAN outputs are in range."""
     torch.manual_seed(seed)
@@ -141,8 +147,11 @@ def train_detector(
         opt.step()
         sched.step()
         if log_every and (step + 1) % log_every == 0:
-            print(f"step {step + 1}/{steps} L1 {loss.item():.3f} px "
-                  f"{(step + 1) * batch / (time.monotonic() - t0):.0f} img/s", flush=True)
+            print(
+                f"step {step + 1}/{steps} L1 {loss.item():.3f} px "
+                f"{(step + 1) * batch / (time.monotonic() - t0):.0f} img/s",
+                flush=True,
+            )
     return net.eval()
 
 
@@ -152,7 +161,9 @@ def save_detector(
     from safetensors.torch import save_file
 
     meta: dict[str, Any] = {
-        "format": DETECTOR_FORMAT, "version": "1", "resolution": str(net.resolution),
+        "format": DETECTOR_FORMAT,
+        "version": "1",
+        "resolution": str(net.resolution),
         "keypoints": json.dumps(list(KEYPOINT_NAMES)),
     }
     if accuracy is not None:
@@ -181,8 +192,16 @@ def main(argv: list[str] | None = None) -> int:
     net = train_detector(a.steps, a.batch, a.lr)
     acc = measure(net, a.eval_n)
     save_detector(net, a.out, acc)
-    print(json.dumps({"n": acc.n, "mean_px": round(acc.mean_px, 4), "p95_px": round(acc.p95_px, 4),
-                      "per_keypoint_px": acc.per_keypoint_px}))
+    print(
+        json.dumps(
+            {
+                "n": acc.n,
+                "mean_px": round(acc.mean_px, 4),
+                "p95_px": round(acc.p95_px, 4),
+                "per_keypoint_px": acc.per_keypoint_px,
+            }
+        )
+    )
     return 0
 
 

@@ -28,9 +28,9 @@ QUALITY_SEED_BASE = 6_000_000  # world seeds for quality measurements (disjoint 
 @dataclass(frozen=True)
 class Quality:
     n: int
-    fd: float                            # generated vs world
-    fd_floor: float                      # world vs world (disjoint seeds)
-    coverage: dict[str, float]           # per factor std ratio generated / world
+    fd: float  # generated vs world
+    fd_floor: float  # world vs world (disjoint seeds)
+    coverage: dict[str, float]  # per factor std ratio generated / world
     coverage_mean: float
 
 
@@ -40,7 +40,7 @@ def features(net: KeypointNet, images: torch.Tensor) -> np.ndarray:
     feats = []
     with torch.no_grad():
         for i in range(0, len(images), 256):
-            img = images[i:i + 256].to(dev)
+            img = images[i : i + 256].to(dev)
             n, _, h, w = img.shape
             ys = torch.linspace(-1, 1, h, device=dev).reshape(1, 1, h, 1).expand(n, 1, h, w)
             xs = torch.linspace(-1, 1, w, device=dev).reshape(1, 1, 1, w).expand(n, 1, h, w)
@@ -78,7 +78,11 @@ def geometry(kp: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def measure_generator(
-    G: Generator, net: KeypointNet, n: int = 2000, psi: float = 1.0, seed: int = 0,
+    G: Generator,
+    net: KeypointNet,
+    n: int = 2000,
+    psi: float = 1.0,
+    seed: int = 0,
 ) -> Quality:
     """Quality of ``G`` (z ~ N(0, I) from ``seed``, truncation ``psi``, constant noise)."""
     dev = next(G.parameters()).device
@@ -90,13 +94,17 @@ def measure_generator(
             imgs.append(G(z, truncation_psi=psi, noise_mode="const").clamp(-1, 1).cpu())
     fake = torch.cat(imgs)
     world_a = render(list(range(QUALITY_SEED_BASE, QUALITY_SEED_BASE + n)), G.img_resolution)
-    world_b = render(list(range(QUALITY_SEED_BASE + n, QUALITY_SEED_BASE + 2 * n)),
-                     G.img_resolution)
+    world_b = render(
+        list(range(QUALITY_SEED_BASE + n, QUALITY_SEED_BASE + 2 * n)), G.img_resolution
+    )
     fa, fb, ff = features(net, world_a.images), features(net, world_b.images), features(net, fake)
     geo_fake = geometry(detect(net, fake))
     geo_real = geometry(world_a.keypoints)
     cov = {k: round(float(geo_fake[k].std() / geo_real[k].std()), 3) for k in geo_real}
     return Quality(
-        n=n, fd=frechet_distance(ff, fa), fd_floor=frechet_distance(fb, fa), coverage=cov,
+        n=n,
+        fd=frechet_distance(ff, fa),
+        fd_floor=frechet_distance(fb, fa),
+        coverage=cov,
         coverage_mean=float(np.mean(list(cov.values()))),
     )

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 KEYPOINT_NAMES: tuple[str, ...] = (
-    "left_eye",      # the eye on the image's left
+    "left_eye",  # the eye on the image's left
     "right_eye",
     "nose",
     "mouth_left",
@@ -39,7 +39,7 @@ _BASE_RES = 64.0  # geometry is defined at 64 px and scaled for other resolution
 
 @dataclass(frozen=True)
 class WorldBatch:
-    images: torch.Tensor     # [N, 3, R, R] float32 in [-1, 1]
+    images: torch.Tensor  # [N, 3, R, R] float32 in [-1, 1]
     keypoints: torch.Tensor  # [N, K, 2] float32, (x, y) pixels
     seeds: tuple[int, ...]
 
@@ -59,8 +59,12 @@ def _cov(sdf: torch.Tensor, soft: float) -> torch.Tensor:
 
 
 def _ellipse_sdf(
-    x: torch.Tensor, y: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor,
-    rx: torch.Tensor, ry: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cx: torch.Tensor,
+    cy: torch.Tensor,
+    rx: torch.Tensor,
+    ry: torch.Tensor,
 ) -> torch.Tensor:
     """Approximate signed distance to an axis-aligned ellipse (first-order, exact on circles)."""
     dx = (x - cx) / rx
@@ -102,8 +106,11 @@ def render(seeds: list[int] | tuple[int, ...], resolution: int = 64) -> WorldBat
     # Background: two-colour gradient with a low-frequency sinusoidal texture.
     bg_h = u[:, 0]
     bg_a = _hsv(bg_h, _lerp(u[:, 1], 0.15, 0.55), _lerp(u[:, 2], 0.55, 0.95))
-    bg_b = _hsv((bg_h + _lerp(u[:, 3], -0.15, 0.15)) % 1, _lerp(u[:, 1], 0.1, 0.5),
-                _lerp(u[:, 4], 0.35, 0.85))
+    bg_b = _hsv(
+        (bg_h + _lerp(u[:, 3], -0.15, 0.15)) % 1,
+        _lerp(u[:, 1], 0.1, 0.5),
+        _lerp(u[:, 4], 0.35, 0.85),
+    )
     ang = col(5) * 2 * np.pi
     t = ((x - 32) * torch.cos(ang) + (y - 32) * torch.sin(ang)) / 64 + 0.5
     tex_ang = col(6) * np.pi
@@ -118,8 +125,8 @@ def render(seeds: list[int] | tuple[int, ...], resolution: int = 64) -> WorldBat
     cy = _lerp(col(10), 26, 38)
     rx = _lerp(col(11), 13, 19)
     ry = rx * _lerp(col(12), 0.95, 1.25)
-    turn = _lerp(col(13), -1, 1)            # -1 = looks to image-left, +1 = image-right
-    fx = cx + turn * 0.28 * rx             # face centre line moves with the turn
+    turn = _lerp(col(13), -1, 1)  # -1 = looks to image-left, +1 = image-right
+    fx = cx + turn * 0.28 * rx  # face centre line moves with the turn
     skin = _hsv(_lerp(u[:, 14], 0.02, 0.14), _lerp(u[:, 15], 0.25, 0.7), _lerp(u[:, 16], 0.6, 0.98))
     dark = skin * _lerp(u[:, 17], 0.35, 0.6)[:, None]
 
@@ -156,7 +163,7 @@ def render(seeds: list[int] | tuple[int, ...], resolution: int = 64) -> WorldBat
     pupil_col = _hsv(u[:, 31], _lerp(u[:, 32], 0.3, 0.9), _lerp(u[:, 33], 0.05, 0.35))
     eye_pts = []
     for side in (-1.0, 1.0):
-        scale = 1.0 + side * turn * 0.22       # the eye on the far side looks narrower
+        scale = 1.0 + side * turn * 0.22  # the eye on the far side looks narrower
         ex = fx + side * eye_sep * (1.0 + side * turn * 0.12)
         erx = eye_rx * scale
         white = _ellipse_sdf(x, y, ex, eye_y, erx, eye_ry)
@@ -182,7 +189,7 @@ def render(seeds: list[int] | tuple[int, ...], resolution: int = 64) -> WorldBat
     mw = rx * _lerp(col(37), 0.22, 0.5)
     mouth_open = col(38)
     mh = 0.6 + mouth_open * ry * 0.28
-    smile = _lerp(col(39), -0.35, 0.35) * rx * 0.35   # corners' rise above the middle (+ = smile)
+    smile = _lerp(col(39), -0.35, 0.35) * rx * 0.35  # corners' rise above the middle (+ = smile)
     um = ((x - mx) / mw).clamp(-1.2, 1.2)
     centre = my - smile * (um * um)
     half = mh * torch.sqrt((1 - um * um).clamp(min=0)) + 0.6
@@ -190,8 +197,11 @@ def render(seeds: list[int] | tuple[int, ...], resolution: int = 64) -> WorldBat
     mouth_col = torch.stack([_lerp(u[:, 40], 0.35, 0.6), u[:, 40] * 0.1, u[:, 41] * 0.12], dim=1)
     canvas = _paint(canvas, _cov(mouth, soft), mouth_col)
     tongue = torch.maximum(mouth, -(y - (centre + half * 0.2)))
-    canvas = _paint(canvas, _cov(tongue, soft) * (mouth_open.reshape(n, 1, 1) > 0.35),
-                    torch.tensor([0.9, 0.45, 0.5]).expand(n, 3))
+    canvas = _paint(
+        canvas,
+        _cov(tongue, soft) * (mouth_open.reshape(n, 1, 1) > 0.35),
+        torch.tensor([0.9, 0.45, 0.5]).expand(n, 3),
+    )
 
     # Lighting: directional gain plus a global exposure and tint.
     l_ang = col(42) * 2 * np.pi
@@ -206,19 +216,22 @@ def render(seeds: list[int] | tuple[int, ...], resolution: int = 64) -> WorldBat
     def pt(px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
         return torch.stack([px.reshape(n), py.reshape(n)], dim=1)
 
-    kps = torch.stack(
-        [
-            eye_pts[0],
-            eye_pts[1],
-            pt(nose_x, nose_y),
-            pt(mx - mw, my - smile),
-            pt(mx + mw, my - smile),
-            pt(mx, my - mh - 0.6),
-            pt(mx, my + mh + 0.6),
-            pt(cx + turn * 0.1 * rx, cy + ry),
-        ],
-        dim=1,
-    ) * k
+    kps = (
+        torch.stack(
+            [
+                eye_pts[0],
+                eye_pts[1],
+                pt(nose_x, nose_y),
+                pt(mx - mw, my - smile),
+                pt(mx + mw, my - smile),
+                pt(mx, my - mh - 0.6),
+                pt(mx, my + mh + 0.6),
+                pt(cx + turn * 0.1 * rx, cy + ry),
+            ],
+            dim=1,
+        )
+        * k
+    )
     return WorldBatch(images=images.contiguous(), keypoints=kps, seeds=tuple(seeds))
 
 
@@ -238,5 +251,5 @@ def grid(images: torch.Tensor, cols: int = 8) -> np.ndarray:
     out = np.zeros((rows * h, cols * w, 3), np.uint8)
     for i in range(n):
         r, c = divmod(i, cols)
-        out[r * h:(r + 1) * h, c * w:(c + 1) * w] = arr[i]
+        out[r * h : (r + 1) * h, c * w : (c + 1) * w] = arr[i]
     return out
