@@ -32,7 +32,9 @@ use pixel edges (a pixel centre at integer + 0.5); the template is in units of t
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
+import threading
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -159,27 +161,38 @@ class KeypointAligner:
     detector: str | None = None  # Weights file; None = the shipped asset.
     starts: int = 3  # First squares tried: 1x, 2x, 4x the square around ``needed``.
     # Framings already made for one layer (the pipeline frames the same regions several times
-    # while planning groups and finding sessions): the layer they belong to, and by region.
+    # while planning groups and finding sessions, and a repeat drag sends the same pixels
+    # again): the layer they belong to, its content digest, and the framings by region.
     _layer: list[np.ndarray] = field(default_factory=list, compare=False, repr=False)
+    _digest: list[str] = field(default_factory=list, compare=False, repr=False)
     _seen: dict[tuple[Rect, int], Framing] = field(default_factory=dict, compare=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
     def frame(self, layer: np.ndarray, needed: Rect, resolution: int) -> CropBox:
         return self.locate(layer, needed, resolution).box
 
     def locate(self, layer: np.ndarray, needed: Rect, resolution: int) -> Framing:
-        """`fresh_locate`, remembered per region of the same layer object."""
-        if not self._layer or self._layer[0] is not layer:
-            self._layer[:] = [layer]
-            self._seen.clear()
-        key = (needed, resolution)
-        if key not in self._seen:
-            self._seen[key] = self.fresh_locate(layer, needed, resolution)
-        return self._seen[key]
+        """`fresh_locate`, remembered per region of the same layer (the same object, or the
+        same pixels: a framing depends on nothing else; hashing even 24 MP costs less than one
+        framing)."""
+        with self._lock:  # One aligner serves a cluster actor's concurrent jobs.
+            if not self._layer or self._layer[0] is not layer:
+                digest = _layer_digest(layer)
+                if self._digest != [digest]:
+                    self._seen.clear()
+                self._layer[:] = [layer]
+                self._digest[:] = [digest]
+            key = (needed, resolution)
+            if key not in self._seen:
+                self._seen[key] = self.fresh_locate(layer, needed, resolution)
+            return self._seen[key]
 
     def forget(self) -> None:
         """Drop the framings made on the current layer (it was changed in place)."""
-        self._layer.clear()
-        self._seen.clear()
+        with self._lock:
+            self._layer.clear()
+            self._digest.clear()
+            self._seen.clear()
 
     def fresh_locate(self, layer: np.ndarray, needed: Rect, resolution: int) -> Framing:
         """The aligned box ("embedded"), or the fallback square ("square").
@@ -262,6 +275,13 @@ class KeypointAligner:
         sim = umeyama(points + 0.5, tmpl)
         residual = float(np.sqrt(((sim.apply(points + 0.5) - tmpl) ** 2).sum(axis=1).mean()))
         return AlignFit(box_from_similarity(sim, box), seen, points, spread, residual)
+
+
+def _layer_digest(layer: np.ndarray) -> str:
+    """Content digest of a layer: shape, dtype and every pixel."""
+    h = hashlib.blake2b(repr((layer.shape, layer.dtype.str)).encode(), digest_size=16)
+    h.update(np.ascontiguousarray(layer).data)
+    return h.hexdigest()
 
 
 def _widening(first: CropBox, count: int) -> list[CropBox]:

@@ -67,6 +67,7 @@ class PipelineExecutor:
         self.table = table  # Model table file; None = the packaged models.json.
         self.sessions = SessionCache()
         self._failed: dict[str, tuple[tuple[int, int] | None, str]] = {}  # path -> (stamp, why)
+        self._aligners: dict[str, Aligner] = {}  # Kept: they remember framings of recent layers.
         self.default_model = default_model or next(iter(self.files), None) or self._first_cached()
 
     # ---- models -------------------------------------------------------------------------------
@@ -230,8 +231,10 @@ class PipelineExecutor:
         operator's model file gets the plain square."""
         from .align import aligner_for
 
-        entry = None if name in self.files else self._table().get(name)
-        return aligner_for(None if entry is None else entry.alignment)
+        if name not in self._aligners:
+            entry = None if name in self.files else self._table().get(name)
+            self._aligners[name] = aligner_for(None if entry is None else entry.alignment)
+        return self._aligners[name]
 
     def _photo(
         self,

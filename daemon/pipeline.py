@@ -742,7 +742,9 @@ def run_edit(
     patches: list[Patch] = []
     session_ids: list[str] = []
     steps = 0
+    t0 = time.perf_counter()
     groups = _groups(layer, model, framing)
+    _add(timings, "frame", time.perf_counter() - t0)
     work = layer  # The layer as the edits so far left it (a copy only once crops overlap).
     pending: list[Patch] = []  # Patches not pasted into `work` yet.
     for n, group in enumerate(groups):

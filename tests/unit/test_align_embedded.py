@@ -217,7 +217,9 @@ def test_bad_layers_are_refused() -> None:
         KeypointAligner().frame(np.zeros((64, 64, 4), np.int32), Rect(0, 0, 64, 64), 64)
 
 
-def test_framings_are_remembered_per_region_of_one_layer(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_framings_are_remembered_per_region_of_the_same_pixels(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     layer, _, needed = _turned_scene(123, 20.0)
     aligner = KeypointAligner()
     rounds: list[CropBox] = []
@@ -231,7 +233,10 @@ def test_framings_are_remembered_per_region_of_one_layer(monkeypatch: pytest.Mon
     first = aligner.locate(layer, needed, 64)
     ran = len(rounds)
     assert ran >= 1 and aligner.locate(layer, needed, 64) == first and len(rounds) == ran
-    again = aligner.locate(layer.copy(), needed, 64)  # another layer: framed anew
-    assert again == first and len(rounds) == 2 * ran
+    same = aligner.locate(layer.copy(), needed, 64)  # the same pixels again (a repeat drag)
+    assert same == first and len(rounds) == ran
+    other = layer.copy()
+    other[0, 0] ^= 1  # other pixels: framed anew
+    assert aligner.locate(other, needed, 64) == first and len(rounds) == 2 * ran
     aligner.forget()  # changed in place: anew too
     assert aligner.locate(layer, needed, 64) == first and len(rounds) == 3 * ran
