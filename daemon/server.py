@@ -39,10 +39,12 @@ log = logging.getLogger("gimp_draggan.server")
 PROBE_BURST_S = 0.5  # After a disconnect event, probe clients with open jobs this long...
 PROBE_EVERY_S = 0.05  # ...this often.
 REFUSALS = ("too_large", "queue_full", "not_your_daemon")  # Logged (rate-limited) when sent.
+# Failed handshakes worth a log line. A connection that closes before its greeting is done
+# (EVENT_HANDSHAKE_FAILED_NO_DETAIL) is not logged: every client's own probe for a foreign
+# program on the port (`client.not_zeromq`) ends that way, once per request.
 HANDSHAKE_FAILED: dict[int, str] = {
     zmq.EVENT_HANDSHAKE_FAILED_AUTH: "its CURVE key is not in allowed_clients",
     zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "it broke the ZeroMQ handshake",
-    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "the handshake failed (no CURVE, or not ZeroMQ)",
 }
 
 

@@ -65,4 +65,6 @@ def test_a_flood_over_the_queue_shows_in_the_log(caplog: pytest.LogCaptureFixtur
     lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert any(line.startswith("refused queue_full from client ") for line in lines), lines
     assert any(line.startswith("refused too_large from client ") for line in lines), lines
-    assert sum("queue_full" in line for line in lines) <= 2, lines
+    # Rate-limited: fewer lines than the 4 refusals (one line a second, the rest counted; a
+    # loaded machine may stretch the burst over a second boundary).
+    assert sum("queue_full" in line for line in lines) < 4, lines
