@@ -20,6 +20,7 @@ from typing import Any
 
 from gimp_draggan import threads
 from gimp_draggan.edit import EditParams, EditRequest, Progress
+from gimp_draggan_plugin.texts import StepClock, time_left
 
 
 class _Printer:
@@ -28,16 +29,19 @@ class _Printer:
     def __init__(self) -> None:
         self.last = time.perf_counter()
         self.step_seconds: list[float] = []
+        self.clock = StepClock(time.perf_counter)
 
     def __call__(self, p: Progress) -> None:
         now = time.perf_counter()
+        left = self.clock.update(p.phase, p.step, p.total)
+        eta = "" if left is None else f"  {time_left(left)}"
         if p.phase == "drag":
             self.step_seconds.append(now - self.last)
             dist = " ".join(f"{d:.1f}" for d in p.distances)
             pts = " ".join(f"({x:.1f},{y:.1f})" for x, y in p.points)
-            print(f"drag {p.step:4d}/{p.total}  handles {pts}  dist {dist}", flush=True)
+            print(f"drag {p.step:4d}/{p.total}  handles {pts}  dist {dist}{eta}", flush=True)
         elif p.step == 1 or p.step == p.total or p.step % 10 == 0:
-            print(f"{p.phase} {p.step:4d}/{p.total}", flush=True)
+            print(f"{p.phase} {p.step:4d}/{p.total}{eta}", flush=True)
         self.last = now
 
     def sec_per_step(self) -> float | None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from gimp_draggan.photo import median_step_seconds, paste_patch, write_result
 from gimp_draggan_plugin import protocol as P
+from gimp_draggan_plugin.texts import StepClock, time_left
 
 
 def add_daemon_option(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +46,7 @@ class _Printer:
         self.stream = stream
         self.times: list[float] = []
         self._last = time.perf_counter()
+        self.clock = StepClock(time.perf_counter)
 
     def __call__(self, ev: P.ProgressEvent | P.QueuedEvent) -> None:
         if isinstance(ev, P.QueuedEvent):
@@ -56,8 +58,10 @@ class _Printer:
         self._last = now
         where = " ".join(f"({x:g},{y:g})" for x, y in ev.points)
         dist = " ".join(f"{d:.1f}" for d in ev.distances)
+        left = self.clock.update(ev.phase, ev.step, ev.total)
+        eta = "" if left is None else f"  {time_left(left)}"
         print(
-            f"{ev.phase} {ev.step:4d}/{ev.total}  handles {where}  dist {dist}",
+            f"{ev.phase} {ev.step:4d}/{ev.total}  handles {where}  dist {dist}{eta}",
             file=self.stream,
             flush=True,
         )

@@ -8,6 +8,7 @@ without GIMP.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -140,11 +141,14 @@ def reach_daemon(
     return hello
 
 
-def event_handler(host: Host, note: str = "") -> Callable[[Any], None]:
+def event_handler(
+    host: Host, note: str = "", now: Callable[[], float] = time.monotonic
+) -> Callable[[Any], None]:
     """Turns the daemon's queued/progress events into GIMP progress and live previews. `note`
     (e.g. which region changes) follows every progress text; a drag that began without any
     inversion says it reuses the earlier one."""
     inverted = False
+    clock = texts.StepClock(now)
 
     def on_event(event: Any) -> None:
         nonlocal inverted
@@ -152,7 +156,8 @@ def event_handler(host: Host, note: str = "") -> Callable[[Any], None]:
             host.progress(texts.queued_text(event.position), 0.0)
             return
         inverted = inverted or event.phase == "invert"
-        text = texts.progress_text(event.phase, event.step, event.total, event.distances)
+        left = clock.update(event.phase, event.step, event.total)
+        text = texts.progress_text(event.phase, event.step, event.total, event.distances, left)
         extra = [texts.REUSED_NOTE] if event.phase == "drag" and not inverted else []
         host.progress(
             " \u00b7 ".join([text, *extra, *([note] if note else [])]),

@@ -2,18 +2,62 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 from . import protocol
 
 PHASE_WORDS = {"invert": "Inverting", "drag": "Dragging", "download": "Downloading the model"}
 
 
-def progress_text(phase: str, step: int, total: int, distances: list[float] | None = None) -> str:
-    """ "Inverting 120/300", "Dragging 35/200 — 4.2 px to go" (the farthest handle)."""
+def progress_text(
+    phase: str,
+    step: int,
+    total: int,
+    distances: list[float] | None = None,
+    left_s: float | None = None,
+) -> str:
+    """ "Inverting 120/300", "Dragging 35/200 — 4.2 px to go" (the farthest handle), then
+    "≤ 12 s left" when `left_s` is known (an upper bound: both phases may stop early)."""
     word = PHASE_WORDS.get(phase, phase.capitalize() or "Working")
     text = f"{word} {step}/{total}" if total > 0 else word
     if phase == "drag" and distances:
         text += f" \u2014 {max(distances):.1f} px to go"
+    if left_s is not None:
+        text += f", {time_left(left_s)}"
     return text
+
+
+def time_left(seconds: float) -> str:
+    """ "≤ 12 s left", "≤ 2 min left", "< 1 s left"."""
+    if seconds < 1.0:
+        return "< 1 s left"
+    if seconds < 90.0:
+        return f"\u2264 {math.ceil(seconds)} s left"
+    return f"\u2264 {math.ceil(seconds / 60.0)} min left"
+
+
+class StepClock:
+    """Seconds left in the current phase from its step rate: (total - step) x the mean time
+    per step since the phase's first report (known from its third step on). `now` is a clock
+    in seconds (time.monotonic)."""
+
+    MIN_STEPS = 2
+
+    def __init__(self, now: Callable[[], float]) -> None:
+        self.now = now
+        self.phase = ""
+        self.first: tuple[int, float] | None = None
+
+    def update(self, phase: str, step: int, total: int) -> float | None:
+        t = self.now()
+        if phase != self.phase or self.first is None or step < self.first[0]:
+            self.phase, self.first = phase, (step, t)
+            return None
+        done = step - self.first[0]
+        if total <= 0 or done < self.MIN_STEPS:
+            return None
+        return max(0, total - step) * (t - self.first[1]) / done
 
 
 def progress_fraction(phase: str, step: int, total: int) -> float:

@@ -105,7 +105,8 @@ def test_drag_through_the_service(daemon, transport):
     note = "no selection: editing the subject around the points, feathered"
     assert host.texts[0] == f"Inverting \u00b7 {note}"
     assert (
-        f"Dragging 5/5 \u2014 1.0 px to go \u00b7 {texts.REUSED_NOTE} \u00b7 {note}" in host.texts
+        f"Dragging 5/5 \u2014 1.0 px to go, < 1 s left \u00b7 {texts.REUSED_NOTE} \u00b7 {note}"
+        in host.texts
     )
     assert result.converged and host.notices == []
 
@@ -294,10 +295,12 @@ def test_progress_events_become_text_and_previews():
     from types import SimpleNamespace
 
     host = FakeHost()
-    on_event = flow.event_handler(host)
+    ticks = iter([0.0, 10.0, 12.0, 40.0])  # seconds at each progress event
+    on_event = flow.event_handler(host, now=lambda: next(ticks))
     on_event(protocol.QueuedEvent(2))
     on_event(protocol.ProgressEvent("invert", 120, 300))
     on_event(protocol.ProgressEvent("drag", 35, 200, [(1.0, 1.0)], [4.2], b"jpeg-1"))
+    on_event(protocol.ProgressEvent("drag", 36, 200, [(1.0, 1.0)], [4.0]))
     on_event(
         SimpleNamespace(
             phase="drag",
@@ -312,7 +315,9 @@ def test_progress_events_become_text_and_previews():
         "Waiting for the daemon (1 job ahead)",
         "Inverting 120/300",
         "Dragging 35/200 \u2014 4.2 px to go",
-        "Dragging 40/200 \u2014 3.0 px to go",
+        "Dragging 36/200 \u2014 4.0 px to go",
+        # 5 steps in 30 s since step 35: 160 steps left at 6 s each (an upper bound).
+        "Dragging 40/200 \u2014 3.0 px to go, \u2264 16 min left",
     ]
     assert host.previews == [(b"jpeg-2", (4, 5, 30, 20))]
     on_event(protocol.QueuedEvent(1))  # An idle daemon: position 1 is next, nothing ahead.

@@ -333,3 +333,21 @@ def test_plugin_package_imports_no_heavy_modules():
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_time_left_from_the_step_rate_of_the_current_phase():
+    clock_ticks = iter([0.0, 1.0, 2.0, 3.0, 100.0, 100.5, 101.0])
+    clock = texts.StepClock(lambda: next(clock_ticks))
+    assert clock.update("invert", 1, 30) is None  # the phase's first report
+    assert clock.update("invert", 2, 30) is None  # one step: no rate yet
+    assert clock.update("invert", 3, 30) == 27 * 1.0  # 1 s a step, 27 steps left
+    assert clock.update("invert", 30, 30) == 0.0
+    assert clock.update("drag", 1, 200) is None  # a new phase starts over
+    assert clock.update("drag", 2, 200) is None
+    assert clock.update("drag", 3, 200) == 197 * 0.5
+    assert texts.time_left(0.4) == "< 1 s left"
+    assert texts.time_left(12.2) == "\u2264 13 s left"
+    assert texts.time_left(98.5) == "\u2264 2 min left"
+    assert texts.progress_text("drag", 3, 200, [2.5], 98.5) == (
+        "Dragging 3/200 \u2014 2.5 px to go, \u2264 2 min left"
+    )
