@@ -30,12 +30,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gimp_draggan.composite import Patch, blend_rect, blend_weight, box_blur
+from gimp_draggan.composite import Patch, blend_rect, blend_weight
 from gimp_draggan.crop import FLATTEN_GREY, CropBox, Rect, layer_sampler
 from gimp_draggan.pixels import DTYPES, from_float, to_float
 
 STILL = 0.05  # Layer pixels of motion that count as none.
-DETAIL_RADIUS = 1  # Box radius (3 passes, sigma ~1.4 px) splitting smooth from detail.
+SMOOTH_PASSES = 3  # [1, 2, 1] passes (sigma ~1.2 px) splitting smooth from detail.
 _STRIP_PIXELS = 1 << 20  # Pixels per strip (bounded working memory on big selections).
 
 
@@ -55,36 +55,21 @@ class LayerField:
                 f"{list(self.confidence.shape)}"
             )
 
-    def at(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """At layer pixel centres (xs, ys): the motion (dx, dy) in layer pixels and the
-        confidence, each shaped like ``xs``."""
+    def sampler(self) -> Callable[[Rect], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """A function giving, over the layer pixels of a rectangle inside the box, the motion
+        (dx, dy) in layer pixels and the confidence, each ``[h, w]`` (the field resampled
+        bilinearly, as `crop.layer_sampler` maps model to layer pixels, turned boxes too)."""
         box = self.box
         s = box.scale
         c, sn = math.cos(box.angle), math.sin(box.angle)
-        cx, cy = box.centre
-        h = box.side / 2.0
-        qx, qy = xs + 0.5 - cx, ys + 0.5 - cy
-        u = (c * qx + sn * qy + h) * s - 0.5
-        v = (-sn * qx + c * qy + h) * s - 0.5
-        du, dv, conf = _bilinear(np.dstack([self.flow, self.confidence[:, :, None]]), u, v)
-        return (c * du - sn * dv) / s, (sn * du + c * dv) / s, conf
+        read = layer_sampler(np.dstack([self.flow, self.confidence[:, :, None]]), box, smooth=True)
 
+        def at(rect: Rect) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            got = read(rect)
+            du, dv = got[..., 0], got[..., 1]
+            return (c * du - sn * dv) / s, (sn * du + c * dv) / s, got[..., 2]
 
-def _bilinear(grid: np.ndarray, u: np.ndarray, v: np.ndarray) -> list[np.ndarray]:
-    """``grid`` ([R, R, C]) sampled bilinearly at model points (u, v), clamped to its edge:
-    one array per channel, shaped like ``u``."""
-    r = grid.shape[0]
-    u = np.clip(u, 0.0, r - 1.0)
-    v = np.clip(v, 0.0, r - 1.0)
-    x0 = np.minimum(np.floor(u).astype(np.int64), r - 2) if r > 1 else np.zeros_like(u, np.int64)
-    y0 = np.minimum(np.floor(v).astype(np.int64), r - 2) if r > 1 else np.zeros_like(v, np.int64)
-    ax = (u - x0)[..., None]
-    ay = (v - y0)[..., None]
-    x1, y1 = np.minimum(x0 + 1, r - 1), np.minimum(y0 + 1, r - 1)
-    top = grid[y0, x0] * (1 - ax) + grid[y0, x1] * ax
-    bottom = grid[y1, x0] * (1 - ax) + grid[y1, x1] * ax
-    out = (top * (1 - ay) + bottom * ay).astype(np.float32)
-    return [out[..., k] for k in range(grid.shape[2])]
+        return at
 
 
 def _cubic_weights(t: np.ndarray) -> list[np.ndarray]:
@@ -102,16 +87,18 @@ def sample_bicubic(img: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarra
     """Float ``img`` ([H, W, C]) at points (xs, ys) ([N], pixel centres at integers), clamped
     to its edge: ``[N, C]``. A whole-pixel point reads that pixel exactly."""
     h, w = img.shape[:2]
+    flat = img.reshape(h * w, img.shape[2])
     fx, fy = np.floor(xs), np.floor(ys)
     wx = _cubic_weights((xs - fx).astype(np.float32))
     wy = _cubic_weights((ys - fy).astype(np.float32))
     ix, iy = fx.astype(np.int64), fy.astype(np.int64)
+    cols = [np.clip(ix + (i - 1), 0, w - 1) for i in range(4)]
     out = np.zeros((xs.shape[0], img.shape[2]), np.float32)
     for j in range(4):
-        row = np.clip(iy + (j - 1), 0, h - 1)
+        row = np.clip(iy + (j - 1), 0, h - 1) * w
         acc = np.zeros_like(out)
         for i in range(4):
-            acc += img[row, np.clip(ix + (i - 1), 0, w - 1)] * wx[i][:, None]
+            acc += np.take(flat, row + cols[i], axis=0) * wx[i][:, None]
         out += acc * wy[j][:, None]
     return out
 
@@ -130,10 +117,7 @@ class SourceBands:
         pixels = layer[region.y0 : region.y1, region.x0 : region.x1]
         rgb = to_float(pixels[:, :, :3], depth)
         rgb[pixels[:, :, 3] == 0] = FLATTEN_GREY  # Never pull hidden colours into view.
-        smooth = np.dstack([box_blur(rgb[:, :, c], DETAIL_RADIUS) for c in range(3)])
-        # box_blur pads with zeros: renormalise by the blurred support so edges keep their level.
-        support = box_blur(np.ones(rgb.shape[:2], np.float32), DETAIL_RADIUS)
-        smooth /= support[:, :, None]
+        smooth = _binomial(rgb, SMOOTH_PASSES)
         return cls(smooth=smooth, detail=rgb - smooth, x0=region.x0, y0=region.y0)
 
     def sample(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
@@ -143,6 +127,18 @@ class SourceBands:
         near_x = np.clip(np.floor(u + 0.5).astype(np.int64), 0, w - 1)
         near_y = np.clip(np.floor(v + 0.5).astype(np.int64), 0, h - 1)
         return sample_bicubic(self.smooth, u, v) + self.detail[near_y, near_x]
+
+
+def _binomial(img: np.ndarray, passes: int) -> np.ndarray:
+    """``passes`` rounds of the [1, 2, 1] / 4 filter along rows and columns of ``img``
+    ([h, w, C] float32), edges repeated: a Gaussian of sigma sqrt(passes / 2)."""
+    out = img
+    for _ in range(passes):
+        p = np.pad(out, [(1, 1), (0, 0), (0, 0)], mode="edge")
+        out = (p[:-2] + 2.0 * p[1:-1] + p[2:]) * np.float32(0.25)
+        p = np.pad(out, [(0, 0), (1, 1), (0, 0)], mode="edge")
+        out = (p[:, :-2] + 2.0 * p[:, 1:-1] + p[:, 2:]) * np.float32(0.25)
+    return out.astype(np.float32, copy=False)
 
 
 def warp_composite(
@@ -168,17 +164,11 @@ def warp_composite(
         generated = np.repeat(generated.mean(axis=2, keepdims=True), 3, axis=2)
     gen_at: Callable[[Rect], np.ndarray] = layer_sampler(generated, box)
     out = np.array(layer[rect.y0 : rect.y1, rect.x0 : rect.x1])
-    reach = math.ceil(float(np.abs(field.flow).max()) / box.scale) + 3
-    bands = SourceBands.read(
-        layer,
-        depth,
-        Rect(
-            max(0, rect.x0 - reach),
-            max(0, rect.y0 - reach),
-            min(layer.shape[1], rect.x1 + reach),
-            min(layer.shape[0], rect.y1 + reach),
-        ),
-    )
+    # How far a source lies from its pixel, plus the cubic's taps and the smooth band's blur
+    # (its values within that blur of a region's cut edge are not used).
+    motion = float(np.hypot(field.flow[..., 0], field.flow[..., 1]).max()) / box.scale
+    reach = math.ceil(motion) + 2 + SMOOTH_PASSES + 1
+    field_at = field.sampler()
     rows = max(1, _STRIP_PIXELS // max(1, rect.width))
     xs_row = np.arange(rect.x0, rect.x1, dtype=np.float64)
     for y0 in range(rect.y0, rect.y1, rows):
@@ -189,7 +179,7 @@ def warp_composite(
         ys = np.arange(strip.y0, strip.y1, dtype=np.float64)[:, None]
         xs = np.broadcast_to(xs_row[None, :], weight.shape)
         ys = np.broadcast_to(ys, weight.shape)
-        dx, dy, conf = field.at(xs, ys)
+        dx, dy, conf = field_at(strip)
         moved = np.hypot(dx, dy) * weight
         still = np.clip((moved - STILL) / STILL, 0.0, 1.0) * weight
         dx, dy = dx * still, dy * still
@@ -198,6 +188,16 @@ def warp_composite(
         if not touched.any():
             continue
         sel = np.nonzero(touched)
+        bands = SourceBands.read(  # Only the rows this strip's sources can lie in.
+            layer,
+            depth,
+            Rect(
+                max(0, rect.x0 - reach),
+                max(0, strip.y0 - reach),
+                min(layer.shape[1], rect.x1 + reach),
+                min(layer.shape[0], strip.y1 + reach),
+            ),
+        )
         value = bands.sample(xs[sel] + dx[sel], ys[sel] + dy[sel])
         if (fill > 0).any():
             gen = gen_at(strip)[sel]

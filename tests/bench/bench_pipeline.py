@@ -1,9 +1,12 @@
 """The photo pipeline's own cost on a big layer: crop in, composite out (no model).
 
 For a W x H RGBA 8-bit layer and a square selection of a given side, times the crop digest
-(session lookup), the crop to the model resolution, and the composite of a model-sized result
-back into the layer (change map included), and records the peak numpy memory of each (Python's
-tracemalloc sees numpy's buffers). Yardstick in the same run: one copy of the whole layer.
+(session lookup), the crop to the model resolution, the generator blend's composite of a
+model-sized result back into the layer (change map included), and the photo-true warp
+(`warp_composite`: a smooth motion bump of 3 model px over the middle half of the box, with a
+patch of no confidence that takes the generator's pixels), and records the peak numpy memory of
+each (Python's tracemalloc sees numpy's buffers). Yardstick in the same run: one copy of the
+whole layer.
 
     python tests/bench/bench_pipeline.py [--width 8000] [--height 6000] [--res 512]
         [--angles 0 20] [--json]
@@ -12,8 +15,8 @@ Each selection is measured with the crop square turned by each of ``--angles`` (
 model's FFHQ crop is turned by the head's tilt, `CropBox.angle`).
 
 `--json` prints, last, one line with a record per selection side and angle: `side`, `angle`,
-`digest_ms`, `crop_ms`,
-`composite_ms`, `crop_peak_mb`, `composite_peak_mb`, `patch_mb`, plus `layer_mb` and `memcpy_ms`.
+`digest_ms`, `crop_ms`, `composite_ms`, `warp_ms`, `crop_peak_mb`, `composite_peak_mb`,
+`warp_peak_mb`, `patch_mb`, plus `layer_mb` and `memcpy_ms`.
 """
 
 from __future__ import annotations
@@ -33,6 +36,19 @@ from gimp_draggan.composite import change_weight, composite
 from gimp_draggan.crop import Rect, choose_box, layer_to_model
 from gimp_draggan.pixels import to_float
 from gimp_draggan.sessions import crop_digest
+from gimp_draggan.warp import LayerField, warp_composite
+
+
+def bump_field(box: Any) -> LayerField:
+    """A smooth motion of up to 3 model px over the middle of ``box``, no confidence in a
+    small patch at its centre (content 'revealed' there)."""
+    r = box.resolution
+    g = np.arange(r, dtype=np.float32) - (r - 1) / 2
+    bump = 3.0 * np.exp(-(g[None, :] ** 2 + g[:, None] ** 2) / (2 * (r / 6) ** 2))
+    flow = np.dstack([bump, 0.5 * bump]).astype(np.float32)
+    conf = np.ones((r, r), np.float32)
+    conf[r // 2 - r // 32 : r // 2 + r // 32, r // 2 - r // 32 : r // 2 + r // 32] = 0.0
+    return LayerField(flow=flow, confidence=conf, box=box)
 
 
 def _measure(fn: Callable[[], Any]) -> tuple[Any, float, float]:
@@ -75,6 +91,12 @@ def bench(
             return composite(layer, "u8", box, result, selection, change=change)
 
         patch, composite_ms, composite_peak = _measure(blend)
+        field = bump_field(box)
+        _, warp_ms, warp_peak = _measure(
+            lambda field=field, selection=selection, result=result: warp_composite(
+                layer, "u8", field, result, selection
+            )
+        )
         records.append(
             {
                 "side": side,
@@ -83,8 +105,10 @@ def bench(
                 "digest_ms": round(digest_ms, 1),
                 "crop_ms": round(crop_ms, 1),
                 "composite_ms": round(composite_ms, 1),
+                "warp_ms": round(warp_ms, 1),
                 "crop_peak_mb": round(crop_peak, 1),
                 "composite_peak_mb": round(composite_peak, 1),
+                "warp_peak_mb": round(warp_peak, 1),
                 "patch_mb": round(patch.pixels.nbytes / 2**20, 1),
             }
         )
@@ -121,14 +145,15 @@ def main() -> None:
         f"model {args.res} px, one layer copy {out['memcpy_ms']} ms"
     )
     print(
-        "selection  angle  box    digest ms  crop ms  composite ms  crop peak MB  "
-        "composite peak MB  patch MB"
+        "selection  angle  box    digest ms  crop ms  composite ms  warp ms  crop peak MB  "
+        "composite peak MB  warp peak MB  patch MB"
     )
     for r in out["records"]:
         print(
             f"{r['side']:9d}  {r['angle']:5g}  {r['box']:5d}  {r['digest_ms']:9.1f}  "
-            f"{r['crop_ms']:7.1f}  {r['composite_ms']:12.1f}  {r['crop_peak_mb']:12.1f}  "
-            f"{r['composite_peak_mb']:17.1f}  {r['patch_mb']:8.1f}"
+            f"{r['crop_ms']:7.1f}  {r['composite_ms']:12.1f}  {r['warp_ms']:7.1f}  "
+            f"{r['crop_peak_mb']:12.1f}  {r['composite_peak_mb']:17.1f}  "
+            f"{r['warp_peak_mb']:12.1f}  {r['patch_mb']:8.1f}"
         )
     if args.json:
         print(json.dumps(out))
