@@ -107,8 +107,9 @@ def sample_bicubic(img: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarra
 class SourceBands:
     """The layer's RGB over a region, split into a smooth band and a detail band."""
 
+    photo: np.ndarray  # [h, w, 3] float32: the region's RGB.
     smooth: np.ndarray  # [h, w, 3] float32.
-    detail: np.ndarray  # [h, w, 3] float32: the region minus ``smooth``.
+    detail: np.ndarray  # [h, w, 3] float32: ``photo`` minus ``smooth``.
     x0: int  # The region's top-left pixel in the layer.
     y0: int
 
@@ -118,15 +119,24 @@ class SourceBands:
         rgb = to_float(pixels[:, :, :3], depth)
         rgb[pixels[:, :, 3] == 0] = FLATTEN_GREY  # Never pull hidden colours into view.
         smooth = _binomial(rgb, SMOOTH_PASSES)
-        return cls(smooth=smooth, detail=rgb - smooth, x0=region.x0, y0=region.y0)
+        return cls(photo=rgb, smooth=smooth, detail=rgb - smooth, x0=region.x0, y0=region.y0)
 
     def sample(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-        """RGB at layer points (xs, ys) ([N]): smooth band bicubic + detail band nearest."""
+        """RGB at layer points (xs, ys) ([N]): smooth band bicubic + detail band nearest,
+        kept within the range of the four photo pixels around the point. At a hard edge the
+        detail copied from up to half a pixel away no longer matches the smooth band placed
+        exactly, and their sum would overshoot into a bright or dark line along it."""
         u, v = xs - self.x0, ys - self.y0
         h, w = self.detail.shape[:2]
         near_x = np.clip(np.floor(u + 0.5).astype(np.int64), 0, w - 1)
         near_y = np.clip(np.floor(v + 0.5).astype(np.int64), 0, h - 1)
-        return sample_bicubic(self.smooth, u, v) + self.detail[near_y, near_x]
+        value = sample_bicubic(self.smooth, u, v) + self.detail[near_y, near_x]
+        x0 = np.clip(np.floor(u).astype(np.int64), 0, w - 1)
+        y0 = np.clip(np.floor(v).astype(np.int64), 0, h - 1)
+        x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+        p = self.photo
+        corners = np.stack([p[y0, x0], p[y0, x1], p[y1, x0], p[y1, x1]])
+        return np.clip(value, corners.min(axis=0), corners.max(axis=0))
 
 
 def _binomial(img: np.ndarray, passes: int) -> np.ndarray:

@@ -139,3 +139,27 @@ def test_detail_is_carried_whole_across_a_half_pixel_shift() -> None:
     src = layer[20:60, 20:60, 0]
     assert energy(inner) > 0.9 * energy(src)
     assert energy(plain) < 0.8 * energy(src)  # what plain bicubic would keep
+
+
+def test_a_hard_edge_moved_by_a_fraction_leaves_no_bright_or_dark_line() -> None:
+    """The detail band is copied from up to half a pixel away; at a hard edge that must not
+    overshoot past the photo's own values (a light line along a dark collar, seen in the demo)."""
+    rgb = np.where(np.arange(64)[:, None, None] < 30, 0.85, 0.08) * np.ones((64, 64, 3))
+    rng = np.random.default_rng(2)
+    rgb = np.clip(rgb + 0.03 * rng.standard_normal(rgb.shape), 0.0, 1.0)  # some grain
+    layer = _layer(rgb, "f32")
+    box = CropBox(0, 0, 64, 64, 64, 32)
+    v = np.arange(32, dtype=np.float32)
+    flow = np.zeros((32, 32, 2), np.float32)
+    flow[..., 1] = (0.9 * np.exp(-((v - 15.0) ** 2) / 40.0))[:, None]  # rows squeezed up
+    patch = warp_composite(
+        layer, "f32", _field(box, flow), np.zeros((32, 32, 3), np.float32), feather=1.0 / 64
+    )
+    out = patch.pixels[..., :3]
+    src = layer[patch.y : patch.y + patch.height, patch.x : patch.x + patch.width, :3]
+    assert not np.array_equal(out, src)  # it moved
+    assert out.min() >= layer[..., :3].min() - 1e-6
+    assert out.max() <= layer[..., :3].max() + 1e-6
+    # Around the edge no value leaves the range of the two sides' own pixels there.
+    band = out[24:36]
+    assert band.max() <= src[20:40].max() + 1e-6 and band.min() >= src[20:40].min() - 1e-6
