@@ -485,13 +485,6 @@ def layer_sampler(
     return turned_sample
 
 
-def model_to_layer(img: np.ndarray, box: CropBox, rect: Rect, smooth: bool = False) -> np.ndarray:
-    """Model-resolution float32 ``img`` ([R, R] or [R, R, C]) resampled onto the layer pixels of
-    ``rect`` (which must lie inside ``box.rect``): ``[rect.height, rect.width(, C)]``. Lanczos,
-    or with ``smooth`` bilinear (see `layer_sampler`)."""
-    return layer_sampler(img, box, smooth)(rect)
-
-
 def preview_on_rect(image: np.ndarray, backdrop: np.ndarray, box: CropBox) -> np.ndarray:
     """A turned box's model ``image`` ([R, R, C] float) drawn onto ``backdrop`` ([n, n, C]
     float: the layer over ``box.rect``, which is square for a turned box, at n pixels a side),

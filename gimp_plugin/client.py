@@ -331,10 +331,6 @@ class Client:
             should_stop,
         )
 
-    def cancel(self, job_id: str) -> bool:
-        """Cancel a job this client started (inside `drag`, pass `should_stop` instead)."""
-        return bool(self._request("cancel", {"job": job_id}).header.get("found"))
-
     # ---- machinery ----------------------------------------------------------------------------
     def _job(
         self,

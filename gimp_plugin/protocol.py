@@ -46,13 +46,10 @@ REQUEST_TIMEOUT_S = 3.0  # First answer to any request (hello, status, queued, .
 DEPTHS = {"u8": 1, "u16": 2, "f32": 4}  # Bytes per channel of RGBA pixels.
 PRESETS = ("fast", "quality")
 BLENDS = ("photo", "generator")  # photo: the layer's pixels warped; generator: its image.
-PHASES = ("invert", "drag", "download")
 
 REQUEST_OPS = ("hello", "drag", "invert", "cancel", "status", "models", "heartbeat")
-JOB_OPS = ("drag", "invert", "models")  # Ops that may queue behind a running job.
 # Replies: `queued`, `progress`, `heartbeat` are interim; every request except `heartbeat`
 # gets exactly one final reply: `result`, `error`, `hello`, `status`, `models` or `cancel`.
-INTERIM_OPS = ("queued", "progress", "heartbeat")
 FINAL_OPS = ("result", "error", "hello", "status", "models", "cancel")
 
 _ID_RE = re.compile(rf"^[A-Za-z0-9._:-]{{1,{MAX_ID_CHARS}}}$")

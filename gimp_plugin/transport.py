@@ -114,8 +114,8 @@ def connect(address: str, curve: CurveKeys | None = None, prefer: str | None = N
         return ZmqTransport(address, curve)
     if curve is not None:
         raise TransportUnavailable(
-            "CURVE encryption needs pyzmq, which this Python cannot import; re-run the installer "
-            "(it vendors pyzmq) or use the daemon on this machine's loopback address"
+            "CURVE encryption needs pyzmq, which this Python cannot import; install pyzmq for "
+            "GIMP's Python, or use the daemon on this machine's loopback address"
         )
     try:
         from . import zmtp

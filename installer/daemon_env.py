@@ -131,10 +131,6 @@ class DaemonEnv:
         return [str(self.python), "-m", "gimp_draggan", "serve"]
 
 
-def venv_path(env: Mapping[str, str], platform: str) -> Path:
-    return data_dir(env, platform) / "venv"
-
-
 def install_daemon(
     actions: Actions,
     daemon_env: DaemonEnv,

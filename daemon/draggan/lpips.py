@@ -23,7 +23,6 @@ Layout: images ``[N, 3, H, W]`` in [-1, 1]; distances ``[N]``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -341,12 +340,3 @@ def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     _check_images(x, y)
     mse = (x - y).square().mean(dim=(1, 2, 3)).clamp_min(1e-12)
     return 10 * torch.log10(4.0 / mse)
-
-
-def noise_threshold(db: float = 30.0, size: int = 256, seed: int = 0) -> float:
-    """`PyramidL1` distance of Gaussian noise at ``db`` PSNR (defines `PyramidL1.threshold`)."""
-    g = torch.Generator().manual_seed(seed)
-    sigma = 2.0 / math.pow(10.0, db / 20.0)
-    x = torch.zeros(1, 3, size, size)
-    noise = torch.randn(1, 3, size, size, generator=g) * sigma
-    return float(PyramidL1()(x, x + noise))

@@ -334,15 +334,6 @@ class SynthesisNetwork(nn.Module):
     def block(self, res: int) -> SynthesisBlock:
         return getattr(self, f"b{res}")
 
-    def block_ws_index(self, res: int) -> int:
-        """Index into ws of the first w used by block ``res`` (its ToRGB uses the one after)."""
-        idx = 0
-        for r in self.block_resolutions:
-            if r == res:
-                return idx
-            idx += self.block(r).num_conv
-        raise ValueError(f"no block at resolution {res}; blocks: {self.block_resolutions}")
-
     def run(
         self,
         ws: torch.Tensor,

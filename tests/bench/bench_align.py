@@ -19,7 +19,7 @@ Scored in layer space over the head region — a disc around the head estimated 
 keypoints (world: ground truth; G: the detector's): centre one half-height above the chin towards
 the eyes, radius 1.1 half-heights, the half-height being the eye-to-chin distance / 1.17 —
 counting only pixels that all three crops hold: the reconstruction is put back with
-`model_to_layer` and compared with the canvas pixels. PSNR over those pixels, and the perceptual
+`layer_sampler` and compared with the canvas pixels. PSNR over those pixels, and the perceptual
 distance of the head's bounding square with only those pixels replaced (LPIPS-VGG16 when its
 backbone is cached, else the pyramid-L1 fallback; named in ``metric``). Diagnostics of the aligner
 without inversion: the angle error against the oracle after each of the first 5 detect -> fit
@@ -48,7 +48,7 @@ import torch.nn.functional as F
 
 from gimp_draggan.align import SquareFraming
 from gimp_draggan.align_embedded import KeypointAligner
-from gimp_draggan.crop import CropBox, Rect, layer_to_model, model_to_layer
+from gimp_draggan.crop import CropBox, Rect, layer_sampler, layer_to_model
 from gimp_draggan.draggan import pti
 from gimp_draggan.draggan.lpips import load_perceptual
 from gimp_draggan.draggan.networks import Generator, seed_to_z
@@ -185,7 +185,7 @@ def score(
 ) -> tuple[float, float]:
     """(PSNR dB over the mask, perceptual distance of the rectangle with the mask replaced)."""
     truth = to_float(scene.layer[rect.y0 : rect.y1, rect.x0 : rect.x1, :3], "u8")
-    back = np.clip(model_to_layer(recon, box, rect), 0, 1)
+    back = np.clip(layer_sampler(recon, box)(rect), 0, 1)
     mse = float(((back - truth) ** 2)[mask].mean())
     mixed = np.where(mask[..., None], back, truth)
     with torch.no_grad():

@@ -11,9 +11,9 @@ from gimp_draggan.crop import (
     CropBox,
     Rect,
     choose_box,
+    layer_sampler,
     layer_to_model,
     mask_rect,
-    model_to_layer,
     points_rect,
 )
 from gimp_draggan.pixels import to_float
@@ -109,17 +109,17 @@ def test_big_box_is_averaged_down_close_to_the_exact_resize() -> None:
     assert np.abs(got - ref).mean() < 0.01
 
 
-def test_model_to_layer_inverts_the_crop_on_smooth_content() -> None:
+def test_layer_sampler_inverts_the_crop_on_smooth_content() -> None:
     yy, xx = np.mgrid[0:300, 0:300].astype(np.float32)
     smooth = (np.sin(xx / 40) * np.cos(yy / 30) * 0.5 + 0.5)[:, :, None]
     box = CropBox(x0=20, y0=30, side=200, layer_width=300, layer_height=300, resolution=64)
     model = layer_to_model(smooth, box, lambda a: a.astype(np.float32))
     rect = Rect(40, 50, 200, 210)
-    back = model_to_layer(model, box, rect)
+    back = layer_sampler(model, box)(rect)
     assert back.shape == (160, 160, 1)
     assert np.abs(back - smooth[50:210, 40:200]).max() < 0.02
     with pytest.raises(ValueError, match="not inside the crop box"):
-        model_to_layer(model, box, Rect(0, 0, 10, 10))
+        layer_sampler(model, box)(Rect(0, 0, 10, 10))
 
 
 def test_a_huge_layer_is_cropped_with_bounded_memory() -> None:

@@ -12,8 +12,8 @@ from PIL import Image
 from gimp_draggan.crop import (
     CropBox,
     Rect,
+    layer_sampler,
     layer_to_model,
-    model_to_layer,
     preview_on_rect,
 )
 from gimp_draggan.pixels import to_float
@@ -169,7 +169,7 @@ def test_a_big_turned_box_is_averaged_down_with_the_right_geometry() -> None:
 
 
 @pytest.mark.parametrize(("side", "res"), [(200, 64), (90, 128)])
-def test_model_to_layer_inverts_a_turned_crop_on_smooth_content(side: int, res: int) -> None:
+def test_layer_sampler_inverts_a_turned_crop_on_smooth_content(side: int, res: int) -> None:
     yy, xx = np.mgrid[0:300, 0:320].astype(np.float32)
     smooth = (np.sin(xx / 40) * np.cos(yy / 30) * 0.5 + 0.5)[:, :, None]
     box = CropBox(
@@ -177,17 +177,17 @@ def test_model_to_layer_inverts_a_turned_crop_on_smooth_content(side: int, res: 
     )
     model = layer_to_model(smooth, box, lambda a: a.astype(np.float32))
     rect = box.inside
-    back = model_to_layer(model, box, rect)
+    back = layer_sampler(model, box)(rect)
     assert back.shape == (rect.height, rect.width, 1)
     ys, xs = np.mgrid[rect.y0 : rect.y1, rect.x0 : rect.x1] + 0.5
     u, v = box.local(xs, ys)
     deep = np.maximum(np.abs(u), np.abs(v)) < side / 2 - 4
     err = np.abs(back - smooth[rect.y0 : rect.y1, rect.x0 : rect.x1])[:, :, 0]
     assert err[deep].max() < 0.02
-    smooth_back = model_to_layer(model, box, rect, smooth=True)
+    smooth_back = layer_sampler(model, box, smooth=True)(rect)
     assert np.abs(smooth_back - back)[deep].max() < 0.02
     with pytest.raises(ValueError, match="not inside the crop box"):
-        model_to_layer(model, box, Rect(rect.x0 - 1, rect.y0, rect.x1, rect.y1))
+        layer_sampler(model, box)(Rect(rect.x0 - 1, rect.y0, rect.x1, rect.y1))
 
 
 def test_preview_on_rect_draws_the_model_image_upright_on_the_bounding_square() -> None:

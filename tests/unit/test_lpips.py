@@ -3,6 +3,7 @@ loading from torchvision-style files, the shipped heads, and the download-free f
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -171,7 +172,12 @@ def test_fallback_without_cached_backbone(monkeypatch: pytest.MonkeyPatch, tmp_p
 
 
 def test_pyramid_threshold_matches_its_definition() -> None:
-    assert L.noise_threshold() == pytest.approx(L.PyramidL1.threshold, abs=0.002)
+    """`PyramidL1.threshold` is the distance of Gaussian noise at 30 dB PSNR (256 px)."""
+    g = torch.Generator().manual_seed(0)
+    sigma = 2.0 / math.pow(10.0, 30.0 / 20.0)
+    x = torch.zeros(1, 3, 256, 256)
+    noise = torch.randn(1, 3, 256, 256, generator=g) * sigma
+    assert float(L.PyramidL1()(x, x + noise)) == pytest.approx(L.PyramidL1.threshold, abs=0.002)
 
 
 def test_pyramid_distance_grows_with_error_and_sees_detail() -> None:

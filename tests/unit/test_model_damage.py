@@ -118,7 +118,8 @@ def test_a_model_that_fails_to_load_fails_its_job_as_damaged(
     server.start()
     try:
         with Client(server.address) as client:
-            assert client.hello()["models"][0]["cached"] is True
+            # (Whether the first hello still calls it cached depends on whether the worker's
+            # warm-up load has run yet: not asserted.)
             with pytest.raises(DaemonError) as failed:
                 client.drag(seed=1, pairs=[((4, 4), (6, 6))], params={"steps": 1})
             assert failed.value.code == "model_damaged"

@@ -50,7 +50,9 @@ def test_a_flood_over_the_queue_shows_in_the_log(caplog: pytest.LogCaptureFixtur
             "pairs": [[0, 0, 0, 0]],
             "params": {"steps": 100},
         }
-        for i in range(6):
+        raw.request("drag", "d0", fields, {"pixels": bytes(4)})
+        assert executor.running.wait(10), "d0 never started"  # d0 runs, the queue is empty
+        for i in range(1, 6):  # d1 waits in the queue; d2..d5 find it full
             raw.request("drag", f"d{i}", fields, {"pixels": bytes(4)})
         codes = []
         for i in range(2, 6):
