@@ -113,3 +113,31 @@ def read_pixels(path: Path):
 
     with Image.open(path) as im:
         return np.asarray(im)
+
+
+def embedded_daemon():
+    """Generator for a fixture: a daemon in this process serving the shipped embedded model
+    (its default), on one torch thread and with few PTI steps (the inversion is not what such
+    tests check); yields its address."""
+    import pytest
+
+    from gimp_draggan.draggan import pti
+    from gimp_draggan.executor import PipelineExecutor
+    from gimp_draggan.server import Server, ServerConfig
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(
+            pti.PRESETS,
+            "fast",
+            pti.InvertParams(projection_steps=3, tuning_steps=2, w_avg_samples=64),
+        )
+        for _ in single_torch_thread():
+            server = Server(
+                ServerConfig(bind="tcp://127.0.0.1:*"),
+                PipelineExecutor("cpu", default_model="embedded"),
+            )
+            server.start()
+            try:
+                yield server.address
+            finally:
+                server.stop()

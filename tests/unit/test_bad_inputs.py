@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from service_helpers import single_torch_thread
+from service_helpers import embedded_daemon, single_torch_thread
 
 from gimp_draggan.cli import main
 from gimp_draggan.draggan import pti
@@ -36,25 +36,7 @@ PAIR = "48,50:48,56"  # The head's middle, 6 px down (image pixels).
 def daemon() -> Iterator[str]:
     """A daemon on a free loopback port running the real pipeline on the embedded model (its
     default), with few PTI steps (the inversion is not what these rows test)."""
-    from gimp_draggan.executor import PipelineExecutor
-    from gimp_draggan.server import Server, ServerConfig
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(
-            pti.PRESETS,
-            "fast",
-            pti.InvertParams(projection_steps=3, tuning_steps=2, w_avg_samples=64),
-        )
-        for _ in single_torch_thread():
-            server = Server(
-                ServerConfig(bind="tcp://127.0.0.1:*"),
-                PipelineExecutor("cpu", default_model="embedded"),
-            )
-            server.start()
-            try:
-                yield server.address
-            finally:
-                server.stop()
+    yield from embedded_daemon()
 
 
 def head(side: int = SIDE) -> np.ndarray:

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from service_helpers import single_torch_thread
+from service_helpers import embedded_daemon, single_torch_thread
 
 from gimp_draggan.cli import main
 from gimp_draggan.draggan import pti
@@ -61,25 +61,7 @@ def free_address() -> str:
 @pytest.fixture(scope="module")
 def daemon() -> Iterator[str]:
     """The embedded model's daemon in this process, with few PTI steps."""
-    from gimp_draggan.executor import PipelineExecutor
-    from gimp_draggan.server import Server, ServerConfig
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(
-            pti.PRESETS,
-            "fast",
-            pti.InvertParams(projection_steps=3, tuning_steps=2, w_avg_samples=64),
-        )
-        for _ in single_torch_thread():
-            server = Server(
-                ServerConfig(bind="tcp://127.0.0.1:*"),
-                PipelineExecutor("cpu", default_model="embedded"),
-            )
-            server.start()
-            try:
-                yield server.address
-            finally:
-                server.stop()
+    yield from embedded_daemon()
 
 
 def test_the_readme_has_the_examples_this_test_runs() -> None:
