@@ -747,10 +747,11 @@ def run_edit(
     _add(timings, "frame", time.perf_counter() - t0)
     work = layer  # The layer as the edits so far left it (a copy only once crops overlap).
     pending: list[Patch] = []  # Patches not pasted into `work` yet.
-    for n, group in enumerate(groups):
-        session = _session(
+
+    def session_for(group: Group, on: _Layer) -> Session:
+        return _session(
             request,
-            work,
+            on,
             model,
             group.needed,
             framing,
@@ -759,21 +760,14 @@ def run_edit(
             should_stop,
             timings,
         )
+
+    for n, group in enumerate(groups):
+        session = session_for(group, work)
         if any(_touches(p, session.box) for p in pending):
             # A hinted or cached crop, larger than planned, reaches over an earlier edit: look
             # again on the layer as that edit left it (else its patch would paste it away).
             work, pending = _apply_all(work, layer, pending, framing), []
-            session = _session(
-                request,
-                work,
-                model,
-                group.needed,
-                framing,
-                sessions,
-                tracker.invert_step,
-                should_stop,
-                timings,
-            )
+            session = session_for(group, work)
         session_ids.append(session.id)
         t0 = time.perf_counter()
         dragged = _drag(session, work, group.pairs, request.params, lr, tracker, should_stop)
