@@ -10,8 +10,8 @@ import argparse
 import importlib
 import sys
 
-from gimp_draggan.argcheck import join_negative_values
 from gimp_draggan.atomic import WriteError
+from gimp_draggan.headless.argcheck import join_negative_values
 
 # Each module defines `register(subparsers)`, which adds its parser(s) with `func` set.
 COMMAND_MODULES = (

@@ -136,7 +136,7 @@ class ParamSpec:
     choices: tuple[str, ...] = ()
 
 
-# Same names and defaults as gimp_draggan.edit.EditParams (a test keeps them equal).
+# Same names and defaults as gimp_draggan.edit.types.EditParams (a test keeps them equal).
 PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("steps", int, 200, 0, 2000),
     ParamSpec("lr", float, None, 1e-5, 0.1),  # None: the model's own (models.json).

@@ -69,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
     import json
     from dataclasses import asdict
 
-    from gimp_draggan import demo
     from gimp_draggan.device import pick_device
+    from gimp_draggan.headless import demo
     from gimp_draggan_plugin.client import DaemonError
 
     try:

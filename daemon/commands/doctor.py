@@ -67,8 +67,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gimp_draggan import doctor
-    from gimp_draggan.doctor_base import Context
+    from gimp_draggan.doctor import report as doctor
+    from gimp_draggan.doctor.base import Context
 
     if args.timeout <= 0:
         print("doctor: --timeout must be positive", file=sys.stderr)

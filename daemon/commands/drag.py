@@ -18,8 +18,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gimp_draggan import argcheck, threads
-from gimp_draggan.remote import add_daemon_option, run_remote
+from gimp_draggan import threads
+from gimp_draggan.headless import argcheck
+from gimp_draggan.headless.remote import add_daemon_option, run_remote
 from gimp_draggan_plugin import protocol as P
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ def load_mask(path: str | Path, width: int, height: int) -> np.ndarray:
     """A greyscale image -> float32 ``[H, W]`` in [0, 1]; white (1) = may move."""
     import numpy as np
 
-    from gimp_draggan.imagefile import read_mask
+    from gimp_draggan.headless.imagefile import read_mask
 
     grey = np.frombuffer(read_mask(path, width, height), np.uint8).reshape(height, width)
     return grey.astype(np.float32) / 255.0
@@ -267,7 +268,7 @@ def run(args: argparse.Namespace) -> int:
     if args.model is None:
         args.model = LOCAL_MODEL
     if args.image is not None:
-        from gimp_draggan.photo import run_photo
+        from gimp_draggan.headless.photo import run_photo
 
         return run_photo(args)
     try:
@@ -283,7 +284,7 @@ def _run_seed(args: argparse.Namespace) -> int:
     from gimp_draggan.draggan.checkpoint import load_generator
     from gimp_draggan.draggan.drag import DragParams, DragSession
     from gimp_draggan.draggan.networks import seed_to_z
-    from gimp_draggan.registry import resolve
+    from gimp_draggan.models.registry import resolve
 
     device = pick_device(args.device)
     if device == "cpu":
@@ -297,7 +298,7 @@ def _run_seed(args: argparse.Namespace) -> int:
         ws = G.mapping(seed_to_z(args.seed, G.z_dim).to(device), truncation_psi=SEED_PSI)
     handles = [h for h, _ in args.pairs]
     targets = [t for _, t in args.pairs]
-    from gimp_draggan.pipeline import drag_lr
+    from gimp_draggan.edit.pipeline import drag_lr
 
     lr = drag_lr(str(args.model)) if args.lr is None else args.lr
     params = DragParams(lr=lr, max_steps=args.steps)

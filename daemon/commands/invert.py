@@ -77,7 +77,7 @@ def load_image(path: str | Path) -> np.ndarray:
     alpha ignored), refused past the daemon's size limits (`imagefile.read_image`)."""
     import numpy as np
 
-    from gimp_draggan.imagefile import read_image
+    from gimp_draggan.headless.imagefile import read_image
 
     image = read_image(path)
     scale = np.float32(1.0 / (65535.0 if image.depth == "u16" else 255.0))
@@ -115,9 +115,10 @@ def frame_face(img: np.ndarray, model: str, size: int) -> tuple[np.ndarray, str 
     unchanged and None (the caller centre-crops)."""
     import numpy as np
 
-    from gimp_draggan.align import FaceAligner
-    from gimp_draggan.crop import Rect, model_view
-    from gimp_draggan.pipeline import framing_for
+    from gimp_draggan.edit.align import FaceAligner
+    from gimp_draggan.edit.geometry import Rect
+    from gimp_draggan.edit.pipeline import framing_for
+    from gimp_draggan.edit.sampling import model_view
 
     h, w = img.shape[:2]
     aligner = framing_for(model)
@@ -136,7 +137,7 @@ def _fail(message: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gimp_draggan.argcheck import check_output
+    from gimp_draggan.headless.argcheck import check_output
 
     if not Path(args.image).expanduser().is_file():
         return _fail(f"IN.png {args.image}: no such file")
@@ -158,7 +159,7 @@ def _run(args: argparse.Namespace) -> int:
     from gimp_draggan.draggan.checkpoint import load_generator
     from gimp_draggan.draggan.lpips import load_perceptual
     from gimp_draggan.draggan.networks import to_uint8
-    from gimp_draggan.registry import resolve
+    from gimp_draggan.models.registry import resolve
 
     start = time.perf_counter()
     img = load_image(args.image)

@@ -30,7 +30,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gimp_draggan.keys import default_key_dir, make_keys
+    from gimp_draggan.service.keys import default_key_dir, make_keys
 
     key_dir = Path(args.dir).expanduser() if args.dir else default_key_dir()
     try:

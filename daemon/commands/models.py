@@ -73,9 +73,9 @@ def _fail(message: str) -> int:
 
 
 def _errors() -> tuple[type[Exception], ...]:
-    from gimp_draggan.download import DownloadError
     from gimp_draggan.draggan.checkpoint import CheckpointError
-    from gimp_draggan.registry import RegistryError
+    from gimp_draggan.models.download import DownloadError
+    from gimp_draggan.models.registry import RegistryError
 
     return CheckpointError, RegistryError, DownloadError
 
@@ -96,7 +96,7 @@ def _guard(func: Any) -> Any:
 
 
 def _size_text(entry: Any, path: Path | None) -> str:
-    from gimp_draggan.download import format_bytes
+    from gimp_draggan.models.download import format_bytes
 
     if entry.size_bytes is not None:
         return format_bytes(entry.size_bytes)
@@ -118,7 +118,7 @@ def _embedded_resolution(path: Path) -> int | None:
 
 
 def _rows(cache: str | None) -> list[dict[str, Any]]:
-    from gimp_draggan import registry
+    from gimp_draggan.models import registry
 
     rows = []
     for entry in registry.load_table().values():
@@ -152,7 +152,7 @@ def _rows(cache: str | None) -> list[dict[str, Any]]:
 
 @_guard
 def run_list(args: argparse.Namespace) -> int:
-    from gimp_draggan import registry
+    from gimp_draggan.models import registry
 
     rows = _rows(args.cache_dir)
     if args.json:
@@ -179,8 +179,8 @@ def run_list(args: argparse.Namespace) -> int:
 
 @_guard
 def run_download(args: argparse.Namespace) -> int:
-    from gimp_draggan import registry
-    from gimp_draggan.download import fetch_model, sha256_file
+    from gimp_draggan.models import registry
+    from gimp_draggan.models.download import fetch_model, sha256_file
 
     entry = registry.get_entry(args.name)
     path = registry.model_path(entry, args.cache_dir)
@@ -207,8 +207,8 @@ def run_download(args: argparse.Namespace) -> int:
 
 @_guard
 def run_verify(args: argparse.Namespace) -> int:
-    from gimp_draggan import registry
-    from gimp_draggan.download import verify_model
+    from gimp_draggan.models import registry
+    from gimp_draggan.models.download import verify_model
 
     names = [registry.get_entry(args.name).name] if args.name else list(registry.load_table())
     bad = checked = 0
@@ -235,15 +235,15 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def _resolve(model: str, cache: str | None) -> Path:
-    from gimp_draggan import registry
+    from gimp_draggan.models import registry
 
     return registry.resolve(model, cache)
 
 
 @_guard
 def run_convert(args: argparse.Namespace) -> int:
-    from gimp_draggan.download import sha256_file
     from gimp_draggan.draggan.checkpoint import load_generator, save_generator
+    from gimp_draggan.models.download import sha256_file
 
     src = _resolve(args.src, args.cache_dir)
     dst = Path(args.dst)
@@ -286,11 +286,11 @@ def run_render(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image
 
-    from gimp_draggan.argcheck import check_output, check_seed
     from gimp_draggan.atomic import save_image
     from gimp_draggan.device import pick_device
     from gimp_draggan.draggan.checkpoint import load_generator
     from gimp_draggan.draggan.networks import seed_to_z, to_uint8
+    from gimp_draggan.headless.argcheck import check_output, check_seed
 
     out = Path(args.output)
     try:

@@ -81,7 +81,7 @@ def register(subparsers: Any) -> None:
 
 def key_dir_for(address: str, given: str | None, is_bind: bool) -> Path | None:
     """Keys to use: the given dir; for a non-loopback address the default dir if it holds keys."""
-    from gimp_draggan.keys import default_key_dir
+    from gimp_draggan.service.keys import default_key_dir
 
     if given:
         return Path(given).expanduser()
@@ -94,13 +94,13 @@ def key_dir_for(address: str, given: str | None, is_bind: bool) -> Path | None:
 
 def run(args: argparse.Namespace) -> int:
     from gimp_draggan.device import pick_device
-    from gimp_draggan.executor import PipelineExecutor, operator_models
-    from gimp_draggan.jobs import JobError
-    from gimp_draggan.keys import ensure_secret
-    from gimp_draggan.logs import setup_logging
-    from gimp_draggan.server import Server, ServerConfig, ServerError
+    from gimp_draggan.service.executor import PipelineExecutor, operator_models
+    from gimp_draggan.service.jobs import JobError
+    from gimp_draggan.service.keys import ensure_secret
+    from gimp_draggan.service.logs import setup_logging
+    from gimp_draggan.service.server import Server, ServerConfig, ServerError
+    from gimp_draggan.service.worker import Worker
     from gimp_draggan.threads import parse_threads
-    from gimp_draggan.worker import Worker
 
     log_file = setup_logging("daemon", args.verbose)
     if args.cluster is None and (args.actors or args.threads_per_actor):
@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     finally:
         if args.cluster is not None:
-            from gimp_draggan.cluster import leave
+            from gimp_draggan.service.cluster import leave
 
             leave()
     return 0
@@ -163,12 +163,8 @@ def run(args: argparse.Namespace) -> int:
 def cluster_runner(args: argparse.Namespace, executor: Any) -> Any:
     """Join the Ray cluster and start its actors; the dispatcher factory for the server. The
     local executor only lists and checks models; its device line names the cluster."""
-    from gimp_draggan import cluster
+    from gimp_draggan.service import cluster
 
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        raise ValueError("--cluster needs Ray: pip install 'gimp-draggan[cluster]'") from None
     config = cluster.ClusterConfig(args.cluster, args.actors, args.threads_per_actor, args.device)
     try:
         cluster.join(config.address)

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from .networks import Generator, GeneratorConfig
+from gimp_draggan.draggan.networks import Generator, GeneratorConfig
 
 FORMAT = "gimp-draggan-generator"
 FORMAT_VERSION = 1

@@ -302,7 +302,7 @@ def lpips_from_file(backbone: str, weights: str | Path) -> LPIPS:
 
 def cached_backbone(backbone: str) -> Path | None:
     """The backbone's weights file if the model cache holds a verified copy, else None."""
-    from gimp_draggan import registry
+    from gimp_draggan.models import registry
 
     name = BACKBONES[backbone].registry_name
     if not registry.is_cached(name):

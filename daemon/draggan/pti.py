@@ -27,9 +27,9 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from .adam import Adam
-from .lpips import PerceptualLoss, psnr
-from .networks import Generator, SynthesisLayer
+from gimp_draggan.draggan.adam import Adam
+from gimp_draggan.draggan.lpips import PerceptualLoss, psnr
+from gimp_draggan.draggan.networks import Generator, SynthesisLayer
 
 StepFn = Callable[[str, int, int], None]  # (phase "invert", step 1..total, total)
 StopFn = Callable[[], bool]

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gimp_draggan.crop import box_iou
+from gimp_draggan.edit.geometry import box_iou
 from gimp_draggan.faces.graph import Graph
 
 INPUT_SIZE = 128

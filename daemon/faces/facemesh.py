@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gimp_draggan.crop import CropBox
+from gimp_draggan.edit.geometry import CropBox
 from gimp_draggan.faces.graph import Graph
 
 INPUT_SIZE = 192

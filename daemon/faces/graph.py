@@ -41,7 +41,7 @@ class Graph:
         if missing:
             raise ValueError(
                 f"{weights_path} lacks tensors {sorted(missing)[:3]}: re-run "
-                "python -m gimp_draggan.faces.convert"
+                "python -m gimp_draggan_tools.faces_convert"
             )
         return Graph(desc["inputs"], desc["outputs"], desc["ops"], consts)
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from gimp_draggan.crop import CropBox, Rect
-from gimp_draggan.edit import Point
+from gimp_draggan.edit.geometry import CropBox, Rect
+from gimp_draggan.edit.types import Point
 from gimp_draggan.faces import blazeface, facemesh
 
 MIN_WINDOW = 48  # Smallest window side (layer pixels): faces down to ~10 px.

@@ -46,15 +46,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gimp_draggan.align import SquareFraming
-from gimp_draggan.align_embedded import KeypointAligner
-from gimp_draggan.crop import CropBox, Rect, layer_sampler, layer_to_model
 from gimp_draggan.draggan import pti
 from gimp_draggan.draggan.lpips import load_perceptual
 from gimp_draggan.draggan.networks import Generator, seed_to_z
-from gimp_draggan.draggan.train.keypoints import detect, load_detector
-from gimp_draggan.draggan.train.world import render
-from gimp_draggan.pixels import to_float
+from gimp_draggan.edit.align import SquareFraming
+from gimp_draggan.edit.align_embedded import KeypointAligner
+from gimp_draggan.edit.geometry import CropBox, Rect
+from gimp_draggan.edit.pixels import to_float
+from gimp_draggan.edit.sampling import layer_sampler, layer_to_model
+from gimp_draggan.faces.keypoints import detect, load_detector
+from gimp_draggan_tools.train.world import render
 
 SEED_BASE = 8_000_000
 WAYS = ("square", "oracle", "aligned")
@@ -228,7 +229,7 @@ def main() -> int:
         print("error: --count must be >= 1 and --preset name at least one preset", file=sys.stderr)
         return 2
     from gimp_draggan.draggan.checkpoint import load_generator
-    from gimp_draggan.registry import resolve
+    from gimp_draggan.models.registry import resolve
 
     start = time.perf_counter()
     G = load_generator(resolve("embedded")).eval().requires_grad_(False)

@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from gimp_draggan import cluster
-from gimp_draggan.demo import SCENE, load_sample, selection_mask
-from gimp_draggan.executor import PipelineExecutor
-from gimp_draggan.server import Server, ServerConfig
+from gimp_draggan.headless.demo import SCENE, load_sample, selection_mask
+from gimp_draggan.service import cluster
+from gimp_draggan.service.executor import PipelineExecutor
+from gimp_draggan.service.server import Server, ServerConfig
 from gimp_draggan_plugin import protocol as P
 from gimp_draggan_plugin.client import Client
 

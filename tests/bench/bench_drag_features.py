@@ -25,7 +25,7 @@ from gimp_draggan.device import pick_device
 from gimp_draggan.draggan.checkpoint import load_generator
 from gimp_draggan.draggan.drag import DragParams, DragSession
 from gimp_draggan.draggan.networks import seed_to_z
-from gimp_draggan.registry import resolve
+from gimp_draggan.models.registry import resolve
 
 
 def random_pair(seed: int, res: int) -> tuple[tuple[int, int], tuple[float, float]]:

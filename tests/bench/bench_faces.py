@@ -49,9 +49,10 @@ def main() -> None:
 
     import torch
 
-    from gimp_draggan.crop import Rect, model_view
+    from gimp_draggan.edit.geometry import Rect
+    from gimp_draggan.edit.pyramid import LayerPyramid
+    from gimp_draggan.edit.sampling import model_view
     from gimp_draggan.faces import find_faces
-    from gimp_draggan.pyramid import LayerPyramid
 
     torch.set_num_threads(args.threads)
     report: dict[str, dict[str, float]] = {}

@@ -17,7 +17,7 @@ Tolerance (a mode is rejected when it fails or leaves it): against fp32 after th
 every handle within ``--tol-px`` (default 1) model pixel of fp32's and the final image's PSNR
 (images in [-1, 1], peak-to-peak 2) at least ``--tol-psnr`` (default 30 dB), and all finite.
 
-``--photo``: a full ``gimp_draggan.pipeline.run_edit`` per mode (a fresh session cache: model
+``--photo``: a full ``gimp_draggan.edit.pipeline.run_edit`` per mode (a fresh session cache: model
 load, PTI inversion, drag, photo-true composite) on scikit-image's astronaut (512x512, the mouth
 corners of eval_photo.py, an elliptic selection) with the same random generator saved to a
 temporary file. A random generator's inversion is meaningless, the timing is real.
@@ -224,9 +224,9 @@ def photo() -> tuple[np.ndarray, np.ndarray, list[Pair]]:
 
 
 def edit_mode(model: Path, mode: str, device: str, edit_steps: int) -> dict:
-    from gimp_draggan.edit import EditParams, EditRequest
-    from gimp_draggan.pipeline import run_edit
-    from gimp_draggan.sessions import SessionCache
+    from gimp_draggan.edit.pipeline import run_edit
+    from gimp_draggan.edit.sessions import SessionCache
+    from gimp_draggan.edit.types import EditParams, EditRequest
 
     rgb, mask, pairs = photo()
     h, w = rgb.shape[:2]

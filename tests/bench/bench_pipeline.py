@@ -32,11 +32,12 @@ from typing import Any
 
 import numpy as np
 
-from gimp_draggan.composite import change_weight, composite
-from gimp_draggan.crop import Rect, choose_box, layer_to_model
-from gimp_draggan.pixels import to_float
-from gimp_draggan.sessions import crop_digest
-from gimp_draggan.warp import LayerField, warp_composite
+from gimp_draggan.edit.composite import change_weight, composite
+from gimp_draggan.edit.geometry import Rect, choose_box
+from gimp_draggan.edit.pixels import to_float
+from gimp_draggan.edit.sampling import layer_to_model
+from gimp_draggan.edit.sessions import crop_digest
+from gimp_draggan.edit.warp import LayerField, warp_composite
 
 
 def bump_field(box: Any) -> LayerField:

@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gimp_draggan.executor import PipelineExecutor
-from gimp_draggan.server import Server, ServerConfig
+from gimp_draggan.service.executor import PipelineExecutor
+from gimp_draggan.service.server import Server, ServerConfig
 from gimp_draggan_plugin import protocol as P
 from gimp_draggan_plugin.client import Client
 

@@ -44,7 +44,7 @@ TARGET_LPIPS_SLACK = 1.1
 
 def load_model(name: str | None, device: str) -> tuple[Generator, str]:
     from gimp_draggan.draggan.checkpoint import load_generator
-    from gimp_draggan.registry import RegistryError, resolve
+    from gimp_draggan.models.registry import RegistryError, resolve
 
     if name is None:
         try:
@@ -62,7 +62,7 @@ def targets(args: argparse.Namespace, res: int) -> list[torch.Tensor]:
         img, _ = fit_square(load_image(args.image), res)
         t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None] * 2 - 1
         return [t]
-    from gimp_draggan.draggan.train.world import render
+    from gimp_draggan_tools.train.world import render
 
     images = render(list(range(1000, 1000 + args.targets)), resolution=res).images
     return [images[i : i + 1].clamp(-1, 1) for i in range(args.targets)]

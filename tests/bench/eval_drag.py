@@ -27,7 +27,7 @@ import torch
 
 
 def points_for(mode: str, rng_choice: int) -> list[int]:
-    from gimp_draggan.draggan.train.world import FIVE_POINTS, KEYPOINT_NAMES
+    from gimp_draggan_tools.train.world import FIVE_POINTS, KEYPOINT_NAMES
 
     if mode == "1":
         return [rng_choice % len(KEYPOINT_NAMES)]
@@ -80,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     from gimp_draggan.draggan.checkpoint import load_generator
     from gimp_draggan.draggan.drag import DragParams, DragSession
     from gimp_draggan.draggan.networks import seed_to_z
-    from gimp_draggan.draggan.train.keypoints import detect, load_detector
-    from gimp_draggan.registry import resolve
+    from gimp_draggan.faces.keypoints import detect, load_detector
+    from gimp_draggan.models.registry import resolve
 
     device = pick_device(a.device)
     G = load_generator(resolve(a.model)).to(device).eval()

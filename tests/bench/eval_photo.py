@@ -1,6 +1,6 @@
 """Photo-true edits measured on real photos: is the output sharp, and did the content move?
 
-Runs `gimp_draggan.pipeline.run_edit` on public-domain photos that scikit-image ships
+Runs `gimp_draggan.edit.pipeline.run_edit` on public-domain photos that scikit-image ships
 (astronaut: NASA; chelsea: a cat; coffee) and on a group photo composed from the astronaut's
 face at three sizes, each with both blends ("photo", the default, and "generator"), and prints
 one JSON line with, per case and blend:
@@ -34,9 +34,9 @@ from skimage import data
 from skimage.feature import match_template
 from skimage.filters import gaussian
 
-from gimp_draggan.edit import EditParams, EditRequest
-from gimp_draggan.pipeline import run_edit
-from gimp_draggan.sessions import SessionCache
+from gimp_draggan.edit.pipeline import run_edit
+from gimp_draggan.edit.sessions import SessionCache
+from gimp_draggan.edit.types import EditParams, EditRequest
 
 Pair = tuple[tuple[float, float], tuple[float, float]]
 

@@ -95,7 +95,7 @@ def head_scene() -> tuple[bytes, tuple[tuple[float, float, float, float], ...]]:
     import numpy as np
     from PIL import Image
 
-    from gimp_draggan.draggan.train.world import render
+    from gimp_draggan_tools.train.world import render
 
     world = render([HEAD_SEED])
     pixels = ((world.images[0].permute(1, 2, 0).numpy() + 1) / 2 * 255).clip(0, 255)

@@ -11,7 +11,7 @@ import pytest
 from pipeline_helpers import small_counted_inversion
 from service_helpers import save_tiny_model, single_torch_thread
 
-from gimp_draggan.logs import LOGGER
+from gimp_draggan.service.logs import LOGGER
 from gimp_draggan_plugin.protocol import SECRET_ENV
 
 

@@ -7,7 +7,7 @@ import threading
 import time
 from typing import Any
 
-from gimp_draggan.jobs import JobError
+from gimp_draggan.service.jobs import JobError
 from gimp_draggan_plugin import protocol as P
 
 

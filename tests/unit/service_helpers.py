@@ -94,8 +94,8 @@ def single_torch_thread():
 def pipeline_daemon(model: Path, max_queue: int = P.MAX_QUEUE_DEFAULT):
     """Generator for a fixture: a daemon on a free loopback port whose real pipeline executor
     knows ``model`` as "tiny"; yields (server, executor) and stops the server afterwards."""
-    from gimp_draggan.executor import PipelineExecutor
-    from gimp_draggan.server import Server, ServerConfig
+    from gimp_draggan.service.executor import PipelineExecutor
+    from gimp_draggan.service.server import Server, ServerConfig
 
     executor = PipelineExecutor("cpu", files={"tiny": model})
     server = Server(ServerConfig(bind="tcp://127.0.0.1:*", max_queue=max_queue), executor)
@@ -122,8 +122,8 @@ def embedded_daemon():
     import pytest
 
     from gimp_draggan.draggan import pti
-    from gimp_draggan.executor import PipelineExecutor
-    from gimp_draggan.server import Server, ServerConfig
+    from gimp_draggan.service.executor import PipelineExecutor
+    from gimp_draggan.service.server import Server, ServerConfig
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(

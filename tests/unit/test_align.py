@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from gimp_draggan.align import (
+from gimp_draggan.edit.align import (
     FFHQ,
     SQUARE,
     FaceAligner,
@@ -21,9 +21,10 @@ from gimp_draggan.align import (
     ffhq_box,
     locate,
 )
-from gimp_draggan.crop import CropBox, Rect, layer_to_model
+from gimp_draggan.edit.geometry import CropBox, Rect
+from gimp_draggan.edit.pixels import to_float
+from gimp_draggan.edit.sampling import layer_to_model
 from gimp_draggan.faces import FaceLandmarks
-from gimp_draggan.pixels import to_float
 
 Point = tuple[float, float]
 

@@ -12,21 +12,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gimp_draggan.align import SquareFraming
-from gimp_draggan.align_embedded import (
+from gimp_draggan.edit.align import SquareFraming
+from gimp_draggan.edit.align_embedded import (
     FIT_POINTS,
     TEMPLATE,
     KeypointAligner,
     Similarity,
     box_from_similarity,
-    compute_template,
     template,
     umeyama,
 )
-from gimp_draggan.crop import CropBox, Rect, layer_to_model, points_rect
-from gimp_draggan.draggan.train.keypoints import detect, load_detector
-from gimp_draggan.draggan.train.world import render
-from gimp_draggan.pixels import to_float
+from gimp_draggan.edit.geometry import CropBox, Rect, points_rect
+from gimp_draggan.edit.pixels import to_float
+from gimp_draggan.edit.sampling import layer_to_model
+from gimp_draggan.faces.keypoints import detect, load_detector
+from gimp_draggan_tools.train.template import compute_template
+from gimp_draggan_tools.train.world import render
 
 # Measured (throw-away script, world seeds 100-139 pasted at +20° and -20° into 208 px canvases
 # at 2x, 72 framed): the chosen crop's turn error was 1.08° on average, 2.86° at the 95th

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import skimage.data
 
-from gimp_draggan.align import FFHQ, FaceAligner, ffhq_box
-from gimp_draggan.crop import Rect
+from gimp_draggan.edit.align import FFHQ, FaceAligner, ffhq_box
+from gimp_draggan.edit.geometry import Rect
 from gimp_draggan.faces import FaceLandmarks, find_faces
 
 FACE = FaceLandmarks(

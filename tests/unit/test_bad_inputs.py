@@ -23,7 +23,7 @@ from service_helpers import embedded_daemon, single_torch_thread
 
 from gimp_draggan.cli import main
 from gimp_draggan.draggan import pti
-from gimp_draggan.imagefile import Png16, read_image
+from gimp_draggan.headless.imagefile import Png16, read_image
 from gimp_draggan_plugin import protocol as P
 
 pytestmark = pytest.mark.timeout(300)
@@ -41,7 +41,7 @@ def daemon() -> Iterator[str]:
 
 def head(side: int = SIDE) -> np.ndarray:
     """A cartoon head of the embedded model's world, RGB u8, ``side`` px."""
-    from gimp_draggan.draggan.train.world import render
+    from gimp_draggan_tools.train.world import render
 
     world = render([20_000_123])
     rgb = ((world.images[0].permute(1, 2, 0).numpy() + 1) / 2 * 255).clip(0, 255)
@@ -325,16 +325,16 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def tripwires(mp: pytest.MonkeyPatch) -> None:
     """Reading pixels, editing, loading a model or connecting now fails the test."""
-    import gimp_draggan.imagefile
-    import gimp_draggan.pipeline
+    import gimp_draggan.edit.pipeline
+    import gimp_draggan.headless.imagefile
     import gimp_draggan_plugin.client
     from gimp_draggan.draggan import checkpoint
 
     def tripped(*_a: object, **_k: object) -> None:
         raise AssertionError("work started before the arguments were refused")
 
-    mp.setattr(gimp_draggan.imagefile, "read_image", tripped)
-    mp.setattr(gimp_draggan.pipeline, "run_edit", tripped)
+    mp.setattr(gimp_draggan.headless.imagefile, "read_image", tripped)
+    mp.setattr(gimp_draggan.edit.pipeline, "run_edit", tripped)
     mp.setattr(checkpoint, "load_generator", tripped)
     mp.setattr(gimp_draggan_plugin.client, "Client", tripped)
 
@@ -408,7 +408,7 @@ def test_help_names_the_mask_size_of_both_forms(capsys: pytest.CaptureFixture[st
 
 
 def test_negative_pair_value_is_parsed_not_refused_by_argparse() -> None:
-    from gimp_draggan.argcheck import join_negative_values
+    from gimp_draggan.headless.argcheck import join_negative_values
 
     assert join_negative_values(
         ["drag", "-p", "-1,5:10,10", "--pair", "-.5,1:2,2", "-o", "x.png"]

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from service_helpers import Raw, pipeline_daemon, single_torch_thread, wait_for
 
-from gimp_draggan.cluster import ActorInfo, ActorPool, Ask, Slot
-from gimp_draggan.executor import PipelineExecutor
-from gimp_draggan.server import Server, ServerConfig
+from gimp_draggan.service.cluster import ActorInfo, ActorPool, Ask, Slot
+from gimp_draggan.service.executor import PipelineExecutor
+from gimp_draggan.service.server import Server, ServerConfig
 from gimp_draggan_plugin import protocol as P
 from gimp_draggan_plugin.client import Client
 
@@ -83,7 +83,7 @@ def test_placement_session_then_content_then_model_then_load():
 @pytest.fixture(scope="module")
 def pool(tiny):
     pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[cluster]')")
-    from gimp_draggan import cluster
+    from gimp_draggan.service import cluster
 
     cluster.join("local", num_cpus=2, object_store_memory=80 * 2**20, log_to_driver=False)
     try:

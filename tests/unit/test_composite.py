@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from gimp_draggan.composite import (
+from gimp_draggan.edit.composite import (
     Patch,
     box_blur,
     change_weight,
@@ -12,8 +12,8 @@ from gimp_draggan.composite import (
     inward_feather,
     match_low_frequencies,
 )
-from gimp_draggan.crop import CropBox, Rect, choose_box, mask_rect
-from gimp_draggan.pixels import from_float
+from gimp_draggan.edit.geometry import CropBox, Rect, choose_box, mask_rect
+from gimp_draggan.edit.pixels import from_float
 
 
 def _apply(layer: np.ndarray, patch: Patch) -> np.ndarray:

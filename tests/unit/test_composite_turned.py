@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import skimage.data
 
-from gimp_draggan.composite import Patch, composite
-from gimp_draggan.crop import CropBox, Rect, layer_to_model
-from gimp_draggan.pixels import from_float, to_float
-from gimp_draggan.sessions import SessionCache, crop_digest
+from gimp_draggan.edit.composite import Patch, composite
+from gimp_draggan.edit.geometry import CropBox, Rect
+from gimp_draggan.edit.pixels import from_float, to_float
+from gimp_draggan.edit.sampling import layer_to_model
+from gimp_draggan.edit.sessions import SessionCache, crop_digest
 
 
 def _apply(layer: np.ndarray, patch: Patch) -> np.ndarray:
@@ -118,7 +119,7 @@ def test_crop_digest_and_session_lookup_see_the_angle() -> None:
     d = {crop_digest(layer, "u8", b) for b in (upright, turned, other)}
     assert len(d) == 3
 
-    from gimp_draggan.sessions import Session
+    from gimp_draggan.edit.sessions import Session
 
     img = np.zeros((16, 16, 3), np.float32)
     cache = SessionCache()

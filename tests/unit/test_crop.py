@@ -7,16 +7,9 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from gimp_draggan.crop import (
-    CropBox,
-    Rect,
-    choose_box,
-    layer_sampler,
-    layer_to_model,
-    mask_rect,
-    points_rect,
-)
-from gimp_draggan.pixels import to_float
+from gimp_draggan.edit.geometry import CropBox, Rect, choose_box, mask_rect, points_rect
+from gimp_draggan.edit.pixels import to_float
+from gimp_draggan.edit.sampling import layer_sampler, layer_to_model
 
 
 def _u8(a: np.ndarray) -> np.ndarray:

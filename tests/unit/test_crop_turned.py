@@ -9,14 +9,9 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from gimp_draggan.crop import (
-    CropBox,
-    Rect,
-    layer_sampler,
-    layer_to_model,
-    preview_on_rect,
-)
-from gimp_draggan.pixels import to_float
+from gimp_draggan.edit.geometry import CropBox, Rect
+from gimp_draggan.edit.pixels import to_float
+from gimp_draggan.edit.sampling import layer_sampler, layer_to_model, preview_on_rect
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:

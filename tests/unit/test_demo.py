@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gimp_draggan import demo
+from gimp_draggan.headless import demo
 
 
 def test_selection_mask_is_the_ellipse() -> None:

@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
-from gimp_draggan import doctor, doctor_gimp, doctor_host
-from gimp_draggan.doctor_base import Check, Context
+from gimp_draggan.doctor import gimp as doctor_gimp
+from gimp_draggan.doctor import host as doctor_host
+from gimp_draggan.doctor import report as doctor
+from gimp_draggan.doctor.base import Check, Context
 from gimp_draggan_plugin import protocol
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -186,7 +188,7 @@ class HelloOnly:
 
 
 def test_daemon_check_against_a_real_daemon(tmp_path: Path) -> None:
-    from gimp_draggan.server import Server, ServerConfig
+    from gimp_draggan.service.server import Server, ServerConfig
 
     record = {"serve_command": ["/venv/bin/python", "-m", "gimp_draggan", "serve"]}
     down = doctor_host.check_daemon("tcp://127.0.0.1:9", record)
@@ -202,7 +204,7 @@ def test_daemon_check_against_a_real_daemon(tmp_path: Path) -> None:
 
 
 def test_corrupt_download_is_a_failure(tmp_path: Path) -> None:
-    from gimp_draggan import registry
+    from gimp_draggan.models import registry
 
     entry = next(e for e in registry.load_table().values() if e.sha256 and e.urls)
     path = tmp_path / "models" / entry.filename

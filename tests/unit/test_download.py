@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from gimp_draggan.download import DownloadError, ProgressBar, download, sha256_file
+from gimp_draggan.models.download import DownloadError, ProgressBar, download, sha256_file
 
 PAYLOAD = os.urandom(3 * 1024 * 1024 + 123)
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -168,7 +168,7 @@ def test_no_network_is_a_clear_error(tmp_path: Path) -> None:
 def test_disk_space_checked_before_writing(
     server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gimp_draggan import download as dl
+    from gimp_draggan.models import download as dl
 
     tiny_disk = SimpleNamespace(total=1, used=1, free=10)
     monkeypatch.setattr(dl.shutil, "disk_usage", lambda p: tiny_disk)
@@ -195,8 +195,8 @@ def test_sha256_file(tmp_path: Path) -> None:
 def test_fetch_model_downloads_once_then_uses_the_cache(
     server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gimp_draggan import registry
-    from gimp_draggan.download import fetch_model
+    from gimp_draggan.models import registry
+    from gimp_draggan.models.download import fetch_model
 
     entry = registry.ModelEntry(
         name="t",

@@ -10,8 +10,10 @@ import torch
 from gimp_draggan.draggan.checkpoint import config_path, load_generator
 from gimp_draggan.draggan.drag import DragParams, DragSession
 from gimp_draggan.draggan.networks import seed_to_z
-from gimp_draggan.draggan.train import keypoints, world
-from gimp_draggan.registry import load_table, resolve
+from gimp_draggan.faces import keypoints
+from gimp_draggan.models.registry import load_table, resolve
+from gimp_draggan_tools.train import keypoints as keypoint_training
+from gimp_draggan_tools.train import world
 
 
 def _model():
@@ -50,7 +52,7 @@ def test_renders_a_deterministic_face_like_image() -> None:
 
 def test_keypoint_detector_is_accurate_on_held_out_world_images() -> None:
     net = keypoints.load_detector()
-    acc = keypoints.measure(net, n=128)
+    acc = keypoint_training.measure(net, n=128)
     print(f"detector held-out error: {acc.mean_px:.3f} px mean, p95 {acc.p95_px:.3f}")
     assert acc.mean_px < 0.6
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from gimp_draggan.crop import CropBox, Rect, layer_to_model
+from gimp_draggan.edit.geometry import CropBox, Rect
+from gimp_draggan.edit.sampling import layer_to_model
 from gimp_draggan.faces import FaceLandmarks, blazeface, find_faces
 
 data = pytest.importorskip("skimage.data")

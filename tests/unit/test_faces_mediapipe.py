@@ -26,7 +26,8 @@ import pytest
 import torch
 from PIL import Image
 
-from gimp_draggan.crop import CropBox, box_iou, layer_to_model
+from gimp_draggan.edit.geometry import CropBox, box_iou
+from gimp_draggan.edit.sampling import layer_to_model
 from gimp_draggan.faces import blazeface, facemesh
 
 data = pytest.importorskip("skimage.data")

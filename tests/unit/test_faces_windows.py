@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 import pytest
 
-from gimp_draggan.crop import Rect
+from gimp_draggan.edit.geometry import Rect
 from gimp_draggan.faces import blazeface, search
 
 

@@ -12,7 +12,7 @@ import pytest
 from server_fakes import FakeExecutor
 
 from gimp_draggan.cli import main
-from gimp_draggan.server import Server, ServerConfig
+from gimp_draggan.service.server import Server, ServerConfig
 from gimp_draggan_plugin import protocol as P
 from gimp_draggan_plugin.client import Client, DaemonError
 

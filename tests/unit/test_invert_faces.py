@@ -14,7 +14,7 @@ import skimage.data
 from PIL import Image
 
 from gimp_draggan.commands.invert import frame_face
-from gimp_draggan.crop import Rect
+from gimp_draggan.edit.geometry import Rect
 from gimp_draggan.faces import find_faces
 
 pytestmark = pytest.mark.timeout(120)
@@ -29,7 +29,7 @@ def _eye_line(img: np.ndarray) -> tuple[float, tuple[float, float]]:
     """Angle (degrees) of the eye line and the eyes' midpoint, as the detector sees them."""
     h, w = img.shape[:2]
     rgba = np.dstack([img, np.ones((h, w), np.float32)])
-    from gimp_draggan.crop import model_view
+    from gimp_draggan.edit.sampling import model_view
 
     faces = find_faces(lambda box: model_view(rgba, "f32", box), w, h, Rect(0, 0, w, h))
     assert faces, "no face found"

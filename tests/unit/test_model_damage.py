@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from service_helpers import TINY, save_tiny_model
 
-from gimp_draggan import modelcheck, registry
 from gimp_draggan.cli import main
-from gimp_draggan.executor import PipelineExecutor
-from gimp_draggan.jobs import JobError
-from gimp_draggan.server import Server, ServerConfig
+from gimp_draggan.models import modelcheck, registry
+from gimp_draggan.service.executor import PipelineExecutor
+from gimp_draggan.service.jobs import JobError
+from gimp_draggan.service.server import Server, ServerConfig
 from gimp_draggan_plugin import protocol as P
 from gimp_draggan_plugin.client import Client, DaemonError
 

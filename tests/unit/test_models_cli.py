@@ -19,9 +19,9 @@ import torch
 from PIL import Image
 from stylegan_pickle_maker import randomize_, stylegan3_kwargs, write_network_pickle
 
-from gimp_draggan import registry
 from gimp_draggan.cli import main
 from gimp_draggan.draggan.networks import Generator, GeneratorConfig, seed_to_z, to_uint8
+from gimp_draggan.models import registry
 
 CFG = GeneratorConfig(
     img_resolution=32, z_dim=32, w_dim=32, channel_base=256, channel_max=32, mapping_layers=2

@@ -23,10 +23,10 @@ from pipeline_helpers import small_counted_inversion
 
 from gimp_draggan.draggan.checkpoint import save_generator
 from gimp_draggan.draggan.networks import Generator, GeneratorConfig
-from gimp_draggan.edit import EditParams, EditRequest, EditResult, Progress
-from gimp_draggan.pipeline import EditCancelled, run_edit, run_invert
-from gimp_draggan.pixels import from_float, to_float
-from gimp_draggan.sessions import SessionCache
+from gimp_draggan.edit.pipeline import EditCancelled, run_edit, run_invert
+from gimp_draggan.edit.pixels import from_float, to_float
+from gimp_draggan.edit.sessions import SessionCache
+from gimp_draggan.edit.types import EditParams, EditRequest, EditResult, Progress
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -301,8 +301,8 @@ def test_the_photo_blend_keeps_the_photos_detail(model: str) -> None:
 
 
 def test_the_drag_step_size_is_the_models_unless_the_request_names_one() -> None:
-    from gimp_draggan.executor import PipelineExecutor
-    from gimp_draggan.pipeline import PAPER_LR, drag_lr
+    from gimp_draggan.edit.pipeline import PAPER_LR, drag_lr
+    from gimp_draggan.service.executor import PipelineExecutor
     from gimp_draggan_plugin import protocol as P
 
     assert drag_lr("embedded") == 0.005 and drag_lr("stylegan2-ffhq-512x512") == PAPER_LR

@@ -19,15 +19,16 @@ import torch
 from PIL import Image
 from pipeline_helpers import shifted_face
 
-from gimp_draggan.align import FaceAligner, SquareFraming, ffhq_box
-from gimp_draggan.align_embedded import KeypointAligner
-from gimp_draggan.crop import Rect, model_view
 from gimp_draggan.draggan.checkpoint import save_generator
 from gimp_draggan.draggan.networks import Generator, GeneratorConfig
-from gimp_draggan.edit import EditParams, EditRequest, Progress
+from gimp_draggan.edit.align import FaceAligner, SquareFraming, ffhq_box
+from gimp_draggan.edit.align_embedded import KeypointAligner
+from gimp_draggan.edit.geometry import Rect
+from gimp_draggan.edit.pipeline import framing_for, run_edit, run_invert
+from gimp_draggan.edit.sampling import model_view
+from gimp_draggan.edit.sessions import SessionCache
+from gimp_draggan.edit.types import EditParams, EditRequest, Progress
 from gimp_draggan.faces import FaceLandmarks
-from gimp_draggan.pipeline import framing_for, run_edit, run_invert
-from gimp_draggan.sessions import SessionCache
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -106,7 +107,7 @@ def test_an_ffhq_framed_edit_changes_only_the_turned_square(
     sessions = SessionCache()
     events: list[Progress] = []
     calls: list[Rect] = []
-    with caplog.at_level(logging.INFO, logger="gimp_draggan.pipeline"):
+    with caplog.at_level(logging.INFO, logger="gimp_draggan.edit.pipeline"):
         r = run_edit(
             req,
             device="cpu",

@@ -10,13 +10,13 @@ import skimage.data
 import torch
 from pipeline_helpers import shifted_face
 
-from gimp_draggan.align import FaceAligner, ffhq_box
 from gimp_draggan.draggan.checkpoint import save_generator
 from gimp_draggan.draggan.networks import Generator, GeneratorConfig
-from gimp_draggan.edit import EditParams, EditRequest
+from gimp_draggan.edit.align import FaceAligner, ffhq_box
+from gimp_draggan.edit.pipeline import run_edit, run_invert
+from gimp_draggan.edit.sessions import SessionCache
+from gimp_draggan.edit.types import EditParams, EditRequest
 from gimp_draggan.faces import FaceLandmarks
-from gimp_draggan.pipeline import run_edit, run_invert
-from gimp_draggan.sessions import SessionCache
 
 pytestmark = pytest.mark.timeout(300)
 

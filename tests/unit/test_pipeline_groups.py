@@ -9,14 +9,14 @@ import pytest
 import skimage.data
 import torch
 
-from gimp_draggan.align import SQUARE, Framing
-from gimp_draggan.crop import Rect, choose_box
 from gimp_draggan.draggan.checkpoint import save_generator
 from gimp_draggan.draggan.networks import Generator, GeneratorConfig
-from gimp_draggan.edit import EditParams, EditRequest
-from gimp_draggan.groups import plan_groups, selection_parts
-from gimp_draggan.pipeline import run_edit
-from gimp_draggan.sessions import SessionCache
+from gimp_draggan.edit.align import SQUARE, Framing
+from gimp_draggan.edit.geometry import Rect, choose_box
+from gimp_draggan.edit.groups import plan_groups, selection_parts
+from gimp_draggan.edit.pipeline import run_edit
+from gimp_draggan.edit.sessions import SessionCache
+from gimp_draggan.edit.types import EditParams, EditRequest
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -16,9 +16,9 @@ import torch
 
 from gimp_draggan.draggan.checkpoint import save_generator
 from gimp_draggan.draggan.networks import Generator, GeneratorConfig
-from gimp_draggan.edit import EditParams, EditRequest, EditResult
-from gimp_draggan.pipeline import run_edit, run_invert
-from gimp_draggan.sessions import SessionCache
+from gimp_draggan.edit.pipeline import run_edit, run_invert
+from gimp_draggan.edit.sessions import SessionCache
+from gimp_draggan.edit.types import EditParams, EditRequest, EditResult
 
 pytestmark = pytest.mark.timeout(300)
 

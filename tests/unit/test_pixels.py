@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from gimp_draggan.pixels import from_float, mask_view, rgba_view, to_bytes, to_float
+from gimp_draggan.edit.pixels import from_float, mask_view, rgba_view, to_bytes, to_float
 
 
 def _layer(depth: str, w: int = 5, h: int = 3) -> np.ndarray:

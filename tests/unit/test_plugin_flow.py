@@ -1,8 +1,8 @@
 """The plug-in's run (gimp_draggan_plugin.flow) against the real daemon service on 127.0.0.1.
 
-The service is gimp_draggan.server with the model-free executor of server_fakes (it "drags" by
-inverting colours), so these tests cover the plug-in side: both transports, progress words,
-error sentences, discarding the half-done layer, and starting a daemon on request.
+The service is gimp_draggan.service.server with the model-free executor of server_fakes (it
+"drags" by inverting colours), so these tests cover the plug-in side: both transports, progress
+words, error sentences, discarding the half-done layer, and starting a daemon on request.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from server_fakes import FakeExecutor
 
-from gimp_draggan.server import Server, ServerConfig
+from gimp_draggan.service.server import Server, ServerConfig
 from gimp_draggan_plugin import flow, protocol, settings, texts
 from gimp_draggan_plugin.client import Client, DaemonError
 
@@ -258,7 +258,7 @@ def test_interactive_start_of_a_local_daemon(tmp_path):
         open({str(tmp_path / "pid")!r}, "w").write(str(os.getpid()))
         sys.path.insert(0, {str(unit_dir)!r})
         from server_fakes import FakeExecutor
-        from gimp_draggan.server import Server, ServerConfig
+        from gimp_draggan.service.server import Server, ServerConfig
         bind = sys.argv[sys.argv.index("--bind") + 1]
         Server(ServerConfig(bind=bind), FakeExecutor()).start()
         threading.Event().wait(60)

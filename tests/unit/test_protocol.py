@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from gimp_draggan.edit import DEPTHS, PRESETS, EditParams
+from gimp_draggan.edit.types import DEPTHS, PRESETS, EditParams
 from gimp_draggan_plugin import protocol as P
 
 

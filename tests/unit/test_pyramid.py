@@ -7,9 +7,10 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from gimp_draggan.crop import CropBox, block_mean, flatten, model_view
-from gimp_draggan.pixels import to_float
-from gimp_draggan.pyramid import LayerPyramid, _halve_opaque_u8
+from gimp_draggan.edit.geometry import CropBox
+from gimp_draggan.edit.pixels import to_float
+from gimp_draggan.edit.pyramid import LayerPyramid, _halve_opaque_u8
+from gimp_draggan.edit.sampling import block_mean, flatten, model_view
 
 
 def _photo(h: int, w: int) -> np.ndarray:

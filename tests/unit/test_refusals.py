@@ -8,8 +8,8 @@ import pytest
 from server_fakes import FakeExecutor
 from service_helpers import Raw
 
-from gimp_draggan.logs import RefusalLog
-from gimp_draggan.server import Server, ServerConfig
+from gimp_draggan.service.logs import RefusalLog
+from gimp_draggan.service.server import Server, ServerConfig
 from gimp_draggan_plugin import protocol as P
 
 

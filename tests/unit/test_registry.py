@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gimp_draggan import registry
-from gimp_draggan.registry import RegistryError
+from gimp_draggan.models import registry
+from gimp_draggan.models.registry import RegistryError
 
 # The facts table of issue 3: these hashes must be pinned exactly; the sizes that no source
 # states exactly must stay unknown.

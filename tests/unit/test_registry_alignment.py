@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gimp_draggan import registry
-from gimp_draggan.registry import RegistryError
+from gimp_draggan.models import registry
+from gimp_draggan.models.registry import RegistryError
 
 
 def test_ffhq_models_ask_for_ffhq_alignment_and_other_photo_models_for_none() -> None:

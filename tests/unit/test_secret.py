@@ -18,8 +18,8 @@ import pytest
 from server_fakes import FakeExecutor
 from service_helpers import Raw
 
-from gimp_draggan.keys import ensure_secret
-from gimp_draggan.server import Server, ServerConfig
+from gimp_draggan.service.keys import ensure_secret
+from gimp_draggan.service.server import Server, ServerConfig
 from gimp_draggan_plugin import protocol as P
 from gimp_draggan_plugin import zmtp  # noqa: F401 (imported before a child forks)
 from gimp_draggan_plugin.client import Client, DaemonError, read_secret

@@ -14,8 +14,8 @@ import pytest
 from server_fakes import FakeExecutor
 from service_helpers import Raw, wait_for
 
-from gimp_draggan.jobs import JobError
-from gimp_draggan.server import Server, ServerConfig, ServerError
+from gimp_draggan.service.jobs import JobError
+from gimp_draggan.service.server import Server, ServerConfig, ServerError
 from gimp_draggan_plugin import protocol as P
 
 pytestmark = pytest.mark.timeout(60)

@@ -17,8 +17,8 @@ import pytest
 import skimage.data
 from service_helpers import save_tiny_model
 
-from gimp_draggan.executor import PipelineExecutor
-from gimp_draggan.server import Server, ServerConfig
+from gimp_draggan.service.executor import PipelineExecutor
+from gimp_draggan.service.server import Server, ServerConfig
 from gimp_draggan_plugin.client import Client
 
 pytestmark = pytest.mark.timeout(120)

@@ -9,8 +9,8 @@ import zmq
 import zmq.auth
 from server_fakes import FakeExecutor
 
-from gimp_draggan.keys import load_server_keys, make_keys
-from gimp_draggan.server import Server, ServerConfig
+from gimp_draggan.service.keys import load_server_keys, make_keys
+from gimp_draggan.service.server import Server, ServerConfig
 from gimp_draggan_plugin import protocol as P
 from gimp_draggan_plugin import transport
 from gimp_draggan_plugin.client import Client, DaemonError, curve_for, load_curve_keys

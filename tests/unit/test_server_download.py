@@ -10,8 +10,8 @@ import threading
 
 import pytest
 
-from gimp_draggan.executor import PipelineExecutor
-from gimp_draggan.server import Server, ServerConfig
+from gimp_draggan.service.executor import PipelineExecutor
+from gimp_draggan.service.server import Server, ServerConfig
 from gimp_draggan_plugin import protocol as P
 from gimp_draggan_plugin.client import Client, DaemonError
 

@@ -9,8 +9,8 @@ import random
 import pytest
 from service_helpers import Raw, save_tiny_model, single_torch_thread
 
-from gimp_draggan.executor import PipelineExecutor
-from gimp_draggan.server import Server, ServerConfig
+from gimp_draggan.service.executor import PipelineExecutor
+from gimp_draggan.service.server import Server, ServerConfig
 from gimp_draggan_plugin import protocol as P
 
 pytestmark = pytest.mark.timeout(120)

@@ -15,11 +15,11 @@ from service_helpers import (
     wait_for,
 )
 
-from gimp_draggan.edit import EditParams, EditRequest
-from gimp_draggan.executor import PipelineExecutor, seed_drag
-from gimp_draggan.pipeline import run_edit
-from gimp_draggan.server import Server, ServerConfig
-from gimp_draggan.sessions import SessionCache
+from gimp_draggan.edit.pipeline import run_edit
+from gimp_draggan.edit.sessions import SessionCache
+from gimp_draggan.edit.types import EditParams, EditRequest
+from gimp_draggan.service.executor import PipelineExecutor, seed_drag
+from gimp_draggan.service.server import Server, ServerConfig
 from gimp_draggan_plugin import protocol as P
 from gimp_draggan_plugin.client import Client, DaemonError
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from gimp_draggan.crop import CropBox, Rect
-from gimp_draggan.sessions import (
+from gimp_draggan.edit.geometry import CropBox, Rect
+from gimp_draggan.edit.sessions import (
     Session,
     SessionCache,
     UnknownSession,

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from gimp_draggan.draggan.networks import Generator, GeneratorConfig
-from gimp_draggan.draggan.train import trainer as T
-from gimp_draggan.draggan.train.discriminator import Discriminator, DiscriminatorConfig
+from gimp_draggan_tools.train import trainer as T
+from gimp_draggan_tools.train.discriminator import Discriminator, DiscriminatorConfig
 
 
 def tiny(tmp_path: Path, **kw: object) -> T.TrainConfig:
@@ -138,8 +138,8 @@ def test_bad_config_and_cli(tmp_path: Path) -> None:
 def test_frechet_distance_known_values() -> None:
     import numpy as np
 
-    from gimp_draggan.draggan.train.quality import frechet_distance, geometry
-    from gimp_draggan.draggan.train.world import render
+    from gimp_draggan_tools.train.quality import frechet_distance, geometry
+    from gimp_draggan_tools.train.world import render
 
     rng = np.random.default_rng(0)
     a = rng.normal(size=(4000, 3))

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from gimp_draggan.crop import CropBox
-from gimp_draggan.pixels import DTYPES, from_float
-from gimp_draggan.warp import LayerField, sample_bicubic, warp_composite
+from gimp_draggan.edit.geometry import CropBox
+from gimp_draggan.edit.pixels import DTYPES, from_float
+from gimp_draggan.edit.warp import LayerField, sample_bicubic, warp_composite
 
 R = 32
 

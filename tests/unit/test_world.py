@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from gimp_draggan.draggan.train import world
+from gimp_draggan_tools.train import world
 
 
 def test_same_seed_same_image_in_any_batch() -> None:

@@ -1,0 +1,1 @@
+"""The photo edit: layer -> crop -> (cached) PTI inversion -> drag -> motion warp -> patch."""

@@ -1,0 +1,1 @@
+"""Which models exist (``models.json``), where their files live, downloads and damage checks."""
