@@ -12,7 +12,6 @@ crops would overlap are merged into one (one crop, one drag).
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -36,27 +35,52 @@ class Group:
 def selection_parts(selection: np.ndarray) -> tuple[np.ndarray, int]:
     """Label the connected parts of ``selection > 0`` (4-neighbours) on a grid of cells
     ``cell`` pixels wide (a cell is on if any of its pixels is selected). Returns the labels
-    ``[gh, gw]`` (0 = unselected, parts 1, 2, ...) and ``cell``."""
+    ``[gh, gw]`` (0 = unselected, parts 1, 2, ... numbered in row-major order of their first
+    cell) and ``cell``.
+
+    Works on horizontal runs of cells rather than cells (a cell-by-cell flood fill in Python
+    took 50 ms of every repeat drag on a 320 px layer): runs of one row are found with numpy,
+    runs of neighbouring rows that overlap are joined (union-find), and each run is painted."""
     h, w = selection.shape
     cell = max(1, math.ceil(max(h, w) / _MAX_GRID))
     gh, gw = -(-h // cell), -(-w // cell)
     padded = np.pad(selection > 0, [(0, gh * cell - h), (0, gw * cell - w)])
     on = np.asarray(padded.reshape(gh, cell, gw, cell).any(axis=(1, 3)))
+    rows, x0, x1 = _runs(on)
+    parent = list(range(len(rows)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    row_start = np.searchsorted(rows, np.arange(gh + 1))
+    for r in range(gh - 1):
+        a, a_end, b, b_end = row_start[r], row_start[r + 1], row_start[r + 1], row_start[r + 2]
+        while a < a_end and b < b_end:  # Runs of rows r and r + 1 in order: join overlaps.
+            if x0[a] < x1[b] and x0[b] < x1[a]:
+                ra, rb = root(a), root(b)
+                if ra != rb:
+                    parent[max(ra, rb)] = min(ra, rb)
+            if x1[a] <= x1[b]:
+                a += 1
+            else:
+                b += 1
     labels = np.zeros((gh, gw), np.int32)
-    count = 0
-    for start in zip(*np.nonzero(on), strict=True):
-        if labels[start]:
-            continue
-        count += 1
-        labels[start] = count
-        queue = deque([start])
-        while queue:
-            y, x = queue.popleft()
-            for ny, nx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
-                if 0 <= ny < gh and 0 <= nx < gw and on[ny, nx] and not labels[ny, nx]:
-                    labels[ny, nx] = count
-                    queue.append((ny, nx))
+    number: dict[int, int] = {}
+    for i in range(len(rows)):
+        label = number.setdefault(root(i), len(number) + 1)
+        labels[rows[i], x0[i] : x1[i]] = label
     return labels, cell
+
+
+def _runs(on: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The horizontal runs of ``on`` in row-major order: row, first column, end column."""
+    edges = np.diff(np.pad(on, [(0, 0), (1, 1)]).astype(np.int8), axis=1)
+    start_rows, starts = np.nonzero(edges == 1)
+    _, ends = np.nonzero(edges == -1)
+    return start_rows, starts, ends
 
 
 def _part_rect(labels: np.ndarray, cell: int, label: int, width: int, height: int) -> Rect:

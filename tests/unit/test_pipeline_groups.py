@@ -62,6 +62,39 @@ def test_a_group_crop_holds_the_selected_part_its_points_lie_on() -> None:
     assert [g.pairs for g in joined] == [(0, 1)]
 
 
+def test_selection_parts_join_through_any_path_and_not_across_corners() -> None:
+    u = np.array(
+        [
+            [1, 0, 1, 0, 0],
+            [1, 0, 1, 0, 1],
+            [1, 1, 1, 0, 0],
+            [0, 0, 0, 1, 0],
+        ],
+        np.uint8,
+    )
+    labels, cell = selection_parts(u * 255)
+    # The U's two arms meet only in its bottom row; the lone cells touch it at corners only.
+    expected = np.array(
+        [
+            [1, 0, 1, 0, 0],
+            [1, 0, 1, 0, 2],
+            [1, 1, 1, 0, 0],
+            [0, 0, 0, 3, 0],
+        ],
+        np.int32,
+    )
+    assert cell == 1
+    np.testing.assert_array_equal(labels, expected)
+
+
+def test_selection_parts_number_parts_by_their_first_cell() -> None:
+    sel = np.zeros((6, 8), np.uint8)
+    sel[3:6, 0:2] = 255  # starts lower but reaches further left
+    sel[0:2, 5:8] = 255
+    labels, _ = selection_parts(sel)
+    assert labels[0, 5] == 1 and labels[3, 0] == 2 and labels.max() == 2
+
+
 def test_selection_parts_of_a_big_selection_use_a_coarse_grid() -> None:
     sel = np.zeros((3000, 4000), np.uint8)
     sel[100:200, 100:200] = 1
