@@ -253,8 +253,9 @@ class KeypointAligner:
         crop = model_view(layer, depth_of(layer), seen)
         img = torch.from_numpy(crop).permute(2, 0, 1)[None] * 2.0 - 1.0
         with torch.no_grad():
-            kps = net(img)[0, list(FIT_POINTS)].double().numpy()  # edges, detector px
-            logits = net.heatmap_logits(img)[0, list(FIT_POINTS)].double()
+            all_logits = net.heatmap_logits(img)
+            kps = net.soft_argmax(all_logits)[0, list(FIT_POINTS)].double().numpy()  # edges, px
+            logits = all_logits[0, list(FIT_POINTS)].double()
         spread = _spread(logits, r)
         points = np.asarray(seen.to_layer([(float(x) - 0.5, float(y) - 0.5) for x, y in kps]))
         tmpl = template()

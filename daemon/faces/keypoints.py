@@ -54,11 +54,16 @@ class KeypointNet(nn.Module):
             raise ValueError(
                 f"keypoint detector input: expected [N, 3, {r}, {r}], got {list(img.shape)}"
             )
-        logits = self.heatmap_logits(img)
+        return self.soft_argmax(self.heatmap_logits(img))
+
+    def soft_argmax(self, logits: torch.Tensor) -> torch.Tensor:
+        """Heatmap logits ``[N, K, h, w]`` -> keypoints ``[N, K, 2]`` (x, y) input pixels: the
+        expected cell centre under each heatmap's softmax. Apart from `forward` so a caller that
+        also needs the logits runs the network once."""
         n, k, h, w = logits.shape
         prob = logits.flatten(2).softmax(dim=2).reshape(n, k, h, w)
-        cell = r / h
-        centres = (torch.arange(h, device=img.device, dtype=prob.dtype) + 0.5) * cell
+        cell = self.resolution / h
+        centres = (torch.arange(h, device=logits.device, dtype=prob.dtype) + 0.5) * cell
         x = (prob.sum(dim=2) * centres).sum(dim=2)
         y = (prob.sum(dim=3) * centres).sum(dim=2)
         return torch.stack([x, y], dim=2)
