@@ -1,7 +1,7 @@
 """`gimp-draggan drag`: drag points of an image the model generates from a seed.
 
-The official GUI's mode: z = RandomState(seed).randn(1, z_dim), w = mapping(z) with psi 0.7,
-optimised as w+. Points are pixels of the model resolution, x = column, y = row.
+The official GUI's mode (`networks.seed_ws`): z = RandomState(seed).randn(1, z_dim), w = mapping(z)
+with psi 0.7, optimised as w+. Points are pixels of the model resolution, x = column, y = row.
 
 The pieces other forms of this command reuse: `parse_pair` / `pair_argument` (the -p syntax),
 `load_mask`, `ProgressPrinter`, `summary` (the --json line), `add_drag_options` (the options
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from gimp_draggan.draggan.drag import DragResult, DragSession, StepReport
 
 Point = tuple[float, float]
-SEED_PSI = 0.7  # Truncation of the official GUI's random starts.
 LOCAL_MODEL = "embedded"  # --model's default without --daemon: the model shipped in the package.
 
 
@@ -283,7 +282,7 @@ def _run_seed(args: argparse.Namespace) -> int:
     from gimp_draggan.device import pick_device
     from gimp_draggan.draggan.checkpoint import load_generator
     from gimp_draggan.draggan.drag import DragParams, DragSession
-    from gimp_draggan.draggan.networks import seed_to_z
+    from gimp_draggan.draggan.networks import seed_ws
     from gimp_draggan.models.registry import resolve
 
     device = pick_device(args.device)
@@ -294,15 +293,13 @@ def _run_seed(args: argparse.Namespace) -> int:
     mask = None
     if args.mask:
         mask = torch.from_numpy(load_mask(args.mask, res, res))
-    with torch.no_grad():
-        ws = G.mapping(seed_to_z(args.seed, G.z_dim).to(device), truncation_psi=SEED_PSI)
     handles = [h for h, _ in args.pairs]
     targets = [t for _, t in args.pairs]
     from gimp_draggan.edit.pipeline import drag_lr
 
     lr = drag_lr(str(args.model)) if args.lr is None else args.lr
     params = DragParams(lr=lr, max_steps=args.steps)
-    session = DragSession(G, ws, handles, targets, mask=mask, params=params)
+    session = DragSession(G, seed_ws(G, args.seed, device), handles, targets, mask, params)
     print(
         f"drag: {args.model} ({res}x{res}, features {session.feature_res} px), seed {args.seed}, "
         f"{len(handles)} pair(s), device {device}",

@@ -499,6 +499,16 @@ def seed_to_z(seed: int, z_dim: int) -> torch.Tensor:
     return torch.from_numpy(np.random.RandomState(seed).randn(1, z_dim)).to(torch.float32)
 
 
+SEED_PSI = 0.7  # Truncation of DragGAN's GUI for the seed form's random starts.
+
+
+def seed_ws(G: Generator, seed: int, device: str | torch.device) -> torch.Tensor:
+    """The seed form's start, as DragGAN's GUI makes it: w = mapping(z of `seed`, psi
+    `SEED_PSI`), ``[1, num_ws, w_dim]`` on `device`, outside autograd (the drag optimises it)."""
+    with torch.no_grad():
+        return G.mapping(seed_to_z(seed, G.z_dim).to(device), truncation_psi=SEED_PSI)
+
+
 def to_uint8(img: torch.Tensor) -> torch.Tensor:
     """``[N, C, H, W]`` in [-1, 1] -> ``[N, H, W, C]`` uint8, as NVIDIA's scripts round."""
     return (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)

@@ -43,7 +43,6 @@ Behaviour worth knowing:
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import time
@@ -66,7 +65,7 @@ from gimp_draggan.edit.align import (
 from gimp_draggan.edit.composite import Patch, change_weight, composite, match_low_frequencies
 from gimp_draggan.edit.geometry import CropBox, Rect, mask_rect, point_pixel
 from gimp_draggan.edit.groups import Group, plan_groups
-from gimp_draggan.edit.pixels import mask_view, rgba_view, to_bytes
+from gimp_draggan.edit.pixels import mask_view, preview_jpeg, rgba_view, to_bytes
 from gimp_draggan.edit.sampling import layer_to_model, model_view, preview_on_rect
 from gimp_draggan.edit.sessions import (
     Session,
@@ -376,17 +375,6 @@ def _model_points(box: CropBox, points: Sequence[Point]) -> list[Point]:
     return [(min(max(u, 0.0), hi), min(max(v, 0.0), hi)) for u, v in box.to_model(points)]
 
 
-def _preview_jpeg(img: np.ndarray, size: int) -> bytes:
-    """uint8 [H, W, C] array -> JPEG bytes, longest side at most ``size``."""
-    from PIL import Image
-
-    im = Image.fromarray(img[:, :, :3])
-    im.thumbnail((size, size), Image.Resampling.LANCZOS)
-    buf = io.BytesIO()
-    im.save(buf, format="JPEG", quality=85)
-    return buf.getvalue()
-
-
 def _preview(
     session: Session,
     layer: _Layer,
@@ -399,14 +387,14 @@ def _preview(
     box = session.box
     pixels = img.numpy()
     if box.angle == 0.0:
-        return _preview_jpeg(pixels, size), (box.x0, box.y0, box.side, box.side)
+        return preview_jpeg(pixels, size), (box.x0, box.y0, box.side, box.side)
     rect = box.rect
     n = max(1, min(size, math.ceil(rect.width * box.scale)))
     shown = preview_on_rect(
         pixels[:, :, :3].astype(np.float32) / 255.0, _backdrop(session, layer, n)[:, :, :3], box
     )
     rgb = np.clip(np.rint(shown * 255.0), 0, 255).astype(np.uint8)
-    return _preview_jpeg(rgb, size), (rect.x0, rect.y0, rect.width, rect.height)
+    return preview_jpeg(rgb, size), (rect.x0, rect.y0, rect.width, rect.height)
 
 
 def _backdrop(session: Session, layer: _Layer, n: int) -> np.ndarray:
@@ -466,7 +454,7 @@ def _photo_preview(
         )
         shown[patch.y : patch.y + patch.height, patch.x : patch.x + patch.width] = patch.pixels
     rgb = np.clip(np.rint(shown[:, :, :3] * 255.0), 0, 255).astype(np.uint8)
-    return _preview_jpeg(rgb, size), (rect.x0, rect.y0, rect.width, rect.height)
+    return preview_jpeg(rgb, size), (rect.x0, rect.y0, rect.width, rect.height)
 
 
 class _Tracker:

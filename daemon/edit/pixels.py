@@ -9,7 +9,10 @@ and clipped only where they enter the model.
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
+from PIL import Image
 
 from gimp_draggan.edit.types import DEPTHS
 
@@ -83,3 +86,13 @@ def to_bytes(arr: np.ndarray) -> bytes:
     if arr.ndim != 3 or arr.shape[2] != 4:
         raise ValueError(f"expected RGBA [H, W, 4], got shape {list(arr.shape)}")
     return np.ascontiguousarray(arr).tobytes()
+
+
+def preview_jpeg(img: np.ndarray, size: int) -> bytes:
+    """uint8 ``[H, W, C]`` -> the small JPEG a progress reply carries, longest side at most
+    ``size`` (the wire's preview format)."""
+    im = Image.fromarray(img[:, :, :3])
+    im.thumbnail((size, size), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=85)
+    return buf.getvalue()

@@ -9,7 +9,6 @@ All torch work happens here, in the worker thread.
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 import time
@@ -19,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from gimp_draggan import threads
-from gimp_draggan.service.jobs import JobError
 from gimp_draggan.service.worker import ProgressFn, StopFn
 from gimp_draggan_plugin import protocol as P
 
@@ -27,8 +25,6 @@ if TYPE_CHECKING:
     from gimp_draggan.edit.align import Aligner
 
 log = logging.getLogger("gimp_draggan.service.executor")
-
-SEED_PSI = 0.7  # Truncation of the seed form, as DragGAN's GUI.
 
 
 def operator_models(files: list[str]) -> dict[str, Path]:
@@ -101,7 +97,7 @@ class PipelineExecutor:
         """The model's file is present and looks whole (and did not fail to load)."""
         return Path(self._model_ref(name)).is_file() and self._damage(name) is None
 
-    def _loaded_badly(self, name: str, exc: Exception) -> JobError:
+    def _loaded_badly(self, name: str, exc: Exception) -> P.ProtocolError:
         """Remember that `name`'s file failed to load (until it changes); the job's error."""
         from gimp_draggan.models.modelcheck import damaged_sentence
 
@@ -110,7 +106,7 @@ class PipelineExecutor:
         sentence = damaged_sentence(path, why, None if name in self.files else name)
         self._failed[str(path)] = (_stamp(path), sentence)
         log.error("%s", sentence)
-        return JobError("model_damaged", sentence)
+        return P.ProtocolError(P.ErrorCode.MODEL_DAMAGED, sentence)
 
     def models(self) -> list[dict[str, Any]]:
         rows = [
@@ -148,18 +144,24 @@ class PipelineExecutor:
 
         name = name or self.default_model
         if name is None:
-            raise JobError("model_not_cached", "no model is available on this daemon")
+            raise P.ProtocolError(
+                P.ErrorCode.MODEL_NOT_CACHED, "no model is available on this daemon"
+            )
         table = self._table()
         if name not in self.files and name not in table:
-            raise JobError(
-                "unknown_model",
+            raise P.ProtocolError(
+                P.ErrorCode.UNKNOWN_MODEL,
                 f"no model named {name!r}; this daemon has {', '.join([*self.files, *table])}",
             )
         broken = self._damage(name)
         if broken is not None:
-            raise JobError("model_damaged", broken)
+            raise P.ProtocolError(P.ErrorCode.MODEL_DAMAGED, broken)
         if not self._cached(name):
-            raise JobError("model_not_cached", f"model {name!r} is not downloaded")
+            raise P.ProtocolError(
+                P.ErrorCode.MODEL_NOT_CACHED,
+                f"model {name!r} is not downloaded",
+                P.hint_for(P.ErrorCode.MODEL_NOT_CACHED, name),
+            )
         return name
 
     def _model_ref(self, name: str) -> str:
@@ -196,7 +198,7 @@ class PipelineExecutor:
         from gimp_draggan.draggan.checkpoint import CheckpointError
 
         if request.model is None:
-            raise JobError("bad_request", "no model")
+            raise P.ProtocolError(P.ErrorCode.BAD_REQUEST, "no model")
         model = self._model_ref(request.model)
         if self.threads is not None and self.device == "cpu":
             used = threads.apply(None if self.threads == "auto" else self.threads)
@@ -248,7 +250,7 @@ class PipelineExecutor:
         from gimp_draggan.edit.types import EditParams, EditRequest, Progress
 
         if request.image is None or request.pixels is None:
-            raise JobError("bad_request", "a photo job needs pixels")
+            raise P.ProtocolError(P.ErrorCode.BAD_REQUEST, "a photo job needs pixels")
         edit = EditRequest(
             width=request.image.width,
             height=request.image.height,
@@ -279,9 +281,9 @@ class PipelineExecutor:
                 aligner=aligner,
             )
         except EditCancelled as exc:
-            raise JobError("cancelled", str(exc)) from None
+            raise P.ProtocolError(P.ErrorCode.CANCELLED, str(exc)) from None
         except UnknownSession as exc:
-            raise JobError("unknown_session", str(exc)) from None
+            raise P.ProtocolError(P.ErrorCode.UNKNOWN_SESSION, str(exc)) from None
         return P.JobResult(
             session=r.session,
             x=r.x,
@@ -326,7 +328,7 @@ class PipelineExecutor:
             should_stop,
         )
         if result.cancelled:
-            raise JobError("cancelled", "cancelled during the drag")
+            raise P.ProtocolError(P.ErrorCode.CANCELLED, "cancelled during the drag")
         h, w = image.shape[:2]
         return P.JobResult(
             session=f"seed-{request.seed}",
@@ -348,7 +350,7 @@ class PipelineExecutor:
 
         entry = self._table().get(name)
         if entry is None or not entry.downloadable:
-            raise JobError("unknown_model", f"{name!r} has no download link")
+            raise P.ProtocolError(P.ErrorCode.UNKNOWN_MODEL, f"{name!r} has no download link")
         dest = registry.model_path(entry, self.cache)
         part = dest.with_name(dest.name + ".part")
         failure: list[BaseException] = []
@@ -380,7 +382,9 @@ class PipelineExecutor:
                     done = 0
             on_progress(P.ProgressEvent("download", done, total or done))
         if failure:
-            raise JobError("download_failed", f"download of {name} failed: {failure[0]}")
+            raise P.ProtocolError(
+                P.ErrorCode.DOWNLOAD_FAILED, f"download of {name} failed: {failure[0]}"
+            )
 
     def recover(self) -> None:
         """After out-of-memory: drop sessions and models, give the memory back."""
@@ -425,14 +429,15 @@ def seed_drag(
     on_progress: Callable[[P.ProgressEvent], None],
     should_stop: StopFn,
 ) -> tuple[Any, Any]:
-    """The seed form (DragGAN GUI mode): z from `seed`, w = mapping(z, psi 0.7) as w+, drag.
+    """The seed form (DragGAN GUI mode): w from `seed` (`seed_ws`) as w+, drag.
 
     Returns (uint8 [H, W, C] numpy image, DragResult). Points are model pixels."""
     import numpy as np
     import torch
 
     from gimp_draggan.draggan.drag import DragParams, DragSession
-    from gimp_draggan.draggan.networks import seed_to_z, to_uint8
+    from gimp_draggan.draggan.networks import seed_ws, to_uint8
+    from gimp_draggan.edit.pixels import preview_jpeg
 
     res = G.img_resolution
     mask_t = None
@@ -442,12 +447,10 @@ def seed_drag(
             raise ValueError(f"the mask is {w}x{h}; this model needs {res}x{res}")
         grey = np.frombuffer(data, np.uint8).reshape(h, w).astype(np.float32)
         mask_t = torch.from_numpy(grey / 255.0)  # As `drag --mask` reads a file.
-    with torch.no_grad():
-        ws = G.mapping(seed_to_z(seed, G.z_dim).to(device), truncation_psi=SEED_PSI)
     steps = int(params.get("steps", 200))
     session = DragSession(
         G,
-        ws,
+        seed_ws(G, seed, device),
         [h for h, _ in pairs],
         [t for _, t in pairs],
         mask_t,
@@ -458,7 +461,7 @@ def seed_drag(
     size = int(params.get("preview_size", 256))
 
     def on_step(report: Any) -> None:
-        preview = None if report.preview is None else jpeg(report.preview.numpy(), size)
+        preview = None if report.preview is None else preview_jpeg(report.preview.numpy(), size)
         on_progress(
             P.ProgressEvent(
                 "drag",
@@ -488,14 +491,3 @@ def rgba_bytes(image: Any) -> bytes:
         return image.tobytes()
     alpha = np.full((*image.shape[:2], 1), 255, np.uint8)
     return np.concatenate([image[:, :, :3], alpha], axis=2).tobytes()
-
-
-def jpeg(image: Any, size: int) -> bytes:
-    """uint8 [H, W, C] -> a small JPEG, longest side at most `size`."""
-    from PIL import Image
-
-    im = Image.fromarray(image[:, :, :3])
-    im.thumbnail((size, size), Image.Resampling.LANCZOS)
-    buf = io.BytesIO()
-    im.save(buf, format="JPEG", quality=85)
-    return buf.getvalue()
