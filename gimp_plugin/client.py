@@ -29,22 +29,28 @@ KEYS_ENV = "GIMP_DRAGGAN_KEYS"
 UPLOAD_BYTES_PER_S = 25e6  # Slowest link we allow for before calling a request unanswered.
 
 
-class DaemonError(Exception):
-    """An error reply (or a failure to reach the daemon): `code` for code, str() for people."""
+class DaemonError(P.ProtocolError):
+    """An error reply (or a failure to reach the daemon): `code` for code, `hint` (the daemon's
+    own when it sent one) says what to do, str() is both for people."""
 
-    def __init__(self, code: str, message: str, text: str | None = None) -> None:
-        super().__init__(text or P.error_sentence(code, message))
-        self.code = code
-        self.message = message
+    def __init__(self, code: P.ErrorCode | str, message: str, hint: str | None = None) -> None:
+        super().__init__(code, message, hint)
+
+    def __str__(self) -> str:
+        return self.sentence
+
+    @classmethod
+    def of(cls, exc: P.ProtocolError) -> DaemonError:
+        return cls(exc.code, exc.message, exc.hint)
 
 
 class DaemonNotRunning(DaemonError):
     def __init__(self, address: str) -> None:
-        start = P.SERVE_COMMAND
-        if address != P.DEFAULT_ADDRESS:
-            start += f" --bind {address}"
-        message = f"daemon not running at {address}"
-        super().__init__("not_running", message, f"{message} — start it with `{start}`")
+        super().__init__(
+            P.ErrorCode.NOT_RUNNING,
+            f"daemon not running at {address}",
+            f"Start it with `{P.start_command(address)}`.",
+        )
         self.address = address
 
 
@@ -220,15 +226,17 @@ class Client:
                 raise DaemonNotRunning(self.address)
             other = not_zeromq(self.address)
             if other is not None:
-                raise DaemonError("port_taken", other)
+                raise DaemonError(P.ErrorCode.PORT_TAKEN, other)
             try:
                 self._transport = connect(self.address, self.curve, prefer=self.prefer)
             except TransportUnavailable as exc:
-                raise DaemonError("transport_missing", str(exc)) from None
+                raise DaemonError(P.ErrorCode.TRANSPORT_MISSING, str(exc)) from None
             except ConnectionRefusedError:
                 raise DaemonNotRunning(self.address) from None
             except OSError as exc:
-                raise DaemonError("timeout", f"cannot reach {self.address}: {exc}") from None
+                raise DaemonError(
+                    P.ErrorCode.TIMEOUT, f"cannot reach {self.address}: {exc}"
+                ) from None
         return self._transport
 
     def _new_id(self, op: str) -> str:
@@ -264,7 +272,7 @@ class Client:
             try:
                 fields["name"] = P.check_name(name)
             except P.ProtocolError as exc:
-                raise DaemonError(exc.code, exc.message) from None
+                raise DaemonError.of(exc) from None
         return self._request("models", fields, on_event=on_event, job=action != "list").header
 
     def drag(
@@ -358,14 +366,14 @@ class Client:
         try:  # Same checks as the daemon, before megabytes travel.
             P.check_job(P.Message({"op": op, "id": "local", **fields}, blobs))
         except P.ProtocolError as exc:
-            raise DaemonError(exc.code, exc.message) from None
+            raise DaemonError.of(exc) from None
         reply = self._request(
             op, fields, blobs, on_event=on_event, should_stop=should_stop, job=True
         )
         try:
             return P.parse_result(reply)
         except P.ProtocolError as exc:
-            raise DaemonError(exc.code, exc.message) from None
+            raise DaemonError.of(exc) from None
 
     def _request(
         self,
@@ -393,16 +401,18 @@ class Client:
                 reply = None
             if reply is not None:
                 if reply.op == "error":
+                    hint = reply.header.get("hint")
                     raise DaemonError(
-                        str(reply.header.get("code", "internal")),
+                        P.ErrorCode.of(reply.header.get("code")),
                         str(reply.header.get("message", "error")),
+                        hint if isinstance(hint, str) else None,
                     )
                 return reply
             self.close()  # Lazy Pirate: drop the socket (and whatever it queued), reopen.
             if attempt == self.retries and tcp_refused(self.address):
                 raise DaemonNotRunning(self.address)
         raise DaemonError(
-            "timeout",
+            P.ErrorCode.TIMEOUT,
             f"no answer from the daemon at {self.address} within "
             f"{first_answer_s:.3g} s ({self.retries + 1} tries)",
         )
@@ -427,13 +437,15 @@ class Client:
             if acknowledged and now - last_heard > self.silence_s:
                 self.close()
                 raise DaemonError(
-                    "timeout",
+                    P.ErrorCode.TIMEOUT,
                     f"the daemon at {self.address} stopped answering "
                     f"({self.silence_s:g} s without a message)",
                 )
             if cancel_sent and now > cancel_deadline:
                 self.close()
-                raise DaemonError("cancelled", "cancelled (the daemon did not confirm in time)")
+                raise DaemonError(
+                    P.ErrorCode.CANCELLED, "cancelled (the daemon did not confirm in time)"
+                )
             if job and not cancel_sent and should_stop is not None and should_stop():
                 transport.send(self._encode("cancel", {"job": msg_id}))
                 cancel_sent, cancel_deadline = True, now + CANCEL_WAIT_S

@@ -90,13 +90,13 @@ def describe(exc: BaseException, address: str, model: str = "") -> str:
     if isinstance(exc, PluginError):
         return str(exc)
     if isinstance(exc, DaemonError):
-        return texts.error_sentence(exc.code, exc.message, address, model)
+        return texts.error_sentence(exc.code, exc.message, address, model, exc.hint)
     if isinstance(exc, launcher.LaunchError):
         return f"Could not start the DragGAN daemon: {exc}."
     if isinstance(exc, ConnectionError):
-        return texts.error_sentence("not_running", str(exc), address, model)
+        return texts.error_sentence(protocol.ErrorCode.NOT_RUNNING, str(exc), address, model)
     if isinstance(exc, ImportError):
-        return texts.error_sentence("transport_missing", str(exc), address, model)
+        return texts.error_sentence(protocol.ErrorCode.TRANSPORT_MISSING, str(exc), address, model)
     return (
         f"The plug-in failed unexpectedly ({type(exc).__name__}: {exc}). Please report it "
         "with the output of `gimp-draggan doctor`."
@@ -110,7 +110,7 @@ def reach_daemon(
     try:
         return client.hello("gimp-plugin")
     except DaemonError as exc:
-        if exc.code not in ("not_running", "timeout"):
+        if exc.code not in protocol.UNREACHABLE:
             raise
         failure = exc
     argv = settings.serve_argv(config)

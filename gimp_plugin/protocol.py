@@ -16,6 +16,7 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 PROTOCOL_VERSION = 1
@@ -55,51 +56,110 @@ FINAL_OPS = ("result", "error", "hello", "status", "models", "cancel")
 _ID_RE = re.compile(rf"^[A-Za-z0-9._:-]{{1,{MAX_ID_CHARS}}}$")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")  # Model names: no paths, ever.
 
+
 # ---- errors -----------------------------------------------------------------------------------
-# Machine-readable code -> what the person should do about it.
-ERROR_HINTS: dict[str, str] = {
-    "bad_message": "The message was not valid gimp-draggan protocol; update the plug-in and "
-    "the daemon to the same version.",
-    "bad_version": "Install the same gimp-draggan version for the plug-in and the daemon.",
-    "unknown_op": "Update the plug-in and the daemon to the same version.",
-    "bad_request": "Check the points, mask and parameters and try again.",
-    "too_large": "Work on a smaller layer or selection (crop the image first).",
-    "queue_full": "The daemon is busy; wait for the running jobs to finish and try again.",
-    "unknown_session": "The daemon no longer holds that inverted photo; send the pixels again.",
-    "unknown_model": "Pick a model from `gimp-draggan models list`.",
-    "model_not_cached": "Download it first with `gimp-draggan models download NAME`.",
-    "model_damaged": "The model file is damaged or truncated; delete it and download it again "
-    "with `gimp-draggan models download NAME` (the message names the file).",
-    "not_your_daemon": "Start your own daemon on a free port (`gimp-draggan serve --bind "
+class ErrorCode(str, Enum):
+    """The machine-readable codes of `error` replies (and of the client's own failures). A `str`
+    so that they serialise, compare and hash as the wire's strings."""
+
+    BAD_MESSAGE = "bad_message"
+    BAD_VERSION = "bad_version"
+    UNKNOWN_OP = "unknown_op"
+    BAD_REQUEST = "bad_request"
+    TOO_LARGE = "too_large"
+    QUEUE_FULL = "queue_full"
+    UNKNOWN_SESSION = "unknown_session"
+    UNKNOWN_MODEL = "unknown_model"
+    MODEL_NOT_CACHED = "model_not_cached"
+    MODEL_DAMAGED = "model_damaged"
+    NOT_YOUR_DAEMON = "not_your_daemon"
+    DOWNLOAD_FAILED = "download_failed"
+    OUT_OF_MEMORY = "out_of_memory"
+    CANCELLED = "cancelled"
+    NOT_FOUND = "not_found"
+    WORKER_LOST = "worker_lost"
+    TRANSPORT_MISSING = "transport_missing"
+    INTERNAL = "internal"
+    # The client's own failures (never sent by a daemon).
+    NOT_RUNNING = "not_running"
+    PORT_TAKEN = "port_taken"
+    TIMEOUT = "timeout"
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    @classmethod
+    def of(cls, value: Any) -> ErrorCode:
+        """The code a peer sent; `internal` for one this side does not know (a newer peer)."""
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.INTERNAL
+
+
+# The daemon is not there to answer (the plug-in may offer to start it).
+UNREACHABLE = frozenset({ErrorCode.NOT_RUNNING, ErrorCode.TIMEOUT})
+
+# The one table of what a person should do about each code (the daemon sends it as `hint`;
+# NAME stands for the model when the sender does not know it).
+ERROR_HINTS: dict[ErrorCode, str] = {
+    ErrorCode.BAD_MESSAGE: "The message was not valid gimp-draggan protocol; update the plug-in "
+    "and the daemon to the same version.",
+    ErrorCode.BAD_VERSION: "Install the same gimp-draggan version for the plug-in and the daemon.",
+    ErrorCode.UNKNOWN_OP: "Update the plug-in and the daemon to the same version.",
+    ErrorCode.BAD_REQUEST: "Check the points, mask and parameters and try again.",
+    ErrorCode.TOO_LARGE: "Work on a smaller layer or selection (crop the image first).",
+    ErrorCode.QUEUE_FULL: "The daemon is busy; wait for the running jobs to finish and try again.",
+    ErrorCode.UNKNOWN_SESSION: "The daemon no longer holds that inverted photo; send the pixels "
+    "again.",
+    ErrorCode.UNKNOWN_MODEL: "Pick a model from `gimp-draggan models list`.",
+    ErrorCode.MODEL_NOT_CACHED: "Download the model once with `gimp-draggan models download "
+    "NAME` (or pick another model), then try again.",
+    ErrorCode.MODEL_DAMAGED: "The model file is damaged or truncated; delete it and download it "
+    "again with `gimp-draggan models download NAME` (the message names the file).",
+    ErrorCode.NOT_YOUR_DAEMON: "Start your own daemon on a free port (`gimp-draggan serve --bind "
     "tcp://127.0.0.1:PORT`); if this daemon is yours, the client must read the secret file "
     f"that `serve` wrote (${SECRET_ENV}, else the user's config dir + gimp-draggan/{SECRET_NAME}).",
-    "download_failed": "Check the network connection and try again; `gimp-draggan models "
+    ErrorCode.DOWNLOAD_FAILED: "Check the network connection and try again; `gimp-draggan models "
     "download NAME` shows the details.",
-    "out_of_memory": "The GPU ran out of memory; use a smaller selection or a smaller model.",
-    "cancelled": "The job was cancelled; nothing was changed.",
-    "not_found": "No such job is open for this client.",
-    "worker_lost": "The cluster worker running this job died; retry (the daemon serves on and "
-    "inverts the photo anew).",
-    "transport_missing": "Re-run the gimp-draggan installer; it puts a ZeroMQ transport next to "
-    "the plug-in.",
-    "internal": "The daemon hit an unexpected error; see its log file and report it.",
-    "not_running": f"Start it with `{SERVE_COMMAND}`.",
-    "port_taken": "Another program holds that port: stop it, or start the daemon on a free "
-    f"port (`{SERVE_COMMAND} --bind tcp://127.0.0.1:PORT`) and use that address.",
-    "timeout": f"The daemon did not answer; check it is running (`{SERVE_COMMAND}`) and that "
-    "the address and keys are right.",
+    ErrorCode.OUT_OF_MEMORY: "The GPU ran out of memory: select a smaller area around the points "
+    "or pick a smaller model, and try again.",
+    ErrorCode.CANCELLED: "The job was cancelled; nothing was changed.",
+    ErrorCode.NOT_FOUND: "No such job is open for this client.",
+    ErrorCode.WORKER_LOST: "The cluster worker running this job died; retry (the daemon serves "
+    "on and inverts the photo anew).",
+    ErrorCode.TRANSPORT_MISSING: "The plug-in's ZeroMQ transport did not load: re-run the "
+    "gimp-draggan installer (installer/install.sh, or install.ps1 on Windows) and restart GIMP.",
+    ErrorCode.INTERNAL: "The daemon hit an unexpected error; see its log file and report it.",
+    ErrorCode.NOT_RUNNING: f"Start it with `{SERVE_COMMAND}`.",
+    ErrorCode.PORT_TAKEN: "Another program holds that port: stop it, or start the daemon on a "
+    f"free port (`{SERVE_COMMAND} --bind tcp://127.0.0.1:PORT`) and use that address.",
+    ErrorCode.TIMEOUT: f"The daemon did not answer; check it is running (`{SERVE_COMMAND}`) and "
+    "that the address and keys are right.",
 }
 
 
-class ProtocolError(Exception):
-    """A message that breaks the protocol; carries the error code to reply with."""
+def hint_for(code: ErrorCode | str, model: str = "") -> str:
+    """The table's hint for `code`, naming `model` where it says NAME."""
+    hint = ERROR_HINTS[ErrorCode(code)]
+    return hint.replace("NAME", model) if model else hint
 
-    def __init__(self, code: str, message: str) -> None:
-        if code not in ERROR_HINTS:
-            raise ValueError(f"unknown error code {code!r}")
+
+class ProtocolError(Exception):
+    """An error with a wire code, on either side: a request refused at the wire, a job that
+    failed, or (as the client's `DaemonError`) an error reply. `hint` says what to do (the
+    table's unless the raiser knows better)."""
+
+    def __init__(self, code: ErrorCode | str, message: str, hint: str | None = None) -> None:
+        self.code = ErrorCode(code)  # ValueError for a code not in the enum.
         super().__init__(message)
-        self.code = code
         self.message = message
+        self.hint = hint or ERROR_HINTS[self.code]
+
+    @property
+    def sentence(self) -> str:
+        """The message plus what to do, for a person."""
+        return error_sentence(self.message, self.hint)
 
 
 def authorized(header: dict[str, Any], secret: str | None) -> bool:
@@ -119,10 +179,14 @@ def queue_words(position: int) -> str:
     return f"{ahead} job{'' if ahead == 1 else 's'} ahead"
 
 
-def error_sentence(code: str, message: str) -> str:
+def error_sentence(message: str, hint: str) -> str:
     """A message plus what to do, for a person."""
-    hint = ERROR_HINTS.get(code, "")
     return f"{message.rstrip('.')}. {hint}".strip() if hint else message
+
+
+def start_command(address: str) -> str:
+    """The command that starts a daemon listening at `address`."""
+    return SERVE_COMMAND if address == DEFAULT_ADDRESS else f"{SERVE_COMMAND} --bind {address}"
 
 
 # ---- parameters -------------------------------------------------------------------------------
@@ -154,10 +218,12 @@ def check_params(params: Any) -> dict[str, Any]:
     if params is None:
         params = {}
     if not isinstance(params, dict):
-        raise ProtocolError("bad_request", "params must be a JSON object")
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "params must be a JSON object")
     unknown = sorted(set(params) - set(PARAM_NAMES))
     if unknown:
-        raise ProtocolError("bad_request", f"unknown parameter(s) {unknown}; known: {PARAM_NAMES}")
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST, f"unknown parameter(s) {unknown}; known: {PARAM_NAMES}"
+        )
     out: dict[str, Any] = {}
     for spec in PARAMS:
         value = params.get(spec.name, spec.default)
@@ -167,18 +233,24 @@ def check_params(params: Any) -> dict[str, Any]:
         if spec.kind is str:
             if value not in spec.choices:
                 raise ProtocolError(
-                    "bad_request", f"{spec.name} must be one of {spec.choices}, got {value!r}"
+                    ErrorCode.BAD_REQUEST,
+                    f"{spec.name} must be one of {spec.choices}, got {value!r}",
                 )
         else:
             if spec.kind is int and not _is_int(value):
-                raise ProtocolError("bad_request", f"{spec.name} must be an integer, got {value!r}")
+                raise ProtocolError(
+                    ErrorCode.BAD_REQUEST, f"{spec.name} must be an integer, got {value!r}"
+                )
             if not _is_number(value):
-                raise ProtocolError("bad_request", f"{spec.name} must be a number, got {value!r}")
+                raise ProtocolError(
+                    ErrorCode.BAD_REQUEST, f"{spec.name} must be a number, got {value!r}"
+                )
             lo = -math.inf if spec.lo is None else spec.lo
             hi = math.inf if spec.hi is None else spec.hi
             if not lo <= value <= hi:
                 raise ProtocolError(
-                    "bad_request", f"{spec.name} must be in [{spec.lo}, {spec.hi}], got {value!r}"
+                    ErrorCode.BAD_REQUEST,
+                    f"{spec.name} must be in [{spec.lo}, {spec.hi}], got {value!r}",
                 )
             value = spec.kind(value)
         out[spec.name] = value
@@ -225,7 +297,9 @@ def encode(
         header["frames"] = list(blobs)
     data = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
     if len(data) > MAX_HEADER_BYTES:
-        raise ProtocolError("too_large", f"header of {len(data)} bytes > {MAX_HEADER_BYTES}")
+        raise ProtocolError(
+            ErrorCode.TOO_LARGE, f"header of {len(data)} bytes > {MAX_HEADER_BYTES}"
+        )
     return [data, *blobs.values()]
 
 
@@ -236,36 +310,42 @@ def _reject_constant(name: str) -> Any:
 def decode(frames: list[bytes]) -> Message:
     """Parse frames into a Message, checking the framing (not the op's fields)."""
     if not frames:
-        raise ProtocolError("bad_message", "empty message")
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "empty message")
     head = frames[0]
     if len(head) > MAX_HEADER_BYTES:
-        raise ProtocolError("too_large", f"header frame of {len(head)} bytes > {MAX_HEADER_BYTES}")
+        raise ProtocolError(
+            ErrorCode.TOO_LARGE, f"header frame of {len(head)} bytes > {MAX_HEADER_BYTES}"
+        )
     try:
         header = json.loads(bytes(head).decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ProtocolError("bad_message", f"header frame is not JSON: {exc}") from None
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"header frame is not JSON: {exc}") from None
     if not isinstance(header, dict):
-        raise ProtocolError("bad_message", "header frame must be a JSON object")
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "header frame must be a JSON object")
     msg_id = header.get("id")
     if not isinstance(msg_id, str) or not _ID_RE.match(msg_id):
         raise ProtocolError(
-            "bad_message", f"id must be 1-{MAX_ID_CHARS} characters of [A-Za-z0-9._:-]"
+            ErrorCode.BAD_MESSAGE, f"id must be 1-{MAX_ID_CHARS} characters of [A-Za-z0-9._:-]"
         )
     version = header.get("v")
     if version != PROTOCOL_VERSION:
         raise ProtocolError(
-            "bad_version", f"protocol version {version!r}; this side speaks {PROTOCOL_VERSION}"
+            ErrorCode.BAD_VERSION,
+            f"protocol version {version!r}; this side speaks {PROTOCOL_VERSION}",
         )
     if not isinstance(header.get("op"), str):
-        raise ProtocolError("bad_message", "op must be a string")
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "op must be a string")
     names = header.get("frames", [])
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise ProtocolError("bad_message", "frames must be a list of names")
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "frames must be a list of names")
     if len(names) > MAX_FRAMES or len(set(names)) != len(names):
-        raise ProtocolError("bad_message", f"frames must be at most {MAX_FRAMES} distinct names")
+        raise ProtocolError(
+            ErrorCode.BAD_MESSAGE, f"frames must be at most {MAX_FRAMES} distinct names"
+        )
     if len(names) != len(frames) - 1:
         raise ProtocolError(
-            "bad_message", f"header names {len(names)} binary frame(s), got {len(frames) - 1}"
+            ErrorCode.BAD_MESSAGE,
+            f"header names {len(names)} binary frame(s), got {len(frames) - 1}",
         )
     return Message(header, dict(zip(names, frames[1:], strict=True)))
 
@@ -294,7 +374,8 @@ def check_name(name: Any, what: str = "model") -> str:
     """A registry name (lower-case, no path separators); never a file path."""
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ProtocolError(
-            "bad_request", f"{what} must be a registry name like 'stylegan2-ffhq-512', got {name!r}"
+            ErrorCode.BAD_REQUEST,
+            f"{what} must be a registry name like 'stylegan2-ffhq-512', got {name!r}",
         )
     return name
 
@@ -341,19 +422,21 @@ def check_image(header: dict[str, Any]) -> ImageSpec:
     height: Any = header.get("height")
     depth = header.get("depth", "u8")
     if not (_is_int(width) and _is_int(height)) or width < 1 or height < 1:
-        raise ProtocolError("bad_request", "width and height must be positive integers")
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "width and height must be positive integers")
     if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
         raise ProtocolError(
-            "too_large",
+            ErrorCode.TOO_LARGE,
             f"layer {width}x{height} exceeds the limit ({MAX_SIDE} px a side, "
             f"{MAX_PIXELS // 2**20} Mpx)",
         )
     if depth not in DEPTHS:
-        raise ProtocolError("bad_request", f"depth must be one of {tuple(DEPTHS)}, got {depth!r}")
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST, f"depth must be one of {tuple(DEPTHS)}, got {depth!r}"
+        )
     spec = ImageSpec(width, height, depth)
     if spec.pixel_bytes > MAX_FRAME_BYTES:
         raise ProtocolError(
-            "too_large",
+            ErrorCode.TOO_LARGE,
             f"{width}x{height} {depth} RGBA is {spec.pixel_bytes} bytes > "
             f"{MAX_FRAME_BYTES}; use 8-bit pixels or a smaller layer",
         )
@@ -365,22 +448,24 @@ def check_pairs(raw: Any, bounds: tuple[int, int] | None, need: bool) -> list[Pa
     if raw is None:
         raw = []
     if not isinstance(raw, list):
-        raise ProtocolError("bad_request", "pairs must be a list of [hx, hy, tx, ty]")
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "pairs must be a list of [hx, hy, tx, ty]")
     if need and not raw:
-        raise ProtocolError("bad_request", "a drag needs at least one handle -> target pair")
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST, "a drag needs at least one handle -> target pair"
+        )
     if len(raw) > MAX_POINTS:
-        raise ProtocolError("bad_request", f"{len(raw)} pairs > the limit of {MAX_POINTS}")
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"{len(raw)} pairs > the limit of {MAX_POINTS}")
     pairs: list[Pair] = []
     for i, item in enumerate(raw):
         if not (isinstance(item, list) and len(item) == 4 and all(_is_number(v) for v in item)):
-            raise ProtocolError("bad_request", f"pair {i} must be four finite numbers")
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"pair {i} must be four finite numbers")
         hx, hy, tx, ty = (float(v) for v in item)
         if bounds is not None:
             w, h = bounds
             for x, y in ((hx, hy), (tx, ty)):
                 if not (0 <= x <= w - 1 and 0 <= y <= h - 1):
                     raise ProtocolError(
-                        "bad_request",
+                        ErrorCode.BAD_REQUEST,
                         f"pair {i}: point ({x:g}, {y:g}) is outside the {w}x{h} image",
                     )
         pairs.append(((hx, hy), (tx, ty)))
@@ -397,24 +482,26 @@ def check_job(msg: Message) -> JobRequest:
     params = check_params(h.get("params"))
     session = h.get("session")
     if session is not None and not (isinstance(session, str) and _ID_RE.match(session)):
-        raise ProtocolError("bad_request", "session must be an id string from a previous result")
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST, "session must be an id string from a previous result"
+        )
     seed = h.get("seed")
     unexpected = sorted(set(msg.blobs) - {"pixels", "mask"})
     if unexpected:
-        raise ProtocolError("bad_message", f"unexpected frame(s) {unexpected}")
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"unexpected frame(s) {unexpected}")
     if seed is not None:
         if op != "drag":
-            raise ProtocolError("bad_request", "the seed form exists only for drag")
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "the seed form exists only for drag")
         if not _is_int(seed) or not 0 <= seed < 2**32:
-            raise ProtocolError("bad_request", "seed must be an integer in [0, 2^32)")
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "seed must be an integer in [0, 2^32)")
         if "pixels" in msg.blobs or session is not None:
-            raise ProtocolError("bad_request", "a seed drag takes no pixels or session")
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "a seed drag takes no pixels or session")
         mask_spec = None
         if "mask" in msg.blobs:  # Model-resolution mask: width/height name its size.
             mask_spec = check_image({**h, "depth": "u8"})
             if len(msg.blobs["mask"]) != mask_spec.mask_bytes:
                 raise ProtocolError(
-                    "bad_request",
+                    ErrorCode.BAD_REQUEST,
                     f"mask frame has {len(msg.blobs['mask'])} "
                     f"bytes; {mask_spec.width}x{mask_spec.height} needs "
                     f"{mask_spec.mask_bytes}",
@@ -426,17 +513,17 @@ def check_job(msg: Message) -> JobRequest:
     image = check_image(h)
     pixels = msg.blobs.get("pixels")
     if pixels is None:
-        raise ProtocolError("bad_request", "a photo job needs a pixels frame")
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "a photo job needs a pixels frame")
     if len(pixels) != image.pixel_bytes:
         raise ProtocolError(
-            "bad_request",
+            ErrorCode.BAD_REQUEST,
             f"pixels frame has {len(pixels)} bytes; {image.width}x{image.height} "
             f"RGBA {image.depth} needs {image.pixel_bytes}",
         )
     mask = msg.blobs.get("mask")
     if mask is not None and len(mask) != image.mask_bytes:
         raise ProtocolError(
-            "bad_request",
+            ErrorCode.BAD_REQUEST,
             f"mask frame has {len(mask)} bytes; {image.width}x{image.height} "
             f"u8 needs {image.mask_bytes}",
         )
@@ -575,18 +662,25 @@ def parse_result(msg: Message) -> JobResult:
             worse=[int(i) for i in h.get("worse", [])],
         )
     except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise ProtocolError("bad_message", f"malformed result reply: {exc}") from None
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"malformed result reply: {exc}") from None
     if r.depth not in DEPTHS or len(r.patch) != r.width * r.height * 4 * DEPTHS[r.depth]:
-        raise ProtocolError("bad_message", "result patch size does not match its header")
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "result patch size does not match its header")
     return r
 
 
-def error_frames(msg_id: str, code: str, message: str, **extra: Any) -> list[bytes]:
-    if code not in ERROR_HINTS:
-        raise ValueError(f"unknown error code {code!r}")
+def error_frames(
+    msg_id: str, code: ErrorCode | str, message: str, hint: str | None = None
+) -> list[bytes]:
+    """An `error` reply: code, message and what to do (`hint`, the table's by default)."""
+    code = ErrorCode(code)
     return encode(
-        "error", msg_id, {"code": code, "message": message, "hint": ERROR_HINTS[code], **extra}
+        "error", msg_id, {"code": code, "message": message, "hint": hint or ERROR_HINTS[code]}
     )
+
+
+def exception_frames(msg_id: str, exc: ProtocolError) -> list[bytes]:
+    """The `error` reply that carries `exc`."""
+    return error_frames(msg_id, exc.code, exc.message, exc.hint)
 
 
 # ---- addresses --------------------------------------------------------------------------------

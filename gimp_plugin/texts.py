@@ -147,20 +147,13 @@ def queued_text(position: int) -> str:
     return f"Waiting for the daemon ({protocol.queue_words(position)})"
 
 
-def start_hint(address: str) -> str:
-    """How to start the daemon so it listens where the plug-in looks."""
-    if address == protocol.DEFAULT_ADDRESS:
-        return f"start it with `{protocol.SERVE_COMMAND}`"
-    return f"start it with `{protocol.SERVE_COMMAND} --bind {address}`"
-
-
 def not_running(address: str, detail: str = "") -> str:
     why = f" ({detail})" if detail else ""
     if protocol.is_loopback(address):
         return (
-            f"The DragGAN daemon is not running at {address}{why}: {start_hint(address)} in a "
-            "terminal (or re-run the installer with --service to start it at login), then "
-            "run DragGAN Drag again."
+            f"The DragGAN daemon is not running at {address}{why}: start it with "
+            f"`{protocol.start_command(address)}` in a terminal (or re-run the installer with "
+            "--service to start it at login), then run DragGAN Drag again."
         )
     return (
         f"The DragGAN daemon at {address} does not answer{why}: check that it runs on that "
@@ -169,29 +162,20 @@ def not_running(address: str, detail: str = "") -> str:
     )
 
 
-def error_sentence(code: str, message: str, address: str, model: str = "") -> str:
-    """A daemon or client error as one instruction for a person."""
-    if code == "not_running":
-        return not_running(address)
-    if code == "timeout":
-        return not_running(address, message)
-    if code == "model_not_cached":
-        name = model or "NAME"
-        return (
-            f"{message.rstrip('.')}. Download the model once with "
-            f"`gimp-draggan models download {name}` (or pick another model in the dialog), "
-            "then run DragGAN Drag again."
-        )
-    if code == "out_of_memory":
-        return (
-            f"{message.rstrip('.')}. The GPU ran out of memory: select a smaller area "
-            "around the points (Rectangle Select) or pick a smaller model, and run DragGAN "
-            "Drag again."
-        )
-    if code == "transport_missing":
-        return (
-            f"{message.rstrip('.')}. The plug-in's ZeroMQ transport did not load: re-run the "
-            "gimp-draggan installer (installer/install.sh, or install.ps1 on Windows) and "
-            "restart GIMP."
-        )
-    return protocol.error_sentence(code, message)
+def error_sentence(
+    code: protocol.ErrorCode | str,
+    message: str,
+    address: str,
+    model: str = "",
+    hint: str | None = None,
+) -> str:
+    """A daemon or client error as one instruction for a person: the message and what to do
+    (`hint`, the daemon's when it sent one, else the protocol's table); a daemon that is not
+    there is named with how to start it."""
+    code = protocol.ErrorCode.of(code)
+    if code in protocol.UNREACHABLE:
+        return not_running(address, message if code == protocol.ErrorCode.TIMEOUT else "")
+    what = hint or protocol.hint_for(code, model)
+    if model:
+        what = what.replace("NAME", model)
+    return protocol.error_sentence(message, what)

@@ -95,7 +95,6 @@ def key_dir_for(address: str, given: str | None, is_bind: bool) -> Path | None:
 def run(args: argparse.Namespace) -> int:
     from gimp_draggan.device import pick_device
     from gimp_draggan.service.executor import PipelineExecutor, operator_models
-    from gimp_draggan.service.jobs import JobError
     from gimp_draggan.service.keys import ensure_secret
     from gimp_draggan.service.logs import setup_logging
     from gimp_draggan.service.server import Server, ServerConfig, ServerError
@@ -132,8 +131,8 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError, ServerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (JobError, P.ProtocolError) as exc:
-        print(f"error: {P.error_sentence(exc.code, exc.message)}", file=sys.stderr)
+    except P.ProtocolError as exc:
+        print(f"error: {exc.sentence}", file=sys.stderr)
         return 2
 
     def stop(_sig: int, _frame: Any) -> None:

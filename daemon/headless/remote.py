@@ -78,7 +78,7 @@ def run_remote(args: argparse.Namespace, image_path: str | None = None) -> int:
 
     from gimp_draggan.headless.imagefile import read_image, read_mask
     from gimp_draggan.headless.photo import check_inside
-    from gimp_draggan_plugin.client import Client, DaemonError, curve_for
+    from gimp_draggan_plugin.client import Client, curve_for
 
     address = args.daemon or P.default_address()
     params = {"steps": args.steps, "blend": args.blend}
@@ -132,7 +132,7 @@ def run_remote(args: argparse.Namespace, image_path: str | None = None) -> int:
                 )
                 out = image.encode(paste_patch(image.rgba, r.patch, r.x, r.y, r.width, r.height))
             seconds = time.perf_counter() - start
-    except (DaemonError, ValueError, OSError, P.ProtocolError) as exc:
+    except (P.ProtocolError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     device = hello.get("device")

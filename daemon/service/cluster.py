@@ -133,7 +133,9 @@ class DragActor:
             try:
                 frames = run_job(self.executor, job, on_progress, should_stop)
             except BaseException as exc:  # run_job answers everything; this is a last resort.
-                frames = P.error_frames(job.id, "internal", f"{type(exc).__name__}: {exc}")
+                frames = P.error_frames(
+                    job.id, P.ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"
+                )
             replies.put(ActorReply(frames, final=True, session=_session_of(frames)))
 
         threading.Thread(target=work, name=f"job-{job.id}", daemon=True).start()
@@ -144,7 +146,7 @@ class DragActor:
                     reply = ActorReply(
                         P.error_frames(
                             job.id,
-                            "cancelled",
+                            P.ErrorCode.CANCELLED,
                             f"cancelled: the actor stopped after "
                             f"{self._step[key]}; the cancel came after {self._cancelled[key]}",
                         ),
@@ -417,7 +419,7 @@ class Dispatcher(threading.Thread):
                     sock,
                     slot,
                     P.error_frames(
-                        run.job.id, "internal", "the actor ended the job without a reply"
+                        run.job.id, P.ErrorCode.INTERNAL, "the actor ended the job without a reply"
                     ),
                     None,
                 )
@@ -427,7 +429,9 @@ class Dispatcher(threading.Thread):
                 self._finish(
                     sock,
                     slot,
-                    P.error_frames(run.job.id, "internal", f"{type(exc).__name__}: {exc}"),
+                    P.error_frames(
+                        run.job.id, P.ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"
+                    ),
                     None,
                 )
                 return
@@ -472,7 +476,7 @@ class Dispatcher(threading.Thread):
                 job.key,
                 *P.error_frames(
                     job.id,
-                    "worker_lost",
+                    P.ErrorCode.WORKER_LOST,
                     f"the cluster's actor {slot.index} ({slot.info.device} on "
                     f"{slot.info.node}) died while running this job; its sessions are "
                     "forgotten and are inverted anew on the next job",

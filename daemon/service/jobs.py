@@ -19,17 +19,6 @@ _serial = itertools.count(1)
 T = TypeVar("T")
 
 
-class JobError(Exception):
-    """A job failed for a reason the client can act on: `code` is a protocol error code."""
-
-    def __init__(self, code: str, message: str) -> None:
-        if code not in P.ERROR_HINTS:
-            raise ValueError(f"unknown error code {code!r}")
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
 @dataclass
 class Job:
     """One queued or running request. `envelope` routes replies back to its client."""
@@ -63,11 +52,11 @@ class JobQueue:
         self.done = 0
 
     def put(self, job: Job) -> int:
-        """Queue `job`; return its position, or raise JobError('queue_full')."""
+        """Queue `job`; return its position, or raise ProtocolError(queue_full)."""
         with self._cond:
             if len(self._waiting) >= self.max_queue:
-                raise JobError(
-                    "queue_full",
+                raise P.ProtocolError(
+                    P.ErrorCode.QUEUE_FULL,
                     f"{len(self._waiting)} jobs are already waiting (limit {self.max_queue})",
                 )
             self._waiting.append(job)

@@ -26,7 +26,7 @@ from typing import Any
 
 import zmq
 
-from gimp_draggan.service.jobs import Job, JobError, JobQueue
+from gimp_draggan.service.jobs import Job, JobQueue
 from gimp_draggan.service.keys import serve_curve
 from gimp_draggan.service.lifecycle import ServiceThread
 from gimp_draggan.service.logs import RefusalLog
@@ -37,7 +37,11 @@ log = logging.getLogger("gimp_draggan.service.server")
 
 PROBE_BURST_S = 0.5  # After a disconnect event, probe clients with open jobs this long...
 PROBE_EVERY_S = 0.05  # ...this often.
-REFUSALS = ("too_large", "queue_full", "not_your_daemon")  # Logged (rate-limited) when sent.
+REFUSALS = (
+    P.ErrorCode.TOO_LARGE,
+    P.ErrorCode.QUEUE_FULL,
+    P.ErrorCode.NOT_YOUR_DAEMON,
+)  # Logged (rate-limited) when sent.
 # Failed handshakes worth a log line. A connection that closes before its greeting is done
 # (EVENT_HANDSHAKE_FAILED_NO_DETAIL) is not logged: every client's own probe for a foreign
 # program on the port (`client.not_zeromq`) ends that way, once per request.
@@ -241,12 +245,12 @@ class Server(ServiceThread):
         for envelope, frames in pending:
             self._send(envelope, frames)
 
-    def _error(self, envelope: list[bytes], msg_id: str, code: str, message: str) -> None:
-        if code in REFUSALS:
-            self.refusals.refused(code, envelope[0].hex() if envelope else "?", message)
+    def _error(self, envelope: list[bytes], msg_id: str, exc: P.ProtocolError) -> None:
+        if exc.code in REFUSALS:
+            self.refusals.refused(exc.code, envelope[0].hex() if envelope else "?", exc.message)
         else:
-            log.debug("error to %s: %s %s", msg_id or "?", code, message)
-        self._send(envelope, P.error_frames(msg_id or "-", code, message))
+            log.debug("error to %s: %s %s", msg_id or "?", exc.code, exc.message)
+        self._send(envelope, P.exception_frames(msg_id or "-", exc))
 
     def _on_monitor(self, frames: list[bytes]) -> None:
         """A dropped connection starts a probe burst; a failed handshake is a refusal."""
@@ -269,26 +273,32 @@ class Server(ServiceThread):
         try:
             msg = P.decode(frames)
         except P.ProtocolError as exc:
-            self._error(envelope, P.peek_id(frames), exc.code, exc.message)
+            self._error(envelope, P.peek_id(frames), exc)
             return
         if not P.authorized(msg.header, self.config.secret):
             what = "no secret" if P.TOKEN_FIELD not in msg.header else "a wrong secret"
             self._error(
                 envelope,
                 msg.id,
-                "not_your_daemon",
-                f"this daemon at {self.address} "
-                f"belongs to another user: the {msg.op} request carried {what}",
+                P.ProtocolError(
+                    P.ErrorCode.NOT_YOUR_DAEMON,
+                    f"this daemon at {self.address} "
+                    f"belongs to another user: the {msg.op} request carried {what}",
+                ),
             )
             return
         log.debug("%s %s from %s", msg.op, msg.id, client.hex())
         try:
             self._dispatch(envelope, msg)
-        except (P.ProtocolError, JobError) as exc:
-            self._error(envelope, msg.id, exc.code, exc.message)
+        except P.ProtocolError as exc:
+            self._error(envelope, msg.id, exc)
         except Exception as exc:
             log.exception("request %s (%s) failed", msg.id, msg.op)
-            self._error(envelope, msg.id, "internal", f"{type(exc).__name__}: {exc}")
+            self._error(
+                envelope,
+                msg.id,
+                P.ProtocolError(P.ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"),
+            )
 
     def _dispatch(self, envelope: list[bytes], msg: P.Message) -> None:
         op = msg.op
@@ -302,14 +312,18 @@ class Server(ServiceThread):
             self._cancel(envelope, msg)
         elif op in ("drag", "invert"):
             if msg.blobs.keys() - {"pixels", "mask"}:
-                raise P.ProtocolError("bad_message", f"unexpected frames {sorted(msg.blobs)}")
+                raise P.ProtocolError(
+                    P.ErrorCode.BAD_MESSAGE, f"unexpected frames {sorted(msg.blobs)}"
+                )
             req = P.check_job(msg)
             req = dataclasses.replace(req, model=self.executor.check_model(req.model))
             self._enqueue(Job(envelope, msg.id, op, request=req))
         elif op == "models":
             self._models(envelope, msg)
         else:
-            raise P.ProtocolError("unknown_op", f"unknown op {op!r}; known: {P.REQUEST_OPS}")
+            raise P.ProtocolError(
+                P.ErrorCode.UNKNOWN_OP, f"unknown op {op!r}; known: {P.REQUEST_OPS}"
+            )
 
     def _hello(self) -> dict[str, Any]:
         info = self.executor.info()
@@ -370,16 +384,20 @@ class Server(ServiceThread):
             name = P.check_name(msg.header.get("name"))
             known = {m.get("name") for m in self.executor.info().get("models", [])}
             if name not in known:
-                raise JobError("unknown_model", f"no model named {name!r} in the registry")
+                raise P.ProtocolError(
+                    P.ErrorCode.UNKNOWN_MODEL, f"no model named {name!r} in the registry"
+                )
             self._enqueue(Job(envelope, msg.id, "models", args={"name": name}))
         else:
             raise P.ProtocolError(
-                "bad_request", f"models action must be list or download, got {action!r}"
+                P.ErrorCode.BAD_REQUEST, f"models action must be list or download, got {action!r}"
             )
 
     def _enqueue(self, job: Job) -> None:
         if job.id in self._by_client.get(job.client, {}):
-            raise P.ProtocolError("bad_request", f"a job with id {job.id!r} is already open")
+            raise P.ProtocolError(
+                P.ErrorCode.BAD_REQUEST, f"a job with id {job.id!r} is already open"
+            )
         position = self.queue.put(job)
         self._by_client.setdefault(job.client, {})[job.id] = job
         self._jobs[job.key] = job
@@ -396,7 +414,9 @@ class Server(ServiceThread):
                 self._forget(job)
                 self._send(
                     job.envelope,
-                    P.error_frames(job.id, "cancelled", "cancelled while waiting in the queue"),
+                    P.error_frames(
+                        job.id, P.ErrorCode.CANCELLED, "cancelled while waiting in the queue"
+                    ),
                 )
                 self._update_positions()
             else:

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import zmq
 
-from gimp_draggan.service.jobs import Job, JobError, JobQueue
+from gimp_draggan.service.jobs import Job, JobQueue
 from gimp_draggan_plugin import protocol as P
 
 log = logging.getLogger("gimp_draggan.service.worker")
@@ -35,7 +35,8 @@ class Executor(Protocol):
         ...
 
     def check_model(self, name: str | None) -> str:
-        """The model a job will use; raise JobError(unknown_model | model_not_cached)."""
+        """The model a job will use; raise ProtocolError (unknown_model, model_not_cached,
+        model_damaged)."""
         ...
 
     def run(
@@ -141,39 +142,39 @@ def run_job(
     cluster's actors, so both answer every failure with the same code."""
     try:
         if should_stop():
-            raise JobError("cancelled", "cancelled before it started")
+            raise P.ProtocolError(P.ErrorCode.CANCELLED, "cancelled before it started")
         if job.op == "models":
             name = job.args["name"]
             executor.download(name, on_progress, should_stop)
             if should_stop():
-                raise JobError("cancelled", "download cancelled")
+                raise P.ProtocolError(P.ErrorCode.CANCELLED, "download cancelled")
             return P.encode(
                 "models", job.id, {"models": executor.info()["models"], "downloaded": name}
             )
         if job.request is None:
-            raise JobError("internal", f"job {job.id} has no request")
+            raise P.ProtocolError(P.ErrorCode.INTERNAL, f"job {job.id} has no request")
         result = executor.run(job.request, on_progress, should_stop)
         if should_stop():
-            raise JobError("cancelled", "cancelled")
+            raise P.ProtocolError(P.ErrorCode.CANCELLED, "cancelled")
         return P.result_frames(job.id, result)
-    except JobError as exc:
-        return P.error_frames(job.id, exc.code, exc.message)
+    except P.ProtocolError as exc:
+        return P.exception_frames(job.id, exc)
     except Exception as exc:
         return _failure(executor, job.id, exc, should_stop())
 
 
 def _failure(executor: Executor, job_id: str, exc: Exception, cancelled: bool) -> list[bytes]:
     if cancelled:
-        return P.error_frames(job_id, "cancelled", "cancelled")
+        return P.error_frames(job_id, P.ErrorCode.CANCELLED, "cancelled")
     if is_out_of_memory(exc):
         log.warning("job %s ran out of memory: %s; freeing caches", job_id, exc)
         try:
             executor.recover()
         except Exception:
             log.exception("recovering from out-of-memory failed")
-        return P.error_frames(job_id, "out_of_memory", f"out of memory: {exc}")
+        return P.error_frames(job_id, P.ErrorCode.OUT_OF_MEMORY, f"out of memory: {exc}")
     if isinstance(exc, ValueError):
         log.info("job %s rejected: %s", job_id, exc)
-        return P.error_frames(job_id, "bad_request", str(exc))
+        return P.error_frames(job_id, P.ErrorCode.BAD_REQUEST, str(exc))
     log.exception("job %s failed", job_id)
-    return P.error_frames(job_id, "internal", f"{type(exc).__name__}: {exc}")
+    return P.error_frames(job_id, P.ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")

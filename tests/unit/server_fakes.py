@@ -7,7 +7,6 @@ import threading
 import time
 from typing import Any
 
-from gimp_draggan.service.jobs import JobError
 from gimp_draggan_plugin import protocol as P
 
 
@@ -39,9 +38,9 @@ class FakeExecutor:
     def check_model(self, name: str | None) -> str:
         name = name or self.models[0]
         if name not in self.models:
-            raise JobError("unknown_model", f"no model named {name!r}")
+            raise P.ProtocolError(P.ErrorCode.UNKNOWN_MODEL, f"no model named {name!r}")
         if name not in self.cached:
-            raise JobError("model_not_cached", f"model {name!r} is not downloaded")
+            raise P.ProtocolError(P.ErrorCode.MODEL_NOT_CACHED, f"model {name!r} is not downloaded")
         return name
 
     def run(self, request: P.JobRequest, on_progress: Any, should_stop: Any) -> P.JobResult:

@@ -81,7 +81,7 @@ def test_not_running_is_a_clear_error_naming_the_start_command():
     assert time.monotonic() - started < P.REQUEST_TIMEOUT_S  # Refused at once, no timeout.
     assert err.value.code == "not_running"
     assert str(err.value) == (
-        f"daemon not running at {address} — start it with `gimp-draggan serve --bind {address}`"
+        f"daemon not running at {address}. Start it with `gimp-draggan serve --bind {address}`."
     )
 
 

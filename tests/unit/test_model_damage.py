@@ -13,7 +13,6 @@ from service_helpers import TINY, save_tiny_model
 from gimp_draggan.cli import main
 from gimp_draggan.models import modelcheck, registry
 from gimp_draggan.service.executor import PipelineExecutor
-from gimp_draggan.service.jobs import JobError
 from gimp_draggan.service.server import Server, ServerConfig
 from gimp_draggan_plugin import protocol as P
 from gimp_draggan_plugin.client import Client, DaemonError
@@ -83,7 +82,7 @@ def test_a_truncated_model_in_the_cache_is_not_cached(
     assert (
         f"delete {cached} and download it again: gimp-draggan models download m" in row["damaged"]
     )
-    with pytest.raises(JobError) as refused:
+    with pytest.raises(P.ProtocolError) as refused:
         executor.check_model("m")
     assert refused.value.code == "model_damaged"
     # The command line's list says so too (the packaged table, this cache).

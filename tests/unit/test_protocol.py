@@ -178,7 +178,7 @@ def test_error_frames_carry_code_message_and_a_hint_for_people():
     header = json.loads(P.error_frames("j", "model_not_cached", "model 'x' is missing")[0])
     assert header["op"] == "error" and header["code"] == "model_not_cached"
     assert "models download" in header["hint"]
-    assert "models download" in P.error_sentence("model_not_cached", "missing")
+    assert "models download" in P.ProtocolError("model_not_cached", "missing").sentence
     with pytest.raises(ValueError):
         P.error_frames("j", "no_such_code", "x")
 

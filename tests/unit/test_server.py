@@ -14,7 +14,6 @@ import pytest
 from server_fakes import FakeExecutor
 from service_helpers import Raw, wait_for
 
-from gimp_draggan.service.jobs import JobError
 from gimp_draggan.service.server import Server, ServerConfig, ServerError
 from gimp_draggan_plugin import protocol as P
 
@@ -103,7 +102,7 @@ def test_model_not_cached_and_unknown_session_are_errors(service):
     r = raw()
     r.request("drag", "m1", {**PHOTO, "model": "big"}, PIXELS)
     assert r.until("m1")[0].header["code"] == "model_not_cached"
-    executor.fail_next = JobError("unknown_session", "unknown session 'zz'")
+    executor.fail_next = P.ProtocolError(P.ErrorCode.UNKNOWN_SESSION, "unknown session 'zz'")
     drag(r, "m2", session="zz")
     assert r.until("m2")[0].header["code"] == "unknown_session"
 
