@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from gimp_draggan import threads
 from gimp_draggan.headless import argcheck
 from gimp_draggan.headless.remote import add_daemon_option, run_remote
+from gimp_draggan.terminal import median_step_seconds
 from gimp_draggan_plugin import protocol as P
 
 if TYPE_CHECKING:
@@ -70,10 +70,7 @@ def load_mask(path: str | Path, width: int, height: int) -> np.ndarray:
 
 def sec_per_step(reports: list[StepReport]) -> float | None:
     """Median seconds per optimiser step, the first two (warm-up) excluded when there are more."""
-    times = [r.step_seconds for r in reports if r.optimised]
-    if len(times) > 2:
-        times = times[2:]
-    return statistics.median(times) if times else None
+    return median_step_seconds([r.step_seconds for r in reports if r.optimised])
 
 
 def _fmt_points(points: list[Point]) -> str:
@@ -280,24 +277,22 @@ def _run_seed(args: argparse.Namespace) -> int:
     import torch
 
     from gimp_draggan.device import pick_device
-    from gimp_draggan.draggan.checkpoint import load_generator
     from gimp_draggan.draggan.drag import DragParams, DragSession
     from gimp_draggan.draggan.networks import seed_ws
-    from gimp_draggan.models.registry import resolve
+    from gimp_draggan.models.store import ModelStore
 
     device = pick_device(args.device)
     if device == "cpu":
         threads.apply(args.threads)
-    G = load_generator(resolve(args.model)).to(device)
+    models = ModelStore(any_file=True)
+    G = models.load(str(args.model), device).G
     res = G.img_resolution
     mask = None
     if args.mask:
         mask = torch.from_numpy(load_mask(args.mask, res, res))
     handles = [h for h, _ in args.pairs]
     targets = [t for _, t in args.pairs]
-    from gimp_draggan.edit.pipeline import drag_lr
-
-    lr = drag_lr(str(args.model)) if args.lr is None else args.lr
+    lr = models.drag_lr(str(args.model)) if args.lr is None else args.lr
     params = DragParams(lr=lr, max_steps=args.steps)
     session = DragSession(G, seed_ws(G, args.seed, device), handles, targets, mask, params)
     print(

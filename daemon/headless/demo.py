@@ -17,13 +17,13 @@ from __future__ import annotations
 import io
 import json
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from gimp_draggan.terminal import ProgressBar
 from gimp_draggan_plugin import protocol as P
 
 SAMPLE = "assets/demo_photo.png"
@@ -127,54 +127,6 @@ def selection_mask(width: int, height: int, ellipse: tuple[float, float, float, 
         x0, x1 = max(0, math.ceil(cx - half - 0.5)), min(width, math.floor(cx + half - 0.5) + 1)
         out[y * width + x0 : y * width + x1] = b"\xff" * max(0, x1 - x0)
     return bytes(out)
-
-
-# ---- progress ---------------------------------------------------------------------------------
-PHASE_LABELS = {"invert": "inverting the photo", "drag": "dragging", "download": "downloading"}
-
-
-class ProgressBar:
-    """One line on stderr per phase: redrawn in place on a terminal, else a line per quarter
-    (and the last step, so a log shows where each phase ended)."""
-
-    def __init__(self, stream: Any = None, width: int = 30) -> None:
-        self.stream = stream or sys.stderr
-        self.width = width
-        self.phase = ""
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.last_quarter = -1
-        self.pending = ""  # Latest line not yet written (no terminal).
-
-    def update(self, phase: str, step: int, total: int, note: str = "") -> None:
-        if phase != self.phase:
-            self.end()
-            self.phase, self.last_quarter = phase, -1
-        total = max(total, 1)
-        frac = min(1.0, step / total)
-        filled = int(frac * self.width)
-        bar = "#" * filled + "." * (self.width - filled)
-        label = PHASE_LABELS.get(phase, phase)
-        line = f"{label:<20} [{bar}] {step}/{total} {note}".rstrip()
-        if self.tty:
-            self.stream.write("\r" + line)
-        elif int(frac * 4) != self.last_quarter:
-            self.last_quarter = int(frac * 4)
-            self.stream.write(line + "\n")
-            self.pending = ""
-        else:
-            self.pending = line
-        self.stream.flush()
-
-    def end(self) -> None:
-        if self.phase and (self.tty or self.pending):
-            self.stream.write(self.pending + "\n")
-            self.stream.flush()
-        self.phase, self.pending = "", ""
-
-    def say(self, text: str) -> None:
-        self.end()
-        self.stream.write(text + "\n")
-        self.stream.flush()
 
 
 # ---- the run ----------------------------------------------------------------------------------

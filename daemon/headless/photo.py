@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -19,39 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from gimp_draggan import threads
-from gimp_draggan.edit.types import EditParams, EditRequest, Progress
-from gimp_draggan_plugin.texts import StepClock, time_left
-
-
-class _Printer:
-    """One line per inversion tick (every 10th) and per drag step; keeps drag step times."""
-
-    def __init__(self) -> None:
-        self.last = time.perf_counter()
-        self.step_seconds: list[float] = []
-        self.clock = StepClock(time.perf_counter)
-
-    def __call__(self, p: Progress) -> None:
-        now = time.perf_counter()
-        left = self.clock.update(p.phase, p.step, p.total)
-        eta = "" if left is None else f"  {time_left(left)}"
-        if p.phase == "drag":
-            self.step_seconds.append(now - self.last)
-            dist = " ".join(f"{d:.1f}" for d in p.distances)
-            pts = " ".join(f"({x:.1f},{y:.1f})" for x, y in p.points)
-            print(f"drag {p.step:4d}/{p.total}  handles {pts}  dist {dist}{eta}", flush=True)
-        elif p.step == 1 or p.step == p.total or p.step % 10 == 0:
-            print(f"{p.phase} {p.step:4d}/{p.total}{eta}", flush=True)
-        self.last = now
-
-    def sec_per_step(self) -> float | None:
-        return median_step_seconds(self.step_seconds)
-
-
-def median_step_seconds(times: list[float]) -> float | None:
-    """Median seconds per drag step, the first two (warm-up) excluded when there are more."""
-    times = times[2:] if len(times) > 2 else times
-    return statistics.median(times) if times else None
+from gimp_draggan.edit.types import EditParams, EditRequest
+from gimp_draggan.terminal import StepPrinter
 
 
 def paste_patch(layer: Any, patch: bytes, x: int, y: int, width: int, height: int) -> Any:
@@ -159,7 +127,7 @@ def run_photo(args: argparse.Namespace) -> int:
             f"model {args.model}, device {device}",
             flush=True,
         )
-        printer = _Printer()
+        printer = StepPrinter()
         sessions = SessionCache()
         start = time.perf_counter()
         r = run_edit(

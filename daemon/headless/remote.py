@@ -12,11 +12,10 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-from gimp_draggan.headless.photo import median_step_seconds, paste_patch, write_result
+from gimp_draggan.headless.photo import paste_patch, write_result
+from gimp_draggan.terminal import StepPrinter
 from gimp_draggan_plugin import protocol as P
-from gimp_draggan_plugin.texts import StepClock, time_left
 
 
 def add_daemon_option(parser: argparse.ArgumentParser) -> None:
@@ -39,37 +38,6 @@ def model_name(model: str) -> str:
     return P.check_name(model)
 
 
-class _Printer:
-    """Progress lines like the in-process command's, and step times for --json."""
-
-    def __init__(self, stream: Any) -> None:
-        self.stream = stream
-        self.times: list[float] = []
-        self._last = time.perf_counter()
-        self.clock = StepClock(time.perf_counter)
-
-    def __call__(self, ev: P.ProgressEvent | P.QueuedEvent) -> None:
-        if isinstance(ev, P.QueuedEvent):
-            print(f"queued: {P.queue_words(ev.position)}", file=self.stream, flush=True)
-            return
-        now = time.perf_counter()
-        if ev.phase == "drag":
-            self.times.append(now - self._last)
-        self._last = now
-        where = " ".join(f"({x:g},{y:g})" for x, y in ev.points)
-        dist = " ".join(f"{d:.1f}" for d in ev.distances)
-        left = self.clock.update(ev.phase, ev.step, ev.total)
-        eta = "" if left is None else f"  {time_left(left)}"
-        print(
-            f"{ev.phase} {ev.step:4d}/{ev.total}  handles {where}  dist {dist}{eta}",
-            file=self.stream,
-            flush=True,
-        )
-
-    def sec_per_step(self) -> float | None:
-        return median_step_seconds(self.times)
-
-
 def run_remote(args: argparse.Namespace, image_path: str | None = None) -> int:
     """Run the drag of `args` (seed form, or photo form with `image_path`) on the daemon; the
     arguments were checked by `drag.check_args` (the daemon's own rules)."""
@@ -84,7 +52,14 @@ def run_remote(args: argparse.Namespace, image_path: str | None = None) -> int:
     params = {"steps": args.steps, "blend": args.blend}
     if args.lr is not None:
         params["lr"] = args.lr
-    printer = _Printer(sys.stdout)
+    printer = StepPrinter(sys.stdout)
+
+    def on_event(ev: P.ProgressEvent | P.QueuedEvent) -> None:
+        if isinstance(ev, P.QueuedEvent):
+            print(f"queued: {P.queue_words(ev.position)}", flush=True)
+        else:
+            printer(ev)
+
     try:
         model = model_name(args.model) if args.model else None
         image = None
@@ -114,7 +89,7 @@ def run_remote(args: argparse.Namespace, image_path: str | None = None) -> int:
                     mask=mask,
                     width=mw,
                     height=mh,
-                    on_event=printer,
+                    on_event=on_event,
                 )
                 rgb = np.frombuffer(r.patch, np.uint8).reshape(r.height, r.width, 4)[:, :, :3]
                 out = Image.fromarray(np.ascontiguousarray(rgb))
@@ -128,7 +103,7 @@ def run_remote(args: argparse.Namespace, image_path: str | None = None) -> int:
                     mask=mask,
                     model=model,
                     params=params,
-                    on_event=printer,
+                    on_event=on_event,
                 )
                 out = image.encode(paste_patch(image.rgba, r.patch, r.x, r.y, r.width, r.height))
             seconds = time.perf_counter() - start

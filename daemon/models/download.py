@@ -11,7 +11,6 @@ import hashlib
 import http.client
 import os
 import shutil
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import TextIO
 
 from gimp_draggan.atomic import NO_SPACE
+from gimp_draggan.terminal import ProgressBar
 
 CHUNK = 1 << 20
 USER_AGENT = "gimp-draggan-downloader/1"
@@ -62,42 +62,27 @@ def _fmt_eta(seconds: float) -> str:
     return f"{s // 60}:{s % 60:02d}"
 
 
-class ProgressBar:
-    """One-line progress (percent, bytes, speed, ETA) on a stream; redrawn at most every 0.2 s."""
+class DownloadMeter:
+    """A download's line on the shared `ProgressBar`: bytes, percent, speed and time left."""
 
-    def __init__(self, label: str, stream: TextIO | None = None, interval: float = 0.2) -> None:
-        self.label = label
-        self.stream = stream if stream is not None else sys.stderr
-        self.interval = interval
+    def __init__(self, name: str, stream: TextIO | None = None, interval: float = 0.2) -> None:
+        self.name = name
+        self.bar = ProgressBar(stream, interval=interval, count=format_bytes)
         self._t0 = time.monotonic()
-        self._last = 0.0
         self._start_bytes: int | None = None
-        self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
 
     def update(self, done: int, total: int | None, final: bool = False) -> None:
         now = time.monotonic()
         if self._start_bytes is None:
             self._start_bytes, self._t0 = done, now
-        if not final and now - self._last < self.interval:
-            return
-        self._last = now
-        elapsed = max(now - self._t0, 1e-6)
-        speed = (done - self._start_bytes) / elapsed
-        parts = [self.label]
-        if total:
-            parts.append(f"{100.0 * done / total:5.1f}%")
-            parts.append(f"{format_bytes(done)}/{format_bytes(total)}")
-        else:
-            parts.append(format_bytes(done))
+        speed = (done - self._start_bytes) / max(now - self._t0, 1e-6)
+        parts = [f"{100.0 * done / total:5.1f}%"] if total else []
         parts.append(f"{format_bytes(speed)}/s")
         if total and speed > 0 and done < total:
             parts.append(f"ETA {_fmt_eta((total - done) / speed)}")
-        line = "  ".join(parts)
-        if self._tty:
-            self.stream.write("\r" + line.ljust(78) + ("\n" if final else ""))
-        elif final or int(now - self._t0) % 10 == 0:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+        self.bar.update(self.name, done, total, "  ".join(parts))
+        if final:
+            self.bar.end()
 
 
 def _network_error(url: str, e: object) -> DownloadError:
@@ -126,7 +111,7 @@ def _check_space(directory: Path, needed: int, dest: Path) -> None:
 
 
 def _fetch_once(
-    url: str, part: Path, size: int | None, progress: ProgressBar | None, timeout: float
+    url: str, part: Path, size: int | None, progress: DownloadMeter | None, timeout: float
 ) -> None:
     """Append the rest of ``url`` to ``part`` (Range from its current size). Raises on drops."""
     have = part.stat().st_size if part.exists() else 0
@@ -172,7 +157,7 @@ def _fetch_once(
 
 
 def _transfer(
-    url: str, part: Path, size: int | None, bar: ProgressBar | None, timeout: float, retries: int
+    url: str, part: Path, size: int | None, bar: DownloadMeter | None, timeout: float, retries: int
 ) -> str | None:
     """Fetch ``url`` into ``part``, resuming after drops; None on success, else the reason."""
     attempt = 0
@@ -228,7 +213,7 @@ def download(
     if expected is not None:
         _check_space(dest.parent, expected - (part.stat().st_size if part.exists() else 0), dest)
     for url in urls:
-        bar = ProgressBar(dest.name, stream) if show_progress else None
+        bar = DownloadMeter(dest.name, stream) if show_progress else None
         error = _transfer(url, part, size, bar, timeout, retries)
         if error:
             problems.append(error)

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from gimp_draggan.models.download import DownloadError, ProgressBar, download, sha256_file
+from gimp_draggan.models.download import DownloadError, DownloadMeter, download, sha256_file
 
 PAYLOAD = os.urandom(3 * 1024 * 1024 + 123)
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -179,9 +179,9 @@ def test_disk_space_checked_before_writing(
 
 def test_progress_bar_shows_percent_speed_and_eta() -> None:
     stream = io.StringIO()
-    bar = ProgressBar("model.pkl", stream, interval=0.0)
-    bar.update(0, 1000)
-    bar.update(250, 1000, final=True)
+    meter = DownloadMeter("model.pkl", stream, interval=0.0)
+    meter.update(0, 1000)
+    meter.update(250, 1000, final=True)
     text = stream.getvalue()
     assert "model.pkl" in text and "25.0%" in text and "/s" in text and "ETA" in text
 
