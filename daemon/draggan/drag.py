@@ -1,30 +1,30 @@
 """DragGAN drag engine: motion supervision + point tracking on a StyleGAN2 w+ latent.
 
-Pan et al., "Drag Your GAN" (SIGGRAPH 2023). One step of a `DragSession`:
+Pan et al., "Drag Your GAN" (SIGGRAPH 2023). `DragSession.step` is the algorithm, top to bottom:
 
-1. synthesise the features F of one block (the 6th, 128 px, for models of 128 px and more) from
-   the current w+, stopping right after that block; F is "bilinearly resized to the image size";
-2. point tracking: each handle moves to the pixel in the r2 square around it whose feature is the
-   nearest (L2) to the handle's *initial* feature;
-3. stop if every handle is within the stop distance of its target;
-4. motion supervision: for each handle q still more than 1 px from its target, L1 between the
-   detached features at the pixels of the r1 disc around q and the features sampled bilinearly at
-   those pixels + d (d the unit vector towards the target); plus lambda * L1 between F and the
-   initial F0 outside the movable region when a mask is given; one Adam step on the first
-   `num_optimised_ws` vectors of w+.
+1. synthesis: the features F of one block (the 6th, 128 px, for models of 128 px and more) from
+   the current w+; F is "bilinearly resized to the image size";
+2. point tracking (`track_handles`): each handle moves to the pixel in the r2 square around it
+   whose feature is the nearest (L2) to the handle's *initial* feature;
+3. stop check: done when every handle is within the stop distance of its target;
+4. motion supervision (`motion_loss`): for each handle q still more than 1 px from its target, L1
+   between the detached features at the pixels of the r1 disc around q and the features sampled
+   bilinearly at those pixels + d (d the unit vector towards the target); plus lambda * L1
+   between F and the initial F0 outside the movable region when a mask is given;
+5. one Adam step on the first `num_optimised_ws` vectors of w+.
 
-Tracking (2) uses the forward pass of the step that follows the update it measures, as the
-official code does, so one forward serves both. Speed, without changing the maths:
-- the generator's parameters are read through detached views: no parameter gradients, no flags
-  changed on the caller's generator, no graph kept beyond a step;
-- synthesis stops after the feature block and never runs a ToRGB layer;
-- without a mask term only the window of the feature map the step can read is synthesised, each
-  layer computing exactly the part of its output that window depends on;
-- layers fed by the fixed part of w+ use weights modulated once at the start; the others scale
-  activations instead of weights, so no weight gradient is ever computed;
-- the resized feature map is never materialised for supervision or tracking: the few resized
-  pixels needed are gathered from the window with precomputed bilinear tables (exactly what
-  `F.interpolate` computes); only the mask term resizes the whole map.
+Tracking (2) measures the update of the step before, on this step's forward, as the official
+code does, so one forward serves both. Each speed trick is one named call into its own module,
+none changes the maths (tests/unit/test_drag_equivalence.py):
+- `partial_synthesis.FeatureSynthesis`: synthesis stops after the feature block, only the window
+  of the feature map a step can read is computed, and no generator parameter gets a gradient;
+- `feature_grid.FeatureGrid`: pixels of the resized map gathered from that window through
+  precomputed bilinear tables (exactly what ``F.interpolate`` computes), never the whole map
+  except for the mask term;
+- `supervision.shifted_disc_l1`: one handle's supervision term from one small gathered window,
+  the disc offsets (`supervision.disc_offsets`) built once;
+- `subpixel.refine_subpixel`: photo edits refine tracked handles to 1/8 pixel.
+The checks on the inputs live in `drag_inputs`.
 
 Layouts: features ``[1, C, r, r]``; images ``[1, C, H, W]`` in [-1, 1]; w+ ``[1, num_ws, w_dim]``;
 points are ``(x, y)`` pixels of the model resolution, x = column, y = row.
@@ -38,16 +38,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
-import torch.nn.functional as F
 
 from gimp_draggan.draggan.adam import Adam
-from gimp_draggan.draggan.networks import (
-    LRELU_GAIN,
-    Generator,
-    SynthesisLayer,
-    to_uint8,
-    upfirdn2d,
+from gimp_draggan.draggan.drag_inputs import (
+    as_points,
+    check_feature_res,
+    check_latent,
+    check_pairs,
+    fixed_region,
 )
+from gimp_draggan.draggan.feature_grid import FeatureGrid
+from gimp_draggan.draggan.networks import Generator, to_uint8
+from gimp_draggan.draggan.partial_synthesis import FeatureSynthesis, Window
+from gimp_draggan.draggan.subpixel import refine_subpixel
+from gimp_draggan.draggan.supervision import Disc, disc_offsets, shifted_disc_l1
 
 REFERENCE_RES = 512  # The paper's radii and stop distance are given for 512 px images.
 OFFICIAL_FEATURE_RES = 128  # The official code's feature_idx=5: output of the 6th block.
@@ -151,68 +155,7 @@ class DragResult:
 
 
 # ----------------------------------------------------------------------------------------------
-# Resized-feature sampling without materialising the resized map.
-
-
-class FeatureGrid:
-    """Reads pixels of ``F.interpolate(feat, (H, W), mode="bilinear", align_corners=False)``.
-
-    Per output row/column: the two source indices and the weight of the second, exactly as
-    PyTorch computes them, so any set of resized pixels is a gather of 4 feature pixels.
-    ``feat`` may be a window of the feature map whose top-left pixel is ``origin`` (x, y).
-    """
-
-    def __init__(self, feature_res: int, image_res: int, device: torch.device) -> None:
-        self.feature_res = feature_res
-        self.image_res = image_res
-        scale = feature_res / image_res
-        src = ((torch.arange(image_res, dtype=torch.float64) + 0.5) * scale - 0.5).clamp(min=0)
-        lo = src.floor().long()
-        hi = (lo + 1).clamp(max=feature_res - 1)
-        self.lo_list: list[int] = lo.tolist()
-        self.hi_list: list[int] = hi.tolist()
-        self.lo = lo.to(device)
-        self.hi = hi.to(device)
-        self.lam = (src - lo).to(torch.float32).to(device)
-
-    def window(
-        self,
-        feat: torch.Tensor,
-        x0: int,
-        x1: int,
-        y0: int,
-        y1: int,
-        origin: tuple[int, int] = (0, 0),
-    ) -> torch.Tensor:
-        """Resized pixels of rows y0..y1 and columns x0..x1 (inclusive): ``[C, ny, nx]``."""
-        dev = feat.device
-        xs = torch.arange(x0, x1 + 1, device=dev)
-        ys = torch.arange(y0, y1 + 1, device=dev)
-        ox, oy = origin
-        lam = self.lam[xs]
-        cols = (1 - lam) * feat[..., self.lo[xs] - ox] + lam * feat[..., self.hi[xs] - ox]
-        lam = self.lam[ys].reshape(1, 1, -1, 1)
-        rows = (1 - lam) * cols[:, :, self.lo[ys] - oy] + lam * cols[:, :, self.hi[ys] - oy]
-        return rows[0]
-
-    def pixels(self, feat: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-        """Resized pixels at integer ``(xs, ys)`` (long ``[K]``) of a whole map: ``[C, K]``."""
-        f = feat[0]
-        wx = self.lam[xs]
-        wy = self.lam[ys]
-        lx, hx, ly, hy = self.lo[xs], self.hi[xs], self.lo[ys], self.hi[ys]
-        top = (1 - wx) * f[:, ly, lx] + wx * f[:, ly, hx]
-        bottom = (1 - wx) * f[:, hy, lx] + wx * f[:, hy, hx]
-        return (1 - wy) * top + wy * bottom
-
-    def span(self, a: int, b: int) -> tuple[int, int]:
-        """Feature rows (or columns) ``[lo, hi)`` that image rows ``a..b`` (inclusive) read."""
-        return self.lo_list[a], self.hi_list[b] + 1
-
-    def full(self, feat: torch.Tensor) -> torch.Tensor:
-        """The whole resized map ``[1, C, H, W]``."""
-        size = (self.image_res, self.image_res)
-        return F.interpolate(feat, size=size, mode="bilinear", align_corners=False)
+# The two halves of the paper's step, on the resized feature map F read through a `FeatureGrid`.
 
 
 def track_handles(
@@ -240,60 +183,6 @@ def track_handles(
     return moved
 
 
-SUBPIXEL_STEPS = 8  # Sub-pixel tracking resolves 1/8 pixel.
-
-
-def refine_subpixel(
-    grid: FeatureGrid,
-    feat: torch.Tensor,  # [1, C, h, w] feature map (or window at origin), detached.
-    refs: torch.Tensor,  # [P, C] initial feature of each handle.
-    found: list[tuple[int, int]],
-    origin: tuple[int, int] = (0, 0),
-) -> list[Point]:
-    """Each nearest-neighbour pixel refined to 1/`SUBPIXEL_STEPS` pixel: the resized map is
-    sampled bilinearly on that grid within one pixel of it, and the closest sample (L2) wins."""
-    last = grid.image_res - 1
-    n = SUBPIXEL_STEPS
-    offsets = torch.arange(-n, n + 1, device=feat.device, dtype=feat.dtype) / n
-    out = []
-    for (x, y), ref in zip(found, refs, strict=True):
-        x0, x1 = max(x - 1, 0), min(x + 1, last)
-        y0, y1 = max(y - 1, 0), min(y + 1, last)
-        win = grid.window(feat, x0, x1, y0, y1, origin)  # [C, ny, nx]
-        sx = (x + offsets).clamp(x0, x1) - x0
-        sy = (y + offsets).clamp(y0, y1) - y0
-        gx = sx / max(x1 - x0, 1) * 2 - 1 if x1 > x0 else torch.zeros_like(sx)
-        gy = sy / max(y1 - y0, 1) * 2 - 1 if y1 > y0 else torch.zeros_like(sy)
-        gyy, gxx = torch.meshgrid(gy, gx, indexing="ij")
-        samples = F.grid_sample(
-            win[None],
-            torch.stack([gxx, gyy], dim=-1)[None],
-            mode="bilinear",
-            align_corners=True,
-        )[0]  # [C, 2n+1, 2n+1]
-        dist = (samples - ref.reshape(-1, 1, 1)).square().sum(dim=0)
-        idx = int(dist.reshape(-1).argmin())
-        k = 2 * n + 1
-        out.append((float(sx[idx % k] + x0), float(sy[idx // k] + y0)))
-    return out
-
-
-@dataclass(frozen=True)
-class Disc:
-    """Integer offsets ``(dx, dy)`` strictly closer than ``radius`` to the origin."""
-
-    dx: torch.Tensor
-    dy: torch.Tensor
-    radius: int
-
-
-def disc_offsets(radius: int, device: torch.device) -> Disc:
-    r = torch.arange(-radius, radius + 1, device=device)
-    dy, dx = torch.meshgrid(r, r, indexing="ij")
-    keep = dx.square() + dy.square() < radius * radius
-    return Disc(dx=dx[keep], dy=dy[keep], radius=radius)
-
-
 def motion_loss(
     grid: FeatureGrid,
     feat: torch.Tensor,  # [1, C, h, w] with a graph to the latent.
@@ -305,233 +194,18 @@ def motion_loss(
     min_distance: float = 1.0,
 ) -> torch.Tensor:
     """Sum over handles more than ``min_distance`` from their target of mean
-    |F(p + d) - sg(F(p))| over channels and the disc pixels p inside the image; F(p + d) is
-    bilinear, clamped to the border (``grid_sample(align_corners=True, padding_mode="border")``
-    on the resized map). The disc lies around the pixel ``handles``; d points from the handle
-    (its sub-pixel ``points`` when given) towards the target, one pixel long, or as long as
-    what is left when that is less."""
-    last = grid.image_res - 1
-    reach = disc.radius  # farthest disc offset (radius - 1) plus the unit shift
+    |F(p + d) - sg(F(p))| over channels and the disc pixels p inside the image. The disc lies
+    around the pixel ``handles``; d points from the handle (its sub-pixel ``points`` when given)
+    towards the target, one pixel long, or as long as what is left when that is less."""
     loss = feat.new_zeros(())
     exact = handles if points is None else points
-    for (x, y), (hx, hy), (tx, ty) in zip(handles, exact, targets, strict=True):
+    for handle, (hx, hy), (tx, ty) in zip(handles, exact, targets, strict=True):
         dist = math.hypot(tx - hx, ty - hy)
         if dist <= min_distance:
             continue
-        ux, uy = ((tx - hx) / dist, (ty - hy) / dist) if dist >= 1 else (tx - hx, ty - hy)
-        # The resized pixels the disc and its shifted samples touch, as one dense window.
-        wx0, wx1 = max(x - reach, 0), min(x + reach + 1, last)
-        wy0, wy1 = max(y - reach, 0), min(y + reach + 1, last)
-        win = grid.window(feat, wx0, wx1, wy0, wy1, origin)  # [C, ny, nx]
-        px, py = disc.dx + x, disc.dy + y
-        inside = (px >= 0) & (px <= last) & (py >= 0) & (py <= last)
-        px, py = px[inside], py[inside]
-        src = win[:, py - wy0, px - wx0].detach()
-        sx = (px.to(feat.dtype) + ux).clamp(0, last)
-        sy = (py.to(feat.dtype) + uy).clamp(0, last)
-        x0 = sx.floor().long().clamp(max=max(last - 1, 0))
-        y0 = sy.floor().long().clamp(max=max(last - 1, 0))
-        ax, ay = sx - x0, sy - y0
-        x0, y0 = x0 - wx0, y0 - wy0
-        x1, y1 = x0 + 1, y0 + 1  # inside the window by construction of ``reach``
-        moved = (1 - ay) * ((1 - ax) * win[:, y0, x0] + ax * win[:, y0, x1]) + ay * (
-            (1 - ax) * win[:, y1, x0] + ax * win[:, y1, x1]
-        )
-        loss = loss + (moved - src).abs().mean()
+        d = ((tx - hx) / dist, (ty - hy) / dist) if dist >= 1 else (tx - hx, ty - hy)
+        loss = loss + shifted_disc_l1(grid, feat, handle, d, disc, origin)
     return loss
-
-
-# ----------------------------------------------------------------------------------------------
-# Synthesis up to the feature block, with the fixed part of w+ folded into the weights.
-
-
-Window = tuple[int, int, int, int]  # (x0, x1, y0, y1), half-open, in one layer's pixels.
-
-
-def _crop_pad(x: torch.Tensor, x0: int, x1: int, y0: int, y1: int) -> torch.Tensor:
-    """``x[..., y0:y1, x0:x1]`` where indices outside ``x`` read as zeros."""
-    h, w = x.shape[-2:]
-    core = x[..., max(y0, 0) : min(y1, h), max(x0, 0) : min(x1, w)]
-    pad = [max(-x0, 0), max(x1 - w, 0), max(-y0, 0), max(y1 - h, 0)]
-    return F.pad(core, pad) if any(pad) else core
-
-
-class _Layer:
-    """One SynthesisLayer read through detached tensors, computable on a window of its output.
-
-    Same maths as ``SynthesisLayer.forward`` with constant noise: modulated (and demodulated)
-    3x3 weight; either a padded conv, or a stride-2 transposed conv followed by the 4x4 FIR
-    filter; + noise, + bias, leaky ReLU, clamp. On a window, every sum sees exactly the terms
-    the full layer would (zeros only where the full layer pads), so the values are the same.
-    """
-
-    def __init__(self, layer: SynthesisLayer, w_index: int, fixed_w: torch.Tensor | None) -> None:
-        self.w_index = w_index
-        self.up = layer.up
-        self.res = layer.resolution
-        self.clamp = layer.conv_clamp
-        self.filter = layer.resample_filter
-        self.kernel = layer.weight.shape[-1]
-        fw = self.filter.shape[-1]
-        self.fir_taps = fw
-        self.fir_pad0 = layer.padding + (fw + 1) // 2 - (self.kernel - 1)  # as modulated_conv2d
-        self.bias = layer.bias.detach().reshape(1, -1, 1, 1)
-        self.noise = None
-        if layer.use_noise:
-            self.noise = (layer.noise_const * layer.noise_strength).detach()
-        aff = layer.affine
-        self.affine_w = (aff.weight.detach() * aff.weight_gain).t()
-        self.affine_b = aff.bias.detach()
-        if aff.bias_gain != 1:
-            self.affine_b = self.affine_b * aff.bias_gain
-        self.weight = layer.weight.detach()
-        self.weight_sq = self.weight.square().sum(dim=[2, 3])  # [O, I]
-        self.fixed_weight = None
-        if fixed_w is not None:
-            with torch.no_grad():
-                styles, dcoefs = self._styles(fixed_w)
-                self.fixed_weight = self.weight * styles.reshape(1, -1, 1, 1) * dcoefs
-
-    def _styles(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Input scales ``[1, I]`` and demodulation ``[O, 1, 1, 1]`` for ``w [1, w_dim]``:
-        sum_ik (W_oik s_i)^2 = sum_i s_i^2 sum_k W_oik^2, so no modulated weight is needed."""
-        styles = torch.addmm(self.affine_b.unsqueeze(0), w, self.affine_w)
-        dcoefs = (self.weight_sq @ styles.square().t() + 1e-8).rsqrt()
-        return styles, dcoefs.reshape(-1, 1, 1, 1)
-
-    def in_span(self, a: int, b: int) -> tuple[int, int]:
-        """Input rows (or columns) ``[i0, i1)`` that output rows ``[a, b)`` depend on."""
-        r_in = self.res // self.up
-        if self.up == 1:
-            pad = self.kernel // 2
-            return max(a - pad, 0), min(b + pad, r_in)
-        t0, t1 = a - self.fir_pad0, b + self.fir_taps - 1 - self.fir_pad0
-        return max(-((self.kernel - 1 - t0) // 2), 0), min((t1 - 1) // 2 + 1, r_in)
-
-    def __call__(
-        self, x: torch.Tensor, w_opt: torch.Tensor, inp: Window, out: Window
-    ) -> torch.Tensor:
-        """``x`` is the input on window ``inp``; returns the output on window ``out``.
-
-        Optimised layers scale the input by the styles and the output by the demodulation
-        (StyleGAN2's non-fused form): the weight stays constant, so the backward pass needs no
-        weight gradient."""
-        weight = self.fixed_weight
-        dcoefs = None
-        if weight is None:
-            styles, dcoefs = self._styles(w_opt[:, self.w_index])
-            weight = self.weight
-            x = x * styles.reshape(1, -1, 1, 1)
-        ix0, _, iy0, _ = inp
-        ox0, ox1, oy0, oy1 = out
-        if self.up == 1:
-            pad = self.kernel // 2
-            x = _crop_pad(x, ox0 - pad - ix0, ox1 + pad - ix0, oy0 - pad - iy0, oy1 + pad - iy0)
-            x = F.conv2d(x, weight)
-        else:
-            t = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)  # rows from 2*iy0
-            p0, extra = self.fir_pad0, self.fir_taps - 1
-            t = _crop_pad(
-                t,
-                ox0 - p0 - 2 * ix0,
-                ox1 + extra - p0 - 2 * ix0,
-                oy0 - p0 - 2 * iy0,
-                oy1 + extra - p0 - 2 * iy0,
-            )
-            x = upfirdn2d(t, self.filter, gain=4.0)
-        if dcoefs is not None:
-            x = x * dcoefs.reshape(1, -1, 1, 1)
-        if self.noise is not None:
-            x = x + self.noise[oy0:oy1, ox0:ox1]
-        x = F.leaky_relu(x + self.bias, 0.2) * LRELU_GAIN
-        if self.clamp is not None:
-            x = x.clamp(-self.clamp, self.clamp)
-        return x
-
-
-class FeatureSynthesis:
-    """``w_opt [1, N, w_dim]`` -> output of block ``feature_res`` ``[1, C, r, r]``, same maths as
-    ``G.synthesis.run(cat(w_opt, ws_fixed), feature_res=...)`` without ToRGB or later blocks.
-
-    Given a window of the feature map, every layer computes only what that window depends on,
-    and the result is that window ``[1, C, y1 - y0, x1 - x0]``.
-    """
-
-    def __init__(self, G: Generator, ws_fixed: torch.Tensor, feature_res: int) -> None:
-        synth = G.synthesis
-        n_opt = synth.num_ws - ws_fixed.shape[1]
-        self.feature_res = feature_res
-        self.const = synth.block(4).const.detach().unsqueeze(0)
-        self.layers: list[_Layer] = []
-        idx = 0
-        for res in synth.block_resolutions:
-            block = synth.block(res)
-            convs = [block.conv1] if block.in_channels == 0 else [block.conv0, block.conv1]
-            for layer in convs:
-                fixed = ws_fixed[:, idx - n_opt] if idx >= n_opt else None
-                self.layers.append(_Layer(layer, idx, fixed))
-                idx += 1
-            if res == feature_res:
-                break
-
-    def plan(self, window: Window | None) -> list[Window]:
-        """The output window of every layer (last = ``window``), and first the const's."""
-        r = self.feature_res
-        out = window or (0, r, 0, r)
-        plan = [out]
-        for layer in reversed(self.layers):
-            x0, x1 = layer.in_span(out[0], out[1])
-            y0, y1 = layer.in_span(out[2], out[3])
-            out = (x0, x1, y0, y1)
-            plan.append(out)
-        return plan[::-1]
-
-    def __call__(self, w_opt: torch.Tensor, window: Window | None = None) -> torch.Tensor:
-        plan = self.plan(window)
-        x0, x1, y0, y1 = plan[0]
-        x = self.const[..., y0:y1, x0:x1]
-        for layer, inp, out in zip(self.layers, plan[:-1], plan[1:], strict=True):
-            x = layer(x, w_opt, inp, out)
-        return x
-
-
-# ----------------------------------------------------------------------------------------------
-# Validation.
-
-
-def _as_points(points: Sequence[Point] | torch.Tensor, name: str, res: int) -> list[Point]:
-    t = torch.as_tensor(points, dtype=torch.float64).cpu()
-    if t.numel() == 0:
-        raise ValueError("no handle/target pairs: give at least one")
-    if t.ndim != 2 or t.shape[1] != 2:
-        raise ValueError(f"{name}: expected a list of (x, y) points, got shape {list(t.shape)}")
-    if not torch.isfinite(t).all():
-        raise ValueError(f"{name}: points must be finite numbers (found NaN or inf): {t.tolist()}")
-    for i, (x, y) in enumerate(t.tolist()):
-        if not (0 <= x <= res - 1 and 0 <= y <= res - 1):
-            raise ValueError(
-                f"{name}[{i}] = ({x:g}, {y:g}) is outside the {res}x{res} image; "
-                f"x and y must be in [0, {res - 1}]"
-            )
-    return [(float(x), float(y)) for x, y in t.tolist()]
-
-
-def _as_mask(mask: torch.Tensor, res: int, device: torch.device) -> torch.Tensor | None:
-    """[H, W] in [0, 1], 1 = may move -> the fixed-region weight [1, 1, H, W], None if all 1."""
-    mask = torch.as_tensor(mask)
-    if tuple(mask.shape) != (res, res):
-        raise ValueError(
-            f"mask: expected shape [{res}, {res}] (the model resolution, [H, W]), "
-            f"got {list(mask.shape)}"
-        )
-    mask = mask.to(device=device, dtype=torch.float32)
-    if not torch.isfinite(mask).all() or mask.min() < 0 or mask.max() > 1:
-        raise ValueError("mask: values must be finite and in [0, 1] (1 = may move)")
-    if mask.max() == 0:
-        raise ValueError("mask: no pixel may move (all 0); mark the movable region with 1")
-    if mask.min() == 1:
-        return None
-    return (1 - mask).reshape(1, 1, res, res)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -555,32 +229,14 @@ class DragSession:
         params.validate()
         synth = G.synthesis
         res = synth.img_resolution
-        if tuple(ws.shape) != (1, synth.num_ws, synth.w_dim):
-            raise ValueError(
-                f"ws: expected shape [1, {synth.num_ws}, {synth.w_dim}], got {list(ws.shape)}"
-            )
-        if not torch.isfinite(ws).all():
-            raise ValueError("ws: latent contains NaN or inf")
-        if params.num_optimised_ws > synth.num_ws:
-            raise ValueError(
-                f"DragParams.num_optimised_ws = {params.num_optimised_ws} exceeds the model's "
-                f"num_ws = {synth.num_ws}"
-            )
+        check_latent(ws, synth, params.num_optimised_ws)
         feature_res = params.feature_res or default_feature_res(res)
-        if feature_res not in synth.block_resolutions:
-            raise ValueError(
-                f"DragParams.feature_res = {feature_res} is not a block resolution of this "
-                f"model: {synth.block_resolutions}"
-            )
-        hs = _as_points(handles, "handles", res)
-        ts = _as_points(targets, "targets", res)
-        if len(hs) != len(ts):
-            raise ValueError(f"{len(hs)} handles but {len(ts)} targets: give them in pairs")
+        check_feature_res(feature_res, synth)
+        hs = as_points(handles, "handles", res)
+        ts = as_points(targets, "targets", res)
         rounded = [(round(x), round(y)) for x, y in hs]
         starts = hs if params.subpixel else [(float(x), float(y)) for x, y in rounded]
-        for i, ((x, y), (tx, ty)) in enumerate(zip(starts, ts, strict=True)):
-            if math.hypot(tx - x, ty - y) < 1e-6:
-                raise ValueError(f"pair {i}: handle ({x:g}, {y:g}) is already on its target")
+        check_pairs(starts, ts)
 
         self.G = G
         self.params = params
@@ -588,6 +244,7 @@ class DragSession:
         self.resolution = res
         self.feature_res = feature_res
         self.device = next(G.parameters()).device
+        self.fixed = None if mask is None else fixed_region(mask, res, self.device)
         n = params.num_optimised_ws
         ws = ws.detach().to(device=self.device, dtype=torch.float32)
         self.w_opt = ws[:, :n].clone().requires_grad_(True)
@@ -601,40 +258,73 @@ class DragSession:
         self._tracked = True  # Handles belong to the current latent.
         self.local = True  # Synthesise only the window a step reads (False: everything).
 
+        # The speed tricks, built once (see the module docstring).
         self.synthesis = FeatureSynthesis(G, self.ws_fixed, feature_res)
         self.grid = FeatureGrid(feature_res, res, self.device)
         self.disc = disc_offsets(self.radii.r1, self.device)
         with torch.no_grad():
             f0 = self.synthesis(self.w_opt)
             self.start_feature = f0.detach()
-            self.refs = self._features_at(f0, starts)  # [P, C]
-            self.fixed = None if mask is None else _as_mask(mask, res, self.device)
-            self.f0_fixed = None
+            self.refs = self.grid.at_points(f0, starts)  # [P, C] each handle's initial feature
+            self.f0_fixed = None  # F0 outside the movable region, when the mask term applies.
             if self.fixed is not None and params.mask_lambda > 0:
                 self.f0_fixed = self.grid.full(f0) * self.fixed
 
-    @property
-    def ws(self) -> torch.Tensor:
-        """The current w+ ``[1, num_ws, w_dim]`` (detached)."""
-        return torch.cat([self.w_opt.detach(), self.ws_fixed], dim=1)
+    def step(self, elapsed_from: float | None = None) -> StepReport:
+        """One iteration of DragGAN (the module docstring's 1-5), top to bottom."""
+        t0 = time.perf_counter()
+        with torch.enable_grad():
+            # 1. Synthesis: F of the current latent, with a graph to the optimised w.
+            feat, origin = self._synthesise()
+            # 2. Point tracking of the last update: each handle to the nearest neighbour of its
+            # initial feature in the r2 square around it.
+            if not self._tracked:
+                self._track(feat.detach(), origin)
+            points = list(self.points)
+            distances = self.distances()
+            loss_value = None
+            # 3. Stop check.
+            if not self.converged():
+                # 4. Motion supervision (+ the mask term).
+                loss = self.loss(feat, origin)
+                # 5. One optimiser step on the optimised vectors of w+.
+                self.optimizer.zero_grad()
+                loss.backward()
+                self.optimizer.step()
+                loss_value = float(loss.detach())
+                self.steps += 1
+                self._tracked = False
+        t1 = time.perf_counter()
+        return StepReport(
+            step=self.steps,
+            points=points,
+            distances=distances,
+            loss=loss_value,
+            optimised=loss_value is not None,
+            step_seconds=t1 - t0,
+            elapsed=t1 - (t0 if elapsed_from is None else elapsed_from),
+        )
 
-    def _features_at(self, feat: torch.Tensor, points: Sequence[Point]) -> torch.Tensor:
-        """Resized features of a whole map at (maybe fractional) points: ``[P, C]``."""
-        rows = []
-        for x, y in points:
-            x0, y0 = math.floor(x), math.floor(y)
-            x1, y1 = min(x0 + 1, self.resolution - 1), min(y0 + 1, self.resolution - 1)
-            ax, ay = x - x0, y - y0
-            xs = torch.tensor([x0, x1, x0, x1], device=self.device)
-            ys = torch.tensor([y0, y0, y1, y1], device=self.device)
-            corners = self.grid.pixels(feat, xs, ys)  # [C, 4]
-            w = torch.tensor(
-                [(1 - ax) * (1 - ay), ax * (1 - ay), (1 - ax) * ay, ax * ay],
-                device=self.device,
-                dtype=corners.dtype,
-            )
-            rows.append(corners @ w)
-        return torch.stack(rows)
+    def _synthesise(self) -> tuple[torch.Tensor, tuple[int, int]]:
+        """F of the current latent ``[1, C, h, w]``: the window this step can read and its
+        top-left feature pixel, or the whole map at (0, 0)."""
+        window = self.feature_window()
+        origin = (0, 0) if window is None else (window[0], window[2])
+        return self.synthesis(self.w_opt, window), origin
+
+    def feature_window(self) -> Window | None:
+        """The part of the feature map this step can read: tracking windows around the handles,
+        then discs and their shifted samples around wherever tracking moves them. None (all)
+        when the mask term needs the whole map or ``local`` is off."""
+        if self.f0_fixed is not None or not self.local:
+            return None
+        m = self.radii.r2 + self.radii.r1 + 2
+        last = self.resolution - 1
+        xs = [x for x, _ in self.handles]
+        ys = [y for _, y in self.handles]
+        x0, x1 = self.grid.span(max(min(xs) - m, 0), min(max(xs) + m, last))
+        y0, y1 = self.grid.span(max(min(ys) - m, 0), min(max(ys) + m, last))
+        return x0, x1, y0, y1
 
     def _track(self, feat: torch.Tensor, origin: tuple[int, int] = (0, 0)) -> None:
         """Move the handles to the current latent's features (``feat``, detached)."""
@@ -655,71 +345,32 @@ class DragSession:
     def converged(self) -> bool:
         return all(d <= self.radii.stop for d in self.distances())
 
-    def feature_window(self) -> Window | None:
-        """The part of the feature map this step can read: tracking windows around the handles,
-        then discs and their shifted samples around wherever tracking moves them. None (all)
-        when the mask term needs the whole map or ``local`` is off."""
-        if self.f0_fixed is not None or not self.local:
-            return None
-        m = self.radii.r2 + self.radii.r1 + 2
-        last = self.resolution - 1
-        xs = [x for x, _ in self.handles]
-        ys = [y for _, y in self.handles]
-        x0, x1 = self.grid.span(max(min(xs) - m, 0), min(max(xs) + m, last))
-        y0, y1 = self.grid.span(max(min(ys) - m, 0), min(max(ys) + m, last))
-        return x0, x1, y0, y1
-
     def loss(self, feat: torch.Tensor, origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
         """Motion supervision + mask term at the current handles, on features ``[1, C, h, w]``:
-        the whole map, or (no mask term) the window whose top-left pixel is ``origin``."""
-        if self.params.subpixel:
-            loss = motion_loss(
-                self.grid,
-                feat,
-                self.handles,
-                self.targets,
-                self.disc,
-                origin,
-                points=self.points,
-                min_distance=self.radii.stop / 2,
-            )
-        else:
-            loss = motion_loss(self.grid, feat, self.handles, self.targets, self.disc, origin)
+        the whole map, or (no mask term) the window whose top-left pixel is ``origin``. Photo
+        edits (``subpixel``) shift from the sub-pixel handles and pull every handle farther than
+        half the stop distance."""
+        subpixel = self.params.subpixel
+        loss = motion_loss(
+            self.grid,
+            feat,
+            self.handles,
+            self.targets,
+            self.disc,
+            origin,
+            points=self.points if subpixel else None,
+            min_distance=self.radii.stop / 2 if subpixel else 1.0,
+        )
         if self.f0_fixed is not None and self.fixed is not None:
+            # Features outside the movable region held at their start values, on the whole map.
             fixed = self.grid.full(feat) * self.fixed
             loss = loss + self.params.mask_lambda * (fixed - self.f0_fixed).abs().mean()
         return loss
 
-    def step(self, elapsed_from: float | None = None) -> StepReport:
-        """Forward to the feature block, track, then (unless done) one optimiser step."""
-        t0 = time.perf_counter()
-        with torch.enable_grad():
-            window = self.feature_window()
-            origin = (0, 0) if window is None else (window[0], window[2])
-            feat = self.synthesis(self.w_opt, window)
-            if not self._tracked:
-                self._track(feat.detach(), origin)
-            points = list(self.points)
-            distances = self.distances()
-            loss_value = None
-            if not self.converged():
-                loss = self.loss(feat, origin)
-                self.optimizer.zero_grad()
-                loss.backward()
-                self.optimizer.step()
-                loss_value = float(loss.detach())
-                self.steps += 1
-                self._tracked = False
-        t1 = time.perf_counter()
-        return StepReport(
-            step=self.steps,
-            points=points,
-            distances=distances,
-            loss=loss_value,
-            optimised=loss_value is not None,
-            step_seconds=t1 - t0,
-            elapsed=t1 - (t0 if elapsed_from is None else elapsed_from),
-        )
+    @property
+    def ws(self) -> torch.Tensor:
+        """The current w+ ``[1, num_ws, w_dim]`` (detached)."""
+        return torch.cat([self.w_opt.detach(), self.ws_fixed], dim=1)
 
     @torch.no_grad()
     def render(self, track: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
