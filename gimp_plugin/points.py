@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-MAX_PAIRS = 16  # protocol.MAX_POINTS (kept equal by a test).
-Point = tuple[float, float]
-Pair = tuple[Point, Point]
+from gimp_draggan_plugin.protocol import MAX_POINTS, Pair, Point
 
 HOW_TO_DRAW = (
     "Mark the points with the Paths tool (B): click once on the part to move (the handle), then "
@@ -78,9 +76,9 @@ def pairs_from_path(path: PathInfo) -> list[Pair]:
         pairs.append((points[0], points[-1]))
     if not pairs:
         raise PointsError(f"path {path.name!r} has no strokes. " + HOW_TO_DRAW)
-    if len(pairs) > MAX_PAIRS:
+    if len(pairs) > MAX_POINTS:
         raise PointsError(
-            f"path {path.name!r} has {len(pairs)} strokes; at most {MAX_PAIRS} "
+            f"path {path.name!r} has {len(pairs)} strokes; at most {MAX_POINTS} "
             "handle → target pairs fit in one drag: delete some strokes"
         )
     return pairs

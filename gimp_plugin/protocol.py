@@ -15,7 +15,7 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -43,6 +43,7 @@ MAX_QUEUE_DEFAULT = 16  # Jobs waiting behind the running one.
 HEARTBEAT_INTERVAL_S = 1.0  # Each side sends a heartbeat this often while a job is open.
 HEARTBEAT_TIMEOUT_S = 10.0  # Silence this long = the peer is gone.
 REQUEST_TIMEOUT_S = 3.0  # First answer to any request (hello, status, queued, ...).
+SAME_POINT = 0.5  # Handle and target closer than this (layer pixels): nothing to drag.
 
 DEPTHS = {"u8": 1, "u16": 2, "f32": 4}  # Bytes per channel of RGBA pixels.
 PRESETS = ("fast", "quality")
@@ -191,30 +192,55 @@ def start_command(address: str) -> str:
 
 # ---- parameters -------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class Params:
+    """A job's tunables with their defaults (the one definition: the wire, the CLI, the plug-in
+    and the pipeline); ranges and choices in `PARAMS`."""
+
+    steps: int = 200  # Max drag steps (the stop rule may end earlier).
+    lr: float | None = None  # Adam learning rate on the latent; None = the model's (models.json).
+    mask_lambda: float = 20.0  # Weight of the fixed-region term (DragGAN GUI default).
+    preset: str = "fast"  # Inversion quality: one of PRESETS.
+    preview_every: int = 0  # Send a preview every N drag steps, 0 = never.
+    preview_size: int = 256  # Longest side of a preview JPEG.
+    blend: str = "photo"  # What fills the edit: one of BLENDS.
+
+    def fields(self) -> dict[str, Any]:
+        """The wire's `params` object (an unset `lr` left out)."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+_DEFAULT_PARAMS = Params()
+
+
+@dataclass(frozen=True)
 class ParamSpec:
+    """The wire's rule for one `Params` field."""
+
     name: str
     kind: type  # int | float | str
-    default: Any
     lo: float | None = None
     hi: float | None = None
     choices: tuple[str, ...] = ()
 
+    @property
+    def default(self) -> Any:
+        return getattr(_DEFAULT_PARAMS, self.name)
 
-# Same names and defaults as gimp_draggan.edit.types.EditParams (a test keeps them equal).
+
 PARAMS: tuple[ParamSpec, ...] = (
-    ParamSpec("steps", int, 200, 0, 2000),
-    ParamSpec("lr", float, None, 1e-5, 0.1),  # None: the model's own (models.json).
-    ParamSpec("mask_lambda", float, 20.0, 0.0, 1000.0),
-    ParamSpec("preset", str, "fast", choices=PRESETS),
-    ParamSpec("preview_every", int, 0, 0, 1000),
-    ParamSpec("preview_size", int, 256, 32, 1024),
-    ParamSpec("blend", str, "photo", choices=BLENDS),
+    ParamSpec("steps", int, 0, 2000),
+    ParamSpec("lr", float, 1e-5, 0.1),
+    ParamSpec("mask_lambda", float, 0.0, 1000.0),
+    ParamSpec("preset", str, choices=PRESETS),
+    ParamSpec("preview_every", int, 0, 1000),
+    ParamSpec("preview_size", int, 32, 1024),
+    ParamSpec("blend", str, choices=BLENDS),
 )
 PARAM_NAMES = tuple(p.name for p in PARAMS)
 
 
-def check_params(params: Any) -> dict[str, Any]:
-    """Validate a `params` object; return it with defaults filled in."""
+def check_params(params: Any) -> Params:
+    """Validate a `params` object; the typed `Params`, defaults filled in."""
     if params is None:
         params = {}
     if not isinstance(params, dict):
@@ -254,7 +280,7 @@ def check_params(params: Any) -> dict[str, Any]:
                 )
             value = spec.kind(value)
         out[spec.name] = value
-    return out
+    return Params(**out)
 
 
 def _is_int(v: Any) -> bool:
@@ -396,24 +422,87 @@ class ImageSpec:
         return self.width * self.height
 
 
-Pair = tuple[tuple[float, float], tuple[float, float]]
+Point = tuple[float, float]  # (x, y) = (column, row); the one point type of both sides.
+Pair = tuple[Point, Point]
 
 
 @dataclass(frozen=True)
 class JobRequest:
-    """A validated `drag` or `invert` request (photo form or seed form)."""
+    """A `drag` or `invert` request, photo form or seed form: what the client sends, the daemon
+    queues and the pipeline runs (the CLI builds the same). `check_job` makes one from the wire,
+    `checked` checks one built here by the same rules; past that, its values are trusted."""
 
-    op: str  # "drag" | "invert"
-    id: str
-    model: str | None  # None = the daemon's default model.
-    pairs: list[Pair]
-    params: dict[str, Any]
-    image: ImageSpec | None  # Photo form: pixels follow (or a session is given).
-    pixels: bytes | None
-    mask: bytes | None  # width*height u8, 255 = may move.
-    session: str | None
-    seed: int | None  # Seed form: the model's own image from this seed (its
+    op: str = "drag"  # "drag" | "invert"
+    id: str = "local"
+    model: str | None = None  # Registry name (None = the daemon's default); in the
+    #                                  daemon and the in-process CLI: the file the loaders open.
+    pairs: list[Pair] = field(default_factory=list)  # ((hx, hy), (tx, ty)), layer pixels.
+    params: Params = field(default_factory=Params)
+    image: ImageSpec | None = None  # Photo form: the layer's size and depth.
+    pixels: bytes | None = None  # Photo form: RGBA, row-major, DEPTHS[depth] bytes a channel.
+    mask: bytes | None = None  # width*height u8, 255 = may move; None = all may move.
+    session: str | None = None  # Re-use an inverted crop (a hint; see edit.sessions).
+    seed: int | None = None  # Seed form: the model's own image from this seed (its
     #                                  optional mask is model-sized: image = its size, no pixels).
+
+    @classmethod
+    def photo(
+        cls,
+        pixels: bytes,
+        width: int,
+        height: int,
+        pairs: list[Pair],
+        *,
+        depth: str = "u8",
+        mask: bytes | None = None,
+        model: str | None = None,
+        params: Params | None = None,
+        session: str | None = None,
+        op: str = "drag",
+    ) -> JobRequest:
+        """A request on a layer's pixels."""
+        return cls(
+            op,
+            model=model,
+            pairs=list(pairs),
+            params=params or Params(),
+            image=ImageSpec(width, height, depth),
+            pixels=pixels,
+            mask=mask,
+            session=session,
+        )
+
+    @classmethod
+    def seeded(
+        cls,
+        seed: int,
+        pairs: list[Pair],
+        *,
+        mask: bytes | None = None,
+        width: int = 0,
+        height: int = 0,
+        model: str | None = None,
+        params: Params | None = None,
+    ) -> JobRequest:
+        """A drag on the model's own image of `seed`; a mask is model-sized (`width` x
+        `height`)."""
+        image = None if mask is None else ImageSpec(width, height, "u8")
+        return cls(
+            "drag",
+            model=model,
+            pairs=list(pairs),
+            params=params or Params(),
+            image=image,
+            mask=mask,
+            seed=seed,
+        )
+
+    @property
+    def layer(self) -> ImageSpec:
+        """The photo form's layer (a seed request has none)."""
+        if self.image is None or self.pixels is None:
+            raise ValueError("a photo request needs its pixels")
+        return self.image
 
 
 def check_image(header: dict[str, Any]) -> ImageSpec:
@@ -528,14 +617,53 @@ def check_job(msg: Message) -> JobRequest:
             f"u8 needs {image.mask_bytes}",
         )
     pairs = check_pairs(h.get("pairs"), (image.width, image.height), need=op == "drag")
+    if mask is not None:
+        check_selection(mask, image, pairs)
+    if op == "drag":
+        for i, ((hx, hy), (tx, ty)) in enumerate(pairs):
+            if math.hypot(tx - hx, ty - hy) < SAME_POINT:
+                raise ProtocolError(
+                    ErrorCode.BAD_REQUEST,
+                    f"pair {i}: handle and target are the same point ({SAME_POINT:g} layer "
+                    "pixels or closer); drag the target away from the handle",
+                )
     return JobRequest(op, msg.id, model, pairs, params, image, pixels, mask, session, None)
+
+
+def check_selection(mask: bytes, image: ImageSpec, pairs: list[Pair]) -> None:
+    """A photo request's selection: not empty, and every handle and target on a selected pixel
+    (nothing outside the selection may change, so a point outside it is an error)."""
+    if mask.count(0) == len(mask):
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST,
+            "the selection is empty: select the part to edit, or select none",
+        )
+    w, h = image.width, image.height
+    for i, pair in enumerate(pairs):
+        for role, (x, y) in zip(("handle", "target"), pair, strict=True):
+            px = min(max(math.floor(x + 0.5), 0), w - 1)  # The pixel the point falls on.
+            py = min(max(math.floor(y + 0.5), 0), h - 1)
+            if mask[py * w + px] == 0:
+                raise ProtocolError(
+                    ErrorCode.BAD_REQUEST,
+                    f"pair {i}: {role} ({x:g}, {y:g}) lies outside the selection, and nothing "
+                    "outside it may change; enlarge the selection to hold every handle and "
+                    "target, or select none",
+                )
+
+
+def checked(req: JobRequest) -> JobRequest:
+    """`req` (built on this side: the client before sending, the in-process CLI) checked by
+    exactly the daemon's rules, `check_job` over the fields that would carry it."""
+    fields, blobs = job_fields(req)
+    return replace(check_job(Message({"op": req.op, "id": req.id, **fields}, blobs)), id=req.id)
 
 
 def job_fields(req: JobRequest) -> tuple[dict[str, Any], dict[str, bytes]]:
     """The header fields and blobs that carry `req` (the inverse of check_job)."""
     fields: dict[str, Any] = {
         "pairs": [[hx, hy, tx, ty] for (hx, hy), (tx, ty) in req.pairs],
-        "params": dict(req.params),
+        "params": req.params.fields(),
     }
     if req.model is not None:
         fields["model"] = req.model

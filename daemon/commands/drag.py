@@ -28,11 +28,10 @@ if TYPE_CHECKING:
 
     from gimp_draggan.draggan.drag import DragResult, DragSession, StepReport
 
-Point = tuple[float, float]
 LOCAL_MODEL = "embedded"  # --model's default without --daemon: the model shipped in the package.
 
 
-def parse_pair(text: str) -> tuple[Point, Point]:
+def parse_pair(text: str) -> P.Pair:
     """``"X,Y:TX,TY"`` -> ((x, y), (tx, ty)); ValueError naming what is wrong."""
     parts = text.split(":")
     if len(parts) != 2:
@@ -50,7 +49,7 @@ def parse_pair(text: str) -> tuple[Point, Point]:
     return points[0], points[1]
 
 
-def pair_argument(text: str) -> tuple[Point, Point]:
+def pair_argument(text: str) -> P.Pair:
     """argparse ``type=`` for -p: the same parse, reported as a usage error."""
     try:
         return parse_pair(text)
@@ -73,7 +72,7 @@ def sec_per_step(reports: list[StepReport]) -> float | None:
     return median_step_seconds([r.step_seconds for r in reports if r.optimised])
 
 
-def _fmt_points(points: list[Point]) -> str:
+def _fmt_points(points: list[P.Point]) -> str:
     return " ".join(f"({x:g},{y:g})" for x, y in points)
 
 

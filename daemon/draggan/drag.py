@@ -52,12 +52,11 @@ from gimp_draggan.draggan.networks import Generator, to_uint8
 from gimp_draggan.draggan.partial_synthesis import FeatureSynthesis, Window
 from gimp_draggan.draggan.subpixel import refine_subpixel
 from gimp_draggan.draggan.supervision import Disc, disc_offsets, shifted_disc_l1
+from gimp_draggan_plugin.protocol import Point
 
 REFERENCE_RES = 512  # The paper's radii and stop distance are given for 512 px images.
 OFFICIAL_FEATURE_RES = 128  # The official code's feature_idx=5: output of the 6th block.
 SMALL_MODEL_FEATURE_FRACTION = 2  # Below 128 px: the block at half the image size (docs/ENGINE.md).
-
-Point = tuple[float, float]
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,7 @@ from collections.abc import Sequence
 import torch
 
 from gimp_draggan.draggan.networks import SynthesisNetwork
-
-Point = tuple[float, float]
+from gimp_draggan_plugin.protocol import Point
 
 
 def check_latent(ws: torch.Tensor, synth: SynthesisNetwork, num_optimised_ws: int) -> None:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-Point = tuple[float, float]
+from gimp_draggan_plugin.protocol import Point
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from gimp_draggan.draggan.feature_grid import FeatureGrid
-
-Point = tuple[float, float]
+from gimp_draggan_plugin.protocol import Point
 
 SUBPIXEL_STEPS = 8  # Sub-pixel tracking resolves 1/8 pixel.
 

@@ -25,12 +25,11 @@ from typing import Any
 
 from gimp_draggan.terminal import ProgressBar
 from gimp_draggan_plugin import protocol as P
+from gimp_draggan_plugin.protocol import Point
 
 SAMPLE = "assets/demo_photo.png"
 SAMPLE_BOX = (96, 0, 416, 320)  # Where the sample lies in scikit-image's astronaut.png.
 SAMPLE_SIZE = (320, 320)
-
-Point = tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -189,21 +188,21 @@ def run(options: DemoOptions, bar: ProgressBar | None = None) -> DemoReport:
         with Client(address, timeout_s=10.0) as client:
             hello = client.hello(client="gimp-draggan-demo")
             started = time.perf_counter()
-            result = client.drag(
-                pairs=[(h, t) for h, t in SCENE.pairs],
-                pixels=photo.tobytes(),
-                width=width,
-                height=height,
+            request = P.JobRequest.photo(
+                photo.tobytes(),
+                width,
+                height,
+                [(h, t) for h, t in SCENE.pairs],
                 mask=mask,
                 model=_model_name(options),
-                params={
-                    "steps": options.steps,
-                    "preset": options.preset,
-                    "preview_every": options.preview_every,
-                    "preview_size": 320,
-                },
-                on_event=on_event,
+                params=P.Params(
+                    steps=options.steps,
+                    preset=options.preset,
+                    preview_every=options.preview_every,
+                    preview_size=320,
+                ),
             )
+            result = client.drag(request, on_event=on_event)
             job_s = time.perf_counter() - started
             transport = client.transport_name
     finally:

@@ -17,16 +17,15 @@ from gimp_draggan.edit.align import (
     SQUARE,
     FaceAligner,
     SquareFraming,
-    aligner_for,
     ffhq_box,
-    locate,
 )
+from gimp_draggan.edit.align_embedded import KeypointAligner
+from gimp_draggan.edit.aligners import aligner_for
 from gimp_draggan.edit.geometry import CropBox, Rect
 from gimp_draggan.edit.pixels import to_float
 from gimp_draggan.edit.sampling import layer_to_model
 from gimp_draggan.faces import FaceLandmarks
-
-Point = tuple[float, float]
+from gimp_draggan_plugin.protocol import Point
 
 
 def _face(el: Point, er: Point, mouth: Point, score: float = 0.9) -> FaceLandmarks:
@@ -182,7 +181,7 @@ def test_the_face_holding_the_points_is_chosen_and_else_the_square() -> None:
     right = _face((480.0, 300.0), (520.0, 300.0), (500.0, 345.0))
     layer = np.zeros((500, 640, 4), np.uint8)
     aligner = FaceAligner(lambda read, w, h, around: [left, right])
-    on_right = locate(aligner, layer, Rect(490, 310, 505, 330), 64)
+    on_right = aligner.locate(layer, Rect(490, 310, 505, 330), 64)
     assert on_right.method == FFHQ and on_right.face == right
     on_left = aligner.locate(layer, Rect(200, 230, 230, 250), 64)
     assert on_left.face == left
@@ -227,10 +226,11 @@ def test_aligner_for_follows_the_model_table_word() -> None:
     from gimp_draggan import faces
 
     assert aligner_for("ffhq").find_faces is faces.find_faces  # type: ignore[attr-defined]
+    assert isinstance(aligner_for("embedded"), KeypointAligner)
     with pytest.raises(ValueError, match="unknown face alignment 'dlib'"):
         aligner_for("dlib")
     assert (
-        locate(SquareFraming(), np.zeros((50, 50, 4), np.uint8), Rect(10, 10, 20, 20), 32).method
+        SquareFraming().locate(np.zeros((50, 50, 4), np.uint8), Rect(10, 10, 20, 20), 32).method
         == SQUARE
     )
 

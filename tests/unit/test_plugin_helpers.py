@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
-from gimp_draggan_plugin import launcher, mask, points, protocol, settings, texts
+from gimp_draggan_plugin import launcher, mask, models, points, protocol, settings, texts
 
 
 def stroke(*anchors_xy):
@@ -49,7 +50,6 @@ def test_path_without_strokes():
 
 
 def test_too_many_pairs():
-    assert points.MAX_PAIRS == protocol.MAX_POINTS
     path = points.PathInfo("p", True, True, [stroke((1, 1), (2, 2))] * 17)
     with pytest.raises(points.PointsError, match="17 strokes; at most 16"):
         points.pairs_from_path(path)
@@ -351,3 +351,77 @@ def test_time_left_from_the_step_rate_of_the_current_phase():
     assert texts.progress_text("drag", 3, 200, [2.5], 98.5) == (
         "Dragging 3/200 \u2014 2.5 px to go, \u2264 2 min left"
     )
+
+
+# ---- the Model dropdown -------------------------------------------------------------------------
+HELLO_MODELS = [
+    {
+        "name": "stylegan2-dogs-1024",
+        "resolution": 1024,
+        "domain": "dogs",
+        "licence": "see the Self-Distilled StyleGAN project's terms",
+        "licence_short": "Self-Distilled StyleGAN's terms",
+        "download_bytes": 382_000_000,
+        "downloadable": True,
+        "cached": False,
+    },
+    {
+        "name": "stylegan2-ffhq-512x512",
+        "resolution": 512,
+        "domain": "human faces",
+        "description": "StyleGAN2 on FFHQ faces at 512 px",
+        "licence": "NVIDIA Source Code License (non-commercial)",
+        "licence_short": "NVIDIA, non-commercial",
+        "downloadable": True,
+        "cached": True,
+        "future_key": 1,
+    },
+    {"name": "mine", "resolution": None, "cached": True},
+    {"name": "stylegan-human-v2-512", "resolution": 512, "cached": False},
+]
+
+
+def test_dropdown_default_first_then_downloaded_then_the_rest_with_licence_and_size():
+    found = models.from_rows(HELLO_MODELS)
+    offered = models.choices(found)
+    assert [c.nick for c in offered] == [
+        models.DEFAULT_CHOICE,
+        "stylegan2-ffhq-512x512",
+        "mine",
+        "stylegan2-dogs-1024",
+        "stylegan-human-v2-512",
+    ]
+    assert [c.label for c in offered[1:]] == [
+        "stylegan2-ffhq-512x512 \u2014 512 px human faces (NVIDIA, non-commercial)",
+        "mine",
+        "stylegan2-dogs-1024 \u2014 download (382 MB) \u00b7 1024 px dogs "
+        "(Self-Distilled StyleGAN's terms)",
+        "stylegan-human-v2-512 \u2014 not downloaded (fetch it by hand) \u00b7 512 px",
+    ]
+    assert "Licence: NVIDIA Source Code License (non-commercial)." in offered[1].help
+    assert "downloads 382 MB first" in offered[3].help
+    assert models.model_name(models.DEFAULT_CHOICE) == ""
+    assert models.model_name("stylegan2-dogs-1024") == "stylegan2-dogs-1024"
+
+
+def test_dropdown_table_follows_hello_and_touches_the_entry_file(tmp_path):
+    entry = tmp_path / "gimp-draggan.py"
+    entry.write_text("# entry\n")
+    os.utime(entry, (1, 1))
+    assert models.read_table(tmp_path) == []  # no table yet: the daemon's default only
+    assert models.sync(tmp_path, {"models": HELLO_MODELS})
+    assert entry.stat().st_mtime > 1
+    assert models.read_table(tmp_path) == models.from_rows(HELLO_MODELS)
+    os.utime(entry, (1, 1))
+    assert not models.sync(tmp_path, {"models": HELLO_MODELS})  # unchanged: no re-registration
+    assert entry.stat().st_mtime == 1
+    downloaded = [dict(r, cached=True) for r in HELLO_MODELS]
+    assert models.sync(tmp_path, {"models": downloaded}) and entry.stat().st_mtime > 1
+    (tmp_path / models.TABLE_NAME).write_text("{broken")
+    assert models.read_table(tmp_path) == []
+
+
+def test_download_words():
+    assert texts.download_text("big", 120_000_000, 364_000_000) == "Downloading big: 120 / 364 MB"
+    assert texts.download_text("big", 5_000_000, 0) == "Downloading big: 5 MB"
+    assert models.size_text(None) == "size unknown" and models.size_text(1_500_000_000) == "1.5 GB"
