@@ -132,6 +132,7 @@ class FeatureSynthesis:
     def __init__(self, G: Generator, ws_fixed: torch.Tensor, feature_res: int) -> None:
         synth = G.synthesis
         n_opt = synth.num_ws - ws_fixed.shape[1]
+        self.w_shape = (1, n_opt, synth.w_dim)
         self.feature_res = feature_res
         self.const = synth.block(4).const.detach().unsqueeze(0)
         self.layers: list[WindowedLayer] = []
@@ -159,6 +160,7 @@ class FeatureSynthesis:
         return plan[::-1]
 
     def __call__(self, w_opt: torch.Tensor, window: Window | None = None) -> torch.Tensor:
+        assert tuple(w_opt.shape) == self.w_shape, f"w_opt {list(w_opt.shape)}, not {self.w_shape}"
         plan = self.plan(window)
         x0, x1, y0, y1 = plan[0]
         x = self.const[..., y0:y1, x0:x1]
