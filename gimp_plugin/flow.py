@@ -11,9 +11,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
-from . import launcher, protocol, settings, texts
+from . import launcher, models, protocol, settings, texts
 from .client import Client, DaemonError
 
 Box = tuple[int, int, int, int]  # x, y, width, height in layer pixels
@@ -170,6 +171,41 @@ def event_handler(
     return on_event
 
 
+def fetch_model(
+    host: Host, client: Client, hello: dict[str, Any], name: str
+) -> dict[str, Any] | None:
+    """A picked model the daemon has not downloaded yet but can fetch: ask, then download it
+    through the daemon with the progress bar (GIMP's Cancel ends the plug-in: the daemon sees
+    the connection drop and stops waiting; the next try resumes the partial file). Declined, or
+    a non-interactive run (a script never starts a download of hundreds of MB): the sentence
+    with the command. Anything else about the model is left to the drag's own error.
+    Returns the daemon's `models` reply after a download (the models as they are now)."""
+    model = models.find(hello, name) if name else None
+    if model is None or not model.offer_download or model.damaged:
+        return None
+    if not (host.interactive and host.confirm(models.download_question(model))):
+        raise PluginError(
+            texts.error_sentence(
+                protocol.ErrorCode.MODEL_NOT_CACHED,
+                f"the model {name!r} is not downloaded yet",
+                client.address,
+                name,
+            )
+        )
+    host.progress(texts.download_text(name, 0, model.download_bytes or 0), 0.0)
+
+    def on_event(event: Any) -> None:
+        if isinstance(event, protocol.QueuedEvent):
+            host.progress(texts.queued_text(event.position), 0.0)
+            return
+        host.progress(
+            texts.download_text(name, event.step, event.total),
+            texts.progress_fraction("download", event.step, event.total),
+        )
+
+    return client.models(action="download", name=name, on_event=on_event)
+
+
 def run(
     host: Host,
     client: Client,
@@ -178,11 +214,18 @@ def run(
     pairs: list[protocol.Pair],
     mask: bytes | None,
     options: Options,
+    plugin_dir: Path | None = None,
 ) -> protocol.JobResult:
-    """Reach the daemon, drag, hand the result to the host; on any failure the host discards
-    what it showed and a PluginError says what to do."""
+    """Reach the daemon, fetch the picked model if asked to, drag, hand the result to the host;
+    on any failure the host discards what it showed and a PluginError says what to do.
+    `plugin_dir`: where the Model dropdown's table lives, kept in step with the daemon."""
     try:
         hello = reach_daemon(host, client, config)
+        if plugin_dir is not None:
+            models.sync(plugin_dir, hello)
+        fetched = fetch_model(host, client, hello, options.model)
+        if fetched is not None and plugin_dir is not None:
+            models.sync(plugin_dir, fetched)
         note = (
             "" if mask is not None else texts.region_note(texts.model_domain(hello, options.model))
         )

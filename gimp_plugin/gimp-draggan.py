@@ -254,13 +254,13 @@ def read_mask(image, layer, width, height):
     if not non_empty:
         return None
     _ok, off_x, off_y = layer.get_offsets()
-    layer_rect = mask.Rect(off_x, off_y, width, height)
-    region = mask.selection_region(mask.Rect(x1, y1, x2 - x1, y2 - y1), layer_rect)
+    layer_rect = mask.Rect(off_x, off_y, off_x + width, off_y + height)
+    region = mask.selection_region(mask.Rect(x1, y1, x2, y2), layer_rect)
     data = (
         image.get_selection()
         .get_buffer()
         .get(
-            Gegl.Rectangle.new(region.x, region.y, region.width, region.height),
+            Gegl.Rectangle.new(region.x0, region.y0, region.width, region.height),
             1.0,
             "Y u8",
             Gegl.AbyssPolicy.NONE,
@@ -270,10 +270,10 @@ def read_mask(image, layer, width, height):
 
 
 def read_options(config):
-    from gimp_draggan_plugin import flow
+    from gimp_draggan_plugin import flow, models
 
     return flow.Options(
-        model=(config.get_property("model") or "").strip(),
+        model=models.model_name(config.get_property("model")),
         steps=int(config.get_property("max-steps")),
         mask_strength=float(config.get_property("mask-strength")),
         preset=config.get_property("preset"),
@@ -381,13 +381,31 @@ def _run(procedure, run_mode, image, drawables, config):
         with Client(
             config_settings.address, curve=curve, prefer=config_settings.transport, secret=secret
         ) as client:
-            flow.run(host, client, config_settings, layer_data, pairs, selection, options)
+            flow.run(
+                host, client, config_settings, layer_data, pairs, selection, options, Path(HERE)
+            )
     except flow.PluginError as exc:
         return _error(procedure, Gimp.PDBStatusType.EXECUTION_ERROR, texts.sentence(str(exc)))
     finally:
         host.close()
         Gimp.progress_end()
     return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
+
+
+def model_choice():
+    """The Model dropdown from the table beside this file (see gimp_draggan_plugin.models):
+    GIMP fixes it now, at registration; a run that finds the daemon's models changed rewrites
+    the table and touches this file, so GIMP registers the plug-in anew at its next start.
+    Returns (choice, default). An incomplete install still registers; its run says so."""
+    choice = Gimp.Choice.new()
+    try:
+        from gimp_draggan_plugin import models
+    except ImportError:
+        choice.add("daemon-default", 0, "The daemon's default", "")
+        return choice, "daemon-default"
+    for index, entry in enumerate(models.choices(models.read_table(Path(HERE)))):
+        choice.add(entry.nick, index, entry.label, entry.help)
+    return choice, models.DEFAULT_CHOICE
 
 
 class DragGanPlugin(Gimp.PlugIn):
@@ -414,11 +432,12 @@ class DragGanPlugin(Gimp.PlugIn):
         )
         procedure.set_attribution("gimp-draggan contributors", "gimp-draggan contributors", "2026")
         flags = GObject.ParamFlags.READWRITE
-        procedure.add_string_argument(
+        procedure.add_choice_argument(
             "model",
             "_Model",
-            "Model name from `gimp-draggan models list`; empty = the daemon's default",
-            "",
+            "The daemon's models, downloaded ones first; one marked 'download' is fetched "
+            "first (asked before). NVIDIA's StyleGAN2 weights are for non-commercial use only.",
+            *model_choice(),
             flags,
         )
         procedure.add_int_argument(

@@ -179,3 +179,10 @@ def error_sentence(
     if model:
         what = what.replace("NAME", model)
     return protocol.error_sentence(message, what)
+
+
+def download_text(name: str, done: int, total: int) -> str:
+    """ "Downloading stylegan2-ffhq-512x512: 120 / 364 MB"."""
+    mb = 10**6
+    amount = f"{done / mb:.0f} / {total / mb:.0f} MB" if total > 0 else f"{done / mb:.0f} MB"
+    return f"Downloading {name}: {amount}"

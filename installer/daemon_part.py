@@ -19,6 +19,7 @@ from types import ModuleType
 
 import daemon_env
 import plugin_config
+import plugin_models
 import service
 from actions import Actions
 
@@ -147,6 +148,7 @@ def install(
     record.plugin_configs = tuple(
         str(plugin_config.write_config(actions, d, config)) for d in plugin_dirs
     )
+    plugin_models.write_tables(actions, plugin_dirs, serve)
     if args.service:
         if not serve:
             raise ValueError(

@@ -144,6 +144,10 @@ def _rows(cache: str | None) -> list[dict[str, Any]]:
                 "sha256": entry.sha256,
                 "sha256_source": entry.sha256_source,
                 "licence": entry.licence,
+                "licence_short": entry.licence_short,
+                "description": entry.description,
+                "downloadable": entry.downloadable,
+                "download_bytes": entry.expected_bytes,
                 "urls": list(entry.urls),
             }
         )

@@ -48,6 +48,7 @@ class ModelEntry:
     manual_url: str | None = None  # A page to fetch the file by hand (no direct link).
     approx_size: str | None = None
     alignment: str | None = None  # How crops are framed: "ffhq", "embedded", None (align.py).
+    licence_short: str = ""  # A few words for a model picker ("NVIDIA, non-commercial").
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

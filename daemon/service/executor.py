@@ -116,6 +116,9 @@ class PipelineExecutor:
                 "description": f"file {p.name}",
                 "domain": "",
                 "downloadable": False,
+                "licence": "",  # the operator's own file: its terms are theirs to know
+                "licence_short": "",
+                "download_bytes": None,
             }
             for n, p in self.files.items()
         ]
@@ -126,6 +129,9 @@ class PipelineExecutor:
                 "description": e.description,
                 "domain": e.domain,
                 "downloadable": e.downloadable,
+                "licence": e.licence,
+                "licence_short": e.licence_short,
+                "download_bytes": e.expected_bytes,
             }
             for n, e in self._table().items()
         ]
@@ -371,7 +377,7 @@ class PipelineExecutor:
 
         thread = threading.Thread(target=fetch, name=f"download-{name}", daemon=True)
         thread.start()
-        total = entry.size_bytes or 0
+        total = entry.expected_bytes or 0  # the pinned size, else the table's estimate
         while thread.is_alive() and not should_stop():
             thread.join(0.25)
             for path in (part, dest):
@@ -380,7 +386,7 @@ class PipelineExecutor:
                     break
                 except OSError:
                     done = 0
-            on_progress(P.ProgressEvent("download", done, total or done))
+            on_progress(P.ProgressEvent("download", done, max(total, done)))
         if failure:
             raise P.ProtocolError(
                 P.ErrorCode.DOWNLOAD_FAILED, f"download of {name} failed: {failure[0]}"

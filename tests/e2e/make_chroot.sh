@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make_chroot.sh ROOT [SUITE] — a Debian chroot at ROOT with GIMP 3 and the Python bits its plug-ins
 # use, for the end-to-end tests (tests/e2e/harness.py calls it). SUITE: trixie (default; GIMP 3.0.4)
-# or forky (Debian testing; GIMP 3.2).
+# or forky (Debian testing; GIMP 3.2). With GUI=1 it adds an X server and screenshot tools
+# (xvfb, xdotool, imagemagick) for tests/e2e/screenshots.py, also to a chroot that exists already.
 #
 # Needs root, debootstrap (apt-installed on the host when missing) and the Debian mirror
 # ($DEBIAN_MIRROR, default http://deb.debian.org/debian). Idempotent: returns at once when ROOT
@@ -19,6 +20,9 @@ SUITE=${2:-trixie}
 [ "$ROOT" != / ] || fail "refusing to build into /"
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 PACKAGES="gimp python3-gi gir1.2-gimp-3.0 python3-zmq python3-numpy"
+if [ "${GUI:-0}" = 1 ]; then
+    PACKAGES="$PACKAGES xvfb xdotool imagemagick"
+fi
 
 half_installed() {
     grep -Eq '^Status: .* (half-installed|unpacked|half-configured|triggers-awaiting|triggers-pending)$' \
@@ -26,7 +30,8 @@ half_installed() {
 }
 
 if [ -z "${_MAKE_CHROOT_NS:-}" ]; then
-    if [ -x "$ROOT/usr/bin/gimp-console" ] && ! half_installed; then
+    if [ -x "$ROOT/usr/bin/gimp-console" ] && ! half_installed \
+        && { [ "${GUI:-0}" != 1 ] || [ -x "$ROOT/usr/bin/Xvfb" ]; }; then
         say "$ROOT has gimp-console already"
         exit 0
     fi

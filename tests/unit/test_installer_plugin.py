@@ -19,6 +19,8 @@ sys.path.insert(0, str(ROOT / "installer"))
 import gimp_dirs  # noqa: E402
 import plugin_files  # noqa: E402
 
+from gimp_draggan_plugin import models  # noqa: E402
+
 MODULES = sorted(
     p.name for p in (ROOT / "gimp_plugin").glob("*.py") if p.name != plugin_files.ENTRY
 )
@@ -165,3 +167,52 @@ def test_installed_plugin_imports_its_package(tmp_path):
         cwd=tmp_path,
     )
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_model_dropdown_table_from_the_daemons_models(tmp_path):
+    """The installer writes the Model dropdown's table beside the plug-in from the daemon's
+    `models list --json` (here a stand-in `gimp-draggan` on PATH); the plug-in reads it back."""
+    rows = [
+        {"name": "lpips-vgg16", "kind": "lpips-backbone", "cached": True},
+        {
+            "name": "stylegan2-ffhq-512x512",
+            "kind": "generator",
+            "resolution": 512,
+            "domain": "human faces",
+            "licence": "NVIDIA Source Code License (non-commercial)",
+            "licence_short": "NVIDIA, non-commercial",
+            "download_bytes": 364_000_000,
+            "downloadable": True,
+            "cached": False,
+        },
+        {"name": "embedded", "kind": "generator", "resolution": 64, "cached": True},
+    ]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "gimp-draggan"
+    fake.write_text(
+        "#!/bin/sh\n"
+        '[ "$1 $2 $3" = "models list --json" ] || exit 3\n'
+        f"cat <<'END'\n{json.dumps({'models': rows})}\nEND\n"
+    )
+    fake.chmod(0o755)
+    plugins = tmp_path / "plug-ins"
+    path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+    out = run_installer(
+        tmp_path, "--plugin-only", "--gimp-dir", str(plugins), extra_env={"PATH": path}
+    )
+    assert out.returncode == 0, out.stderr
+    folder = plugins / "gimp-draggan"
+    found = models.read_table(folder)
+    assert [m.name for m in found] == ["stylegan2-ffhq-512x512", "embedded"]
+    labels = [c.label for c in models.choices(found)]
+    assert labels == [
+        "The daemon's default",
+        "embedded \u2014 64 px",
+        "stylegan2-ffhq-512x512 \u2014 download (364 MB) \u00b7 512 px human faces "
+        "(NVIDIA, non-commercial)",
+    ]
+    assert json.loads((folder / "gimp-draggan.json").read_text())["serve_command"] == [
+        str(fake),
+        "serve",
+    ]

@@ -10,15 +10,18 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from server_fakes import FakeExecutor
 
 from gimp_draggan.service.server import Server, ServerConfig
-from gimp_draggan_plugin import flow, protocol, settings, texts
+from gimp_draggan_plugin import flow, models, protocol, settings, texts
 from gimp_draggan_plugin.client import Client, DaemonError
 
 TRANSPORTS = ["pyzmq", "zmtp"]
@@ -164,6 +167,119 @@ def test_model_not_cached_says_how_to_download(daemon):
         )
     assert "gimp-draggan models download big" in str(err.value)
     assert host.discarded == 1
+
+
+class DownloadingExecutor(FakeExecutor):
+    """The fake daemon with a model it can download in a few progress steps (the real
+    download is covered by test_server_download.py); `slow_s` per step, to cancel mid-way."""
+
+    def __init__(self, slow_s: float = 0.0) -> None:
+        super().__init__(models=("tiny", "big"), cached=("tiny",))
+        self.slow_s = slow_s
+        self.stopped = threading.Event()
+
+    def info(self) -> dict:
+        info = super().info()
+        for row in info["models"]:
+            row.update(
+                resolution=512,
+                domain="human faces",
+                downloadable=True,
+                licence="NVIDIA Source Code License (non-commercial)",
+                licence_short="NVIDIA, non-commercial",
+                download_bytes=4_000_000,
+            )
+        return info
+
+    def download(self, name, on_progress, should_stop) -> None:
+        for step in range(1, 5):
+            if should_stop():
+                self.stopped.set()
+                return
+            time.sleep(self.slow_s)
+            on_progress(protocol.ProgressEvent("download", step * 1_000_000, 4_000_000))
+        self.cached = (*self.cached, name)
+
+
+def test_picking_a_model_not_downloaded_asks_downloads_with_progress_then_drags(tmp_path):
+    executor = DownloadingExecutor()
+    server = Server(ServerConfig(bind=free_address()), executor)
+    address = server.start()
+    (tmp_path / "gimp-draggan.py").write_text("# entry\n")
+    os.utime(tmp_path / "gimp-draggan.py", (1, 1))
+    host = FakeHost(interactive=True, answer=True)
+    try:
+        with Client(address) as client:
+            result = flow.run(
+                host,
+                client,
+                config(address),
+                layer(),
+                [((1.0, 1.0), (2.0, 2.0))],
+                None,
+                flow.Options(model="big", steps=2),
+                tmp_path,
+            )
+    finally:
+        server.stop()
+    assert host.finished == [result] and executor.cached == ("tiny", "big")
+    [question] = host.questions
+    assert "big" in question and "Download it now (4 MB)?" in question
+    assert "NVIDIA Source Code License (non-commercial)" in question
+    assert "Downloading big: 2 / 4 MB" in host.texts and "Downloading big: 4 / 4 MB" in host.texts
+    # the dropdown's table follows the daemon: "big" is now downloaded; GIMP re-registers
+    table = {m.name: m.cached for m in models.read_table(tmp_path)}
+    assert table == {"tiny": True, "big": True}
+    assert (tmp_path / "gimp-draggan.py").stat().st_mtime > 1
+
+
+@pytest.mark.parametrize("interactive", [True, False])
+def test_a_declined_or_scripted_download_says_how_and_fetches_nothing(interactive):
+    executor = DownloadingExecutor()
+    server = Server(ServerConfig(bind=free_address()), executor)
+    address = server.start()
+    host = FakeHost(interactive=interactive, answer=False)
+    try:
+        with Client(address) as client, pytest.raises(flow.PluginError) as err:
+            flow.run(
+                host,
+                client,
+                config(address),
+                layer(),
+                [((1.0, 1.0), (2.0, 2.0))],
+                None,
+                flow.Options(model="big"),
+            )
+    finally:
+        server.stop()
+    assert "gimp-draggan models download big" in str(err.value)
+    assert executor.cached == ("tiny",) and executor.runs == 0 and host.discarded == 1
+    assert len(host.questions) == (1 if interactive else 0)
+
+
+def test_a_plugin_killed_mid_download_stops_the_daemons_download():
+    """GIMP's Cancel kills the plug-in: the daemon sees the connection drop and stops."""
+    executor = DownloadingExecutor(slow_s=0.5)
+    server = Server(ServerConfig(bind=free_address()), executor)
+    address = server.start()
+    code = textwrap.dedent(
+        f"""
+        from gimp_draggan_plugin.client import Client
+        with Client({address!r}) as client:
+            client.models(
+                action="download", name="big", on_event=lambda e: print("step", flush=True)
+            )
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"step"
+        proc.kill()
+        proc.wait()
+        assert executor.stopped.wait(30), "the daemon went on downloading for a dead client"
+    finally:
+        server.stop()
+    assert executor.cached == ("tiny",)
 
 
 def test_out_of_memory_says_smaller_selection(daemon):

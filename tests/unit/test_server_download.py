@@ -98,3 +98,15 @@ def test_a_bad_hash_is_an_error_and_nothing_is_cached(setup):
         assert err.value.code == "unknown_model"
         assert {m["name"]: m["cached"] for m in client.models()["models"]}["bad"] is False
     assert not (models / "bad.safetensors").exists()
+
+
+def test_models_list_what_a_picker_shows(setup):
+    """`hello`/`models` rows carry the licence (full and short) and the download size, so the
+    plug-in's Model dropdown can say both where the person picks a model."""
+    address, _models = setup
+    with Client(address) as client:
+        rows = {m["name"]: m for m in client.hello()["models"]}
+    good = rows["good"]
+    assert good["licence"] == "test" and good["licence_short"] == ""
+    assert good["download_bytes"] == len(PAYLOAD) and good["downloadable"] is True
+    assert not good["cached"] and good["resolution"] == 32 and good["domain"] == "test"
