@@ -6,33 +6,17 @@ edges pass through as values in between. Parts of the layer outside the canvas a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from gimp_draggan_plugin.rect import Rect
 
 
 class MaskError(ValueError):
     """The selection cannot be used as a mask; the message says what to do."""
 
 
-@dataclass(frozen=True)
-class Rect:
-    x: int
-    y: int
-    width: int
-    height: int
-
-    def intersect(self, other: Rect) -> Rect | None:
-        x0, y0 = max(self.x, other.x), max(self.y, other.y)
-        x1 = min(self.x + self.width, other.x + other.width)
-        y1 = min(self.y + self.height, other.y + other.height)
-        if x1 <= x0 or y1 <= y0:
-            return None
-        return Rect(x0, y0, x1 - x0, y1 - y0)
-
-
 def selection_region(bounds: Rect, layer: Rect) -> Rect:
     """The part of the selection's bounding box that lies on the layer (image pixels)."""
     region = bounds.intersect(layer)
-    if region is None:
+    if region.empty:
         raise MaskError(
             "the selection does not touch the selected layer: select the part of the "
             "layer that may move (or Select \u2192 None to let the whole layer move)"
@@ -50,9 +34,9 @@ def place_mask(region_bytes: bytes, region: Rect, layer: Rect) -> bytes:
     if inside != region:
         raise ValueError(f"region {region} is not inside layer {layer}")
     mask = bytearray(layer.width * layer.height)
-    col = region.x - layer.x
+    col = region.x0 - layer.x0
     for row in range(region.height):
-        start = (region.y - layer.y + row) * layer.width + col
+        start = (region.y0 - layer.y0 + row) * layer.width + col
         mask[start : start + region.width] = region_bytes[
             row * region.width : (row + 1) * region.width
         ]

@@ -106,8 +106,8 @@ def test_point_left_of_offset_layer():
 
 # ---- mask ---------------------------------------------------------------------------------------
 def test_place_mask_puts_region_at_its_offset():
-    layer = mask.Rect(10, 20, 6, 4)  # image pixels
-    region = mask.Rect(12, 21, 3, 2)
+    layer = mask.Rect(10, 20, 16, 24)  # image pixels, 6 x 4
+    region = mask.Rect(12, 21, 15, 23)
     out = mask.place_mask(bytes([255, 128, 1, 2, 3, 4]), region, layer)
     rows = [list(out[r * 6 : (r + 1) * 6]) for r in range(4)]
     assert rows == [[0] * 6, [0, 0, 255, 128, 1, 0], [0, 0, 2, 3, 4, 0], [0] * 6]
@@ -115,12 +115,22 @@ def test_place_mask_puts_region_at_its_offset():
 
 def test_selection_region_crops_to_layer():
     layer = mask.Rect(0, 0, 64, 48)
-    assert mask.selection_region(mask.Rect(50, 40, 30, 30), layer) == mask.Rect(50, 40, 14, 8)
+    assert mask.selection_region(mask.Rect(50, 40, 80, 70), layer) == mask.Rect(50, 40, 64, 48)
+
+
+def test_rect_intersect_is_empty_where_rects_only_touch_or_miss():
+    """One `Rect` for both sides: the daemon's crops and the plug-in's selection read it so."""
+    layer = mask.Rect(0, 0, 4, 4)
+    assert layer.intersect(mask.Rect(2, 1, 9, 3)) == mask.Rect(2, 1, 4, 3)
+    assert layer.intersect(mask.Rect(4, 0, 8, 4)).empty  # Shares an edge only.
+    assert layer.intersect(mask.Rect(6, 6, 8, 8)).empty
+    with pytest.raises(mask.MaskError, match="does not touch"):
+        mask.selection_region(mask.Rect(4, 0, 8, 4), layer)
 
 
 def test_selection_off_the_layer():
     with pytest.raises(mask.MaskError, match="does not touch"):
-        mask.selection_region(mask.Rect(100, 100, 5, 5), mask.Rect(0, 0, 64, 48))
+        mask.selection_region(mask.Rect(100, 100, 105, 105), mask.Rect(0, 0, 64, 48))
 
 
 def test_selection_empty_on_layer():
@@ -132,7 +142,7 @@ def test_place_mask_checks_sizes():
     with pytest.raises(ValueError, match="selection bytes"):
         mask.place_mask(bytes(3), mask.Rect(0, 0, 2, 2), mask.Rect(0, 0, 4, 4))
     with pytest.raises(ValueError, match="not inside"):
-        mask.place_mask(bytes(4), mask.Rect(3, 3, 2, 2), mask.Rect(0, 0, 4, 4))
+        mask.place_mask(bytes(4), mask.Rect(3, 3, 5, 5), mask.Rect(0, 0, 4, 4))
 
 
 def test_handles_fixed():
