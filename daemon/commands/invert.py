@@ -117,11 +117,11 @@ def frame_face(img: np.ndarray, model: str, size: int) -> tuple[np.ndarray, str 
 
     from gimp_draggan.edit.align import FaceAligner
     from gimp_draggan.edit.geometry import Rect
-    from gimp_draggan.edit.pipeline import framing_for
     from gimp_draggan.edit.sampling import model_view
+    from gimp_draggan.models.store import ModelStore
 
     h, w = img.shape[:2]
-    aligner = framing_for(model)
+    aligner = ModelStore(any_file=True).aligner(model)
     if (h, w) == (size, size) or not isinstance(aligner, FaceAligner):
         return img, None
     layer = np.dstack([img, np.ones((h, w), np.float32)]).astype(np.float32)

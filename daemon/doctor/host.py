@@ -12,8 +12,16 @@ import shutil
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
+
+from gimp_draggan.device import pick_device
 from gimp_draggan.doctor.base import Check, Context
+from gimp_draggan.edit.geometry import Rect
+from gimp_draggan.models import registry
+from gimp_draggan.models.download import sha256_file
 from gimp_draggan_plugin import protocol
+from gimp_draggan_plugin.client import Client, DaemonError, DaemonNotRunning
+from gimp_draggan_plugin.transport import CurveKeys
 
 APP = "gimp-draggan"
 MIN_FREE_FAIL = 500 * 2**20  # Below this, downloads and the session cache fail.
@@ -84,9 +92,6 @@ def check_daemon(
     address: str, record: dict[str, object], curve: tuple[str, ...] = (), timeout_s: float = 3.0
 ) -> Check:
     """Say hello to the daemon at `address` the way the plug-in does."""
-    from gimp_draggan_plugin.client import Client, DaemonError, DaemonNotRunning
-    from gimp_draggan_plugin.transport import CurveKeys
-
     try:
         keys = CurveKeys(*(k.encode("ascii") for k in curve)) if curve else None
     except (TypeError, ValueError) as exc:
@@ -130,9 +135,6 @@ def check_daemon(
 
 def check_models(cache: str | None = None) -> list[Check]:
     """The packaged model is present; each downloaded one matches its pinned size and hash."""
-    from gimp_draggan.models import registry
-    from gimp_draggan.models.download import sha256_file
-
     try:
         table = registry.load_table()
     except registry.RegistryError as exc:
@@ -193,11 +195,7 @@ def check_models(cache: str | None = None) -> list[Check]:
 
 def check_faces() -> Check:
     """The face detector that frames faces for face models (FFHQ) loads and runs."""
-    import numpy as np
-
-    from gimp_draggan.edit.geometry import Rect
-
-    try:
+    try:  # Imported here: a detector that does not load is what this check reports.
         from gimp_draggan.faces import facemesh, find_faces
 
         facemesh.network()
@@ -220,7 +218,7 @@ def check_faces() -> Check:
 
 def check_torch(ctx: Context) -> Check:
     """Which torch build runs the daemon, and whether it uses the GPU the machine has."""
-    try:
+    try:  # Imported here: a torch that does not import is what this check reports.
         import torch
     except ImportError as exc:
         return Check(
@@ -229,8 +227,6 @@ def check_torch(ctx: Context) -> Check:
             f"torch does not import: {exc}",
             "re-run the installer (it installs torch into the daemon's venv)",
         )
-    from gimp_draggan.device import pick_device
-
     cuda_build = torch.version.cuda
     build = f"CUDA {cuda_build}" if cuda_build else "CPU"
     if getattr(torch.version, "hip", None):

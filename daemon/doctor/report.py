@@ -19,6 +19,8 @@ from gimp_draggan.atomic import replacing
 from gimp_draggan.doctor import gimp as doctor_gimp
 from gimp_draggan.doctor import host as doctor_host
 from gimp_draggan.doctor.base import Check, Context
+from gimp_draggan.models.registry import cache_dir
+from gimp_draggan.service.logs import log_dir
 from gimp_draggan_plugin import protocol
 
 LABELS = {"ok": "OK", "info": "INFO", "warn": "WARN", "fail": "FAIL"}
@@ -45,8 +47,6 @@ def run_checks(ctx: Context, cache: str | None = None) -> list[Check]:
     checks += doctor_host.check_models(cache)
     checks.append(doctor_host.check_torch(ctx))
     checks.append(doctor_host.check_faces())
-    from gimp_draggan.models.registry import cache_dir
-
     checks += doctor_host.check_disk(
         [("model cache", cache_dir(cache)), ("daemon venv", doctor_host.data_dir(ctx))]
     )
@@ -148,8 +148,6 @@ def _tail(path: Path) -> bytes:
 
 def write_bundle(path: Path, checks: list[Check], ctx: Context) -> Path:
     """Zip the report, the logs, the install record and the plug-in configs for a bug report."""
-    from gimp_draggan.service.logs import log_dir
-
     path.parent.mkdir(parents=True, exist_ok=True)
     with replacing(path) as f, zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as z:
         z.writestr("report.txt", render_text(checks))

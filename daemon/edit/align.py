@@ -7,12 +7,14 @@ head turned upright), and a real photo inverts far better when it is cropped the
 one holding the handles, targets and selection (searching ever wider areas when no face found
 near them has a square that holds them), and returns it as a turned `CropBox`. When no face
 holds them it falls back to `SquareFraming`, the square around the selection ∪ the points that
-models without alignment get (`aligner_for`: models.json's ``"alignment"`` says which; the
-embedded model's "embedded" is `gimp_draggan.edit.align_embedded`). `SubjectFraming` frames the
-largest face for an inversion without points or selection.
+models without alignment get (`gimp_draggan.edit.aligners.aligner_for`: models.json's
+``"alignment"`` says which; the embedded model's "embedded" is `gimp_draggan.edit.align_embedded`).
+`SubjectFraming` frames the largest face for an inversion without points or selection.
 
-`locate` returns the box with the method that made it ("ffhq" / "embedded" / "square"), so the
-pipeline can log which framing a session used; `frame` is the protocol every aligner implements.
+`Aligner` is the protocol every aligner implements (this module's and the embedded model's):
+``locate`` returns the box with the method that made it ("ffhq" / "embedded" / "square"), so the
+pipeline can log which framing a session used; ``frame`` the box alone; ``forget`` drops what an
+aligner remembers of a layer that was changed in place.
 """
 
 from __future__ import annotations
@@ -20,16 +22,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from gimp_draggan.edit.geometry import CropBox, Rect, choose_box
 from gimp_draggan.edit.pixels import depth_of
 from gimp_draggan.edit.pyramid import LayerPyramid
-
-if TYPE_CHECKING:
-    from gimp_draggan.faces import FaceLandmarks
+from gimp_draggan.faces import FaceLandmarks
 
 # find_faces(read, layer_width, layer_height, around) -> faces best first (`gimp_draggan.faces`).
 FindFaces = Callable[[Callable[[CropBox], np.ndarray], int, int, Rect], "list[FaceLandmarks]"]
@@ -40,17 +40,25 @@ EMBEDDED = "embedded"  # The embedded model's keypoint framing (`gimp_draggan.ed
 _FIRST_GROWTH = 48  # Layer pixels the first wider face search adds on each side of `needed`.
 
 
+@dataclass(frozen=True)
+class Framing:
+    box: CropBox
+    method: str  # SQUARE, FFHQ or EMBEDDED.
+    face: FaceLandmarks | None = None  # The face the box was built from.
+
+
 class Aligner(Protocol):
     def frame(self, layer: np.ndarray, needed: Rect, resolution: int) -> CropBox:
         """The square of ``layer`` ([H, W, 4]) to show the model; it must hold ``needed``."""
         ...
 
+    def locate(self, layer: np.ndarray, needed: Rect, resolution: int) -> Framing:
+        """`frame`'s box with the method that made it."""
+        ...
 
-@dataclass(frozen=True)
-class Framing:
-    box: CropBox
-    method: str  # SQUARE, FFHQ, EMBEDDED, or the aligner's class name.
-    face: FaceLandmarks | None = None  # The face the box was built from.
+    def forget(self) -> None:
+        """Drop what was remembered of the current layer (it was changed in place)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,9 @@ class SquareFraming:
 
     def locate(self, layer: np.ndarray, needed: Rect, resolution: int) -> Framing:
         return Framing(self.frame(layer, needed, resolution), SQUARE)
+
+    def forget(self) -> None:
+        """Nothing is remembered."""
 
 
 def ffhq_box(face: FaceLandmarks, layer_width: int, layer_height: int, resolution: int) -> CropBox:
@@ -211,35 +222,5 @@ class SubjectFraming:
     def frame(self, layer: np.ndarray, needed: Rect, resolution: int) -> CropBox:
         return self.locate(layer, needed, resolution).box
 
-
-def locate(aligner: Aligner, layer: np.ndarray, needed: Rect, resolution: int) -> Framing:
-    """``aligner``'s box with the method that made it: aligners that can tell implement
-    ``locate``; for the others the method is their class name."""
-    own = getattr(aligner, "locate", None)
-    if callable(own):
-        framing = own(layer, needed, resolution)
-        if isinstance(framing, Framing):
-            return framing
-    return Framing(aligner.frame(layer, needed, resolution), type(aligner).__name__)
-
-
-def aligner_for(alignment: str | None, find_faces: FindFaces | None = None) -> Aligner:
-    """The aligner a model's ``"alignment"`` (models.json) calls for: None -> `SquareFraming`,
-    "ffhq" -> `FaceAligner` over ``find_faces`` (default: `gimp_draggan.faces.find_faces`),
-    "embedded" -> the embedded model's `KeypointAligner`."""
-    if alignment is None:
-        return SquareFraming()
-    if alignment == EMBEDDED:
-        from gimp_draggan.edit.align_embedded import KeypointAligner
-
-        return KeypointAligner()
-    if alignment == FFHQ:
-        if find_faces is None:
-            from gimp_draggan.faces import find_faces as detector
-
-            find_faces = detector
-        return FaceAligner(find_faces)
-    raise ValueError(
-        f"unknown face alignment {alignment!r} in the model table; known: {FFHQ!r}, {EMBEDDED!r} "
-        "(or none); update gimp-draggan or fix models.json"
-    )
+    def forget(self) -> None:
+        self.faces.forget()

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import torch
 
 from gimp_draggan.edit.align import EMBEDDED, SQUARE, Framing, SquareFraming
 from gimp_draggan.edit.geometry import CropBox, Rect
@@ -245,8 +246,6 @@ class KeypointAligner:
 
     def fit_once(self, layer: np.ndarray, box: CropBox) -> AlignFit:
         """Detect in ``box`` and fit the template to what was found."""
-        import torch
-
         net = _detector(self.detector)
         r = int(net.resolution)
         seen = replace(box, resolution=r)

@@ -1,4 +1,4 @@
-"""Invert once, drag many: the tuned generators and pivots of recent crops, and loaded models.
+"""Invert once, drag many: the tuned generators and pivots of recent crops.
 
 Inverting a crop (PTI) costs far more than a drag, and a user drags the same face many times. A
 `Session` keeps what one inversion made (the tuned generator, the pivot latent, the crop box and a
@@ -10,8 +10,9 @@ pixels are identical (compared by digest), so a second drag on the same photo do
 crop serves only points framed the same way now).
 
 Memory is bounded by a byte budget over the sessions' tensors and arrays: the least
-recently used sessions go first. `clear()` frees everything (the daemon calls it after running
-out of GPU memory). A lock makes the cache safe to clear from another thread.
+recently used sessions go first. `clear()` frees them all (the daemon calls it after running
+out of GPU memory). A lock makes the cache safe to clear from another thread. The models the
+sessions were made from are kept by `gimp_draggan.models.store`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import numpy as np
 from gimp_draggan.edit.geometry import CropBox, Rect
 
 DEFAULT_BUDGET = 2 << 30  # Bytes of tuned generators + pixels kept.
-DEFAULT_RESOURCES = 3  # Loaded models / losses kept (e.g. two generators + LPIPS).
 
 
 class UnknownSession(ValueError):
@@ -81,17 +81,13 @@ def session_id(model_key: str, digest: str) -> str:
 
 
 class SessionCache:
-    """LRU of `Session`s under a byte budget, plus a small LRU of loaded models and losses."""
+    """LRU of `Session`s under a byte budget."""
 
-    def __init__(
-        self, budget_bytes: int = DEFAULT_BUDGET, max_resources: int = DEFAULT_RESOURCES
-    ) -> None:
-        if budget_bytes < 0 or max_resources < 1:
-            raise ValueError("budget_bytes must be >= 0 and max_resources >= 1")
+    def __init__(self, budget_bytes: int = DEFAULT_BUDGET) -> None:
+        if budget_bytes < 0:
+            raise ValueError("budget_bytes must be >= 0")
         self.budget_bytes = budget_bytes
-        self.max_resources = max_resources
         self._sessions: OrderedDict[str, Session] = OrderedDict()
-        self._resources: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -168,22 +164,7 @@ class SessionCache:
                 _, old = self._sessions.popitem(last=False)
                 total -= old.nbytes
 
-    def resource(self, key: str, load: Callable[[], Any]) -> Any:
-        """The loaded model or loss ``key``, made by ``load()`` on a miss (LRU of a few)."""
-        with self._lock:
-            value = self._resources.get(key)
-            if value is not None:
-                self._resources.move_to_end(key)
-                return value
-        value = load()
-        with self._lock:
-            self._resources[key] = value
-            while len(self._resources) > self.max_resources:
-                self._resources.popitem(last=False)
-        return value
-
     def clear(self) -> None:
-        """Forget every session and loaded model (frees their memory once unreferenced)."""
+        """Forget every session (frees their memory once unreferenced)."""
         with self._lock:
             self._sessions.clear()
-            self._resources.clear()

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 _NHWC_TO_NCHW_AXIS = {0: 0, 1: 2, 2: 3, 3: 1}
 
@@ -31,8 +32,6 @@ class Graph:
 
     @staticmethod
     def load(json_path: Path, weights_path: Path) -> Graph:
-        from safetensors.torch import load_file
-
         desc = json.loads(Path(json_path).read_text())
         consts = load_file(str(weights_path))
         known = set(consts) | {t["name"] for t in desc["inputs"]}

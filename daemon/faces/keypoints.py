@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file
 from torch import nn
 
 DETECTOR_FORMAT = "gimp-draggan-keypoints"
@@ -71,9 +73,6 @@ class KeypointNet(nn.Module):
 
 def load_detector(path: str | Path = ASSET, device: str = "cpu") -> KeypointNet:
     """Load a trained detector (eval mode); clear error if the file is missing or foreign."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(

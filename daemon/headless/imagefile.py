@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from gimp_draggan_plugin import protocol as P
 
@@ -71,8 +72,6 @@ class ImageFile:
         """The edited ``[H, W, 4]`` layer (this file's dtype) as an image to save like the input:
         an object with ``save(fp, format=...)`` (a Pillow image, or a 16-bit PNG Pillow cannot
         write)."""
-        from PIL import Image
-
         if rgba.dtype != self.rgba.dtype or rgba.shape != self.rgba.shape:
             raise ValueError(
                 f"result {rgba.dtype} {list(rgba.shape)} does not match the input "
@@ -142,8 +141,6 @@ def _png_size(path: str | Path) -> tuple[int, int] | None:
 
 def read_image(path: str | Path) -> ImageFile:
     """Read ``path`` as a u8 or u16 RGBA layer; ValueError (one line) for anything unusable."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with warnings.catch_warnings():  # Pillow warns from 89 Mpx; our own limit is lower.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -163,8 +160,6 @@ def read_image(path: str | Path) -> ImageFile:
 
 
 def _decode(path: Path, im: Any) -> ImageFile:
-    from PIL import Image
-
     mode = im.mode
     raw = _png_rawmode(im)
     if raw == "LA;16B":

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TextIO
 
 from gimp_draggan.atomic import NO_SPACE
+from gimp_draggan.models import registry
 from gimp_draggan.terminal import ProgressBar
 
 CHUNK = 1 << 20
@@ -246,8 +247,6 @@ def fetch_model(
     stream: TextIO | None = None,
 ) -> Path:
     """Path of registry model ``name``, downloading and verifying it first if it is not cached."""
-    from gimp_draggan.models import registry
-
     entry = registry.get_entry(name)
     if entry.package_path or registry.is_cached(name, cache) or not entry.downloadable:
         return registry.resolve(name, cache)
@@ -277,8 +276,6 @@ class Verification:
 
 def verify_model(name: str, cache: str | Path | None = None) -> Verification | None:
     """Hash the model's file (None when it is not present)."""
-    from gimp_draggan.models import registry
-
     entry = registry.get_entry(name)
     path = registry.model_path(entry, cache)
     if not path.is_file():

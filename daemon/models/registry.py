@@ -12,10 +12,13 @@ import json
 import os
 import re
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from gimp_draggan.models.modelcheck import damaged_sentence, problem
 
 CACHE_ENV = "GIMP_DRAGGAN_CACHE"
 APP_DIR = "gimp-draggan"
@@ -153,8 +156,6 @@ def model_path(entry: ModelEntry, cache: str | Path | None = None) -> Path:
 def damage(entry: ModelEntry, cache: str | Path | None = None) -> str | None:
     """The sentence saying the entry's file is damaged and how to fix it, or None when it is
     absent or looks whole (`modelcheck`: pinned size and a header look, no full load)."""
-    from gimp_draggan.models.modelcheck import damaged_sentence, problem
-
     path = model_path(entry, cache)
     found = problem(path, entry.size_bytes)
     if found is None:
@@ -180,31 +181,38 @@ def resolve(name_or_path: str | Path, cache: str | Path | None = None) -> Path:
     text = str(name_or_path)
     table = load_table()
     if text in table:
-        entry = table[text]
-        path = model_path(entry, cache)
-        broken = damage(entry, cache)
-        if broken is not None:
+        return entry_file(table[text], cache)
+    return existing_file(text, table)
+
+
+def entry_file(entry: ModelEntry, cache: str | Path | None = None) -> Path:
+    """The entry's file, present and whole by the look; RegistryError saying how to get it."""
+    path = model_path(entry, cache)
+    broken = damage(entry, cache)
+    if broken is not None:
+        raise RegistryError(broken + (" (reinstall gimp-draggan)" if entry.package_path else ""))
+    if entry.package_path:
+        if not path.is_file():
             raise RegistryError(
-                broken + (" (reinstall gimp-draggan)" if entry.package_path else "")
+                f"model {entry.name!r} should ship inside the package at {path}, but this "
+                "install lacks it; reinstall gimp-draggan"
             )
-        if entry.package_path:
-            if not path.is_file():
-                raise RegistryError(
-                    f"model {text!r} should ship inside the package at {path}, but this install "
-                    "lacks it; reinstall gimp-draggan"
-                )
-            return path
-        if path.is_file():
-            return path
-        if entry.downloadable:
-            how = f"run `gimp-draggan models download {text}`"
-        else:
-            how = f"fetch it by hand from {entry.manual_url} and save it as {path}"
-        raise RegistryError(f"model {text!r} is not downloaded yet: {how}")
+        return path
+    if path.is_file():
+        return path
+    if entry.downloadable:
+        how = f"run `gimp-draggan models download {entry.name}`"
+    else:
+        how = f"fetch it by hand from {entry.manual_url} and save it as {path}"
+    raise RegistryError(f"model {entry.name!r} is not downloaded yet: {how}")
+
+
+def existing_file(text: str, known: Iterable[str]) -> Path:
+    """``text`` as the path of a file that exists; RegistryError naming the ``known`` models."""
     path = Path(text).expanduser()
     if path.is_file():
         return path
     raise RegistryError(
-        f"{text!r} is neither a file nor a known model; known models: {', '.join(table)} "
+        f"{text!r} is neither a file nor a known model; known models: {', '.join(known)} "
         "(see `gimp-draggan models list`)"
     )

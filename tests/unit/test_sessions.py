@@ -1,6 +1,4 @@
-"""Session cache: ids, lookup by content, LRU under a byte budget, resources."""
-
-from collections.abc import Callable
+"""Session cache: ids, lookup by content, LRU under a byte budget."""
 
 import numpy as np
 import pytest
@@ -99,29 +97,8 @@ def test_crop_digest_sees_only_the_box_pixels() -> None:
     assert session_id("m", d0) == session_id("m", d0) != session_id("n", d0)
 
 
-def test_resources_are_loaded_once_and_bounded() -> None:
-    cache = SessionCache(max_resources=2)
-    loads: list[str] = []
-
-    def load(name: str) -> Callable[[], str]:
-        def make() -> str:
-            loads.append(name)
-            return name
-
-        return make
-
-    assert cache.resource("g1", load("g1")) == "g1"
-    assert cache.resource("g1", load("g1")) == "g1"
-    cache.resource("g2", load("g2"))
-    cache.resource("g3", load("g3"))  # evicts g1
-    cache.resource("g1", load("g1"))
-    assert loads == ["g1", "g2", "g3", "g1"]
-
-
 def test_clear_forgets_everything() -> None:
     cache = SessionCache()
     cache.put(_session("a"))
-    cache.resource("g", lambda: 1)
     cache.clear()
     assert len(cache) == 0 and cache.nbytes == 0
-    assert cache.resource("g", lambda: 2) == 2
