@@ -8,17 +8,16 @@ through `Actions`, so `--dry-run` prints the same steps without doing them.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import platform as host
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import ModuleType
 
 import daemon_env
 import plugin_config
+import plugin_files
 import plugin_models
 import service
 from actions import Actions
@@ -84,19 +83,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _protocol() -> ModuleType:
-    """The wire protocol module, loaded by path (stdlib only; gives the default address)."""
-    spec = importlib.util.spec_from_file_location(
-        "_gdg_protocol", ROOT / "gimp_plugin" / "protocol.py"
-    )
-    if spec is None or spec.loader is None:
-        raise RuntimeError(f"cannot load {ROOT / 'gimp_plugin' / 'protocol.py'}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while being defined
-    spec.loader.exec_module(module)
-    return module
-
-
 def _serve_command(args: argparse.Namespace, denv: daemon_env.DaemonEnv) -> list[str]:
     if getattr(args, "plugin_only", False):
         found = shutil.which("gimp-draggan")
@@ -116,7 +102,7 @@ def install(
     data = daemon_env.data_dir(env, platform)
     denv = daemon_env.DaemonEnv(data / "venv", platform)
     record = daemon_env.InstallRecord(plugin_dirs=tuple(str(d) for d in plugin_dirs))
-    proto = _protocol()
+    proto = plugin_files.plugin_module("protocol")  # Gives the default address.
     address = args.daemon or proto.DEFAULT_ADDRESS
     proto.check_address(address)
     if not getattr(args, "plugin_only", False):

@@ -7,15 +7,32 @@ package folder beside it (`gimp_draggan_plugin/`), which the entry file puts on 
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 from actions import Actions, InstallError
 
-NAME = "gimp-draggan"
-ENTRY = f"{NAME}.py"
-PACKAGE = "gimp_draggan_plugin"
+SOURCE = Path(__file__).resolve().parent.parent / "gimp_plugin"
 HELP = "help"
-SHEBANG = "#!/usr/bin/env python3"
+
+
+def plugin_module(name: str) -> ModuleType:
+    """A standard-library module of the checkout's plug-in package, loaded by path: the installer
+    runs before anything is installed, and these modules are what it shares with the daemon."""
+    path = SOURCE / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_gdg_{name}", path)
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while being defined
+    spec.loader.exec_module(module)
+    return module
+
+
+LAYOUT = plugin_module("layout")
+NAME, ENTRY, PACKAGE, SHEBANG = LAYOUT.PLUGIN_NAME, LAYOUT.ENTRY, LAYOUT.PACKAGE, LAYOUT.SHEBANG
 
 
 def source_files(source: Path) -> tuple[Path, list[Path]]:

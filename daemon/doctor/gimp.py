@@ -4,8 +4,8 @@ These are the failures users of GIMP plug-ins meet most: the menu entry is missi
 plug-in sits in the wrong folder, its folder and file names differ, it is not executable, or
 GIMP was not restarted. Each finding names the file and the one thing to do about it.
 
-The folder layout mirrors the installer's (`installer/gimp_dirs.py`, `installer/plugin_files.py`;
-a test keeps them equal): the daemon's venv does not contain the installer.
+The folder layout is the installer's own (`gimp_draggan_plugin.layout`): the daemon's venv does not
+contain the installer, but both have the plug-in's package.
 """
 
 from __future__ import annotations
@@ -22,16 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gimp_draggan.doctor.base import Check, Context
-from gimp_draggan_plugin import protocol
+from gimp_draggan_plugin import layout, protocol
+from gimp_draggan_plugin.layout import ENTRY, FLATPAK_APP, PACKAGE, PLUGIN_NAME, SHEBANG, VERSIONS
+from gimp_draggan_plugin.settings import CONFIG_NAME
 
-PLUGIN_NAME = "gimp-draggan"
-ENTRY = f"{PLUGIN_NAME}.py"
-PACKAGE = "gimp_draggan_plugin"
 PROCEDURE = "plug-in-draggan-drag"
-CONFIG_NAME = "gimp-draggan.json"
-SHEBANG = "#!/usr/bin/env python3"
-VERSIONS = ("3.0", "3.2")
-FLATPAK_APP = "org.gimp.GIMP"
 TRANSPORT_MODULES = ("client", "transport", "zmtp", "protocol")
 INSTALL_HINT = (
     "run installer/install.sh (Windows: installer\\install.ps1) from the gimp-draggan checkout"
@@ -57,18 +52,7 @@ def _sys(ctx: Context, path: str) -> Path:
 
 def config_roots(ctx: Context) -> list[tuple[str, Path]]:
     """(kind, folder holding GIMP/<version>) per packaging, as the installer lays them out."""
-    home = ctx.home
-    if ctx.os_name == "windows":
-        appdata = ctx.env.get("APPDATA")
-        return [("windows", Path(appdata) if appdata else home / "AppData" / "Roaming")]
-    if ctx.os_name == "macos":
-        return [("macos", home / "Library" / "Application Support")]
-    xdg = ctx.env.get("XDG_CONFIG_HOME")
-    return [
-        ("native", Path(xdg) if xdg else home / ".config"),
-        ("flatpak", home / ".var" / "app" / FLATPAK_APP / "config"),
-        ("snap", home / "snap" / "gimp" / "current" / ".config"),
-    ]
+    return layout.config_roots(ctx.env, ctx.os_name, ctx.home)
 
 
 def version_dirs(ctx: Context) -> list[tuple[str, str, Path]]:

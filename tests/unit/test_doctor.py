@@ -58,7 +58,7 @@ def test_layout_matches_the_installer(tmp_path: Path) -> None:
         doctor_gimp.SHEBANG,
     ) == (plugin_files.NAME, plugin_files.ENTRY, plugin_files.PACKAGE, plugin_files.SHEBANG)
     assert doctor_gimp.CONFIG_NAME == plugin_config.CONFIG_NAME
-    assert doctor_gimp.VERSIONS == gimp_dirs.VERSIONS
+    assert doctor_gimp.VERSIONS == gimp_dirs.LAYOUT.VERSIONS
     env = {
         "HOME": str(tmp_path),
         "APPDATA": str(tmp_path / "roaming"),
