@@ -167,7 +167,9 @@ def cluster_runner(args: argparse.Namespace, executor: Any) -> Any:
     config = cluster.ClusterConfig(args.cluster, args.actors, args.threads_per_actor, args.device)
     try:
         cluster.join(config.address)
-        pool = cluster.start_actors(config, executor.default_model, executor.files, args.cache_dir)
+        pool = cluster.start_actors(
+            config, executor.default_model, executor.store.files, args.cache_dir
+        )
     except cluster.ClusterError as exc:
         cluster.leave()
         raise ValueError(str(exc)) from None

@@ -1,9 +1,12 @@
 """The photo edit: layer -> crop -> (cached) PTI inversion -> drag -> composite -> patch.
 
-`run_edit` is what the daemon's worker and the in-process CLI call with an `EditRequest`
-(gimp_draggan.edit.types). Points arrive and leave in layer pixels; inside, they live in the model's
-pixels through the crop box. Progress is reported in layer pixels too. Errors a user can fix
-raise ValueError with a sentence saying what to do; `should_stop()` returning True raises
+`run_edit` is what the daemon's worker and the in-process CLI call with a `JobRequest` (the
+wire's own type, gimp_draggan.edit.types), checked once where it entered (`protocol.check_job`
+or `protocol.checked`: points on the layer and the selection, parameters in range); here it is
+trusted. Points arrive and leave in layer pixels; inside, they live in the model's pixels
+through the crop box. Progress is reported in layer pixels too. Errors a user can fix that only
+the edit finds raise ValueError with a sentence saying what to do; `should_stop()` returning
+True raises
 `EditCancelled` and leaves nothing half-done (an inversion that finished stays cached).
 
 Behaviour worth knowing:
@@ -32,7 +35,7 @@ Behaviour worth knowing:
   own crop and session (`gimp_draggan.edit.groups`); the result has one patch over all of them. When
   a crop overlaps what an earlier group changed (neighbouring faces' FFHQ squares), it is made
   from the layer as that edit left it.
-- Framing: models.json's ``"alignment"`` picks the aligner (`gimp_draggan.edit.align.aligner_for`):
+- Framing: models.json's ``"alignment"`` picks the aligner (`ModelStore.aligner`):
   FFHQ models get the face holding the points framed as FFHQ framed it (a turned crop), the
   embedded model its head framed by keypoints (`gimp_draggan.edit.align_embedded`), both with the
   plain square as fallback; a model given as a file gets the square. The framing a session was
@@ -48,10 +51,14 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import torch
 
+from gimp_draggan.draggan import pti
+from gimp_draggan.draggan.drag import DragParams, DragResult, DragSession, StepReport, pixel_radii
+from gimp_draggan.draggan.motion import MotionField, estimate_motion
 from gimp_draggan.edit.align import (
     SQUARE,
     Aligner,
@@ -59,11 +66,9 @@ from gimp_draggan.edit.align import (
     Framing,
     SquareFraming,
     SubjectFraming,
-    aligner_for,
-    locate,
 )
 from gimp_draggan.edit.composite import Patch, change_weight, composite, match_low_frequencies
-from gimp_draggan.edit.geometry import CropBox, Rect, mask_rect, point_pixel
+from gimp_draggan.edit.geometry import CropBox, Rect, mask_rect
 from gimp_draggan.edit.groups import Group, plan_groups
 from gimp_draggan.edit.pixels import mask_view, preview_jpeg, rgba_view, to_bytes
 from gimp_draggan.edit.sampling import layer_to_model, model_view, preview_on_rect
@@ -75,23 +80,16 @@ from gimp_draggan.edit.sessions import (
     session_id,
 )
 from gimp_draggan.edit.types import (
-    BLENDS,
-    PRESETS,
-    EditParams,
-    EditRequest,
-    EditResult,
+    JobRequest,
+    JobResult,
+    Params,
     Point,
-    Progress,
+    ProgressEvent,
     ProgressFn,
     StopFn,
 )
 from gimp_draggan.edit.warp import LayerField, warp_composite
-
-if TYPE_CHECKING:
-    import torch
-
-    from gimp_draggan.draggan.drag import DragResult, StepReport
-    from gimp_draggan.draggan.motion import MotionField
+from gimp_draggan.models.store import ModelStore
 
 FEATHER = 1.0 / 16.0  # Blend ramp width, fraction of the crop side.
 COLOR_RADIUS = 1.0 / 16.0  # Colour-matching blur radius, fraction of the model resolution.
@@ -99,7 +97,6 @@ CHANGE_THRESHOLD = 0.04  # A channel moving this much (of full scale) counts as 
 CHANGE_RADIUS = 1.0 / 32.0  # Spread of the change map, fraction of the model resolution.
 STOP_LAYER_PX = 2.0  # A handle this close to its target (layer pixels) is there.
 STOP_FLOOR = 0.5  # ...but the drag never aims closer than this many model pixels.
-SAME_POINT = 0.5  # Handle and target closer than this (layer pixels): nothing to do.
 
 log = logging.getLogger("gimp_draggan.edit.pipeline")
 
@@ -109,7 +106,7 @@ class EditCancelled(RuntimeError):
 
 
 @dataclass(frozen=True)
-class _Layer:
+class _LayerView:
     """The request's pixels and selection as read-only views, plus its points."""
 
     rgba: np.ndarray  # [H, W, 4] in the request's dtype.
@@ -123,38 +120,25 @@ class _Layer:
         return int(self.rgba.shape[1]), int(self.rgba.shape[0])
 
 
-def _read(request: EditRequest, need_pairs: bool) -> _Layer:
-    w, h = request.width, request.height
-    rgba = rgba_view(request.pixels, w, h, request.depth)
-    selection = None if request.mask is None else mask_view(request.mask, w, h)
-    if selection is not None and not selection.any():
-        raise ValueError("the selection is empty: select the part to edit, or select none")
-    if need_pairs and not request.pairs:
-        raise ValueError("no handle -> target pairs: draw at least one path from handle to target")
-    handles, targets = [], []
-    for i, pair in enumerate(request.pairs):
-        for role, (x, y) in zip(("handle", "target"), pair, strict=True):
-            if not (math.isfinite(x) and math.isfinite(y)):
-                raise ValueError(f"pair {i}: {role} ({x}, {y}) is not a finite point")
-            if not (0 <= x <= w - 1 and 0 <= y <= h - 1):
-                raise ValueError(
-                    f"pair {i}: {role} ({x:g}, {y:g}) is outside the {w}x{h} layer; "
-                    "points must lie on the layer"
-                )
-            if selection is not None:
-                px, py = point_pixel((x, y), w, h)
-                if selection[py, px] == 0:
-                    raise ValueError(
-                        f"pair {i}: {role} ({x:g}, {y:g}) lies outside the selection, and "
-                        "nothing outside it may change; enlarge the selection to hold every "
-                        "handle and target, or select none"
-                    )
-        handles.append((float(pair[0][0]), float(pair[0][1])))
-        targets.append((float(pair[1][0]), float(pair[1][1])))
-    return _Layer(rgba, request.depth, selection, handles, targets)
+def _read(request: JobRequest) -> _LayerView:
+    """The request's layer as views; its values were checked where it entered (the wire's
+    `check_job`, or `checked` in the CLI)."""
+    image = request.layer
+    assert request.pixels is not None  # A photo request (`layer` says so).
+    rgba = rgba_view(request.pixels, image.width, image.height, image.depth)
+    selection = None if request.mask is None else mask_view(request.mask, image.width, image.height)
+    handles = [(float(h[0]), float(h[1])) for h, _ in request.pairs]
+    targets = [(float(t[0]), float(t[1])) for _, t in request.pairs]
+    return _LayerView(rgba, image.depth, selection, handles, targets)
 
 
-def _whole(layer: _Layer) -> Rect:
+def _model_ref(request: JobRequest) -> str:
+    """The model file or registry name the request names (the daemon and the CLI fill it)."""
+    assert request.model is not None, "the daemon or the CLI names the model"
+    return request.model
+
+
+def _whole(layer: _LayerView) -> Rect:
     """Without points, the crop holds the selection (the whole layer without one)."""
     w, h = layer.size
     return Rect(0, 0, w, h) if layer.selection is None else mask_rect(layer.selection)
@@ -164,51 +148,8 @@ def _whole(layer: _Layer) -> Rect:
 # Models, inversion, sessions.
 
 
-def _generator(model: str, device: str, sessions: SessionCache) -> tuple[str, Any]:
-    """(resolved path, generator on ``device``), kept in the cache's resource LRU."""
-    from gimp_draggan.draggan.checkpoint import load_generator
-    from gimp_draggan.models import registry
-
-    path = str(registry.resolve(model))
-    G = sessions.resource(
-        f"generator:{path}@{device}",
-        lambda: load_generator(path).to(device).eval().requires_grad_(False),
-    )
-    return path, G
-
-
-def _loss(device: str, sessions: SessionCache) -> Any:
-    from gimp_draggan.draggan.lpips import load_perceptual
-
-    return sessions.resource(f"loss@{device}", lambda: load_perceptual().loss.to(device))
-
-
-PAPER_LR = 2e-3  # The drag's Adam step for models that name none (the paper's).
-
-
-def drag_lr(model: str) -> float:
-    """The drag step size ``model`` calls for: its models.json ``"drag_lr"`` (the 64 px
-    embedded model stalls at the paper's 2e-3: 5e-3 reaches targets it does not), else 2e-3."""
-    from gimp_draggan.models import registry
-
-    entry = registry.load_table().get(model)
-    value = None if entry is None else entry.extra.get("drag_lr")
-    return float(value) if isinstance(value, int | float) else PAPER_LR
-
-
-def framing_for(model: str) -> Aligner:
-    """The aligner ``model`` calls for: its models.json ``"alignment"`` for a registry name,
-    none (the plain square) for a model given as a file."""
-    from gimp_draggan.models import registry
-
-    entry = registry.load_table().get(model)
-    return aligner_for(None if entry is None else entry.alignment)
-
-
 def _to_tensor(img: np.ndarray, device: str) -> torch.Tensor:
     """[R, R, 3] in [0, 1] -> [1, 3, R, R] in [-1, 1]."""
-    import torch
-
     t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)).permute(2, 0, 1)[None]
     return (t * 2.0 - 1.0).to(device)
 
@@ -224,20 +165,18 @@ class _Model:
     G: Any  # Loaded generator on the device.
     key: str  # What an inversion depends on: file, device, preset.
     device: str
+    store: ModelStore  # Where the inversion's loss comes from, when one is needed.
 
 
 def _model(
-    request: EditRequest, device: str, sessions: SessionCache, timings: dict[str, float]
+    request: JobRequest, device: str, models: ModelStore, timings: dict[str, float]
 ) -> _Model:
     preset = request.params.preset
-    if preset not in PRESETS:
-        raise ValueError(f"unknown inversion preset {preset!r}: use one of {list(PRESETS)}")
-    if request.params.blend not in BLENDS:
-        raise ValueError(f"unknown blend {request.params.blend!r}: use one of {list(BLENDS)}")
     t0 = time.perf_counter()
-    path, G = _generator(request.model, device, sessions)
+    loaded = models.load(_model_ref(request), device)
     _add(timings, "load", time.perf_counter() - t0)
-    return _Model(path, G, f"{path}@{device}|{preset}", device)
+    path = str(loaded.path)
+    return _Model(path, loaded.G, f"{path}@{device}|{preset}", device, models)
 
 
 def _add(timings: dict[str, float], key: str, seconds: float) -> None:
@@ -245,8 +184,8 @@ def _add(timings: dict[str, float], key: str, seconds: float) -> None:
 
 
 def _session(
-    request: EditRequest,
-    layer: _Layer,
+    request: JobRequest,
+    layer: _LayerView,
     model: _Model,
     needed: Rect,
     framing: Aligner,
@@ -257,10 +196,6 @@ def _session(
 ) -> Session:
     """The session for a crop holding ``needed``: the one named by the request or found in the
     cache, else a new PTI inversion (stored in the cache)."""
-    import torch
-
-    from gimp_draggan.draggan import pti
-
     digests: dict[CropBox, str] = {}
 
     def digest(box: CropBox) -> str:
@@ -273,7 +208,7 @@ def _session(
     def framed_here() -> Framing:
         if not located:
             t0 = time.perf_counter()
-            located.append(locate(framing, layer.rgba, needed, model.G.img_resolution))
+            located.append(framing.locate(layer.rgba, needed, model.G.img_resolution))
             _add(timings, "frame", time.perf_counter() - t0)
         return located[0]
 
@@ -324,7 +259,7 @@ def _session(
         inv = pti.invert(
             model.G,
             _to_tensor(target, model.device),
-            _loss(model.device, sessions),
+            model.store.loss(model.device),
             pti.preset(request.params.preset),
             on_step=report,
             should_stop=should_stop,
@@ -377,7 +312,7 @@ def _model_points(box: CropBox, points: Sequence[Point]) -> list[Point]:
 
 def _preview(
     session: Session,
-    layer: _Layer,
+    layer: _LayerView,
     img: torch.Tensor,
     size: int,
 ) -> tuple[bytes, tuple[int, int, int, int]]:
@@ -397,7 +332,7 @@ def _preview(
     return preview_jpeg(rgb, size), (rect.x0, rect.y0, rect.width, rect.height)
 
 
-def _backdrop(session: Session, layer: _Layer, n: int) -> np.ndarray:
+def _backdrop(session: Session, layer: _LayerView, n: int) -> np.ndarray:
     """The layer over the box's bounding square at ``n`` pixels a side, float32 RGBA (alpha
     1: flattened over grey as the model sees it); made once per session and size."""
     backdrop = session.backdrops.get(n)
@@ -412,7 +347,7 @@ def _backdrop(session: Session, layer: _Layer, n: int) -> np.ndarray:
 
 def _photo_preview(
     session: Session,
-    layer: _Layer,
+    layer: _LayerView,
     image: torch.Tensor,
     field: MotionField,
     size: int,
@@ -461,7 +396,7 @@ class _Tracker:
     """All pairs' current handles and distances (layer pixels), for progress reports while
     the groups are edited one after another, and how each pair ended."""
 
-    def __init__(self, layer: _Layer, on_progress: ProgressFn, total: int) -> None:
+    def __init__(self, layer: _LayerView, on_progress: ProgressFn, total: int) -> None:
         self.points = list(layer.handles)
         self.targets = layer.targets
         self.on_progress = on_progress
@@ -479,7 +414,7 @@ class _Tracker:
 
     def invert_step(self, phase: str, step: int, total: int) -> None:
         self.on_progress(
-            Progress(
+            ProgressEvent(
                 phase=phase,
                 step=step,
                 total=total,
@@ -495,7 +430,7 @@ class _Tracker:
         crop: tuple[int, int, int, int] | None,
     ) -> None:
         self.on_progress(
-            Progress(
+            ProgressEvent(
                 phase="drag",
                 step=step,
                 total=self.total,
@@ -519,32 +454,20 @@ class _Dragged:
 
 def stop_distance(box: CropBox) -> float:
     """The drag's stop distance in model pixels for this crop (see the module doc)."""
-    from gimp_draggan.draggan.drag import DragParams, pixel_radii
-
     paper = pixel_radii(DragParams(), box.resolution).stop
     return max(min(STOP_LAYER_PX * box.scale, paper), STOP_FLOOR)
 
 
 def _drag(
     session: Session,
-    layer: _Layer,
+    layer: _LayerView,
     pairs: Sequence[int],
-    params: EditParams,
+    params: Params,
     lr: float,
     tracker: _Tracker,
     should_stop: StopFn,
 ) -> _Dragged:
-    import torch
-
-    from gimp_draggan.draggan.drag import DragParams, DragSession
-
     box = session.box
-    for i in pairs:
-        if math.dist(layer.handles[i], layer.targets[i]) < SAME_POINT:
-            raise ValueError(
-                f"pair {i}: handle and target are the same point ({SAME_POINT:g} layer pixels "
-                "or closer); drag the target away from the handle"
-            )
     handles = _model_points(box, [layer.handles[i] for i in pairs])
     targets = _model_points(box, [layer.targets[i] for i in pairs])
     mask = None
@@ -604,8 +527,6 @@ def _drag(
 def _field(
     f0: torch.Tensor, f1: torch.Tensor, box: CropBox, anchors: list[tuple[Point, Point]]
 ) -> MotionField:
-    from gimp_draggan.draggan.motion import estimate_motion
-
     return estimate_motion(f0, f1, box.resolution, anchors)
 
 
@@ -624,7 +545,7 @@ def _toned(session: Session, image: torch.Tensor) -> np.ndarray:
     return np.clip(toned, 0.0, 1.0)
 
 
-def _composite(session: Session, layer: _Layer, dragged: _Dragged, blend: str) -> Patch:
+def _composite(session: Session, layer: _LayerView, dragged: _Dragged, blend: str) -> Patch:
     box = session.box
     result = dragged.result
     if blend == "photo":
@@ -660,25 +581,25 @@ def _touches(patch: Patch, box: CropBox) -> bool:
     return not patch.rect.intersect(box.rect).empty
 
 
-def _apply(work: _Layer, layer: _Layer, patch: Patch) -> _Layer:
+def _apply(work: _LayerView, layer: _LayerView, patch: Patch) -> _LayerView:
     """``work`` with ``patch`` pasted in: a copy of the request's pixels the first time."""
     rgba = np.array(work.rgba) if work.rgba is layer.rgba else work.rgba
     rgba[patch.y : patch.y + patch.height, patch.x : patch.x + patch.width] = patch.pixels
     return replace(work, rgba=rgba)
 
 
-def _apply_all(work: _Layer, layer: _Layer, patches: list[Patch], framing: Aligner) -> _Layer:
+def _apply_all(
+    work: _LayerView, layer: _LayerView, patches: list[Patch], framing: Aligner
+) -> _LayerView:
     """``work`` with ``patches`` pasted in, in order. The working layer may change in place, so
     an aligner that remembers what it found on it (by the array's identity) must look again."""
     for p in patches:
         work = _apply(work, layer, p)
-    forget = getattr(framing, "forget", None)
-    if callable(forget):
-        forget()
+    framing.forget()
     return work
 
 
-def _merge(layer: _Layer, patches: list[Patch]) -> Patch:
+def _merge(layer: _LayerView, patches: list[Patch]) -> Patch:
     """One patch over the bounding box of ``patches``, pasted in order onto ``layer`` (each
     made on the layer the earlier ones left, so where two overlap the later one is right)."""
     if len(patches) == 1:
@@ -694,38 +615,39 @@ def _merge(layer: _Layer, patches: list[Patch]) -> Patch:
     return Patch(pixels=out, x=rect.x0, y=rect.y0)
 
 
-def _groups(layer: _Layer, model: _Model, framing: Aligner) -> list[Group]:
+def _groups(layer: _LayerView, model: _Model, framing: Aligner) -> list[Group]:
     res = model.G.img_resolution
     return plan_groups(
         layer.handles,
         layer.targets,
         layer.selection,
         layer.size,
-        lambda need: locate(framing, layer.rgba, need, res),
+        lambda need: framing.locate(layer.rgba, need, res),
     )
 
 
 def run_edit(
-    request: EditRequest,
+    request: JobRequest,
     *,
     device: str,
     sessions: SessionCache,
+    models: ModelStore,
     on_progress: ProgressFn,
     should_stop: StopFn,
     aligner: Aligner | None = None,
-) -> EditResult:
+) -> JobResult:
     """Drag the request's handles to their targets on its layer; return the changed patch.
 
     Pairs far apart are edited one after another, each group in its own crop (see
     `gimp_draggan.edit.groups`); the result's session is the first group's. ``aligner`` frames the
-    crops (default: what the model calls for, `framing_for`)."""
+    crops (default: what the model calls for, `ModelStore.aligner`)."""
     start = time.perf_counter()
     timings: dict[str, float] = {}
-    layer = _read(request, need_pairs=True)
-    model = _model(request, device, sessions, timings)
-    framing = framing_for(request.model) if aligner is None else aligner
+    layer = _read(request)
+    model = _model(request, device, models, timings)
+    framing = models.aligner(_model_ref(request)) if aligner is None else aligner
     tracker = _Tracker(layer, on_progress, request.params.steps)
-    lr = drag_lr(request.model) if request.params.lr is None else request.params.lr
+    lr = models.drag_lr(_model_ref(request)) if request.params.lr is None else request.params.lr
     patches: list[Patch] = []
     session_ids: list[str] = []
     steps = 0
@@ -735,7 +657,7 @@ def run_edit(
     work = layer  # The layer as the edits so far left it (a copy only once crops overlap).
     pending: list[Patch] = []  # Patches not pasted into `work` yet.
 
-    def session_for(group: Group, on: _Layer) -> Session:
+    def session_for(group: Group, on: _LayerView) -> Session:
         return _session(
             request,
             on,
@@ -768,13 +690,13 @@ def run_edit(
         _add(timings, "composite", time.perf_counter() - t0)
     patch = _merge(work, patches)
     timings["total"] = time.perf_counter() - start
-    return EditResult(
+    return JobResult(
         patch=to_bytes(patch.pixels),
         x=patch.x,
         y=patch.y,
         width=patch.width,
         height=patch.height,
-        depth=request.depth,
+        depth=request.layer.depth,
         points=list(tracker.points),
         distances=tracker.distances,
         steps=steps,
@@ -786,14 +708,15 @@ def run_edit(
 
 
 def run_invert(
-    request: EditRequest,
+    request: JobRequest,
     *,
     device: str,
     sessions: SessionCache,
+    models: ModelStore,
     on_progress: ProgressFn,
     should_stop: StopFn,
     aligner: Aligner | None = None,
-) -> EditResult:
+) -> JobResult:
     """Prepare the sessions a later drag on this layer will use (the daemon's `invert` op): the
     crops a drag of these pairs would use, or with no pairs one crop around the selection (the
     whole layer without one). The patch is empty; the session is the first crop's. ``aligner``
@@ -801,10 +724,10 @@ def run_invert(
     model, else the whole layer as one plain square."""
     start = time.perf_counter()
     timings: dict[str, float] = {}
-    layer = _read(request, need_pairs=False)
-    model = _model(request, device, sessions, timings)
+    layer = _read(request)
+    model = _model(request, device, models, timings)
     tracker = _Tracker(layer, on_progress, 0)
-    framing = framing_for(request.model) if aligner is None else aligner
+    framing = models.aligner(_model_ref(request)) if aligner is None else aligner
     if layer.handles:
         needs = [g.needed for g in _groups(layer, model, framing)]
     else:
@@ -827,13 +750,13 @@ def run_invert(
         for need in needs
     ]
     timings["total"] = time.perf_counter() - start
-    return EditResult(
+    return JobResult(
         patch=b"",
         x=0,
         y=0,
         width=0,
         height=0,
-        depth=request.depth,
+        depth=request.layer.depth,
         points=list(layer.handles),
         distances=tracker.distances,
         steps=0,

@@ -23,8 +23,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from PIL import Image, ImageDraw
+
+from gimp_draggan.atomic import save_image, write_text
+from gimp_draggan.service.executor import PipelineExecutor
+from gimp_draggan.service.server import Server, ServerConfig
 from gimp_draggan.terminal import ProgressBar
 from gimp_draggan_plugin import protocol as P
+from gimp_draggan_plugin.client import Client
 from gimp_draggan_plugin.protocol import Point
 
 SAMPLE = "assets/demo_photo.png"
@@ -96,8 +103,6 @@ class DemoReport:
 # ---- the sample -------------------------------------------------------------------------------
 def load_sample() -> Any:
     """The bundled sample as a PIL RGBA image."""
-    from PIL import Image
-
     data = resources.files("gimp_draggan").joinpath(SAMPLE).read_bytes()
     image = Image.open(io.BytesIO(data)).convert("RGBA")
     if image.size != SAMPLE_SIZE:
@@ -107,8 +112,7 @@ def load_sample() -> Any:
 
 def make_sample() -> Any:
     """Cut the sample from scikit-image's astronaut (how `assets/demo_photo.png` was made)."""
-    from PIL import Image
-    from skimage import data
+    from skimage import data  # A test dependency: only remaking the sample needs it.
 
     x0, y0, x1, y1 = SAMPLE_BOX
     return Image.fromarray(data.astronaut()[y0:y1, x0:x1], "RGB")
@@ -131,9 +135,6 @@ def selection_mask(width: int, height: int, ellipse: tuple[float, float, float, 
 # ---- the run ----------------------------------------------------------------------------------
 def start_daemon(options: DemoOptions) -> tuple[Any, str]:
     """A real daemon (ROUTER + worker thread) on a free loopback port, in this process."""
-    from gimp_draggan.service.executor import PipelineExecutor
-    from gimp_draggan.service.server import Server, ServerConfig
-
     files: dict[str, Path] = {}
     model = options.model
     if Path(model).suffix in (".safetensors", ".pkl") or Path(model).is_file():
@@ -156,8 +157,6 @@ def _model_name(options: DemoOptions) -> str:
 
 def run(options: DemoOptions, bar: ProgressBar | None = None) -> DemoReport:
     """Run the demo end to end and write its files into `options.out`."""
-    from gimp_draggan_plugin.client import Client
-
     if options.steps < 1 or options.preview_every < 0:
         raise ValueError("steps must be >= 1 and preview-every >= 0")
     bar = bar or ProgressBar()
@@ -223,8 +222,6 @@ def run(options: DemoOptions, bar: ProgressBar | None = None) -> DemoReport:
 
 def paste_patch(photo: Any, result: P.JobResult) -> Any:
     """The layer after the edit: the patch placed at its offset (what GIMP's new layer shows)."""
-    from PIL import Image
-
     if result.depth != "u8":
         raise ValueError(f"the demo sends 8-bit pixels but got a {result.depth} patch")
     patch = Image.frombytes("RGBA", (result.width, result.height), result.patch)
@@ -243,8 +240,6 @@ def summarise(
     mask: bytes,
     result: P.JobResult,
 ) -> DemoReport:
-    import numpy as np
-
     a = np.asarray(before, dtype=np.int16)
     b = np.asarray(after, dtype=np.int16)
     inside = np.frombuffer(mask, np.uint8).reshape(a.shape[:2]) > 0
@@ -284,8 +279,6 @@ def _draw_points(
     scale: float,
     ellipse: tuple[float, float, float, float] | None,
 ) -> Any:
-    from PIL import Image, ImageDraw
-
     img = image.convert("RGB")
     img = img.resize(
         (round(img.width * scale), round(img.height * scale)), Image.Resampling.LANCZOS
@@ -308,8 +301,6 @@ def side_by_side(before: Any, after: Any, result: P.JobResult, scale: float = 1.
     """The README picture. Top: before (handles red, targets blue, the selection) | after (where
     the handles' content went), at 100 %. Below: the edited region of each, ZOOM x, pixel for
     pixel (nearest neighbour), unmarked, so the photo's own texture can be judged."""
-    from PIL import Image
-
     targets = [t for _, t in SCENE.pairs]
     left = _draw_points(before, list(SCENE.pairs), scale, SCENE.ellipse)
     right = _draw_points(after, list(zip(result.points, targets, strict=True)), scale, None)
@@ -332,8 +323,6 @@ def side_by_side(before: Any, after: Any, result: P.JobResult, scale: float = 1.
 def preview_frames(frames: list[Frame], size: int = 192) -> list[Any]:
     """The daemon's previews (model resolution) enlarged, with the handles (red) on their way
     to the targets (blue) where the crop is known, and the step."""
-    from PIL import Image, ImageDraw
-
     out = []
     for frame in frames:
         im = Image.open(io.BytesIO(frame.jpeg)).convert("RGB")
@@ -353,8 +342,6 @@ def preview_frames(frames: list[Frame], size: int = 192) -> list[Any]:
 
 
 def contact_sheet(images: list[Any], max_cols: int = 6) -> Any:
-    from PIL import Image
-
     w, h = images[0].size
     rows = -(-len(images) // max_cols)
     cols = -(-len(images) // rows)
@@ -375,10 +362,6 @@ def write_outputs(
 ) -> list[str]:
     """Write pictures and reports (each replaces its file only when complete); returns the file
     names written."""
-    from PIL import Image
-
-    from gimp_draggan.atomic import save_image, write_text
-
     out.mkdir(parents=True, exist_ok=True)
     written = {
         "before.png": before,

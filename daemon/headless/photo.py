@@ -14,18 +14,20 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from gimp_draggan import threads
-from gimp_draggan.edit.types import EditParams, EditRequest
+from gimp_draggan.atomic import save_image
 from gimp_draggan.terminal import StepPrinter
+from gimp_draggan_plugin import protocol as P
 
 
 def paste_patch(layer: Any, patch: bytes, x: int, y: int, width: int, height: int) -> Any:
     """A copy of the RGBA layer ``[H, W, 4]`` (u8 or u16) with the patch (same depth) pasted at
     (x, y)."""
-    import numpy as np
+    import numpy as np  # Here: `--help` imports this module (see `run_photo`).
 
     out = layer.copy()
     out[y : y + height, x : x + width] = np.frombuffer(patch, layer.dtype).reshape(height, width, 4)
@@ -50,8 +52,6 @@ def write_result(
     ``save(fp, format=...)`` (`imagefile.ImageFile.encode`)."""
     dest = Path(args.output)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    from gimp_draggan.atomic import save_image
-
     save_image(image, dest)
     print(closing_line(steps, where, points, distances, converged, worse) + f"; wrote {dest}")
     if args.json:
@@ -98,30 +98,34 @@ def closing_line(
 def run_photo(args: argparse.Namespace) -> int:
     """Edit ``args.image`` with ``args.pairs`` (layer pixels) and write ``args.output`` in the
     image's own mode and depth (`imagefile`); arguments were checked by `drag.check_args`."""
+    # Here, not at the top: `drag --daemon` (and so `--help`) imports this module for its
+    # output helpers, and must not load numpy, torch or the edit stack.
     from gimp_draggan.device import pick_device
     from gimp_draggan.edit.pipeline import EditCancelled, run_edit
     from gimp_draggan.edit.sessions import SessionCache
     from gimp_draggan.headless.imagefile import read_image, read_mask
-    from gimp_draggan_plugin import protocol as P
+    from gimp_draggan.models.store import ModelStore
 
     try:
         image = read_image(args.image)
         w, h = image.width, image.height
         mask = read_mask(args.mask, w, h) if args.mask else None
-        check_inside(args.pairs, w, h)
+        # The daemon's rules, once (the model may be a file here, which the wire never takes).
+        request = P.checked(
+            P.JobRequest.photo(
+                image.rgba.tobytes(),
+                w,
+                h,
+                list(args.pairs),
+                depth=image.depth,
+                mask=mask,
+                params=P.Params(steps=args.steps, lr=args.lr, blend=args.blend),
+            )
+        )
+        request = replace(request, model=args.model)
         device = pick_device(args.device)
         if device == "cpu":
             threads.apply(args.threads)
-        request = EditRequest(
-            width=w,
-            height=h,
-            pixels=image.rgba.tobytes(),
-            depth=image.depth,
-            pairs=list(args.pairs),
-            model=args.model,
-            mask=mask,
-            params=EditParams(steps=args.steps, lr=args.lr, blend=args.blend),
-        )
         print(
             f"drag: {args.image} ({w}x{h}, {image.written_as}), {len(args.pairs)} pair(s), "
             f"model {args.model}, device {device}",
@@ -134,6 +138,7 @@ def run_photo(args: argparse.Namespace) -> int:
             request,
             device=device,
             sessions=sessions,
+            models=ModelStore(any_file=True),
             on_progress=printer,
             should_stop=lambda: False,
         )
@@ -168,6 +173,4 @@ def check_inside(
     pairs: Sequence[tuple[tuple[float, float], tuple[float, float]]], width: int, height: int
 ) -> None:
     """Every handle and target inside the image: the daemon's rule (`protocol.check_pairs`)."""
-    from gimp_draggan_plugin import protocol as P
-
     P.check_pairs([[hx, hy, tx, ty] for (hx, hy), (tx, ty) in pairs], (width, height), need=True)

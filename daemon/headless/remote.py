@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from gimp_draggan.headless.photo import paste_patch, write_result
+from gimp_draggan.headless.photo import check_inside, paste_patch, write_result
 from gimp_draggan.terminal import StepPrinter
 from gimp_draggan_plugin import protocol as P
 
@@ -41,17 +41,16 @@ def model_name(model: str) -> str:
 def run_remote(args: argparse.Namespace, image_path: str | None = None) -> int:
     """Run the drag of `args` (seed form, or photo form with `image_path`) on the daemon; the
     arguments were checked by `drag.check_args` (the daemon's own rules)."""
+    # Here, not at the top: the `drag` command imports this module, and `--help` must not load
+    # numpy, Pillow or ZeroMQ.
     import numpy as np
     from PIL import Image
 
     from gimp_draggan.headless.imagefile import read_image, read_mask
-    from gimp_draggan.headless.photo import check_inside
     from gimp_draggan_plugin.client import Client, curve_for
 
     address = args.daemon or P.default_address()
-    params = {"steps": args.steps, "blend": args.blend}
-    if args.lr is not None:
-        params["lr"] = args.lr
+    params = P.Params(steps=args.steps, lr=args.lr, blend=args.blend)
     printer = StepPrinter(sys.stdout)
 
     def on_event(ev: P.ProgressEvent | P.QueuedEvent) -> None:
@@ -81,30 +80,30 @@ def run_remote(args: argparse.Namespace, image_path: str | None = None) -> int:
             hello = client.hello("gimp-draggan-cli")
             start = time.perf_counter()
             if image is None:
-                r = client.drag(
-                    seed=args.seed,
-                    pairs=args.pairs,
-                    model=model,
-                    params=params,
+                seeded = P.JobRequest.seeded(
+                    args.seed,
+                    args.pairs,
                     mask=mask,
                     width=mw,
                     height=mh,
-                    on_event=on_event,
+                    model=model,
+                    params=params,
                 )
+                r = client.drag(seeded, on_event=on_event)
                 rgb = np.frombuffer(r.patch, np.uint8).reshape(r.height, r.width, 4)[:, :, :3]
                 out = Image.fromarray(np.ascontiguousarray(rgb))
             else:
-                r = client.drag(
-                    pixels=image.rgba.tobytes(),
-                    width=mw,
-                    height=mh,
+                photo = P.JobRequest.photo(
+                    image.rgba.tobytes(),
+                    mw,
+                    mh,
+                    args.pairs,
                     depth=image.depth,
-                    pairs=args.pairs,
                     mask=mask,
                     model=model,
                     params=params,
-                    on_event=on_event,
                 )
+                r = client.drag(photo, on_event=on_event)
                 out = image.encode(paste_patch(image.rgba, r.patch, r.x, r.y, r.width, r.height))
             seconds = time.perf_counter() - start
     except (P.ProtocolError, ValueError, OSError) as exc:
@@ -137,7 +136,7 @@ def _seed_mask(path: str | None) -> tuple[bytes | None, int, int]:
     (The daemon checks it against the model's size.)"""
     if not path:
         return None, 0, 0
-    from gimp_draggan.headless.imagefile import mask_bytes, read_image
+    from gimp_draggan.headless.imagefile import mask_bytes, read_image  # numpy: see run_remote.
 
     image = read_image(path)
     return mask_bytes(image), image.width, image.height

@@ -6,7 +6,8 @@ holds its own `PipelineExecutor`, so its generators and PTI sessions stay in its
 dispatcher thread in the daemon places jobs (`ActorPool.target`), streams each actor's progress
 back to the socket loop as the worker thread does, forwards cancels, and answers `worker_lost`
 when an actor dies. Ray is imported only here, and only `serve --cluster` imports this module's
-Ray parts (the placement rule needs no Ray).
+Ray parts (the placement rule needs no Ray): Ray is an optional extra, so each function that
+uses it imports it.
 
 Placement: a job goes to the actor that holds its session (the request's `session` hint, learnt
 from earlier results), else to the actor that got the same content (a digest of the request's
@@ -34,8 +35,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 import zmq
 
+from gimp_draggan.service.executor import PipelineExecutor
 from gimp_draggan.service.jobs import Job, JobQueue
 from gimp_draggan.service.worker import DONE, MSG, START, Executor, JobSpec, run_job
 from gimp_draggan_plugin import protocol as P
@@ -87,10 +90,6 @@ class DragActor:
     (`max_concurrency`), so `cancel` runs while `run` streams."""
 
     def __init__(self, spec: ActorSpec) -> None:
-        import torch
-
-        from gimp_draggan.service.executor import PipelineExecutor
-
         torch.set_num_threads(spec.threads)
         self.executor = PipelineExecutor(
             spec.device, spec.default_model, dict(spec.files), spec.cache
@@ -189,7 +188,7 @@ def ask_of(job: Job) -> Ask:
         digest = hashlib.blake2b(digest_size=16)
         digest.update(
             f"{req.model}|{req.image.width}x{req.image.height}|{req.image.depth}|"
-            f"{req.params.get('preset')}|".encode()
+            f"{req.params.preset}|".encode()
         )
         digest.update(req.pixels)
         content = digest.hexdigest()

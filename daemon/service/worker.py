@@ -47,6 +47,10 @@ class Executor(Protocol):
 
     def download(self, name: str, on_progress: ProgressFn, should_stop: StopFn) -> None: ...
 
+    def warm(self) -> None:
+        """Before the first job: load what it will need (the default model); may do nothing."""
+        ...
+
     def recover(self) -> None:
         """After out-of-memory: drop caches so the next job can run."""
         ...
@@ -102,12 +106,9 @@ class Worker(threading.Thread):
             sock.close(linger=0)
 
     def _warm(self) -> None:
-        """Let the executor load its default model before the first job (optional method)."""
-        warm = getattr(self._executor, "warm", None)
-        if warm is None:
-            return
+        """Let the executor load its default model before the first job."""
         try:
-            warm()
+            self._executor.warm()
         except Exception as exc:  # The first job will report the problem properly.
             log.warning("warm-up failed: %s", exc)
 

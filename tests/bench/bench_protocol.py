@@ -30,6 +30,7 @@ from gimp_draggan.service.executor import PipelineExecutor
 from gimp_draggan.service.server import Server, ServerConfig
 from gimp_draggan_plugin import protocol as P
 from gimp_draggan_plugin.client import Client
+from gimp_draggan_plugin.protocol import JobRequest, Params
 
 SIDE = 4096
 
@@ -64,6 +65,9 @@ class EchoExecutor:
         raise RuntimeError("no downloads here")
 
     def recover(self) -> None:
+        pass
+
+    def warm(self) -> None:
         pass
 
 
@@ -115,7 +119,9 @@ def roundtrip_ms(address: str, repeats: int, prefer: str) -> float:
     with Client(address, prefer=prefer, timeout_s=30) as client:
         for _ in range(repeats + 1):
             start = time.perf_counter()
-            r = client.drag(pixels=layer, width=SIDE, height=SIDE, pairs=[((1, 1), (9, 9))])
+            r = client.drag(
+                JobRequest.photo(pixels=layer, width=SIDE, height=SIDE, pairs=[((1, 1), (9, 9))])
+            )
             times.append(time.perf_counter() - start)
             if r.patch != layer:  # Checked outside the timed part.
                 raise SystemExit("the echoed layer differs from the one sent")
@@ -131,10 +137,12 @@ def jobs_per_s(address: str, jobs: int, clients: int, model: str) -> float:
             with Client(address, timeout_s=30) as client:
                 for j in range(per_client):
                     client.drag(
-                        seed=c * 100000 + j,
-                        model=model,
-                        pairs=[((8, 8), (20, 8))],
-                        params={"steps": 1},
+                        JobRequest.seeded(
+                            seed=c * 100000 + j,
+                            model=model,
+                            pairs=[((8, 8), (20, 8))],
+                            params=Params(steps=1),
+                        )
                     )
         except BaseException as exc:
             errors.append(exc)

@@ -50,7 +50,7 @@ class FakeExecutor:
             raise exc
         self.running.set()
         try:
-            steps = request.params["steps"]
+            steps = request.params.steps
             points = [h for h, _ in request.pairs]
             for step in range(1, steps + 1):
                 if should_stop():
@@ -95,3 +95,6 @@ class FakeExecutor:
 
     def recover(self) -> None:
         self.recovered += 1
+
+    def warm(self) -> None:
+        """Nothing to load."""

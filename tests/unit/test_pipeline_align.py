@@ -24,13 +24,15 @@ from gimp_draggan.draggan.networks import Generator, GeneratorConfig
 from gimp_draggan.edit.align import FaceAligner, SquareFraming, ffhq_box
 from gimp_draggan.edit.align_embedded import KeypointAligner
 from gimp_draggan.edit.geometry import Rect
-from gimp_draggan.edit.pipeline import framing_for, run_edit, run_invert
+from gimp_draggan.edit.pipeline import run_edit, run_invert
 from gimp_draggan.edit.sampling import model_view
 from gimp_draggan.edit.sessions import SessionCache
-from gimp_draggan.edit.types import EditParams, EditRequest, Progress
 from gimp_draggan.faces import FaceLandmarks
+from gimp_draggan.models.store import ModelStore
+from gimp_draggan_plugin.protocol import JobRequest, Params, ProgressEvent
 
 pytestmark = pytest.mark.timeout(300)
+MODELS = ModelStore(any_file=True)  # Names or files, as the command line takes them.
 
 TINY = GeneratorConfig(
     img_resolution=32, z_dim=32, w_dim=32, channel_base=256, channel_max=32, mapping_layers=2
@@ -83,11 +85,11 @@ def test_models_say_which_framing_they_need(model: str) -> None:
     from gimp_draggan import faces
 
     for name in ("stylegan2-ffhq-512x512", "stylegan2-ada-ffhq-1024"):
-        aligner = framing_for(name)
+        aligner = MODELS.aligner(name)
         assert isinstance(aligner, FaceAligner) and aligner.find_faces is faces.find_faces
-    assert isinstance(framing_for("embedded"), KeypointAligner)  # its own keypoints
-    assert isinstance(framing_for("stylegan2-afhqcat-512x512"), SquareFraming)
-    assert isinstance(framing_for(model), SquareFraming)  # a file: no alignment
+    assert isinstance(MODELS.aligner("embedded"), KeypointAligner)  # its own keypoints
+    assert isinstance(MODELS.aligner("stylegan2-afhqcat-512x512"), SquareFraming)
+    assert isinstance(MODELS.aligner(model), SquareFraming)  # a file: no alignment
 
 
 def test_an_ffhq_framed_edit_changes_only_the_turned_square(
@@ -95,23 +97,24 @@ def test_an_ffhq_framed_edit_changes_only_the_turned_square(
 ) -> None:
     rgba = _photo()
     pair = (_turn((240.0, 125.0), ANGLE), _turn((270.0, 140.0), ANGLE))  # nose, 4.6 model px
-    req = EditRequest(
-        512,
-        512,
+    req = JobRequest.photo(
         rgba.tobytes(),
-        "u8",
+        512,
+        512,
         [pair],
-        model,
-        params=EditParams(steps=2, lr=0.05, preview_every=1, preview_size=24),
+        depth="u8",
+        model=model,
+        params=Params(steps=2, lr=0.05, preview_every=1, preview_size=24),
     )
     sessions = SessionCache()
-    events: list[Progress] = []
+    events: list[ProgressEvent] = []
     calls: list[Rect] = []
     with caplog.at_level(logging.INFO, logger="gimp_draggan.edit.pipeline"):
         r = run_edit(
             req,
             device="cpu",
             sessions=sessions,
+            models=MODELS,
             on_progress=events.append,
             should_stop=lambda: False,
             aligner=FaceAligner(_finder(calls)),
@@ -158,6 +161,7 @@ def test_an_ffhq_framed_edit_changes_only_the_turned_square(
         req,
         device="cpu",
         sessions=sessions,
+        models=MODELS,
         on_progress=lambda e: None,
         should_stop=lambda: False,
         aligner=FaceAligner(_finder([])),
@@ -168,12 +172,15 @@ def test_an_ffhq_framed_edit_changes_only_the_turned_square(
 def test_points_off_the_face_fall_back_to_the_square(small: list[int], model: str) -> None:
     rgba = _photo()
     pair = ((60.0, 450.0), (75.0, 455.0))  # far from the face
-    req = EditRequest(512, 512, rgba.tobytes(), "u8", [pair], model, params=EditParams(steps=1))
+    req = JobRequest.photo(
+        rgba.tobytes(), 512, 512, [pair], depth="u8", model=model, params=Params(steps=1)
+    )
     sessions = SessionCache()
     r = run_invert(
         req,
         device="cpu",
         sessions=sessions,
+        models=MODELS,
         on_progress=lambda e: None,
         should_stop=lambda: False,
         aligner=FaceAligner(_finder([])),
@@ -201,12 +208,15 @@ def test_an_invert_without_points_frames_the_largest_face(small: list[int], mode
         return [small_face, FACE]  # the bigger face second: size decides
 
     rgba = _photo()
-    req = EditRequest(512, 512, rgba.tobytes(), "u8", [], model, params=EditParams(steps=1))
+    req = JobRequest.photo(
+        rgba.tobytes(), 512, 512, [], depth="u8", model=model, params=Params(steps=1)
+    )
     sessions = SessionCache()
     r = run_invert(
         req,
         device="cpu",
         sessions=sessions,
+        models=MODELS,
         on_progress=lambda e: None,
         should_stop=lambda: False,
         aligner=FaceAligner(find_faces),
@@ -219,6 +229,7 @@ def test_an_invert_without_points_frames_the_largest_face(small: list[int], mode
         req,
         device="cpu",
         sessions=sessions,
+        models=MODELS,
         on_progress=lambda e: None,
         should_stop=lambda: False,
         aligner=FaceAligner(lambda *a: []),
@@ -237,8 +248,8 @@ def test_neighbouring_faces_are_edited_one_after_another(small: list[int], model
         (FACE.nose, (FACE.nose[0] + 40.0, FACE.nose[1] + 20.0)),
         (second.nose, (second.nose[0] + 40.0, second.nose[1] + 20.0)),
     ]
-    req = EditRequest(
-        512, 512, rgba.tobytes(), "u8", pairs, model, params=EditParams(steps=3, lr=0.1)
+    req = JobRequest.photo(
+        rgba.tobytes(), 512, 512, pairs, depth="u8", model=model, params=Params(steps=3, lr=0.1)
     )
     boxes = [ffhq_box(f, 512, 512, 32) for f in (FACE, second)]
     assert not boxes[0].rect.intersect(boxes[1].rect).empty  # the squares overlap
@@ -247,6 +258,7 @@ def test_neighbouring_faces_are_edited_one_after_another(small: list[int], model
         req,
         device="cpu",
         sessions=sessions,
+        models=MODELS,
         on_progress=lambda e: None,
         should_stop=lambda: False,
         aligner=FaceAligner(lambda read, w, h, around: [FACE, second]),

@@ -15,10 +15,12 @@ from gimp_draggan.draggan.networks import Generator, GeneratorConfig
 from gimp_draggan.edit.align import FaceAligner, ffhq_box
 from gimp_draggan.edit.pipeline import run_edit, run_invert
 from gimp_draggan.edit.sessions import SessionCache
-from gimp_draggan.edit.types import EditParams, EditRequest
 from gimp_draggan.faces import FaceLandmarks
+from gimp_draggan.models.store import ModelStore
+from gimp_draggan_plugin.protocol import JobRequest, Params
 
 pytestmark = pytest.mark.timeout(300)
+MODELS = ModelStore(any_file=True)  # Names or files, as the command line takes them.
 
 TINY = GeneratorConfig(
     img_resolution=32, z_dim=32, w_dim=32, channel_base=256, channel_max=32, mapping_layers=2
@@ -41,14 +43,19 @@ def test_a_second_invert_without_points_reuses_the_face_session(
     torch.manual_seed(0)
     model = str(save_generator(Generator(TINY), tmp_path / "tiny.safetensors"))
     rgba = np.dstack([skimage.data.astronaut(), np.full((512, 512), 255, np.uint8)])
-    req = EditRequest(512, 512, rgba.tobytes(), "u8", [], model, params=EditParams(steps=1))
+    req = JobRequest.photo(
+        rgba.tobytes(), 512, 512, [], depth="u8", model=model, params=Params(steps=1)
+    )
     sessions = SessionCache()
     ids = []
     for hint in (None, None, "stale-or-unknown"):
         r = run_invert(
-            EditRequest(512, 512, req.pixels, "u8", [], model, params=req.params, session=hint),
+            JobRequest.photo(
+                req.pixels, 512, 512, [], depth="u8", model=model, params=req.params, session=hint
+            ),
             device="cpu",
             sessions=sessions,
+            models=MODELS,
             on_progress=lambda e: None,
             should_stop=lambda: False,
             aligner=FaceAligner(lambda read, w, h, around: [FACE]),
@@ -76,11 +83,18 @@ def test_a_drag_on_one_face_uses_its_own_crop_not_a_neighbours_that_holds_it(
 
     sessions = SessionCache()
     prepared = run_invert(
-        EditRequest(
-            512, 512, rgba.tobytes(), "u8", [on_right, on_left], model, params=EditParams(steps=1)
+        JobRequest.photo(
+            rgba.tobytes(),
+            512,
+            512,
+            [on_right, on_left],
+            depth="u8",
+            model=model,
+            params=Params(steps=1),
         ),
         device="cpu",
         sessions=sessions,
+        models=MODELS,
         on_progress=lambda e: None,
         should_stop=lambda: False,
         aligner=aligner(),
@@ -89,11 +103,18 @@ def test_a_drag_on_one_face_uses_its_own_crop_not_a_neighbours_that_holds_it(
     assert {s.box for s in sessions.kept()} == {boxes["right"], boxes["left"]}
     assert len(small) == 2  # each face its own crop
     r = run_edit(
-        EditRequest(
-            512, 512, rgba.tobytes(), "u8", [on_right], model, params=EditParams(steps=1, lr=0.05)
+        JobRequest.photo(
+            rgba.tobytes(),
+            512,
+            512,
+            [on_right],
+            depth="u8",
+            model=model,
+            params=Params(steps=1, lr=0.05),
         ),
         device="cpu",
         sessions=sessions,
+        models=MODELS,
         on_progress=lambda e: None,
         should_stop=lambda: False,
         aligner=aligner(),
@@ -120,18 +141,19 @@ def test_a_plain_square_made_before_does_not_serve_a_face_found_now(
         return FaceAligner(lambda read, w, h, around: [FACE])
 
     first = run_edit(
-        EditRequest(
-            512,
-            512,
+        JobRequest.photo(
             rgba.tobytes(),
-            "u8",
+            512,
+            512,
             [on_nose],
-            model,
+            depth="u8",
+            model=model,
             mask=mask.tobytes(),
-            params=EditParams(steps=1),
+            params=Params(steps=1),
         ),
         device="cpu",
         sessions=sessions,
+        models=MODELS,
         on_progress=lambda e: None,
         should_stop=lambda: False,
         aligner=aligner(),
@@ -142,18 +164,19 @@ def test_a_plain_square_made_before_does_not_serve_a_face_found_now(
     assert square.box.side <= 2 * face_box.side  # a cache hit, size-wise
     for hint in (first.session, None):
         r = run_edit(
-            EditRequest(
-                512,
-                512,
+            JobRequest.photo(
                 rgba.tobytes(),
-                "u8",
+                512,
+                512,
                 [on_nose],
-                model,
-                params=EditParams(steps=1),
+                depth="u8",
+                model=model,
+                params=Params(steps=1),
                 session=hint,
             ),
             device="cpu",
             sessions=sessions,
+            models=MODELS,
             on_progress=lambda e: None,
             should_stop=lambda: False,
             aligner=aligner(),

@@ -16,9 +16,11 @@ from gimp_draggan.edit.geometry import Rect, choose_box
 from gimp_draggan.edit.groups import plan_groups, selection_parts
 from gimp_draggan.edit.pipeline import run_edit
 from gimp_draggan.edit.sessions import SessionCache
-from gimp_draggan.edit.types import EditParams, EditRequest
+from gimp_draggan.models.store import ModelStore
+from gimp_draggan_plugin.protocol import JobRequest, Params
 
 pytestmark = pytest.mark.timeout(300)
+MODELS = ModelStore(any_file=True)  # Names or files, as the command line takes them.
 
 
 def _frame(need: Rect) -> Framing:
@@ -114,13 +116,18 @@ def test_two_faces_in_one_drag_are_edited_one_after_another(
     img = skimage.data.astronaut()
     rgba = np.dstack([img, np.full((512, 512), 255, np.uint8)])
     pairs = [((100.0, 100.0), (112.0, 104.0)), ((400.0, 380.0), (410.0, 392.0))]
-    req = EditRequest(
-        512, 512, rgba.tobytes(), "u8", pairs, model, params=EditParams(steps=2, lr=0.05)
+    req = JobRequest.photo(
+        rgba.tobytes(), 512, 512, pairs, depth="u8", model=model, params=Params(steps=2, lr=0.05)
     )
     sessions = SessionCache()
     events = []
     r = run_edit(
-        req, device="cpu", sessions=sessions, on_progress=events.append, should_stop=lambda: False
+        req,
+        device="cpu",
+        sessions=sessions,
+        models=MODELS,
+        on_progress=events.append,
+        should_stop=lambda: False,
     )
     assert len(small) == 2 and len(sessions) == 2
     boxes = [
@@ -140,6 +147,11 @@ def test_two_faces_in_one_drag_are_edited_one_after_another(
     assert len(r.points) == 2 and r.points[1][0] > 300  # in the request's order
     assert all(len(e.points) == 2 for e in events)  # progress shows every handle
     run_edit(
-        req, device="cpu", sessions=sessions, on_progress=lambda e: None, should_stop=lambda: False
+        req,
+        device="cpu",
+        sessions=sessions,
+        models=MODELS,
+        on_progress=lambda e: None,
+        should_stop=lambda: False,
     )
     assert len(small) == 2  # both crops were cached

@@ -18,16 +18,18 @@ from gimp_draggan.draggan.checkpoint import save_generator
 from gimp_draggan.draggan.networks import Generator, GeneratorConfig
 from gimp_draggan.edit.pipeline import run_edit, run_invert
 from gimp_draggan.edit.sessions import SessionCache
-from gimp_draggan.edit.types import EditParams, EditRequest, EditResult
+from gimp_draggan.models.store import ModelStore
+from gimp_draggan_plugin.protocol import JobRequest, JobResult, Params
 
 pytestmark = pytest.mark.timeout(300)
+MODELS = ModelStore(any_file=True)  # Names or files, as the command line takes them.
 
 TINY = GeneratorConfig(
     img_resolution=32, z_dim=32, w_dim=32, channel_base=256, channel_max=32, mapping_layers=2
 )
 
 
-def _paste(rgba: np.ndarray, r: EditResult) -> np.ndarray:
+def _paste(rgba: np.ndarray, r: JobResult) -> np.ndarray:
     out = rgba.copy()
     out[r.y : r.y + r.height, r.x : r.x + r.width] = np.frombuffer(r.patch, np.uint8).reshape(
         r.height, r.width, 4
@@ -43,22 +45,32 @@ def test_a_hinted_crop_over_an_earlier_groups_patch_keeps_that_edit(
     rgba = np.dstack([skimage.data.astronaut(), np.full((512, 512), 255, np.uint8)])
     a = ((100.0, 100.0), (110.0, 100.0))  # planned crop x 97..114
     b = ((150.0, 100.0), (160.0, 100.0))  # planned crop x 147..164: two groups
-    params = EditParams(steps=3, lr=0.1)
+    params = Params(steps=3, lr=0.1)
     sessions = SessionCache()
     # An earlier inversion whose crop (x 110..172) holds b's points and overlaps a's crop.
     wide = run_invert(
-        EditRequest(512, 512, rgba.tobytes(), "u8", [((120.0, 100.0), b[1])], model, params=params),
+        JobRequest.photo(
+            rgba.tobytes(),
+            512,
+            512,
+            [((120.0, 100.0), b[1])],
+            depth="u8",
+            model=model,
+            params=params,
+        ),
         device="cpu",
         sessions=sessions,
+        models=MODELS,
         on_progress=lambda e: None,
         should_stop=lambda: False,
     )
     wide_box = sessions.get(wide.session).box
     assert wide_box.rect.x0 <= 112 and wide_box.holds(list(b))
     only_a = run_edit(
-        EditRequest(512, 512, rgba.tobytes(), "u8", [a], model, params=params),
+        JobRequest.photo(rgba.tobytes(), 512, 512, [a], depth="u8", model=model, params=params),
         device="cpu",
         sessions=sessions,
+        models=MODELS,
         on_progress=lambda e: None,
         should_stop=lambda: False,
     )
@@ -68,11 +80,19 @@ def test_a_hinted_crop_over_an_earlier_groups_patch_keeps_that_edit(
     moved = overlap & np.any(edited_a != rgba, axis=2)
     assert moved.any()  # a's edit reaches into the wide crop
     both = run_edit(
-        EditRequest(
-            512, 512, rgba.tobytes(), "u8", [a, b], model, params=params, session=wide.session
+        JobRequest.photo(
+            rgba.tobytes(),
+            512,
+            512,
+            [a, b],
+            depth="u8",
+            model=model,
+            params=params,
+            session=wide.session,
         ),
         device="cpu",
         sessions=sessions,
+        models=MODELS,
         on_progress=lambda e: None,
         should_stop=lambda: False,
     )

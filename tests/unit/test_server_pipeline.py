@@ -17,11 +17,12 @@ from service_helpers import (
 
 from gimp_draggan.edit.pipeline import run_edit
 from gimp_draggan.edit.sessions import SessionCache
-from gimp_draggan.edit.types import EditParams, EditRequest
+from gimp_draggan.models.store import ModelStore
 from gimp_draggan.service.executor import PipelineExecutor, seed_drag
 from gimp_draggan.service.server import Server, ServerConfig
 from gimp_draggan_plugin import protocol as P
 from gimp_draggan_plugin.client import Client, DaemonError
+from gimp_draggan_plugin.protocol import JobRequest, Params
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -56,14 +57,15 @@ def test_seed_drag_through_the_service_equals_in_process(service, tiny):
     events = []
     with Client(server.address) as client:
         r = client.drag(
-            seed=5, pairs=PAIRS, model="tiny", params={"steps": 6}, on_event=events.append
+            JobRequest.seeded(seed=5, pairs=PAIRS, model="tiny", params=Params(steps=6)),
+            on_event=events.append,
         )
     local = PipelineExecutor("cpu", files={"tiny": tiny})
     image, result = seed_drag(
-        local._generator(str(tiny)),
+        local.store.load("tiny", "cpu").G,
         5,
         PAIRS,
-        {"steps": 6},
+        Params(steps=6),
         None,
         "cpu",
         lambda e: None,
@@ -86,28 +88,31 @@ def test_photo_drag_through_the_service_equals_in_process(service, tiny):
     events = []
     with Client(server.address) as client:
         r = client.drag(
-            pixels=pixels,
-            width=40,
-            height=36,
-            pairs=PAIRS,
-            mask=mask.tobytes(),
-            model="tiny",
-            params=params,
+            JobRequest.photo(
+                pixels=pixels,
+                width=40,
+                height=36,
+                pairs=PAIRS,
+                mask=mask.tobytes(),
+                model="tiny",
+                params=Params(**params),
+            ),
             on_event=events.append,
         )
     local = run_edit(
-        EditRequest(
-            width=40,
-            height=36,
-            pixels=pixels,
+        JobRequest.photo(
+            pixels,
+            40,
+            36,
+            PAIRS,
             depth="u8",
-            pairs=PAIRS,
             model=str(tiny),
             mask=mask.tobytes(),
-            params=EditParams(**params),
+            params=Params(**params),
         ),
         device="cpu",
         sessions=SessionCache(),
+        models=ModelStore(any_file=True),
         on_progress=lambda p: None,
         should_stop=lambda: False,
     )
@@ -123,14 +128,16 @@ def test_photo_drag_through_the_service_equals_in_process(service, tiny):
     events.clear()
     with Client(server.address) as client:
         again = client.drag(
-            pixels=pixels,
-            width=40,
-            height=36,
-            pairs=PAIRS,
-            mask=mask.tobytes(),
-            model="tiny",
-            params=params,
-            session=r.session,
+            JobRequest.photo(
+                pixels=pixels,
+                width=40,
+                height=36,
+                pairs=PAIRS,
+                mask=mask.tobytes(),
+                model="tiny",
+                params=Params(**params),
+                session=r.session,
+            ),
             on_event=events.append,
         )
     assert again.session == r.session
@@ -141,18 +148,22 @@ def test_invert_prepares_a_session_that_a_drag_reuses(service):
     server, executor = service
     pixels = photo(seed=7)
     with Client(server.address) as client:
-        inv = client.invert(pixels=pixels, width=40, height=36, pairs=PAIRS, model="tiny")
+        inv = client.invert(
+            JobRequest.photo(pixels=pixels, width=40, height=36, pairs=PAIRS, model="tiny")
+        )
         assert inv.session and inv.patch == b"" and "invert" in inv.timings
         hits = executor.sessions.hits
         events = []
         client.drag(
-            pixels=pixels,
-            width=40,
-            height=36,
-            pairs=PAIRS,
-            model="tiny",
-            params={"steps": 2},
-            session=inv.session,
+            JobRequest.photo(
+                pixels=pixels,
+                width=40,
+                height=36,
+                pairs=PAIRS,
+                model="tiny",
+                params=Params(steps=2),
+                session=inv.session,
+            ),
             on_event=events.append,
         )
     assert executor.sessions.hits == hits + 1
@@ -162,7 +173,7 @@ def test_invert_prepares_a_session_that_a_drag_reuses(service):
 def test_pipeline_errors_reach_the_client_as_bad_request(service):
     server, _ = service
     with Client(server.address) as client, pytest.raises(DaemonError) as err:
-        client.drag(seed=1, pairs=[((3.0, 3.0), (300.0, 3.0))], model="tiny")
+        client.drag(JobRequest.seeded(seed=1, pairs=[((3.0, 3.0), (300.0, 3.0))], model="tiny"))
     assert err.value.code == "bad_request" and "300" in str(err.value)
 
 
