@@ -71,6 +71,7 @@ from gimp_draggan.device import pick_device
 from gimp_draggan.draggan.drag import DragParams, DragSession, default_feature_res
 from gimp_draggan.draggan.lpips import psnr
 from gimp_draggan.draggan.networks import Generator, GeneratorConfig, seed_to_z
+from gimp_draggan_plugin.protocol import JobRequest
 
 MODES = ("fp32", "tf32", "bf16", "fp16")
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -226,20 +227,21 @@ def photo() -> tuple[np.ndarray, np.ndarray, list[Pair]]:
 def edit_mode(model: Path, mode: str, device: str, edit_steps: int) -> dict:
     from gimp_draggan.edit.pipeline import run_edit
     from gimp_draggan.edit.sessions import SessionCache
-    from gimp_draggan.edit.types import EditParams, EditRequest
+    from gimp_draggan.edit.types import Params
+    from gimp_draggan.models.store import ModelStore
 
     rgb, mask, pairs = photo()
     h, w = rgb.shape[:2]
     rgba = np.dstack([rgb, np.full((h, w), 255, np.uint8)])
-    request = EditRequest(
-        width=w,
-        height=h,
-        pixels=rgba.tobytes(),
+    request = JobRequest.photo(
+        rgba.tobytes(),
+        w,
+        h,
+        pairs,
         depth="u8",
-        pairs=pairs,
         model=str(model),
         mask=mask.tobytes(),
-        params=EditParams(steps=edit_steps),
+        params=Params(steps=edit_steps),
     )
     _reset_peak(device)
     with precision(mode, device):
@@ -248,6 +250,7 @@ def edit_mode(model: Path, mode: str, device: str, edit_steps: int) -> dict:
             request,
             device=device,
             sessions=SessionCache(),
+            models=ModelStore(any_file=True),
             on_progress=lambda p: None,
             should_stop=lambda: False,
         )

@@ -36,9 +36,11 @@ from skimage.filters import gaussian
 
 from gimp_draggan.edit.pipeline import run_edit
 from gimp_draggan.edit.sessions import SessionCache
-from gimp_draggan.edit.types import EditParams, EditRequest
+from gimp_draggan.models.store import ModelStore
+from gimp_draggan_plugin.protocol import JobRequest, Params
 
 Pair = tuple[tuple[float, float], tuple[float, float]]
+MODELS = ModelStore()  # The embedded model, loaded once for every case.
 
 
 def ellipse(size: tuple[int, int], box: tuple[int, int, int, int]) -> np.ndarray:
@@ -120,17 +122,17 @@ def edit(
     mask: np.ndarray,
     pairs: list[Pair],
     blend: str,
-    params: EditParams,
+    params: Params,
     sessions: SessionCache,
 ) -> tuple[np.ndarray, dict]:
     h, w = rgb.shape[:2]
     rgba = np.dstack([rgb, np.full((h, w), 255, np.uint8)])
-    request = EditRequest(
-        width=w,
-        height=h,
-        pixels=rgba.tobytes(),
+    request = JobRequest.photo(
+        rgba.tobytes(),
+        w,
+        h,
+        pairs,
         depth="u8",
-        pairs=pairs,
         model="embedded",
         mask=mask.tobytes(),
         params=replace(params, blend=blend),
@@ -139,6 +141,7 @@ def edit(
         request,
         device="cpu",
         sessions=sessions,
+        models=MODELS,
         on_progress=lambda p: None,
         should_stop=lambda: False,
     )
@@ -161,7 +164,7 @@ def measure(
     mask: np.ndarray,
     pairs: list[Pair],
     blend: str,
-    params: EditParams,
+    params: Params,
     save: str | None,
 ) -> dict:
     sessions = SessionCache()
@@ -207,11 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--blends", default="photo,generator")
     ap.add_argument("--save", metavar="DIR", help="write each output PNG here")
     args = ap.parse_args(argv)
-    params = (
-        EditParams(steps=args.steps)
-        if args.lr is None
-        else EditParams(steps=args.steps, lr=args.lr)
-    )
+    params = Params(steps=args.steps) if args.lr is None else Params(steps=args.steps, lr=args.lr)
     report: dict[str, dict] = {}
     for name, (rgb, mask, pairs) in cases(args.cases.split(",")).items():
         for blend in args.blends.split(","):
