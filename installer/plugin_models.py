@@ -9,30 +9,16 @@ installed daemon's `models list --json`; without a daemon here (--plugin-only, n
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import os
 import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 
+import plugin_files
 from actions import Actions
 
-ROOT = Path(__file__).resolve().parent.parent
 LIST_TIMEOUT_S = 120
-
-
-def _models_module() -> ModuleType:
-    """gimp_plugin/models.py, loaded by path (standard library only, like the installer)."""
-    path = ROOT / "gimp_plugin" / "models.py"
-    spec = importlib.util.spec_from_file_location("_gdg_plugin_models", path)
-    if spec is None or spec.loader is None:
-        raise RuntimeError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while being defined
-    spec.loader.exec_module(module)
-    return module
 
 
 def list_command(serve: Sequence[str]) -> list[str] | None:
@@ -58,8 +44,8 @@ def daemon_rows(serve: Sequence[str]) -> list[dict] | None:
 
 
 def write_tables(actions: Actions, plugin_dirs: Sequence[Path], serve: Sequence[str]) -> None:
-    """Write the dropdown's table into each plug-in folder (left as it is when the daemon
-    cannot list its models: a later run of the plug-in writes it)."""
+    """Write the dropdown's table into each plug-in folder, touching the entry file when it
+    changed (left as it is when the daemon cannot list its models: a later run writes it)."""
     if not plugin_dirs:
         return
     if actions.dry_run:
@@ -72,7 +58,9 @@ def write_tables(actions: Actions, plugin_dirs: Sequence[Path], serve: Sequence[
             "daemon's default until the plug-in's first run"
         )
         return
-    models = _models_module()
+    models = plugin_files.plugin_module("models")
     text = models.table_json(models.from_rows(rows))
     for plugin_dir in plugin_dirs:
-        actions.write_file(plugin_dir / models.TABLE_NAME, text)
+        entry = plugin_dir / models.ENTRY_NAME
+        if actions.write_file(plugin_dir / models.TABLE_NAME, text) and entry.is_file():
+            os.utime(entry)  # GIMP registers a plug-in anew only when its file changed
