@@ -639,8 +639,9 @@ def run_edit(
     """Drag the request's handles to their targets on its layer; return the changed patch.
 
     Pairs far apart are edited one after another, each group in its own crop (see
-    `gimp_draggan.edit.groups`); the result's session is the first group's. ``aligner`` frames the
-    crops (default: what the model calls for, `ModelStore.aligner`)."""
+    `gimp_draggan.edit.groups`); the result's session is the first group's. ``models`` turns the
+    request's model into its generator; ``aligner`` frames the crops (default: what the model
+    calls for, `ModelStore.aligner`)."""
     start = time.perf_counter()
     timings: dict[str, float] = {}
     layer = _read(request)
