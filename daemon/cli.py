@@ -1,7 +1,9 @@
 """`gimp-draggan` command line: one argparse subcommand per module in `gimp_draggan.commands`.
 
-Command modules import torch and friends inside their `run` functions, so `--help`, `ping`
-and the like start fast.
+Command modules import their work (torch, the edit stack, the daemon, ZeroMQ) inside the
+functions that run it, not at the top: this module imports every command module to build its
+parser, so `--help`, `ping`, `drag --daemon` and `models list` start without them (no torch, no
+numpy; `python3 -X importtime -m gimp_draggan ping --help` shows it).
 """
 
 from __future__ import annotations
