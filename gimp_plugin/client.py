@@ -16,6 +16,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from . import protocol as P
@@ -277,98 +278,36 @@ class Client:
 
     def drag(
         self,
+        request: P.JobRequest,
         *,
-        pairs: list[P.Pair],
-        pixels: bytes | None = None,
-        width: int = 0,
-        height: int = 0,
-        depth: str = "u8",
-        mask: bytes | None = None,
-        model: str | None = None,
-        params: dict[str, Any] | None = None,
-        session: str | None = None,
-        seed: int | None = None,
         on_event: EventFn | None = None,
         should_stop: StopFn | None = None,
     ) -> P.JobResult:
-        """Drag handles to targets on a layer (pixels) or on the model's image of `seed`."""
-        return self._job(
-            "drag",
-            pairs,
-            pixels,
-            width,
-            height,
-            depth,
-            mask,
-            model,
-            params,
-            session,
-            seed,
-            on_event,
-            should_stop,
-        )
+        """Drag handles to targets on a layer (`JobRequest.photo`) or on the model's image of a
+        seed (`JobRequest.seeded`)."""
+        return self._job(replace(request, op="drag"), on_event, should_stop)
 
     def invert(
         self,
+        request: P.JobRequest,
         *,
-        pixels: bytes,
-        width: int,
-        height: int,
-        depth: str = "u8",
-        mask: bytes | None = None,
-        pairs: list[P.Pair] | None = None,
-        model: str | None = None,
-        params: dict[str, Any] | None = None,
         on_event: EventFn | None = None,
         should_stop: StopFn | None = None,
     ) -> P.JobResult:
         """Invert the crop a drag with these points/mask would use; returns its session id."""
-        return self._job(
-            "invert",
-            pairs or [],
-            pixels,
-            width,
-            height,
-            depth,
-            mask,
-            model,
-            params,
-            None,
-            None,
-            on_event,
-            should_stop,
-        )
+        return self._job(replace(request, op="invert"), on_event, should_stop)
 
     # ---- machinery ----------------------------------------------------------------------------
     def _job(
-        self,
-        op: str,
-        pairs: list[P.Pair],
-        pixels: bytes | None,
-        width: int,
-        height: int,
-        depth: str,
-        mask: bytes | None,
-        model: str | None,
-        params: dict[str, Any] | None,
-        session: str | None,
-        seed: int | None,
-        on_event: EventFn | None,
-        should_stop: StopFn | None,
+        self, request: P.JobRequest, on_event: EventFn | None, should_stop: StopFn | None
     ) -> P.JobResult:
-        image: P.ImageSpec | None = P.ImageSpec(width, height, depth)
-        if seed is not None and mask is None:
-            image = None
-        req = P.JobRequest(
-            op, "local", model, list(pairs), dict(params or {}), image, pixels, mask, session, seed
-        )
-        fields, blobs = P.job_fields(req)
-        try:  # Same checks as the daemon, before megabytes travel.
-            P.check_job(P.Message({"op": op, "id": "local", **fields}, blobs))
+        try:  # The daemon's own check, before megabytes travel.
+            P.checked(request)
         except P.ProtocolError as exc:
             raise DaemonError.of(exc) from None
+        fields, blobs = P.job_fields(request)
         reply = self._request(
-            op, fields, blobs, on_event=on_event, should_stop=should_stop, job=True
+            request.op, fields, blobs, on_event=on_event, should_stop=should_stop, job=True
         )
         try:
             return P.parse_result(reply)

@@ -48,13 +48,13 @@ class Options:
     preset: str = "fast"  # Inversion quality: "fast" | "quality".
     preview_every: int = 10  # Drag steps between live previews; 0 = none.
 
-    def params(self) -> dict[str, Any]:
-        return {
-            "steps": self.steps,
-            "mask_lambda": self.mask_strength,
-            "preset": self.preset,
-            "preview_every": self.preview_every,
-        }
+    def params(self) -> protocol.Params:
+        return protocol.Params(
+            steps=self.steps,
+            mask_lambda=self.mask_strength,
+            preset=self.preset,
+            preview_every=self.preview_every,
+        )
 
 
 class Host(Protocol):
@@ -232,17 +232,17 @@ def run(
         host.progress(
             " \u00b7 ".join(filter(None, [texts.progress_text("invert", 0, 0), note])), 0.0
         )
-        result = client.drag(
-            pairs=pairs,
-            pixels=layer.pixels,
-            width=layer.width,
-            height=layer.height,
+        request = protocol.JobRequest.photo(
+            layer.pixels,
+            layer.width,
+            layer.height,
+            pairs,
             depth=layer.depth,
             mask=mask,
             model=options.model or None,
             params=options.params(),
-            on_event=event_handler(host, note),
         )
+        result = client.drag(request, on_event=event_handler(host, note))
         if result.depth != layer.depth:
             raise PluginError(
                 f"the daemon sent {result.depth} pixels for a {layer.depth} layer; "

@@ -33,6 +33,7 @@ from gimp_draggan.service.executor import PipelineExecutor
 from gimp_draggan.service.server import Server, ServerConfig
 from gimp_draggan_plugin import protocol as P
 from gimp_draggan_plugin.client import Client
+from gimp_draggan_plugin.protocol import JobRequest, Params
 
 MODEL = "embedded"
 
@@ -41,14 +42,16 @@ def drag(address: str, photo: np.ndarray, steps: int, session: str | None = None
     h, w = photo.shape[:2]
     with Client(address, timeout_s=600) as client:
         return client.drag(
-            pairs=[(a, b) for a, b in SCENE.pairs],
-            pixels=photo.tobytes(),
-            width=w,
-            height=h,
-            mask=selection_mask(w, h, SCENE.ellipse),
-            model=MODEL,
-            params={"steps": steps},
-            session=session,
+            JobRequest.photo(
+                pairs=[(a, b) for a, b in SCENE.pairs],
+                pixels=photo.tobytes(),
+                width=w,
+                height=h,
+                mask=selection_mask(w, h, SCENE.ellipse),
+                model=MODEL,
+                params=Params(steps=steps),
+                session=session,
+            )
         )
 
 

@@ -323,6 +323,7 @@ def test_new_layer_matches_the_daemons_patch(gimp_run):
     """Same request sent straight to the daemon: its patch rect is where the layer went. (The rect
     depends on the crop and the selection, not on the steps; the inverted crop is cached.)"""
     from gimp_draggan_plugin.client import Client
+    from gimp_draggan_plugin.protocol import JobRequest, Params
 
     result, _stderr, original, _env, (address, _hello, _log), _root = gimp_run
     pairs = [
@@ -334,12 +335,14 @@ def test_new_layer_matches_the_daemons_patch(gimp_run):
         mask[y * IMAGE_W + sx - PAD_X : y * IMAGE_W + sx - PAD_X + sw] = b"\xff" * sw
     with Client(address, timeout_s=5.0) as client:
         patch = client.drag(
-            pairs=pairs,
-            pixels=original,
-            width=IMAGE_W,
-            height=IMAGE_H,
-            mask=bytes(mask),
-            params={"steps": 1},
+            JobRequest.photo(
+                pairs=pairs,
+                pixels=original,
+                width=IMAGE_W,
+                height=IMAGE_H,
+                mask=bytes(mask),
+                params=Params(steps=1),
+            )
         )
     assert result["cases"]["drag"]["new_rect"] == [
         patch.x + PAD_X,
@@ -497,3 +500,19 @@ def test_cancel_kills_the_plugin_and_leaves_the_image_as_before_or_one_undo_away
         assert left["masked"] and left["shown_outside"] == 0 and left["shown_inside"] > 0, seen
         # the one group the plug-in had open, closed by GIMP: one undo step
         assert seen.count("left image undo in inconsistent state, closing open undo groups") == 1
+
+
+def test_model_is_a_dropdown_of_the_daemons_models_and_a_pick_drags(gimp_run):
+    """Issue 18, item 1: GIMP registered "model" as a choice built from the table the installer
+    wrote (the daemon's models: the embedded one downloaded, others offered for download with
+    their size and licence), the daemon's default first; a batch call that picks the embedded
+    model drags with it."""
+    case = gimp_run[0]["cases"]["model_choice"]
+    assert case["is_choice"] and case["default"] == "daemon-default", case
+    labels = case["choices"]
+    assert list(labels)[:2] == ["daemon-default", "embedded"], labels
+    assert labels["embedded"].startswith("embedded \u2014 64 px cartoon heads"), labels
+    ffhq = labels["stylegan2-ffhq-512x512"]
+    assert "download (364 MB)" in ffhq and "(NVIDIA, non-commercial)" in ffhq, ffhq
+    assert case["result"]["status"] == "success", case
+    assert case["layers_added"] == 1 and case["new_name"].startswith("DragGAN drag (2 points"), case

@@ -13,6 +13,7 @@ from server_fakes import FakeExecutor
 from gimp_draggan.service.server import Server, ServerConfig
 from gimp_draggan_plugin import protocol as P
 from gimp_draggan_plugin.client import Client, DaemonError, DaemonNotRunning
+from gimp_draggan_plugin.protocol import JobRequest, Params
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -109,7 +110,7 @@ def test_silence_after_a_job_was_queued_is_an_error(fake):
         Client(d.address, silence_s=0.6, heartbeat_s=0.1) as client,
         pytest.raises(DaemonError) as err,
     ):
-        client.drag(seed=1, pairs=[((1, 1), (5, 5))])
+        client.drag(JobRequest.seeded(seed=1, pairs=[((1, 1), (5, 5))]))
     assert err.value.code == "timeout" and "stopped answering" in str(err.value)
     assert any(m.op == "heartbeat" for _, m in d.seen)
 
@@ -119,11 +120,18 @@ def test_bad_requests_are_refused_before_sending(fake):
     with Client(d.address) as client:
         with pytest.raises(DaemonError) as err:
             client.drag(
-                pixels=bytes(16), width=2, height=2, pairs=[((0, 0), (1, 1))] * (P.MAX_POINTS + 1)
+                JobRequest.photo(
+                    pixels=bytes(16),
+                    width=2,
+                    height=2,
+                    pairs=[((0, 0), (1, 1))] * (P.MAX_POINTS + 1),
+                )
             )
         assert err.value.code == "bad_request"
         with pytest.raises(DaemonError):
-            client.drag(pixels=bytes(10), width=2, height=2, pairs=[((0, 0), (1, 1))])
+            client.drag(
+                JobRequest.photo(pixels=bytes(10), width=2, height=2, pairs=[((0, 0), (1, 1))])
+            )
         with pytest.raises(DaemonError):
             client.models("download", "../x")
     assert d.seen == []
@@ -132,7 +140,7 @@ def test_bad_requests_are_refused_before_sending(fake):
 def test_error_replies_become_daemon_errors_with_a_hint(fake):
     d = fake(lambda msg, n: [P.error_frames(msg.id, "model_not_cached", "model 'm' is missing")])
     with Client(d.address) as client, pytest.raises(DaemonError) as err:
-        client.drag(seed=1, pairs=[((1, 1), (5, 5))], model="m")
+        client.drag(JobRequest.seeded(seed=1, pairs=[((1, 1), (5, 5))], model="m"))
     assert err.value.code == "model_not_cached" and err.value.message == "model 'm' is missing"
     assert "gimp-draggan models download" in str(err.value)
 
@@ -144,11 +152,13 @@ def test_both_transports_drive_the_real_daemon(daemon, prefer):
         assert client.transport_name == prefer
         assert client.hello()["device"] == "fake"
         r = client.drag(
-            pixels=bytes(range(16)),
-            width=2,
-            height=2,
-            pairs=[((0, 0), (1, 1))],
-            params={"steps": 3},
+            JobRequest.photo(
+                pixels=bytes(range(16)),
+                width=2,
+                height=2,
+                pairs=[((0, 0), (1, 1))],
+                params=Params(steps=3),
+            ),
             on_event=events.append,
         )
         assert r.patch == bytes(255 - b for b in range(16))
@@ -156,11 +166,13 @@ def test_both_transports_drive_the_real_daemon(daemon, prefer):
         started = time.monotonic()
         with pytest.raises(DaemonError) as err:
             client.drag(
-                pixels=bytes(16),
-                width=2,
-                height=2,
-                pairs=[((0, 0), (1, 1))],
-                params={"steps": 2000},
+                JobRequest.photo(
+                    pixels=bytes(16),
+                    width=2,
+                    height=2,
+                    pairs=[((0, 0), (1, 1))],
+                    params=Params(steps=2000),
+                ),
                 should_stop=lambda: time.monotonic() - started > 0.2,
             )
         assert err.value.code == "cancelled"

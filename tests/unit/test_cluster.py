@@ -21,6 +21,7 @@ from gimp_draggan.service.executor import PipelineExecutor
 from gimp_draggan.service.server import Server, ServerConfig
 from gimp_draggan_plugin import protocol as P
 from gimp_draggan_plugin.client import Client
+from gimp_draggan_plugin.protocol import JobRequest, Params
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -48,13 +49,15 @@ def drag(
 ) -> P.JobResult:
     with Client(address) as client:
         return client.drag(
-            pixels=pixels,
-            width=W,
-            height=H,
-            pairs=PAIRS,
-            model="tiny",
-            params={"steps": steps},
-            session=session,
+            JobRequest.photo(
+                pixels=pixels,
+                width=W,
+                height=H,
+                pairs=PAIRS,
+                model="tiny",
+                params=Params(steps=steps),
+                session=session,
+            ),
             on_event=None if events is None else events.append,
         )
 
@@ -139,7 +142,14 @@ def test_output_is_byte_identical_to_the_in_process_daemon(daemon, tiny):
             with Client(address) as client:
                 results.append(
                     client.drag(
-                        pixels=pixels, width=W, height=H, pairs=PAIRS, model="tiny", params=params
+                        JobRequest.photo(
+                            pixels=pixels,
+                            width=W,
+                            height=H,
+                            pairs=PAIRS,
+                            model="tiny",
+                            params=Params(**params),
+                        )
                     )
                 )
     finally:

@@ -13,6 +13,7 @@ import pytest
 from service_helpers import wait_for
 
 from gimp_draggan_plugin.client import Client, DaemonError
+from gimp_draggan_plugin.protocol import JobRequest, Params
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -60,7 +61,12 @@ def test_serve_cluster_local_runs_jobs_and_stops_on_sigterm(tiny, tmp_path):
         assert hello()["device"].startswith("ray local: 1 actor(s) (cpu@")
         with Client(address) as client:
             r = client.drag(
-                seed=3, pairs=[((10.0, 10.0), (14.0, 10.0))], model="tiny", params={"steps": 2}
+                JobRequest.seeded(
+                    seed=3,
+                    pairs=[((10.0, 10.0), (14.0, 10.0))],
+                    model="tiny",
+                    params=Params(steps=2),
+                )
             )
         assert (r.width, r.height, r.steps) == (32, 32, 2)
         proc.terminate()

@@ -15,6 +15,7 @@ from gimp_draggan.cli import main
 from gimp_draggan.service.server import Server, ServerConfig
 from gimp_draggan_plugin import protocol as P
 from gimp_draggan_plugin.client import Client, DaemonError
+from gimp_draggan_plugin.protocol import JobRequest, Params
 
 
 @pytest.fixture
@@ -55,7 +56,13 @@ def test_a_daemon_that_goes_away_mid_job_is_reported_at_once(transport: str) -> 
     start = time.monotonic()
     with Client(address, prefer=transport) as client, pytest.raises(DaemonError) as err:
         client.drag(
-            pixels=bytes(16), width=2, height=2, pairs=[((0, 0), (1, 1))], params={"steps": 2000}
+            JobRequest.photo(
+                pixels=bytes(16),
+                width=2,
+                height=2,
+                pairs=[((0, 0), (1, 1))],
+                params=Params(steps=2000),
+            )
         )
     took = time.monotonic() - start
     assert err.value.code == "not_running", err.value
@@ -71,11 +78,13 @@ def test_an_idle_daemon_says_next_to_run() -> None:
     try:
         with Client(address) as client:
             client.drag(
-                pixels=bytes(16),
-                width=2,
-                height=2,
-                pairs=[((0, 0), (1, 1))],
-                params={"steps": 1},
+                JobRequest.photo(
+                    pixels=bytes(16),
+                    width=2,
+                    height=2,
+                    pairs=[((0, 0), (1, 1))],
+                    params=Params(steps=1),
+                ),
                 on_event=events.append,
             )
     finally:

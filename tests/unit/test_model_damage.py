@@ -16,6 +16,7 @@ from gimp_draggan.service.executor import PipelineExecutor
 from gimp_draggan.service.server import Server, ServerConfig
 from gimp_draggan_plugin import protocol as P
 from gimp_draggan_plugin.client import Client, DaemonError
+from gimp_draggan_plugin.protocol import JobRequest, Params
 
 
 def _table(tmp_path: Path, model: Path) -> Path:
@@ -120,13 +121,17 @@ def test_a_model_that_fails_to_load_fails_its_job_as_damaged(
             # (Whether the first hello still calls it cached depends on whether the worker's
             # warm-up load has run yet: not asserted.)
             with pytest.raises(DaemonError) as failed:
-                client.drag(seed=1, pairs=[((4, 4), (6, 6))], params={"steps": 1})
+                client.drag(
+                    JobRequest.seeded(seed=1, pairs=[((4, 4), (6, 6))], params=Params(steps=1))
+                )
             assert failed.value.code == "model_damaged"
             assert f"delete {model}" in failed.value.message
             row = client.hello()["models"][0]
             assert row["cached"] is False and "damaged" in row["damaged"]
             with pytest.raises(DaemonError) as again:
-                client.drag(seed=1, pairs=[((4, 4), (6, 6))], params={"steps": 1})
+                client.drag(
+                    JobRequest.seeded(seed=1, pairs=[((4, 4), (6, 6))], params=Params(steps=1))
+                )
             assert again.value.code == "model_damaged"
     finally:
         server.stop()

@@ -316,9 +316,9 @@ def test_mask_travels_with_the_request(daemon):
     with Client(address) as client:
         original = client.drag
 
-        def spy(**kwargs):
-            seen.append(kwargs["mask"])
-            return original(**kwargs)
+        def spy(request, **kwargs):
+            seen.append(request.mask)
+            return original(request, **kwargs)
 
         client.drag = spy  # type: ignore[method-assign]
         host = FakeHost()
@@ -328,10 +328,10 @@ def test_mask_travels_with_the_request(daemon):
             config(address),
             data,
             [((0.0, 0.0), (3.0, 1.0))],
-            bytes([255, 0, 0, 0, 255, 255, 0, 0]),
+            bytes([255, 0, 0, 0, 255, 255, 0, 255]),
             flow.Options(steps=1),
         )
-    assert seen == [bytes([255, 0, 0, 0, 255, 255, 0, 0])]
+    assert seen == [bytes([255, 0, 0, 0, 255, 255, 0, 255])]
     assert host.texts and not any("no selection" in t for t in host.texts)
 
 

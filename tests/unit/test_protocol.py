@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from gimp_draggan.edit.types import DEPTHS, PRESETS, EditParams
 from gimp_draggan_plugin import protocol as P
+from gimp_draggan_plugin.protocol import Params
 
 
 def job_frames(**over):
@@ -74,7 +74,7 @@ def test_job_validation_accepts_a_good_photo_job_and_fills_defaults():
     req = check(job_frames(params={"steps": 5}))
     assert req.image == P.ImageSpec(4, 3, "u8")
     assert req.pairs == [((0.0, 0.0), (3.0, 2.0))]
-    assert req.params["steps"] == 5 and req.params["lr"] is None  # the model's own step
+    assert req.params.steps == 5 and req.params.lr is None  # the model's own step
     assert req.seed is None and req.mask is None
 
 
@@ -118,6 +118,36 @@ def test_job_validation_names_each_problem(over, code):
     assert err.value.message
 
 
+@pytest.mark.parametrize(
+    ("over", "message"),
+    [
+        ({"pairs": []}, "at least one handle -> target pair"),
+        ({"pairs": [[60, 1, 1, 1]]}, r"point \(60, 1\) is outside the 4x3 image"),
+        ({"mask": bytes(12)}, "the selection is empty"),
+        ({"mask": b"\xff" + bytes(11)}, r"pair 0: target \(3, 2\) lies outside the selection"),
+        ({"pairs": [[1, 1, 1.2, 1.1]]}, "handle and target are the same point"),
+        ({"params": {"preset": "slow"}}, "preset must be one of"),
+        ({"params": {"blend": "paint"}}, "blend must be one of"),
+    ],
+)
+def test_bad_jobs_say_what_to_do(over, message):
+    """Checked once, where a job enters; the pipeline trusts what passed."""
+    with pytest.raises(P.ProtocolError, match=message) as err:
+        check(job_frames(**over))
+    assert err.value.code == "bad_request"
+
+
+def test_checked_applies_the_wire_rules_to_a_request_built_here():
+    good = P.JobRequest.photo(bytes(48), 4, 3, [((0, 0), (3, 2))], params=Params(steps=5))
+    assert P.checked(good) == P.JobRequest.photo(
+        bytes(48), 4, 3, [((0.0, 0.0), (3.0, 2.0))], params=Params(steps=5)
+    )
+    with pytest.raises(P.ProtocolError, match="steps must be in"):
+        P.checked(dataclasses.replace(good, params=Params(steps=5000)))
+    with pytest.raises(P.ProtocolError, match="four finite numbers"):
+        P.checked(dataclasses.replace(good, pairs=[((float("nan"), 0.0), (3.0, 2.0))]))
+
+
 def test_seed_form_takes_no_pixels_and_an_optional_model_sized_mask():
     frames = P.encode("drag", "s1", {"seed": 7, "pairs": [[1, 1, 5, 5]]})
     req = check(frames)
@@ -137,18 +167,16 @@ def test_seed_form_takes_no_pixels_and_an_optional_model_sized_mask():
 
 
 def test_job_fields_is_the_inverse_of_check_job():
-    req = check(job_frames(mask=bytes(12), session="abc123", params={"preview_every": 5}))
+    req = check(job_frames(mask=b"\xff" * 12, session="abc123", params={"preview_every": 5}))
     fields, blobs = P.job_fields(req)
     again = P.check_job(P.decode(P.encode("drag", "j1", fields, blobs)))
     assert again == req
 
 
-def test_wire_parameters_match_the_pipeline_defaults():
-    pipeline = dataclasses.asdict(EditParams())
-    assert set(pipeline) == set(P.PARAM_NAMES)
-    for spec in P.PARAMS:
-        assert spec.default == pipeline[spec.name], spec.name
-    assert P.DEPTHS == DEPTHS and P.PRESETS == PRESETS
+def test_every_parameter_has_one_rule_and_the_rules_fill_in_its_default():
+    assert tuple(f.name for f in dataclasses.fields(Params)) == P.PARAM_NAMES
+    assert P.check_params({}) == Params()
+    assert P.check_params(Params(steps=7, lr=0.01).fields()) == Params(steps=7, lr=0.01)
 
 
 def test_result_and_progress_roundtrip():

@@ -44,16 +44,16 @@ def test_a_flood_over_the_queue_shows_in_the_log(caplog: pytest.LogCaptureFixtur
     raw = Raw(server.address)
     try:
         fields = {
-            "width": 1,
+            "width": 2,
             "height": 1,
             "depth": "u8",
-            "pairs": [[0, 0, 0, 0]],
+            "pairs": [[0, 0, 1, 0]],
             "params": {"steps": 100},
         }
-        raw.request("drag", "d0", fields, {"pixels": bytes(4)})
+        raw.request("drag", "d0", fields, {"pixels": bytes(8)})
         assert executor.running.wait(10), "d0 never started"  # d0 runs, the queue is empty
         for i in range(1, 6):  # d1 waits in the queue; d2..d5 find it full
-            raw.request("drag", f"d{i}", fields, {"pixels": bytes(4)})
+            raw.request("drag", f"d{i}", fields, {"pixels": bytes(8)})
         codes = []
         for i in range(2, 6):
             reply, _ = raw.until(f"d{i}", ("error",))

@@ -23,6 +23,7 @@ from gimp_draggan.service.server import Server, ServerConfig
 from gimp_draggan_plugin import protocol as P
 from gimp_draggan_plugin import zmtp  # noqa: F401 (imported before a child forks)
 from gimp_draggan_plugin.client import Client, DaemonError, read_secret
+from gimp_draggan_plugin.protocol import JobRequest, Params
 
 
 def test_secret_is_made_once_for_the_owner_only(tmp_path: Path) -> None:
@@ -62,7 +63,13 @@ def test_a_client_without_the_secret_is_refused_and_the_owner_served(
     with Client(owned.address, secret="the-owners-secret", prefer=transport) as owner:
         assert owner.hello()["default_model"] == "tiny"
         result = owner.drag(
-            pixels=bytes(16), width=2, height=2, pairs=[((0, 0), (1, 1))], params={"steps": 2}
+            JobRequest.photo(
+                pixels=bytes(16),
+                width=2,
+                height=2,
+                pairs=[((0, 0), (1, 1))],
+                params=Params(steps=2),
+            )
         )
         assert result.patch == bytes([255] * 16)
     assert any("refused not_your_daemon from client" in r.getMessage() for r in caplog.records)

@@ -20,6 +20,7 @@ from service_helpers import save_tiny_model
 from gimp_draggan.service.executor import PipelineExecutor
 from gimp_draggan.service.server import Server, ServerConfig
 from gimp_draggan_plugin.client import Client
+from gimp_draggan_plugin.protocol import JobRequest, Params
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -71,12 +72,14 @@ def test_a_face_model_gets_the_face_aligned_and_others_the_square(daemon) -> Non
     with Client(address) as client:
         for name in ("face", "plain"):
             r = client.drag(
-                pixels=rgba.tobytes(),
-                width=512,
-                height=512,
-                pairs=[nose],
-                model=name,
-                params={"steps": 1, "preset": "fast"},
+                JobRequest.photo(
+                    pixels=rgba.tobytes(),
+                    width=512,
+                    height=512,
+                    pairs=[nose],
+                    model=name,
+                    params=Params(steps=1, preset="fast"),
+                )
             )
             session = executor.sessions.get(r.session)
             framings[name] = (session.info["framing"], session.box)

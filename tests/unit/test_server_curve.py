@@ -14,6 +14,7 @@ from gimp_draggan.service.server import Server, ServerConfig
 from gimp_draggan_plugin import protocol as P
 from gimp_draggan_plugin import transport
 from gimp_draggan_plugin.client import Client, DaemonError, curve_for, load_curve_keys
+from gimp_draggan_plugin.protocol import JobRequest, Params
 from gimp_draggan_plugin.transport import CurveKeys
 
 pytestmark = pytest.mark.timeout(60)
@@ -41,7 +42,13 @@ def test_allowed_client_key_works(keyed):
     with Client(address, curve=load_curve_keys(str(key_dir))) as client:
         assert client.hello()["device"] == "fake"
         r = client.drag(
-            pixels=bytes(16), width=2, height=2, pairs=[((0, 0), (1, 1))], params={"steps": 2}
+            JobRequest.photo(
+                pixels=bytes(16),
+                width=2,
+                height=2,
+                pairs=[((0, 0), (1, 1))],
+                params=Params(steps=2),
+            )
         )
         assert r.patch == bytes([255] * 16)
 

@@ -14,6 +14,7 @@ from gimp_draggan.service.executor import PipelineExecutor
 from gimp_draggan.service.server import Server, ServerConfig
 from gimp_draggan_plugin import protocol as P
 from gimp_draggan_plugin.client import Client, DaemonError
+from gimp_draggan_plugin.protocol import JobRequest
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -78,7 +79,7 @@ def test_download_through_the_daemon(setup):
         before = {m["name"]: m["cached"] for m in client.models()["models"]}
         assert before == {"good": False, "bad": False}
         with pytest.raises(DaemonError) as err:
-            client.drag(seed=1, pairs=[((1, 1), (5, 5))], model="good")
+            client.drag(JobRequest.seeded(seed=1, pairs=[((1, 1), (5, 5))], model="good"))
         assert err.value.code == "model_not_cached"
         reply = client.models("download", "good", on_event=events.append)
         assert reply["downloaded"] == "good"
