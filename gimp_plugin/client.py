@@ -57,12 +57,11 @@ class DaemonNotRunning(DaemonError):
 
 def tcp_refused(address: str, timeout_s: float = 0.5) -> bool:
     """True if nothing listens at a tcp:// address (a fast answer for 'not running')."""
-    if not address.startswith("tcp://"):
+    peer = P.parse_address(address).tcp_peer
+    if peer is None:
         return False
-    host, _, port = address[len("tcp://") :].rpartition(":")
-    host = host.strip("[]")
     try:
-        with socket.create_connection((host, int(port)), timeout=timeout_s):
+        with socket.create_connection(peer, timeout=timeout_s):
             return False
     except (ConnectionRefusedError, socket.gaierror):
         return True
@@ -88,12 +87,12 @@ PROBE_S = 0.8  # A ZeroMQ peer sends its greeting at once (libzmq's I/O thread, 
 def not_zeromq(address: str, timeout_s: float = PROBE_S) -> str | None:
     """Why what listens at a tcp:// address is not a ZeroMQ socket (e.g. a web server on the
     daemon's port), or None: it greeted like ZeroMQ, nothing listens, or it cannot be told."""
-    if not address.startswith("tcp://"):
+    peer = P.parse_address(address).tcp_peer
+    if peer is None:
         return None
-    host, _, port = address[len("tcp://") :].rpartition(":")
     data = b""
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s) as s:
+        with socket.create_connection(peer, timeout=timeout_s) as s:
             deadline = time.monotonic() + timeout_s
             while len(data) < 10:
                 s.settimeout(max(deadline - time.monotonic(), 0.001))

@@ -835,6 +835,14 @@ class Endpoint:
             return True
         return self.host in _LOOPBACK_HOSTS or self.host.startswith("127.")
 
+    @property
+    def tcp_peer(self) -> tuple[str, int] | None:
+        """(host, port) to open a TCP connection to (IPv6 without brackets); None for ipc://,
+        inproc:// and bind addresses (host or port `*`)."""
+        if self.scheme != "tcp" or self.port is None or self.host == "*":
+            return None
+        return self.host.removeprefix("[").removesuffix("]"), self.port
+
 
 def parse_address(address: str) -> Endpoint:
     """tcp://HOST:PORT (PORT may be * to bind any), ipc://PATH or inproc://NAME; ValueError that

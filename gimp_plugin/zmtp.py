@@ -13,6 +13,8 @@ import socket
 import struct
 import time
 
+from . import protocol
+
 SIGNATURE = b"\xff" + b"\x00" * 8 + b"\x7f"
 VERSION = bytes((3, 0))
 MECHANISM = b"NULL".ljust(20, b"\x00")
@@ -37,21 +39,15 @@ class ZmtpConnectionError(ZmtpError, ConnectionError):
 
 
 def parse_address(address: str) -> tuple[str, int]:
-    """`tcp://host:port` -> (host, port); other transports need pyzmq."""
-    if not address.startswith("tcp://"):
+    """`tcp://host:port` -> (host, port), by the protocol's one parser; other transports need
+    pyzmq."""
+    peer = protocol.parse_address(address).tcp_peer  # ValueError naming tcp://HOST:PORT.
+    if peer is None:
         raise ValueError(
-            f"address {address!r} is not tcp://HOST:PORT; the built-in ZeroMQ client "
-            "speaks TCP only (install pyzmq for other transports)"
+            f"address {address!r} is not tcp://HOST:PORT to connect to; the built-in ZeroMQ "
+            "client speaks TCP only (install pyzmq for other transports)"
         )
-    rest = address[len("tcp://") :]
-    host, sep, port_text = rest.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"address {address!r} is not tcp://HOST:PORT with a port 1-65535")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if host == "*":
-        raise ValueError(f"address {address!r} is a bind address; connect to a host name or IP")
-    return host, int(port_text)
+    return peer
 
 
 def encode_frame(body: bytes, more: bool, command: bool = False) -> bytes:
