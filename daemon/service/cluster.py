@@ -15,6 +15,10 @@ pixels, size, depth, model and preset: a repeat drag without a session id), else
 least-loaded actor that has its model loaded, else the least-loaded actor. A job whose actor is
 busy waits for it (later jobs may overtake it): a re-inversion costs more than the wait.
 
+Pixels travel once per session: an actor keeps the layers it was sent, and the head sends a job's
+pixels and mask only to an actor that does not hold them (`gimp_draggan.service.layers`); one that
+lost them answers `missing`, and the head sends that job again with them.
+
 Faults: an actor that dies mid-job gives its client `worker_lost` at once (Ray notices the
 closed connection); the sessions it held are forgotten, so their next jobs are placed anew and
 inverted again. Ray restarts the actor (`max_restarts=-1`), which loads the default model;
@@ -40,6 +44,15 @@ import zmq
 
 from gimp_draggan.service.executor import PipelineExecutor
 from gimp_draggan.service.jobs import Job, JobQueue
+from gimp_draggan.service.layers import (
+    LAYER_BUDGET,
+    LayerCache,
+    LayerKeys,
+    Parcel,
+    blob_digest,
+    pack,
+    unpack,
+)
 from gimp_draggan.service.worker import DONE, MSG, START, Executor, JobSpec, run_job
 from gimp_draggan_plugin import protocol as P
 
@@ -64,6 +77,7 @@ class ActorSpec:
     default_model: str | None
     files: dict[str, Path] = field(default_factory=dict)  # `serve --model FILE` models.
     cache: str | None = None  # Model cache dir (`--cache-dir`).
+    layer_budget: int = LAYER_BUDGET  # Bytes of layers kept (the head mirrors the same).
 
 
 @dataclass(frozen=True)
@@ -83,6 +97,7 @@ class ActorReply:
     final: bool = False
     progress: P.ProgressEvent | None = None  # Without the preview: what `status` shows.
     session: str | None = None  # The final result's session id.
+    missing: bool = False  # Final, without frames: a layer left out is not held; send it again.
 
 
 class DragActor:
@@ -96,6 +111,7 @@ class DragActor:
         )
         self._cancelled: dict[str, str] = {}  # job key -> last step when the cancel came
         self._step: dict[str, str] = {}  # job key -> last step reported ("drag 12")
+        self.layers: LayerCache[bytes] = LayerCache(spec.layer_budget)
         try:
             self.executor.warm()
         except Exception as exc:  # The first job reports the problem properly.
@@ -112,9 +128,19 @@ class DragActor:
         if step is not None:
             self._cancelled[key] = step
 
-    def run(self, key: str, job: JobSpec) -> Iterator[ActorReply]:
-        """Run `job`, yielding progress as it comes and the final reply last (a Ray streaming
-        generator: the executor runs in a thread, its callbacks feed the stream)."""
+    def forget_layers(self) -> None:
+        """Drop the layers kept (tests: as after a restart, while the head thinks them held)."""
+        self.layers.clear()
+
+    def run(self, key: str, parcel: Parcel) -> Iterator[ActorReply]:
+        """Run the parcel's job, yielding progress as it comes and the final reply last (a Ray
+        streaming generator: the executor runs in a thread, its callbacks feed the stream); a
+        `missing` reply at once when it leaves out a layer not kept here."""
+        unpacked = unpack(parcel, self.layers)
+        if unpacked is None:
+            yield ActorReply([], final=True, missing=True)
+            return
+        job = unpacked
         replies: queue.Queue[ActorReply] = queue.Queue()
         self._step[key] = "none"
 
@@ -171,33 +197,36 @@ def _session_of(frames: list[bytes]) -> str | None:
 
 @dataclass(frozen=True)
 class Ask:
-    """What placement needs to know of a job."""
+    """What placement needs to know of a job, and the digests its layer travels under."""
 
     model: str | None
     session: str | None = None
     content: str | None = None
+    layer: LayerKeys = field(default_factory=LayerKeys)
 
 
 def ask_of(job: Job) -> Ask:
-    """A job's placement keys; the content digest reads the pixels once (not on the loop)."""
+    """A job's placement keys and layer digests; reads the pixels and mask once (not on the
+    loop)."""
     req = job.request
     if req is None:
         return Ask(None)
+    pixels = None if req.pixels is None else blob_digest(req.pixels)
+    layer = LayerKeys(pixels, None if req.mask is None else blob_digest(req.mask))
     content = None
-    if req.pixels is not None and req.image is not None:
-        digest = hashlib.blake2b(digest_size=16)
-        digest.update(
+    if pixels is not None and req.image is not None:
+        content = hashlib.blake2b(
             f"{req.model}|{req.image.width}x{req.image.height}|{req.image.depth}|"
-            f"{req.params.preset}|".encode()
-        )
-        digest.update(req.pixels)
-        content = digest.hexdigest()
-    return Ask(req.model, req.session, content)
+            f"{req.params.preset}|{pixels}".encode(),
+            digest_size=16,
+        ).hexdigest()
+    return Ask(req.model, req.session, content, layer)
 
 
 @dataclass
 class Running:
     job: Job
+    ask: Ask
     stream: Any  # ray.ObjectRefGenerator of ActorReply
     cancel_sent: bool = False
 
@@ -212,6 +241,9 @@ class Slot:
     models: set[str] = field(default_factory=set)
     sessions: set[str] = field(default_factory=set)
     contents: set[str] = field(default_factory=set)
+    layers: LayerCache[None] = field(default_factory=LayerCache)  # Mirror of the actor's.
+    sent_bytes: int = 0  # Layer bytes (pixels, masks) sent to it.
+    resends: int = 0  # Jobs sent again with their layer after a `missing` reply.
     jobs_done: int = 0
     running: Running | None = None
     up: bool = True  # False from its death until it answers again.
@@ -269,6 +301,7 @@ class ActorPool:
                 if routes.get(key) == slot.index:
                     del routes[key]
             held.clear()
+        slot.layers.clear()
         slot.models = {self.default_model} if self.default_model else set()
         slot.up = False
 
@@ -326,8 +359,6 @@ class Dispatcher(threading.Thread):
 
     # ---- starting -----------------------------------------------------------------------------
     def _start_jobs(self, sock: zmq.Socket) -> None:
-        import ray
-
         while any(s.up and not s.busy for s in self.pool.slots):
             self._asks = {
                 job.key: self._asks.get(job.key) or ask_of(job) for job in self._queue.waiting()
@@ -339,18 +370,51 @@ class Dispatcher(threading.Thread):
             job, slot = taken
             ask = self._asks.pop(job.key)
             sock.send_multipart([START, job.key])
-            spec = ray.put(JobSpec(job.id, job.op, job.request, job.args))  # Pixels: once.
-            stream = slot.handle.run.options(num_returns="streaming").remote(job.key.decode(), spec)
-            slot.running = Running(job, stream)
+            slot.running = Running(job, ask, None)
+            sent = self._send(slot)
             self.pool.placed(slot, ask)
             log.info(
-                "job %s (%s) on actor %d (%s, pid %d)",
+                "job %s (%s) on actor %d (%s, pid %d), %d layer bytes sent",
                 job.id,
                 job.op,
                 slot.index,
                 slot.info.node,
                 slot.info.pid,
+                sent,
             )
+
+    def _send(self, slot: Slot, full: bool = False) -> int:
+        """Start `slot`'s job on its actor, its layer left out where the actor holds it (sent
+        with `full`); the layer bytes sent."""
+        import ray
+
+        assert slot.running is not None
+        job = slot.running.job
+        parcel = pack(
+            JobSpec(job.id, job.op, job.request, job.args),
+            slot.running.ask.layer,
+            slot.layers,
+            full,
+        )
+        ref = ray.put(parcel)  # In the object store once, fetched by this actor only.
+        slot.running.stream = slot.handle.run.options(num_returns="streaming").remote(
+            job.key.decode(), ref
+        )
+        slot.sent_bytes += parcel.nbytes
+        return parcel.nbytes
+
+    def _resend(self, slot: Slot) -> None:
+        """The actor lost a layer it was thought to hold: the same job again, with it."""
+        assert slot.running is not None
+        slot.resends += 1
+        slot.running.cancel_sent = False  # A cancel sent meanwhile found no job to stop.
+        sent = self._send(slot, full=True)
+        log.info(
+            "actor %d did not hold job %s's layer: sent again with it (%d bytes)",
+            slot.index,
+            slot.running.job.id,
+            sent,
+        )
 
     def _idle_target(self, job: Job) -> Slot | None:
         ask = self._asks.get(job.key)
@@ -433,6 +497,9 @@ class Dispatcher(threading.Thread):
                     ),
                     None,
                 )
+                return
+            if reply.missing:
+                self._resend(slot)
                 return
             if reply.final:
                 self._finish(sock, slot, reply.frames, reply.session)
@@ -562,7 +629,7 @@ def start_actors(
         ) from None
     models = {default_model} if default_model else set()
     slots = [
-        Slot(i, h, info, set(models))
+        Slot(i, h, info, set(models), layers=LayerCache(spec.layer_budget))
         for i, (h, info) in enumerate(zip(handles, infos, strict=True))
     ]
     kinds = ", ".join(f"{info.device}@{info.node}" for info in infos)

@@ -1,6 +1,7 @@
 """`serve --cluster`: jobs on Ray actors (a local Ray, 2 CPU actors of one torch thread each, the
-tiny model). Placement, no re-inversion on a repeat, byte-identical output, cancel within one
-step, an actor killed mid-job; and the default daemon never imports Ray."""
+tiny model). Placement, no re-inversion on a repeat, no pixels sent again on a repeat (and sent
+again when the actor lost them), byte-identical output, cancel within one step, an actor killed
+mid-job; and the default daemon never imports Ray."""
 
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ def drag(
     steps: int = 3,
     session: str | None = None,
     events: list | None = None,
+    mask: bytes | None = None,
 ) -> P.JobResult:
     with Client(address) as client:
         return client.drag(
@@ -54,6 +56,7 @@ def drag(
                 width=W,
                 height=H,
                 pairs=PAIRS,
+                mask=mask,
                 model="tiny",
                 params=Params(steps=steps),
                 session=session,
@@ -129,6 +132,26 @@ def test_two_clients_land_on_two_actors_and_repeats_stay_without_reinverting(dae
         assert again.session == first and pool.where(first) == pool.where(again.session)
         assert "invert" not in again.timings
         assert not [e for e in events if isinstance(e, P.ProgressEvent) and e.phase == "invert"]
+
+
+def test_a_repeat_sends_no_pixels_and_a_lost_layer_is_sent_again(daemon, pool):
+    import ray
+
+    pixels, mask = photo(31), bytes([255]) * (W * H)
+    before = sum(s.sent_bytes for s in pool.slots)
+    first = drag(daemon.address, pixels, mask=mask)
+    slot = pool.slots[pool.where(first.session)]
+    assert sum(s.sent_bytes for s in pool.slots) - before == len(pixels) + len(mask)
+    sent, resends = slot.sent_bytes, slot.resends
+    again = drag(daemon.address, pixels, session=first.session, mask=mask)
+    assert slot.sent_bytes == sent and slot.resends == resends  # Only the digests travelled.
+    ray.get(slot.handle.forget_layers.remote())  # As if evicted or restarted.
+    third = drag(daemon.address, pixels, session=first.session, mask=mask)
+    assert slot.resends == resends + 1 and slot.sent_bytes == sent + len(pixels) + len(mask)
+    assert "invert" not in again.timings and "invert" not in third.timings
+    assert again.session == third.session == first.session
+    assert len(first.patch) > 0 and first.patch == again.patch == third.patch
+    assert first.points == again.points == third.points
 
 
 def test_output_is_byte_identical_to_the_in_process_daemon(daemon, tiny):
