@@ -9,7 +9,9 @@ drag skip the inversion through the cluster?
 - first_s / repeat_s: the same drag twice on one photo (the second names the first's session,
   lands on the same actor and does not invert); `repeat_speedup` = first / repeat (goal >= 10);
   `*_timings` are the pipeline's own phases, `repeat_overhead_s` what the round trip through
-  client, daemon, dispatcher and actor adds to the repeat's `total`.
+  client, daemon, dispatcher and actor adds to the repeat's `total`; `first_bytes` /
+  `repeat_bytes` the layer bytes (pixels, mask) the head sent to actors for each (the repeat's
+  actor holds the layer: 0).
 
 The embedded 64 px model and the demo scene (photo, two pairs, selection), --steps drag steps.
 
@@ -120,12 +122,16 @@ def main() -> int:
                     jobs_per_s(server.address, batch, args.steps), 3
                 )
                 if actors == 2:
+                    sent = sum(s.sent_bytes for s in pool.slots)
                     start = time.perf_counter()
                     first = drag(server.address, base, args.steps)
                     out["first_s"] = round(time.perf_counter() - start, 3)
+                    out["first_bytes"] = sum(s.sent_bytes for s in pool.slots) - sent
+                    sent = sum(s.sent_bytes for s in pool.slots)
                     start = time.perf_counter()
                     again = drag(server.address, base, args.steps, session=first.session)
                     out["repeat_s"] = round(time.perf_counter() - start, 3)
+                    out["repeat_bytes"] = sum(s.sent_bytes for s in pool.slots) - sent
                     assert "invert" not in again.timings, "the repeat inverted again"
                     out["first_timings"] = {k: round(v, 3) for k, v in first.timings.items()}
                     out["repeat_timings"] = {k: round(v, 3) for k, v in again.timings.items()}
