@@ -158,7 +158,7 @@ def label(model: ModelInfo) -> str:
 
 
 def help_text(model: ModelInfo) -> str:
-    parts = [model.description or model.domain or model.name]
+    parts = [(model.description or model.domain or model.name).rstrip(".") + "."]
     if model.licence:
         parts.append(f"Licence: {model.licence}.")
     if model.damaged:

@@ -96,6 +96,25 @@ if res and len(layers) == 2:
     )
 out["cases"]["drag"] = case
 
+# ---- case 1a: the Model dropdown (a Gimp.Choice fixed at registration), and a drag with a pick --
+arg = next(
+    a for a in Gimp.get_pdb().lookup_procedure(PROC).get_arguments() if a.get_name() == "model"
+)
+choice = Gimp.param_spec_choice_get_choice(arg)
+ids = {lay.get_id() for lay in image.get_layers()}
+res = call(image, source, model="embedded", max_steps=5)
+new = [lay for lay in image.get_layers() if lay.get_id() not in ids]
+out["cases"]["model_choice"] = {
+    "is_choice": isinstance(arg, Gimp.ParamChoice),
+    "default": Gimp.param_spec_choice_get_default(arg),
+    "choices": {nick: choice.get_label(nick) for nick in choice.list_nicks()},
+    "result": res,
+    "layers_added": len(new),
+    "new_name": new[0].get_name() if new else None,
+}
+for lay in new:
+    image.remove_layer(lay)
+
 # ---- case 1b: grey and indexed copies: the edit comes back in the image's own mode -------------
 for mode in ("grey", "indexed"):
     other = image.duplicate()
