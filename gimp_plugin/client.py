@@ -264,16 +264,23 @@ class Client:
         return self._request("status", {}).header
 
     def models(
-        self, action: str = "list", name: str | None = None, on_event: EventFn | None = None
+        self,
+        action: str = "list",
+        name: str | None = None,
+        on_event: EventFn | None = None,
+        should_stop: StopFn | None = None,
     ) -> dict[str, Any]:
-        """List models, or download one by registry name (progress phase `download`)."""
+        """List models, or download one by registry name (progress phase `download`; a
+        ``should_stop`` that says yes cancels it, and the daemon keeps the part to resume)."""
         fields: dict[str, Any] = {"action": action}
         if name is not None:
             try:
                 fields["name"] = P.check_name(name)
             except P.ProtocolError as exc:
                 raise DaemonError.of(exc) from None
-        return self._request("models", fields, on_event=on_event, job=action != "list").header
+        return self._request(
+            "models", fields, on_event=on_event, should_stop=should_stop, job=action != "list"
+        ).header
 
     def drag(
         self,

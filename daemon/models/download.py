@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -30,6 +30,10 @@ USER_AGENT = "gimp-draggan-downloader/1"
 
 class DownloadError(RuntimeError):
     """A download that failed; the message says why and what to do."""
+
+
+class DownloadStopped(DownloadError):
+    """The caller asked the download to stop (a cancelled job); the part file stays."""
 
 
 @dataclass(frozen=True)
@@ -112,9 +116,15 @@ def _check_space(directory: Path, needed: int, dest: Path) -> None:
 
 
 def _fetch_once(
-    url: str, part: Path, size: int | None, progress: DownloadMeter | None, timeout: float
+    url: str,
+    part: Path,
+    size: int | None,
+    progress: DownloadMeter | None,
+    timeout: float,
+    should_stop: Callable[[], bool],
 ) -> None:
-    """Append the rest of ``url`` to ``part`` (Range from its current size). Raises on drops."""
+    """Append the rest of ``url`` to ``part`` (Range from its current size). Raises on drops,
+    and `DownloadStopped` between blocks once ``should_stop()`` (the part file stays, to resume)."""
     have = part.stat().st_size if part.exists() else 0
     if size is not None and have > size:
         part.unlink()
@@ -144,6 +154,9 @@ def _fetch_once(
         with open(part, "ab" if have else "wb") as f:
             done = have
             while True:
+                if should_stop():
+                    f.flush()
+                    raise DownloadStopped(f"download of {part.name} stopped at {done} bytes")
                 block = resp.read(CHUNK)
                 if not block:
                     break
@@ -158,14 +171,22 @@ def _fetch_once(
 
 
 def _transfer(
-    url: str, part: Path, size: int | None, bar: DownloadMeter | None, timeout: float, retries: int
+    url: str,
+    part: Path,
+    size: int | None,
+    bar: DownloadMeter | None,
+    timeout: float,
+    retries: int,
+    should_stop: Callable[[], bool],
 ) -> str | None:
     """Fetch ``url`` into ``part``, resuming after drops; None on success, else the reason."""
     attempt = 0
     while True:
         try:
-            _fetch_once(url, part, size, bar, timeout)
+            _fetch_once(url, part, size, bar, timeout, should_stop)
             return None
+        except DownloadStopped:
+            raise
         except (http.client.IncompleteRead, ConnectionError, TimeoutError) as e:
             attempt += 1
             if attempt > retries:
@@ -193,13 +214,15 @@ def download(
     timeout: float = 30.0,
     stream: TextIO | None = None,
     expect_bytes: int | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> Downloaded:
     """Download ``dest`` from the first of ``urls`` that gives a verified file.
 
     ``sha256``/``size`` (None = unknown) are checked before the rename; ``hash_source`` names where
     the pinned hash comes from, for the mismatch message. Free space is checked against ``size``
     (else the estimate ``expect_bytes``) before the network is touched. Connection drops are
-    resumed up to ``retries`` times per URL.
+    resumed up to ``retries`` times per URL. ``should_stop`` is asked between blocks: once it says
+    yes the download raises `DownloadStopped`, keeping the part file for the next try to resume.
     """
     if not urls:
         raise DownloadError(f"no download URL for {Path(dest).name}")
@@ -215,7 +238,7 @@ def download(
         _check_space(dest.parent, expected - (part.stat().st_size if part.exists() else 0), dest)
     for url in urls:
         bar = DownloadMeter(dest.name, stream) if show_progress else None
-        error = _transfer(url, part, size, bar, timeout, retries)
+        error = _transfer(url, part, size, bar, timeout, retries, should_stop)
         if error:
             problems.append(error)
             continue

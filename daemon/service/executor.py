@@ -28,7 +28,7 @@ from gimp_draggan.edit.pipeline import EditCancelled, run_edit, run_invert
 from gimp_draggan.edit.pixels import preview_jpeg
 from gimp_draggan.edit.sessions import SessionCache, UnknownSession
 from gimp_draggan.models import registry
-from gimp_draggan.models.download import download
+from gimp_draggan.models.download import DownloadStopped, download
 from gimp_draggan.models.store import ModelStore
 from gimp_draggan.service.worker import ProgressFn, StopFn
 from gimp_draggan_plugin import protocol as P
@@ -219,7 +219,10 @@ class PipelineExecutor:
                     entry.sha256_source,
                     show_progress=False,
                     expect_bytes=entry.expected_bytes,
+                    should_stop=should_stop,
                 )
+            except DownloadStopped:
+                pass  # The job was cancelled: the worker reports that; the part file stays.
             except BaseException as exc:
                 failure.append(exc)
 
@@ -235,6 +238,7 @@ class PipelineExecutor:
                 except OSError:
                     done = 0
             on_progress(P.ProgressEvent("download", done, max(total, done)))
+        thread.join()  # A stopped download ends within one block: never two writers of a part.
         if failure:
             raise P.ProtocolError(
                 P.ErrorCode.DOWNLOAD_FAILED, f"download of {name} failed: {failure[0]}"

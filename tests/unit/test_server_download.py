@@ -7,6 +7,8 @@ import hashlib
 import http.server
 import json
 import threading
+import time
+from typing import ClassVar
 
 import pytest
 
@@ -111,3 +113,90 @@ def test_models_list_what_a_picker_shows(setup):
     assert good["licence"] == "test" and good["licence_short"] == ""
     assert good["download_bytes"] == len(PAYLOAD) and good["downloadable"] is True
     assert not good["cached"] and good["resolution"] == 32 and good["domain"] == "test"
+
+
+BIG = bytes(range(256)) * (16 * 4096)  # 16 MiB, sent in 256 KiB pieces 20 ms apart
+
+
+class _SlowFiles(http.server.BaseHTTPRequestHandler):
+    """Serves BIG slowly, honours Range, and records each request's start and whether the
+    reader hung up before the end."""
+
+    requests: ClassVar[list[tuple[int, bool]]] = []
+
+    def do_GET(self) -> None:
+        start = 0
+        if self.headers.get("Range"):
+            start = int(self.headers["Range"].removeprefix("bytes=").split("-")[0])
+            self.send_response(206)
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(BIG) - start))
+        self.end_headers()
+        hung_up = False
+        try:
+            for at in range(start, len(BIG), 256 << 10):
+                self.wfile.write(BIG[at : at + (256 << 10)])
+                time.sleep(0.02)
+        except (BrokenPipeError, ConnectionResetError):
+            hung_up = True
+        self.requests.append((start, hung_up))
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_cancelled_download_stops_fetching_and_the_next_one_resumes(tmp_path):
+    _SlowFiles.requests.clear()
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowFiles)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/big.safetensors"
+    row = {
+        "name": "big",
+        "kind": "generator",
+        "description": "test",
+        "domain": "test",
+        "resolution": 32,
+        "num_ws": 8,
+        "format": "gimp-draggan",
+        "filename": "big.safetensors",
+        "urls": [url],
+        "size_bytes": len(BIG),
+        "sha256": hashlib.sha256(BIG).hexdigest(),
+        "sha256_source": "this test",
+        "licence": "test",
+    }
+    table = tmp_path / "models.json"
+    table.write_text(json.dumps({"format": "gimp-draggan-models", "models": [row]}))
+    executor = PipelineExecutor("cpu", cache=str(tmp_path / "cache"), table=str(table))
+    server = Server(ServerConfig(bind="tcp://127.0.0.1:*"), executor)
+    server.start()
+    part = tmp_path / "cache" / "models" / "big.safetensors.part"
+    try:
+        with Client(server.address) as client:
+            events: list[object] = []
+            with pytest.raises(DaemonError) as err:
+                client.models(
+                    "download",
+                    "big",
+                    on_event=events.append,
+                    should_stop=lambda: any(
+                        isinstance(e, P.ProgressEvent) and e.step > 0 for e in events
+                    ),
+                )
+            assert err.value.code == "cancelled"
+            # The daemon hung up on the server instead of reading the other ~15 MiB.
+            deadline = time.monotonic() + 10
+            while not _SlowFiles.requests and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _SlowFiles.requests == [(0, True)]
+            kept = part.stat().st_size
+            assert 0 < kept < len(BIG)
+            assert not (tmp_path / "cache" / "models" / "big.safetensors").exists()
+            reply = client.models("download", "big")
+        assert reply["downloaded"] == "big"
+        assert _SlowFiles.requests[1] == (kept, False)  # Resumed where the part ended.
+        assert (tmp_path / "cache" / "models" / "big.safetensors").read_bytes() == BIG
+    finally:
+        server.stop()
+        httpd.shutdown()
