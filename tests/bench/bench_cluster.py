@@ -21,7 +21,8 @@ demo scene scaled by N / 256 so that its square crop (255 px at 1x) is about N p
 a real N px model, since the inversion's and a drag step's time depend on the architecture, not on
 the weights' values (the drag is the same --steps steps). `model` names the model served.
 
-    python tests/bench/bench_cluster.py [--res N] [--jobs 4] [--steps 10] [--threads 1] [--json]
+    python tests/bench/bench_cluster.py [--res N] [--jobs 4] [--steps 10] [--threads 1]
+        [--preset fast|quality] [--json]
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from gimp_draggan.service.executor import PipelineExecutor
 from gimp_draggan.service.server import Server, ServerConfig
 from gimp_draggan_plugin import protocol as P
 from gimp_draggan_plugin.client import Client
-from gimp_draggan_plugin.protocol import JobRequest, Params, Point
+from gimp_draggan_plugin.protocol import PRESETS, JobRequest, Params, Point
 
 MODEL = "embedded"
 # The channel base of the official StyleGAN2 configurations at each size (as bench_drag.py).
@@ -89,7 +90,7 @@ def random_bench(res: int, folder: Path) -> Bench:
 
 
 def drag(
-    address: str, bench: Bench, photo: np.ndarray, steps: int, session: str | None = None
+    address: str, bench: Bench, photo: np.ndarray, params: Params, session: str | None = None
 ) -> P.JobResult:
     h, w = photo.shape[:2]
     with Client(address, timeout_s=3600) as client:
@@ -101,7 +102,7 @@ def drag(
                 height=h,
                 mask=selection_mask(w, h, bench.ellipse),
                 model=bench.model,
-                params=Params(steps=steps),
+                params=params,
                 session=session,
             )
         )
@@ -117,13 +118,13 @@ def daemon(bench: Bench, actors: int, threads: int) -> tuple[Server, cluster.Act
     return server, pool
 
 
-def jobs_per_s(address: str, bench: Bench, photos: list[np.ndarray], steps: int) -> float:
+def jobs_per_s(address: str, bench: Bench, photos: list[np.ndarray], params: Params) -> float:
     """All photos' drags at once, one client each; jobs per second until the last is done."""
     errors: list[BaseException] = []
 
     def one(photo: np.ndarray) -> None:
         try:
-            drag(address, bench, photo, steps)
+            drag(address, bench, photo, params)
         except BaseException as exc:
             errors.append(exc)
 
@@ -147,7 +148,7 @@ def stop(server: Server, pool: cluster.ActorPool) -> None:
         ray.kill(slot.handle)
 
 
-def measure(bench: Bench, jobs: int, steps: int, threads: int) -> dict[str, Any]:
+def measure(bench: Bench, jobs: int, params: Params, threads: int) -> dict[str, Any]:
     """Both actor counts' jobs per second, then the first and the repeat drag (2 actors)."""
     base = bench.photo
     # Brightened by 1..N levels: the same scene, a new session each (the content key differs).
@@ -159,18 +160,18 @@ def measure(bench: Bench, jobs: int, steps: int, threads: int) -> dict[str, Any]
     for actors in (1, 2):
         server, pool = daemon(bench, actors, threads)
         try:
-            drag(server.address, bench, photos[-actors], steps)  # Warm-up, one per actor count.
+            drag(server.address, bench, photos[-actors], params)  # Warm-up, one per actor count.
             batch = photos[(actors - 1) * jobs : actors * jobs]
-            out[f"jobs_per_s_{actors}"] = round(jobs_per_s(server.address, bench, batch, steps), 3)
+            out[f"jobs_per_s_{actors}"] = round(jobs_per_s(server.address, bench, batch, params), 3)
             if actors == 2:
                 sent = sum(s.sent_bytes for s in pool.slots)
                 start = time.perf_counter()
-                first = drag(server.address, bench, base, steps)
+                first = drag(server.address, bench, base, params)
                 out["first_s"] = round(time.perf_counter() - start, 3)
                 out["first_bytes"] = sum(s.sent_bytes for s in pool.slots) - sent
                 sent = sum(s.sent_bytes for s in pool.slots)
                 start = time.perf_counter()
-                again = drag(server.address, bench, base, steps, session=first.session)
+                again = drag(server.address, bench, base, params, session=first.session)
                 out["repeat_s"] = round(time.perf_counter() - start, 3)
                 out["repeat_bytes"] = sum(s.sent_bytes for s in pool.slots) - sent
                 assert "invert" not in again.timings, "the repeat inverted again"
@@ -188,15 +189,25 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=4, help="independent sessions per run")
     ap.add_argument("--steps", type=int, default=10, help="drag steps per job")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per actor")
+    ap.add_argument("--preset", choices=PRESETS, default="fast", help="inversion preset")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    out: dict[str, Any] = {"jobs": args.jobs, "steps": args.steps, "threads": args.threads}
+    out: dict[str, Any] = {
+        "jobs": args.jobs,
+        "steps": args.steps,
+        "threads": args.threads,
+        "preset": args.preset,
+    }
     with tempfile.TemporaryDirectory(prefix="bench_cluster-") as folder:
         bench = embedded_bench() if args.res is None else random_bench(args.res, Path(folder))
         out["model"] = bench.model
         cluster.join("local", num_cpus=2 * args.threads, log_to_driver=False)
         try:
-            out.update(measure(bench, args.jobs, args.steps, args.threads))
+            out.update(
+                measure(
+                    bench, args.jobs, Params(steps=args.steps, preset=args.preset), args.threads
+                )
+            )
         finally:
             cluster.leave()
     out["speedup"] = round(out["jobs_per_s_2"] / out["jobs_per_s_1"], 2)
