@@ -33,7 +33,7 @@ import os
 import queue
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -111,6 +111,7 @@ class DragActor:
         )
         self._cancelled: dict[str, str] = {}  # job key -> last step when the cancel came
         self._step: dict[str, str] = {}  # job key -> last step reported ("drag 12")
+        self._finished: deque[str] = deque(maxlen=1024)  # Keys of jobs run to their end here.
         self.layers: LayerCache[bytes] = LayerCache(spec.layer_budget)
         try:
             self.executor.warm()
@@ -123,10 +124,11 @@ class DragActor:
         return ActorInfo(os.getpid(), self.executor.device, ray.util.get_node_ip_address())
 
     def cancel(self, key: str) -> None:
-        """Stop job `key` before its next inversion or drag step (a finished one: nothing)."""
-        step = self._step.get(key)
-        if step is not None:
-            self._cancelled[key] = step
+        """Stop job `key` before its next inversion or drag step. A cancel can overtake its job
+        (both are calls to this threaded actor): one for a job not started here yet stops it
+        before its first step. A finished one: nothing."""
+        if key not in self._finished:
+            self._cancelled[key] = self._step.get(key, "none")
 
     def forget_layers(self) -> None:
         """Drop the layers kept (tests: as after a restart, while the head thinks them held)."""
@@ -183,6 +185,7 @@ class DragActor:
         finally:
             self._cancelled.pop(key, None)
             self._step.pop(key, None)
+            self._finished.append(key)
 
 
 def _session_of(frames: list[bytes]) -> str | None:

@@ -67,3 +67,26 @@ def test_a_job_without_a_layer_travels_as_it_is():
     job = JobSpec("m", "models", None, {"name": "tiny"})
     assert pack(job, LayerKeys(), LayerCache()) == Parcel(job)
     assert unpack(Parcel(job), LayerCache()) == job
+
+
+def test_a_cancel_that_overtakes_its_job_stops_it_before_its_first_step():
+    """`cancel` and `run` are calls to one threaded actor, so a cancel can arrive first; it must
+    not be lost (the job would run to its end). The actor class itself, without Ray."""
+    import numpy as np
+
+    from gimp_draggan.headless.demo import SCENE, load_sample, selection_mask
+    from gimp_draggan.service.cluster import ActorSpec, DragActor
+    from gimp_draggan_plugin import protocol as P
+
+    photo = np.asarray(load_sample().convert("RGBA"))
+    h, w = photo.shape[:2]
+    mask = selection_mask(w, h, SCENE.ellipse)
+    req = JobRequest.photo(photo.tobytes(), w, h, list(SCENE.pairs), mask=mask, model="embedded")
+    job = JobSpec("j", "drag", req, {})
+    keys = LayerKeys(blob_digest(req.pixels or b""), blob_digest(mask))
+    actor = DragActor(ActorSpec("cpu", 1, "embedded"))
+    actor.cancel("early")
+    replies = list(actor.run("early", pack(job, keys, LayerCache())))
+    final = P.decode(replies[-1].frames)
+    assert final.op == "error" and final.header["code"] == "cancelled", final.header
+    assert len(actor.executor.sessions) == 0  # Nothing was inverted.
