@@ -101,14 +101,9 @@ def ffhq_box(face: FaceLandmarks, layer_width: int, layer_height: int, resolutio
     # Landmarks are pixel centres; the box's centre is in edge coordinates (+0.5).
     cx, cy = eye_avg + 0.1 * eye_to_mouth + 0.5
     side = max(1, round(2.0 * half))
-    return CropBox(
-        x0=math.floor(cx - side / 2.0 + 0.5),
-        y0=math.floor(cy - side / 2.0 + 0.5),
-        side=side,
-        layer_width=layer_width,
-        layer_height=layer_height,
-        resolution=resolution,
-        angle=_no_noise(math.atan2(x[1], x[0])),
+    angle = _no_noise(math.atan2(x[1], x[0]))
+    return CropBox.centred(
+        (float(cx), float(cy)), side, layer_width, layer_height, resolution, angle
     )
 
 

@@ -275,17 +275,8 @@ def _widening(first: CropBox, count: int) -> list[CropBox]:
     still fit within twice the layer's longer side."""
     out = [first]
     limit = 2 * max(first.layer_width, first.layer_height)
-    cx, cy = first.centre
     while len(out) < count and out[-1].side * 2 <= limit:
-        side = out[-1].side * 2
-        out.append(
-            replace(
-                first,
-                x0=math.floor(cx - side / 2.0 + 0.5),
-                y0=math.floor(cy - side / 2.0 + 0.5),
-                side=side,
-            )
-        )
+        out.append(first.with_side(out[-1].side * 2))
     return out
 
 

@@ -52,6 +52,28 @@ class CropBox:
         if not math.isfinite(self.angle):
             raise ValueError(f"crop angle must be a finite number of radians: {self}")
 
+    @classmethod
+    def centred(
+        cls,
+        centre: Point,
+        side: int,
+        layer_width: int,
+        layer_height: int,
+        resolution: int,
+        angle: float = 0.0,
+    ) -> CropBox:
+        """The square of ``side`` whose centre is nearest ``centre`` (edge coordinates) with its
+        corner on a whole pixel."""
+        cx, cy = centre
+        x0, y0 = math.floor(cx - side / 2.0 + 0.5), math.floor(cy - side / 2.0 + 0.5)
+        return cls(x0, y0, side, layer_width, layer_height, resolution, angle)
+
+    def with_side(self, side: int) -> CropBox:
+        """The same square grown or shrunk to ``side`` about (nearly) the same centre."""
+        return CropBox.centred(
+            self.centre, side, self.layer_width, self.layer_height, self.resolution, self.angle
+        )
+
     @property
     def scale(self) -> float:
         """Model pixels per layer pixel."""
@@ -200,12 +222,5 @@ def choose_box(
     floor_side = max(8, resolution // 2) if min_side is None else max(1, min_side)
     extent = max(needed.width, needed.height)
     side = max(math.ceil(extent * (1.0 + 2.0 * margin)), floor_side)
-    cx, cy = (needed.x0 + needed.x1) / 2.0, (needed.y0 + needed.y1) / 2.0
-    return CropBox(
-        x0=math.floor(cx - side / 2.0 + 0.5),
-        y0=math.floor(cy - side / 2.0 + 0.5),
-        side=side,
-        layer_width=layer_width,
-        layer_height=layer_height,
-        resolution=resolution,
-    )
+    centre = ((needed.x0 + needed.x1) / 2.0, (needed.y0 + needed.y1) / 2.0)
+    return CropBox.centred(centre, side, layer_width, layer_height, resolution)

@@ -34,35 +34,40 @@ class _Files(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def model_row(name: str, url: str, size: int, sha: str) -> dict:
+    """A models.json row for a file served by this test's HTTP server."""
+    return {
+        "name": name,
+        "kind": "generator",
+        "description": "test",
+        "domain": "test",
+        "resolution": 32,
+        "num_ws": 8,
+        "format": "gimp-draggan",
+        "filename": f"{name}.safetensors",
+        "urls": [url],
+        "size_bytes": size,
+        "sha256": sha,
+        "sha256_source": "this test",
+        "licence": "test",
+    }
+
+
 @pytest.fixture
 def setup(tmp_path):
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Files)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{httpd.server_address[1]}/gen.safetensors"
 
-    def row(name: str, sha: str) -> dict:
-        return {
-            "name": name,
-            "kind": "generator",
-            "description": "test",
-            "domain": "test",
-            "resolution": 32,
-            "num_ws": 8,
-            "format": "gimp-draggan",
-            "filename": f"{name}.safetensors",
-            "urls": [url],
-            "size_bytes": len(PAYLOAD),
-            "sha256": sha,
-            "sha256_source": "this test",
-            "licence": "test",
-        }
-
     table = tmp_path / "models.json"
     table.write_text(
         json.dumps(
             {
                 "format": "gimp-draggan-models",
-                "models": [row("good", hashlib.sha256(PAYLOAD).hexdigest()), row("bad", "0" * 64)],
+                "models": [
+                    model_row("good", url, len(PAYLOAD), hashlib.sha256(PAYLOAD).hexdigest()),
+                    model_row("bad", url, len(PAYLOAD), "0" * 64),
+                ],
             }
         )
     )
@@ -151,21 +156,7 @@ def test_a_cancelled_download_stops_fetching_and_the_next_one_resumes(tmp_path):
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowFiles)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{httpd.server_address[1]}/big.safetensors"
-    row = {
-        "name": "big",
-        "kind": "generator",
-        "description": "test",
-        "domain": "test",
-        "resolution": 32,
-        "num_ws": 8,
-        "format": "gimp-draggan",
-        "filename": "big.safetensors",
-        "urls": [url],
-        "size_bytes": len(BIG),
-        "sha256": hashlib.sha256(BIG).hexdigest(),
-        "sha256_source": "this test",
-        "licence": "test",
-    }
+    row = model_row("big", url, len(BIG), hashlib.sha256(BIG).hexdigest())
     table = tmp_path / "models.json"
     table.write_text(json.dumps({"format": "gimp-draggan-models", "models": [row]}))
     executor = PipelineExecutor("cpu", cache=str(tmp_path / "cache"), table=str(table))
