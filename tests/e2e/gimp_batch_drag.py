@@ -16,6 +16,7 @@ PAD_X, PAD_Y = int(env["E2E_PAD_X"]), int(env["E2E_PAD_Y"])
 STROKES = json.loads(env["E2E_STROKES"])  # [[hx, hy, tx, ty], ...] image pixels
 SEL = json.loads(env["E2E_SELECTION"])  # [x, y, w, h] image pixels
 out = {"cases": {}}
+BANDS = 12  # change_facts: distance bands from the changed region's border
 
 
 def pixels(layer):
@@ -95,6 +96,91 @@ if res and len(layers) == 2:
         inside_changed=inside_changed,
     )
 out["cases"]["drag"] = case
+
+
+def change_facts(new, src, src_before):
+    """How the new layer, laid over the source, changes it: per pixel the largest channel change
+    alpha * |new - source| ("changed": 1 level or more); the changed pixels' count and bounding
+    box; and the mean change of the changed pixels by their distance (4-neighbour steps) to the
+    nearest unchanged pixel of the source layer (band 1: the changed region's border; the source
+    layer's own edge is no border), and beyond the last band."""
+    _ok, nx, ny = new.get_offsets()
+    nw, nh = new.get_width(), new.get_height()
+    _ok, ox, oy = src.get_offsets()
+    ow, oh = src.get_width(), src.get_height()
+    data = pixels(new)
+    change = [0.0] * (nw * nh)
+    for y in range(nh):
+        for x in range(nw):
+            i, j = (y * nw + x) * 4, ((ny + y - oy) * ow + nx + x - ox) * 4
+            alpha = data[i + 3] / 255
+            change[y * nw + x] = max(alpha * abs(data[i + c] - src_before[j + c]) for c in range(3))
+    changed = [k for k, d in enumerate(change) if d >= 1.0]
+    facts = {"new_rect": [nx, ny, nw, nh], "changed": len(changed)}
+    if not changed:
+        return facts
+    xs, ys = [k % nw for k in changed], [k // nw for k in changed]
+    x0, y0, x1, y1 = min(xs), min(ys), max(xs) + 1, max(ys) + 1
+    # Distance to the nearest unchanged source pixel: unchanged pixels of the new layer are 0,
+    # changed ones next to a source pixel outside the new layer are 1.
+    dist = [0 if d < 1.0 else None for d in change]
+    todo = [k for k, d in enumerate(dist) if d == 0]
+    for k in changed:
+        x, y = k % nw, k // nw
+        outside = (
+            (x == 0 and nx > ox)
+            or (y == 0 and ny > oy)
+            or (x == nw - 1 and nx + nw < ox + ow)
+            or (y == nh - 1 and ny + nh < oy + oh)
+        )
+        if outside:
+            dist[k] = 1
+    todo += [k for k in changed if dist[k] == 1]
+    while todo:
+        step = []
+        for k in todo:
+            x, y = k % nw, k // nw
+            for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+                if 0 <= x + dx < nw and 0 <= y + dy < nh:
+                    m = (y + dy) * nw + x + dx
+                    if dist[m] is None:
+                        dist[m] = dist[k] + 1
+                        step.append(m)
+        todo = step
+    bands = [[] for _ in range(BANDS + 1)]
+    for k in changed:
+        if dist[k] is not None:  # None: no unchanged pixel in reach (the whole layer changed)
+            bands[min(dist[k], BANDS + 1) - 1].append(change[k])
+    facts.update(
+        changed_box=[nx + x0, ny + y0, x1 - x0, y1 - y0],
+        band_means=[round(sum(b) / len(b), 2) if b else None for b in bands[:BANDS]],
+        band_counts=[len(b) for b in bands[:BANDS]],
+        inner_mean=round(sum(bands[BANDS]) / len(bands[BANDS]), 2) if bands[BANDS] else None,
+        max_change=round(max(change), 2),
+    )
+    return facts
+
+
+# ---- case 1c: no selection -> the daemon picks the subject around the points, feathered ---------
+other = image.duplicate()
+Gimp.Selection.none(other)
+src = other.get_layers()[-1]
+before_other = pixels(src)
+ids = {lay.get_id() for lay in other.get_layers()}
+res = call(other, src)
+new = [lay for lay in other.get_layers() if lay.get_id() not in ids]
+case = {
+    "result": res,
+    "selection_empty": Gimp.Selection.is_empty(other),
+    "layers_added": len(new),
+    "new_name": new[0].get_name() if new else None,
+    "has_mask": bool(new) and new[0].get_mask() is not None,
+    "source_unchanged": pixels(src) == before_other,
+}
+if len(new) == 1:
+    case.update(change_facts(new[0], src, before_other))
+out["cases"]["no_selection"] = case
+other.delete()
 
 # ---- case 1a: the Model dropdown (a Gimp.Choice fixed at registration), and a drag with a pick --
 arg = next(

@@ -516,3 +516,33 @@ def test_model_is_a_dropdown_of_the_daemons_models_and_a_pick_drags(gimp_run):
     assert "download (364 MB)" in ffhq and "(NVIDIA, non-commercial)" in ffhq, ffhq
     assert case["result"]["status"] == "success", case
     assert case["layers_added"] == 1 and case["new_name"].startswith("DragGAN drag (2 points"), case
+
+
+def test_no_selection_edits_the_head_around_the_points_feathered(gimp_run):
+    """Issue 18, item 5: without a selection the daemon edits the subject holding the points (here
+    the 128 px head), feathered; before, a 45x45 square changed uniformly up to its hard edge.
+    The batch's GIMP shows no progress text (gimp-console has no progress bar: the "no selection:
+    editing the face around the points" note never reaches stderr); the unit tests cover it."""
+    result, stderr, *_ = gimp_run
+    case = result["cases"]["no_selection"]
+    print(f"no selection: {json.dumps(case)}")
+    assert case["result"]["status"] == "success", f"{case['result']}\n{stderr[-4000:]}"
+    assert case["layers_added"] == 1 and case["source_unchanged"], case
+    assert case["new_name"].startswith("DragGAN drag (2 points"), case
+    assert not case["has_mask"] and case["selection_empty"], case
+    nx, ny, nw, nh = case["new_rect"]
+    for hx, hy, tx, ty in head_scene()[1]:
+        for x, y in ((hx, hy), (tx, ty)):
+            assert nx <= x < nx + nw and ny <= y < ny + nh, (x, y, case)
+    # The head, not a small square: far beyond 45 px each way.
+    _x, _y, bw, bh = case["changed_box"]
+    assert bw >= 90 and bh >= 90, case
+    # Not a filled rectangle: the turned head's crop, cut by the layer (measured: 0.79).
+    assert case["changed"] <= 0.9 * bw * bh, case
+    # Feathered: the change fades towards the changed region's border over several pixels
+    # (measured: bands 1-4 at 3-11 levels, 42 beyond band 12); a hard edge keeps its full change
+    # up to the border.
+    inner, bands = case["inner_mean"], case["band_means"]
+    assert inner is not None and inner >= 10, case
+    assert bands[0] <= 0.25 * inner, case
+    assert all(b is not None and b <= 0.4 * inner for b in bands[:4]), case
