@@ -120,7 +120,7 @@ def test_models_list_what_a_picker_shows(setup):
     assert not good["cached"] and good["resolution"] == 32 and good["domain"] == "test"
 
 
-BIG = bytes(range(256)) * (16 * 4096)  # 16 MiB, sent in 256 KiB pieces 20 ms apart
+BIG = bytes(range(256)) * (16 * 4096)  # 16 MiB in 256 KiB pieces, slowly at first
 
 
 class _SlowFiles(http.server.BaseHTTPRequestHandler):
@@ -142,13 +142,21 @@ class _SlowFiles(http.server.BaseHTTPRequestHandler):
         try:
             for at in range(start, len(BIG), 256 << 10):
                 self.wfile.write(BIG[at : at + (256 << 10)])
-                time.sleep(0.02)
+                if not start:  # The first request lasts >= 3 s: time to cancel, even on a busy CI.
+                    time.sleep(0.05)
         except (BrokenPipeError, ConnectionResetError):
             hung_up = True
         self.requests.append((start, hung_up))
 
     def log_message(self, *args: object) -> None:
         pass
+
+
+def served(n: int) -> None:
+    """Wait until the slow server has noted ``n`` requests (its handler ends after its reader)."""
+    deadline = time.monotonic() + 10
+    while len(_SlowFiles.requests) < n and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def test_a_cancelled_download_stops_fetching_and_the_next_one_resumes(tmp_path):
@@ -177,15 +185,14 @@ def test_a_cancelled_download_stops_fetching_and_the_next_one_resumes(tmp_path):
                 )
             assert err.value.code == "cancelled"
             # The daemon hung up on the server instead of reading the other ~15 MiB.
-            deadline = time.monotonic() + 10
-            while not _SlowFiles.requests and time.monotonic() < deadline:
-                time.sleep(0.05)
+            served(1)
             assert _SlowFiles.requests == [(0, True)]
             kept = part.stat().st_size
             assert 0 < kept < len(BIG)
             assert not (tmp_path / "cache" / "models" / "big.safetensors").exists()
             reply = client.models("download", "big")
         assert reply["downloaded"] == "big"
+        served(2)  # The server notes a request once its last write returned.
         assert _SlowFiles.requests[1] == (kept, False)  # Resumed where the part ended.
         assert (tmp_path / "cache" / "models" / "big.safetensors").read_bytes() == BIG
     finally:
