@@ -410,7 +410,6 @@ class Dispatcher(threading.Thread):
         """The actor lost a layer it was thought to hold: the same job again, with it."""
         assert slot.running is not None
         slot.resends += 1
-        slot.running.cancel_sent = False  # A cancel sent meanwhile found no job to stop.
         sent = self._send(slot, full=True)
         log.info(
             "actor %d did not hold job %s's layer: sent again with it (%d bytes)",
